@@ -1,0 +1,189 @@
+//! The raw command line, as clap parses it. [`crate::config`] turns it into
+//! validated settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Peer-to-peer WebRTC broadcasting: push text, bytes (and soon camera and
+/// microphone) from one machine to many, through one signaling URL.
+///
+/// Start a relay with `p2p signal`, then `p2p send` on one machine and
+/// `p2p receive` on as many as you like, all with the same --signal URL and
+/// --room. Media and data flow peer to peer; the relay only carries the
+/// handshake.
+#[derive(Debug, Parser)]
+#[command(name = "p2p", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More logs on stderr (-v p2p debug, -vv all debug, -vvv trace).
+    /// RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr: no status lines, no progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Broadcast to every receiver in a room: lines (or bytes) from stdin.
+    ///
+    /// Example: `tail -f app.log | p2p send --room ops`
+    Send(SendArgs),
+    /// Connect to every sender in a room and write what arrives to stdout.
+    ///
+    /// Example: `p2p receive --room ops`
+    Receive(ReceiveArgs),
+    /// Run the WebSocket signaling relay (and serve its web page).
+    ///
+    /// Prints the ws:// URL it listens on, on stdout, once it accepts
+    /// connections.
+    Signal(SignalArgs),
+}
+
+/// Options of both `send` and `receive`.
+#[derive(Debug, Args, Clone)]
+pub struct PeerArgs {
+    /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay), or
+    /// memory: (in-process, for tests).
+    #[arg(long, env = "P2P_SIGNAL", default_value = "ws://127.0.0.1:8000")]
+    pub signal: String,
+
+    /// Room to join: senders and receivers meet by room name.
+    #[arg(long, env = "P2P_ROOM", default_value = "default")]
+    pub room: String,
+
+    /// Token the relay asks for (`p2p signal --token`).
+    #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// STUN/TURN server for NAT traversal, repeatable: stun:HOST:PORT,
+    /// turn:USER:PASS@HOST:PORT, turns:…. None by default: on one network,
+    /// host candidates suffice and nothing is contacted.
+    #[arg(
+        long = "ice-server",
+        value_name = "URL",
+        env = "P2P_ICE_SERVERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub ice_servers: Vec<String>,
+
+    /// Seconds a peer may take to connect before it is given up.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub connection_timeout: f64,
+
+    /// Raw bytes instead of lines: stdin is sent byte for byte, and written
+    /// byte for byte to the receiver's stdout.
+    #[arg(long)]
+    pub binary: bool,
+
+    /// How events (connect, dispose, sync, …) are reported on stderr:
+    /// `human` status lines, or `json`, one object per line.
+    #[arg(long, value_enum, default_value_t = EventFormat::Human)]
+    pub events: EventFormat,
+
+    /// Write events as JSON lines to this file instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub events_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub peer: PeerArgs,
+
+    /// Send stdin only to the receiver with this id (default: all).
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+
+    /// Initial state sent with each offer (a JSON object), e.g.
+    /// '{"nickname":"cam 1"}'.
+    #[arg(long, value_name = "JSON")]
+    pub state: Option<String>,
+
+    /// File holding the state as a JSON object; re-read on SIGHUP, and the
+    /// new state is sent to every receiver (`sync`).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// Accept only receivers whose credentials equal this value (JSON, or
+    /// a plain string). Repeatable: any one matches.
+    #[arg(long, value_name = "VALUE", env = "P2P_VERIFY", hide_env_values = true)]
+    pub verify: Vec<String>,
+
+    /// File with accepted credentials, one value per line.
+    #[arg(long, value_name = "PATH")]
+    pub verify_file: Option<PathBuf>,
+
+    /// Messages queued per receiver until its channel opens; the oldest are
+    /// dropped beyond this.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub queue_size: usize,
+
+    /// Stay in the room after stdin ends (serve state and media until
+    /// Ctrl-C) instead of leaving once everything queued is delivered.
+    #[arg(long)]
+    pub keep_open: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub peer: PeerArgs,
+
+    /// Credentials sent with each invoke, checked by `p2p send --verify`
+    /// (JSON, or a plain string).
+    #[arg(
+        long,
+        value_name = "VALUE",
+        env = "P2P_CREDENTIALS",
+        hide_env_values = true
+    )]
+    pub credentials: Option<String>,
+
+    /// Seconds between invokes that find senders started later or
+    /// restarted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub ping_interval: f64,
+
+    /// Invokes sent after the last sender is gone, before waiting quietly.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub ping_attempts: u32,
+
+    /// Exit once every sender that connected has left (implied by --binary,
+    /// so `p2p receive --binary > file` ends with the sender's input).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// Address to listen on; port 0 picks a free port. Loopback by default:
+    /// use 0.0.0.0:8000 to accept other machines.
+    #[arg(long, env = "P2P_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: String,
+
+    /// Require this token from every client (?token=… or Authorization:
+    /// Bearer …); others get HTTP 401.
+    #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest frame accepted, in bytes; larger frames get an error frame.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_frame: usize,
+
+    /// Most subscriptions one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_subscriptions: usize,
+}

@@ -1,0 +1,92 @@
+//! p2p: peer-to-peer WebRTC broadcasting from the command line.
+//!
+//! # Architecture
+//!
+//! - [`protocol`]: the wire types of `PROTOCOL.md`, shared by everything.
+//! - [`relay`]: `p2p signal`, a pure router (frames in, deliveries out)
+//!   wrapped by an axum WebSocket server.
+//! - [`signaling`]: the client drivers (`ws://`, `memory:`) behind one small
+//!   handle + event-stream interface.
+//! - `session`: the Sender and Receiver state machines, which take
+//!   signaling messages, peer events and time and return actions, and the
+//!   one adapter that carries the actions out on webrtc-rs.
+//! - `stdio`: stdin → data channels, data channels → stdout.
+//!
+//! # Errors
+//!
+//! Typed errors (`thiserror`) inside the library; `anyhow` with context at
+//! the edges. Bad input from the network is logged and dropped, never a
+//! panic; a user sees one line naming what to fix.
+
+pub mod cli;
+pub mod logging;
+pub mod protocol;
+pub mod relay;
+pub mod signaling;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use cli::{Cli, Command};
+
+/// Runs one command of the CLI to completion.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // rustls (wss://) needs one process-wide crypto provider; a second
+    // install (tests calling run twice) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Signal(args) => {
+                relay::run(relay::RelayConfig {
+                    listen: args.listen,
+                    token: args.token,
+                    limits: relay::Limits {
+                        max_frame: args.max_frame,
+                        max_subscriptions: args.max_subscriptions,
+                    },
+                })
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Send(_) | Command::Receive(_) => {
+                anyhow::bail!("send/receive are being built")
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// True when the error comes from writing to a closed stdout (`| head`):
+/// that is a normal way for a pipeline to end, not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

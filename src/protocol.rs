@@ -1,0 +1,517 @@
+//! Wire types of `PROTOCOL.md` sections 1 and 2, shared by the relay, the
+//! signaling drivers, the sessions and the tests.
+//!
+//! Parsing never panics: every function that reads bytes from the network
+//! returns a [`ProtocolError`] that says, in one line, what was wrong.
+//! Unknown fields are tolerated everywhere (browsers and future versions add
+//! them); unknown message `type`s are an error value the caller logs and
+//! ignores.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Most strings a namespace may have (PROTOCOL.md §2).
+pub const MAX_NS_PARTS: usize = 8;
+
+/// Why a frame or message was refused. The `Display` text is what the relay
+/// sends back in an `error` frame and what clients log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame is not valid JSON: {0}")]
+    Json(String),
+    #[error("frame must be a JSON object with an \"op\" field")]
+    NotAnObject,
+    #[error("unknown op {0:?}: expected \"on\", \"off\" or \"emit\"")]
+    UnknownOp(String),
+    #[error("\"ns\" must be an array of 1 to 8 non-empty strings")]
+    BadNamespace,
+    #[error("\"emit\" needs a \"data\" field")]
+    MissingData,
+    #[error("frame of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("binary frames are not accepted: send UTF-8 JSON text frames")]
+    Binary,
+    #[error("message is not a JSON object")]
+    MessageNotObject,
+    #[error("message has no string \"type\"")]
+    MissingType,
+    #[error("message has no string \"id\"")]
+    MissingId,
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("{kind} message is malformed: {reason}")]
+    BadMessage { kind: &'static str, reason: String },
+}
+
+/// A validated namespace: 1 to [`MAX_NS_PARTS`] non-empty strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Namespace(Vec<String>);
+
+impl Namespace {
+    pub fn new<I, S>(parts: I) -> Result<Self, ProtocolError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let parts: Vec<String> = parts.into_iter().map(Into::into).collect();
+        if parts.is_empty() || parts.len() > MAX_NS_PARTS || parts.iter().any(String::is_empty) {
+            return Err(ProtocolError::BadNamespace);
+        }
+        Ok(Self(parts))
+    }
+
+    pub fn parts(&self) -> &[String] {
+        &self.0
+    }
+
+    /// `ns.join(":")`, the form that PROTOCOL.md §3/§4 hash.
+    pub fn joined(&self) -> String {
+        self.0.join(":")
+    }
+
+    /// `["sender", room]` or `["sender", room, id]`.
+    pub fn sender(room: &str, id: Option<&str>) -> Self {
+        Self::role("sender", room, id)
+    }
+
+    /// `["receiver", room]` or `["receiver", room, id]`.
+    pub fn receiver(room: &str, id: Option<&str>) -> Self {
+        Self::role("receiver", room, id)
+    }
+
+    fn role(role: &str, room: &str, id: Option<&str>) -> Self {
+        let mut parts = vec![role.to_owned(), room.to_owned()];
+        parts.extend(id.map(str::to_owned));
+        // Rooms and ids are validated non-empty where they enter (config,
+        // parsed messages); an empty one here would be a bug upstream, and
+        // the relay would answer it with an error frame rather than crash.
+        Self(parts)
+    }
+}
+
+impl<'de> Deserialize<'de> for Namespace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let parts = Vec::<String>::deserialize(d)?;
+        Namespace::new(parts).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.0.join(", "))
+    }
+}
+
+/// A frame from a client to the relay (PROTOCOL.md §2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    On(Namespace),
+    Off(Namespace),
+    Emit { ns: Namespace, data: Value },
+}
+
+impl ClientFrame {
+    /// Parses one text frame, checking its size against `limit` first so an
+    /// oversized frame is never parsed.
+    pub fn parse(text: &str, limit: usize) -> Result<Self, ProtocolError> {
+        if text.len() > limit {
+            return Err(ProtocolError::TooLarge {
+                size: text.len(),
+                limit,
+            });
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, ProtocolError> {
+        let Value::Object(mut obj) = value else {
+            return Err(ProtocolError::NotAnObject);
+        };
+        let op = match obj.get("op") {
+            Some(Value::String(op)) => op.clone(),
+            _ => return Err(ProtocolError::NotAnObject),
+        };
+        let ns = || -> Result<Namespace, ProtocolError> {
+            let ns = obj.get("ns").cloned().ok_or(ProtocolError::BadNamespace)?;
+            serde_json::from_value(ns).map_err(|_| ProtocolError::BadNamespace)
+        };
+        match op.as_str() {
+            "on" => Ok(Self::On(ns()?)),
+            "off" => Ok(Self::Off(ns()?)),
+            "emit" => {
+                let ns = ns()?;
+                let data = obj.remove("data").ok_or(ProtocolError::MissingData)?;
+                Ok(Self::Emit { ns, data })
+            }
+            _ => Err(ProtocolError::UnknownOp(op)),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let v = match self {
+            Self::On(ns) => serde_json::json!({"op": "on", "ns": ns}),
+            Self::Off(ns) => serde_json::json!({"op": "off", "ns": ns}),
+            Self::Emit { ns, data } => serde_json::json!({"op": "emit", "ns": ns, "data": data}),
+        };
+        v.to_string()
+    }
+}
+
+/// A frame from the relay to a client (PROTOCOL.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ServerFrame {
+    Message { ns: Namespace, data: Value },
+    Error { error: String },
+}
+
+impl ServerFrame {
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing a Value-bearing enum with string keys cannot fail.
+        serde_json::to_string(self).expect("ServerFrame serializes")
+    }
+
+    pub fn error(e: impl fmt::Display) -> Self {
+        Self::Error {
+            error: e.to_string(),
+        }
+    }
+}
+
+/// A session description as the browser's `RTCSessionDescription.toJSON()`
+/// writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub sdp: String,
+}
+
+/// An ICE candidate in the browser's `RTCIceCandidate.toJSON()` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+impl Candidate {
+    /// Chromium hides host addresses behind `<uuid>.local` names; without
+    /// mDNS we cannot resolve them, and the peer still connects through
+    /// peer-reflexive candidates.
+    pub fn is_mdns(&self) -> bool {
+        self.candidate
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|addr| addr.ends_with(".local"))
+    }
+}
+
+/// A signaling message of PROTOCOL.md §1.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Invoke {
+        id: String,
+        credentials: Option<Value>,
+    },
+    Offer {
+        id: String,
+        offer: Description,
+        state: Map<String, Value>,
+    },
+    Answer {
+        id: String,
+        answer: Description,
+    },
+    Candidate {
+        id: String,
+        candidate: Candidate,
+    },
+    Sync {
+        id: String,
+        state: Map<String, Value>,
+    },
+    Dispose {
+        id: String,
+        state: Option<Map<String, Value>>,
+    },
+}
+
+impl Message {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Invoke { id, .. }
+            | Self::Offer { id, .. }
+            | Self::Answer { id, .. }
+            | Self::Candidate { id, .. }
+            | Self::Sync { id, .. }
+            | Self::Dispose { id, .. } => id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invoke { .. } => "invoke",
+            Self::Offer { .. } => "offer",
+            Self::Answer { .. } => "answer",
+            Self::Candidate { .. } => "candidate",
+            Self::Sync { .. } => "sync",
+            Self::Dispose { .. } => "dispose",
+        }
+    }
+
+    /// Reads a message from any JSON value, as it arrives from a driver.
+    pub fn from_value(value: &Value) -> Result<Self, ProtocolError> {
+        let obj = value.as_object().ok_or(ProtocolError::MessageNotObject)?;
+        let kind = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(ProtocolError::MissingType)?;
+        let id = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or(ProtocolError::MissingId)?
+            .to_owned();
+        fn field<T: serde::de::DeserializeOwned>(
+            obj: &Map<String, Value>,
+            kind: &'static str,
+            name: &str,
+        ) -> Result<T, ProtocolError> {
+            let v = obj.get(name).ok_or_else(|| ProtocolError::BadMessage {
+                kind,
+                reason: format!("missing \"{name}\""),
+            })?;
+            T::deserialize(v).map_err(|e| ProtocolError::BadMessage {
+                kind,
+                reason: format!("\"{name}\": {e}"),
+            })
+        }
+        fn state(obj: &Map<String, Value>) -> Map<String, Value> {
+            // The seed sends `state: undefined` (absent) when none was set.
+            match obj.get("state") {
+                Some(Value::Object(m)) => m.clone(),
+                _ => Map::new(),
+            }
+        }
+        Ok(match kind {
+            "invoke" => Self::Invoke {
+                id,
+                credentials: obj.get("credentials").filter(|v| !v.is_null()).cloned(),
+            },
+            "offer" => {
+                let offer: Description = field(obj, "offer", "offer")?;
+                if offer.kind != "offer" {
+                    return Err(ProtocolError::BadMessage {
+                        kind: "offer",
+                        reason: format!("description type is {:?}, not \"offer\"", offer.kind),
+                    });
+                }
+                Self::Offer {
+                    id,
+                    offer,
+                    state: state(obj),
+                }
+            }
+            "answer" => {
+                let answer: Description = field(obj, "answer", "answer")?;
+                if answer.kind != "answer" {
+                    return Err(ProtocolError::BadMessage {
+                        kind: "answer",
+                        reason: format!("description type is {:?}, not \"answer\"", answer.kind),
+                    });
+                }
+                Self::Answer { id, answer }
+            }
+            "candidate" => Self::Candidate {
+                id,
+                candidate: field(obj, "candidate", "candidate")?,
+            },
+            "sync" => Self::Sync {
+                id,
+                state: state(obj),
+            },
+            "dispose" => Self::Dispose {
+                id,
+                state: obj.get("state").and_then(Value::as_object).cloned(),
+            },
+            other => return Err(ProtocolError::UnknownType(other.to_owned())),
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        use serde_json::json;
+        match self {
+            Self::Invoke { id, credentials } => match credentials {
+                Some(c) => json!({"type": "invoke", "id": id, "credentials": c}),
+                None => json!({"type": "invoke", "id": id}),
+            },
+            Self::Offer { id, offer, state } => {
+                json!({"type": "offer", "id": id, "offer": offer, "state": state})
+            }
+            Self::Answer { id, answer } => json!({"type": "answer", "id": id, "answer": answer}),
+            Self::Candidate { id, candidate } => {
+                json!({"type": "candidate", "id": id, "candidate": candidate})
+            }
+            Self::Sync { id, state } => json!({"type": "sync", "id": id, "state": state}),
+            Self::Dispose { id, state } => match state {
+                Some(s) => json!({"type": "dispose", "id": id, "state": s}),
+                None => json!({"type": "dispose", "id": id}),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMIT: usize = 64 * 1024;
+
+    #[test]
+    fn parses_each_client_op() {
+        let on = ClientFrame::parse(r#"{"op":"on","ns":["receiver","demo"]}"#, LIMIT).unwrap();
+        assert_eq!(
+            on,
+            ClientFrame::On(Namespace::receiver("demo", None)),
+            "on frame"
+        );
+        let off = ClientFrame::parse(r#"{"op":"off","ns":["a"],"extra":1}"#, LIMIT).unwrap();
+        assert_eq!(off, ClientFrame::Off(Namespace::new(["a"]).unwrap()));
+        let emit =
+            ClientFrame::parse(r#"{"op":"emit","ns":["a","b"],"data":{"x":[1]}}"#, LIMIT).unwrap();
+        assert_eq!(
+            emit,
+            ClientFrame::Emit {
+                ns: Namespace::new(["a", "b"]).unwrap(),
+                data: json!({"x":[1]})
+            }
+        );
+        // round trip
+        assert_eq!(ClientFrame::parse(&emit.to_json(), LIMIT).unwrap(), emit);
+    }
+
+    #[test]
+    fn rejects_bad_frames_with_reasons() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            ("[1,2]", "JSON object"),
+            (r#"{"ns":["a"]}"#, "JSON object"),
+            (r#"{"op":"shout","ns":["a"]}"#, "unknown op"),
+            (r#"{"op":"on"}"#, "\"ns\""),
+            (r#"{"op":"on","ns":[]}"#, "\"ns\""),
+            (r#"{"op":"on","ns":["a",""]}"#, "\"ns\""),
+            (r#"{"op":"on","ns":["a",1]}"#, "\"ns\""),
+            (r#"{"op":"on","ns":"a"}"#, "\"ns\""),
+            (
+                r#"{"op":"on","ns":["1","2","3","4","5","6","7","8","9"]}"#,
+                "\"ns\"",
+            ),
+            (r#"{"op":"emit","ns":["a"]}"#, "\"data\""),
+        ];
+        for (frame, expect) in cases {
+            let err = ClientFrame::parse(frame, LIMIT).unwrap_err().to_string();
+            assert!(err.contains(expect), "{frame}: {err}");
+        }
+        let big = format!(
+            r#"{{"op":"emit","ns":["a"],"data":"{}"}}"#,
+            "x".repeat(LIMIT)
+        );
+        assert!(matches!(
+            ClientFrame::parse(&big, LIMIT),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let m = ServerFrame::Message {
+            ns: Namespace::sender("demo", Some("x")),
+            data: json!({"type":"invoke","id":"r"}),
+        };
+        assert_eq!(ServerFrame::parse(&m.to_json()).unwrap(), m);
+        let e = ServerFrame::error("nope");
+        assert_eq!(e.to_json(), r#"{"op":"error","error":"nope"}"#);
+    }
+
+    #[test]
+    fn messages_parse_and_serialize() {
+        let offer = json!({"type":"offer","id":"s","offer":{"type":"offer","sdp":"v=0"},"state":{"a":1},"x":2});
+        let m = Message::from_value(&offer).unwrap();
+        assert_eq!(m.kind(), "offer");
+        assert_eq!(Message::from_value(&m.to_value()).unwrap(), m);
+
+        let cand = json!({"type":"candidate","id":"r","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"}});
+        let m = Message::from_value(&cand).unwrap();
+        let Message::Candidate { candidate, .. } = &m else {
+            panic!("not a candidate: {m:?}")
+        };
+        assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
+        assert_eq!(m.to_value()["candidate"], cand["candidate"]);
+
+        let inv = Message::from_value(&json!({"type":"invoke","id":"r","credentials":{"k":"v"}}))
+            .unwrap();
+        assert_eq!(
+            inv,
+            Message::Invoke {
+                id: "r".into(),
+                credentials: Some(json!({"k":"v"}))
+            }
+        );
+        // The seed's offer may carry no state at all.
+        let m = Message::from_value(
+            &json!({"type":"offer","id":"s","offer":{"type":"offer","sdp":"v=0"}}),
+        )
+        .unwrap();
+        assert!(matches!(m, Message::Offer { state, .. } if state.is_empty()));
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        let cases = [
+            json!(null),
+            json!("invoke"),
+            json!({"id":"x"}),
+            json!({"type":"invoke"}),
+            json!({"type":"invoke","id":""}),
+            json!({"type":"invoke","id":5}),
+            json!({"type":"hello","id":"x"}),
+            json!({"type":"offer","id":"x"}),
+            json!({"type":"offer","id":"x","offer":{"type":"answer","sdp":""}}),
+            json!({"type":"answer","id":"x","answer":"sdp"}),
+            json!({"type":"candidate","id":"x","candidate":{"sdpMid":"0"}}),
+        ];
+        for c in cases {
+            assert!(Message::from_value(&c).is_err(), "accepted {c}");
+        }
+    }
+
+    #[test]
+    fn recognises_mdns_candidates() {
+        let c = |s: &str| Candidate {
+            candidate: s.into(),
+            ..Default::default()
+        };
+        assert!(c(
+            "candidate:1 1 udp 2122 3f0c1a2b-1111-2222-3333-444455556666.local 5000 typ host"
+        )
+        .is_mdns());
+        assert!(!c("candidate:1 1 udp 2122 192.168.1.2 5000 typ host").is_mdns());
+        assert!(!c("").is_mdns());
+    }
+}

@@ -1,0 +1,13 @@
+//! `p2p signal`: the WebSocket relay of PROTOCOL.md §2, and the page it
+//! serves to browsers.
+//!
+//! [`router`] decides who gets what; this module owns the sockets around it:
+//! one reader loop and one writer task per connection, joined by a bounded
+//! outbox. A client that does not read fills its outbox and is cut off, so
+//! one slow consumer never holds up the others.
+
+pub mod router;
+mod server;
+
+pub use router::Limits;
+pub use server::{run, RelayConfig};

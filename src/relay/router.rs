@@ -1,0 +1,285 @@
+//! The relay's routing, as a pure piece: frames in, deliveries out.
+//!
+//! The router owns who is subscribed to what. It owns no sockets: the server
+//! around it feeds it the text of each frame with the connection it came
+//! from, and carries out what [`Routed`] says.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::protocol::{ClientFrame, Namespace, ServerFrame};
+
+/// A connection, as the server numbers them.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest text frame accepted, in bytes.
+    pub max_frame: usize,
+    /// Most namespaces one connection may be subscribed to at once.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: 64 * 1024,
+            // A sender or receiver holds two; a browser page that is both,
+            // four. 64 leaves room for apps with many rooms on one socket
+            // while keeping one client from making the relay's maps huge.
+            max_subscriptions: 64,
+        }
+    }
+}
+
+/// What the server must do with one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// Send `frame` (a serialized `message` frame) to each of `to`, in this
+    /// order relative to the emitter's other frames.
+    Deliver {
+        ns: Namespace,
+        to: Vec<ConnId>,
+        frame: String,
+    },
+    /// Answer the sender with this `error` frame; the connection stays open.
+    Reply(String),
+    /// A subscription was added; `first` when no connection held it before
+    /// (a bridge subscribes upstream then).
+    Subscribed { ns: Namespace, first: bool },
+    /// A subscription was removed; `last` when no connection holds it now.
+    Unsubscribed { ns: Namespace, last: bool },
+    /// Nothing to do (e.g. `off` for a namespace not held).
+    Nothing,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    limits: Limits,
+    subs: HashMap<Namespace, BTreeSet<ConnId>>,
+    conns: HashMap<ConnId, HashSet<Namespace>>,
+}
+
+impl Router {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn connect(&mut self, conn: ConnId) {
+        self.conns.entry(conn).or_default();
+    }
+
+    /// Forgets a connection and returns the namespaces nobody holds any more.
+    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Namespace> {
+        let mut emptied = Vec::new();
+        for ns in self.conns.remove(&conn).unwrap_or_default() {
+            if self.remove_sub(&ns, conn) {
+                emptied.push(ns);
+            }
+        }
+        emptied
+    }
+
+    /// Handles one text frame from `conn`.
+    pub fn handle_text(&mut self, conn: ConnId, text: &str) -> Routed {
+        match ClientFrame::parse(text, self.limits.max_frame) {
+            Ok(frame) => self.handle(conn, frame),
+            Err(e) => Routed::Reply(ServerFrame::error(e).to_json()),
+        }
+    }
+
+    pub fn handle(&mut self, conn: ConnId, frame: ClientFrame) -> Routed {
+        match frame {
+            ClientFrame::On(ns) => {
+                let held = self.conns.entry(conn).or_default();
+                if held.contains(&ns) {
+                    return Routed::Nothing;
+                }
+                if held.len() >= self.limits.max_subscriptions {
+                    return Routed::Reply(
+                        ServerFrame::error(format!(
+                            "too many subscriptions: at most {} per connection",
+                            self.limits.max_subscriptions
+                        ))
+                        .to_json(),
+                    );
+                }
+                held.insert(ns.clone());
+                let set = self.subs.entry(ns.clone()).or_default();
+                let first = set.is_empty();
+                set.insert(conn);
+                Routed::Subscribed { ns, first }
+            }
+            ClientFrame::Off(ns) => {
+                let removed = self.conns.get_mut(&conn).is_some_and(|h| h.remove(&ns));
+                if !removed {
+                    return Routed::Nothing;
+                }
+                let last = self.remove_sub(&ns, conn);
+                Routed::Unsubscribed { ns, last }
+            }
+            ClientFrame::Emit { ns, data } => {
+                let to = self.subscribers(&ns, Some(conn));
+                let frame = ServerFrame::Message {
+                    ns: ns.clone(),
+                    data,
+                }
+                .to_json();
+                Routed::Deliver { ns, to, frame }
+            }
+        }
+    }
+
+    /// Connections subscribed to exactly `ns`, but `except`.
+    pub fn subscribers(&self, ns: &Namespace, except: Option<ConnId>) -> Vec<ConnId> {
+        self.subs
+            .get(ns)
+            .map(|s| s.iter().copied().filter(|c| Some(*c) != except).collect())
+            .unwrap_or_default()
+    }
+
+    /// Returns true when `ns` has no subscriber left.
+    fn remove_sub(&mut self, ns: &Namespace, conn: ConnId) -> bool {
+        let Some(set) = self.subs.get_mut(ns) else {
+            return false;
+        };
+        set.remove(&conn);
+        if set.is_empty() {
+            self.subs.remove(ns);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn on(r: &mut Router, c: ConnId, ns: &[&str]) -> Routed {
+        r.handle_text(c, &json!({"op":"on","ns":ns}).to_string())
+    }
+
+    fn emit(r: &mut Router, c: ConnId, ns: &[&str], data: serde_json::Value) -> Routed {
+        r.handle_text(c, &json!({"op":"emit","ns":ns,"data":data}).to_string())
+    }
+
+    fn targets(r: Routed) -> Vec<ConnId> {
+        match r {
+            Routed::Deliver { to, .. } => to,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn delivers_to_exact_namespace_without_echo() {
+        let mut r = Router::default();
+        for c in 1..=4 {
+            r.connect(c);
+        }
+        on(&mut r, 1, &["receiver", "demo"]);
+        on(&mut r, 2, &["receiver", "demo"]);
+        on(&mut r, 3, &["receiver", "demo", "x"]);
+        on(&mut r, 4, &["receiver"]);
+        assert_eq!(
+            targets(emit(&mut r, 1, &["receiver", "demo"], json!(1))),
+            vec![2]
+        );
+        assert_eq!(
+            targets(emit(&mut r, 4, &["receiver", "demo"], json!(1))),
+            vec![1, 2]
+        );
+        assert_eq!(
+            targets(emit(&mut r, 1, &["receiver", "demo", "x"], json!(1))),
+            vec![3]
+        );
+        assert!(targets(emit(&mut r, 1, &["nobody"], json!(1))).is_empty());
+    }
+
+    #[test]
+    fn message_frame_carries_data_unchanged() {
+        let mut r = Router::default();
+        on(&mut r, 2, &["a"]);
+        let data = json!({"type":"offer","nested":{"x":[1,2,{"y":null}]},"u":"ü"});
+        let Routed::Deliver { frame, .. } = emit(&mut r, 1, &["a"], data.clone()) else {
+            panic!("no delivery")
+        };
+        let parsed = ServerFrame::parse(&frame).unwrap();
+        assert_eq!(
+            parsed,
+            ServerFrame::Message {
+                ns: Namespace::new(["a"]).unwrap(),
+                data
+            }
+        );
+    }
+
+    #[test]
+    fn off_and_disconnect_remove_subscriptions() {
+        let mut r = Router::default();
+        assert!(matches!(
+            on(&mut r, 1, &["a"]),
+            Routed::Subscribed { first: true, .. }
+        ));
+        assert!(matches!(
+            on(&mut r, 2, &["a"]),
+            Routed::Subscribed { first: false, .. }
+        ));
+        assert_eq!(on(&mut r, 2, &["a"]), Routed::Nothing, "duplicate on");
+        let off = r.handle_text(2, r#"{"op":"off","ns":["a"]}"#);
+        assert!(matches!(off, Routed::Unsubscribed { last: false, .. }));
+        assert_eq!(
+            r.handle_text(2, r#"{"op":"off","ns":["a"]}"#),
+            Routed::Nothing
+        );
+        assert!(targets(emit(&mut r, 1, &["a"], json!(0))).is_empty());
+        on(&mut r, 1, &["b"]);
+        let emptied = r.disconnect(1);
+        assert_eq!(emptied.len(), 2);
+        assert!(targets(emit(&mut r, 3, &["a"], json!(0))).is_empty());
+        assert!(r.subs.is_empty() && r.conns.is_empty());
+    }
+
+    #[test]
+    fn bad_frames_get_error_replies() {
+        let mut r = Router::new(Limits {
+            max_frame: 100,
+            max_subscriptions: 2,
+        });
+        for bad in [
+            "{",
+            r#"{"op":"nope","ns":["a"]}"#,
+            r#"{"op":"on","ns":[]}"#,
+            &"x".repeat(101),
+        ] {
+            let Routed::Reply(text) = r.handle_text(1, bad) else {
+                panic!("no error for {bad}")
+            };
+            assert!(matches!(
+                ServerFrame::parse(&text),
+                Ok(ServerFrame::Error { .. })
+            ));
+        }
+        on(&mut r, 1, &["a"]);
+        on(&mut r, 1, &["b"]);
+        let Routed::Reply(text) = on(&mut r, 1, &["c"]) else {
+            panic!("subscription cap not enforced")
+        };
+        assert!(text.contains("too many subscriptions"), "{text}");
+        // Still usable afterwards.
+        on(&mut r, 2, &["a"]);
+        assert_eq!(targets(emit(&mut r, 1, &["a"], json!(1))), vec![2]);
+    }
+}

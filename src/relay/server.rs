@@ -1,0 +1,273 @@
+//! The relay's IO: HTTP (page + upgrade), WebSocket connections, shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::router::{ConnId, Limits, Routed, Router};
+use crate::protocol::ServerFrame;
+
+/// Frames queued for one client before it counts as a slow consumer and is
+/// disconnected. A session's whole handshake is a few dozen frames; 1,024
+/// absorbs bursts (a room of receivers pinging at once) while bounding the
+/// memory one stalled client can pin to about 1,024 × the frame limit.
+const OUTBOX_CAPACITY: usize = 1024;
+
+/// How long shutdown waits for connections to send their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The page served on a plain GET. Kept in the binary: the relay is one file
+/// to deploy.
+const PAGE: &str = include_str!("../../web/index.html");
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen: String,
+    pub token: Option<String>,
+    pub limits: Limits,
+}
+
+struct Hub {
+    router: Router,
+    outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
+}
+
+impl Hub {
+    /// Queues `frame` for `conn`; a full outbox disconnects the connection
+    /// (the writer task sees its channel closed and closes the socket).
+    fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
+        let Some(tx) = self.outboxes.get(&conn) else {
+            return;
+        };
+        match tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    conn,
+                    "client is not reading ({OUTBOX_CAPACITY} frames queued): disconnecting it"
+                );
+                self.drop_conn(conn);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.drop_conn(conn),
+        }
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        self.outboxes.remove(&conn);
+        self.router.disconnect(conn);
+    }
+}
+
+struct Relay {
+    hub: Mutex<Hub>,
+    token: Option<String>,
+    limits: Limits,
+    next_id: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Relay {
+    /// Locks the hub. A poisoned lock means a panic inside the router, a bug;
+    /// its state is plain maps that stay consistent, so carry on.
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the relay until Ctrl-C or SIGTERM.
+pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let relay = Arc::new(Relay {
+        hub: Mutex::new(Hub {
+            router: Router::new(config.limits),
+            outboxes: HashMap::new(),
+        }),
+        token: config.token.clone(),
+        limits: config.limits,
+        next_id: AtomicU64::new(1),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    });
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(root))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(relay.clone());
+
+    // The one line scripts and tests wait for: the address really bound.
+    println!("ws://{addr}");
+    tracing::info!(
+        "relay listening on ws://{addr}{}; page at http://{addr}/",
+        if addr.ip().is_loopback() {
+            " (loopback only: pass --listen 0.0.0.0:PORT to accept other machines)"
+        } else {
+            ""
+        }
+    );
+
+    let shutdown = relay.shutdown.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        tracing::info!("shutting down: closing connections");
+        shutdown.cancel();
+    });
+    let stop = relay.shutdown.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+    .context("relay server failed")?;
+    relay.tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, relay.tasks.wait()).await;
+    Ok(())
+}
+
+async fn root(
+    State(relay): State<Arc<Relay>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            Html(PAGE),
+        )
+            .into_response();
+    };
+    if let Some(expected) = &relay.token {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = query.get("token").map(String::as_str).or(bearer);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            tracing::warn!(%peer, "refused a connection without the right token");
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: pass ?token=... or Authorization: Bearer ...\n",
+            )
+                .into_response();
+        }
+    }
+    // The transport accepts frames well past our limit so that an oversized
+    // frame gets a polite `error` frame from the router instead of a dropped
+    // connection; past this hard cap the socket is closed.
+    let hard_cap = (relay.limits.max_frame * 4).max(1 << 20);
+    ws.max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        .on_upgrade(move |socket| {
+            let tasks = relay.tasks.clone();
+            tasks.track_future(connection(relay, socket, peer))
+        })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
+    let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
+    {
+        let mut hub = relay.hub();
+        hub.router.connect(conn);
+        hub.outboxes.insert(conn, tx);
+    }
+    tracing::debug!(conn, %peer, "client connected");
+    let (mut sink, mut stream) = socket.split();
+
+    // Ends the reader when the writer stops (slow consumer cut off, socket
+    // gone), even if the client never sends another frame.
+    let writer_done = CancellationToken::new();
+    let done = writer_done.clone();
+    let shutdown = relay.shutdown.clone();
+    let writer = tokio::spawn(async move {
+        let _done = done.drop_guard();
+        loop {
+            tokio::select! {
+                frame = rx.recv() => match frame {
+                    Some(frame) => {
+                        if sink.send(Message::Text(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        // Dropped by the hub: slow consumer.
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: Utf8Bytes::from_static("too slow: outbox full"),
+                        }))).await;
+                        break;
+                    }
+                },
+                () = shutdown.cancelled() => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame {
+                        code: 1001,
+                        reason: Utf8Bytes::from_static("relay shutting down"),
+                    }))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let shutdown = relay.shutdown.clone();
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            () = shutdown.cancelled() => break,
+            () = writer_done.cancelled() => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let frame = ServerFrame::error(crate::protocol::ProtocolError::Binary).to_json();
+                relay.hub().push(conn, frame.into());
+                continue;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let mut hub = relay.hub();
+        if !hub.outboxes.contains_key(&conn) {
+            break; // cut off as a slow consumer
+        }
+        match hub.router.handle_text(conn, text.as_str()) {
+            Routed::Deliver { to, frame, .. } => {
+                let frame = Utf8Bytes::from(frame);
+                for target in to {
+                    hub.push(target, frame.clone());
+                }
+            }
+            Routed::Reply(error) => {
+                tracing::debug!(conn, %error, "bad frame");
+                hub.push(conn, error.into());
+            }
+            Routed::Subscribed { .. } | Routed::Unsubscribed { .. } | Routed::Nothing => {}
+        }
+    }
+    relay.hub().drop_conn(conn);
+    let _ = writer.await;
+    tracing::debug!(conn, %peer, "client disconnected");
+}

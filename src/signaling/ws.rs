@@ -1,0 +1,286 @@
+//! `ws://` / `wss://` — a client of `p2p signal` (PROTOCOL.md §2).
+//!
+//! One task owns the socket. It keeps the set of subscriptions, so that after
+//! the relay goes away it reconnects with backoff and puts every
+//! subscription back before reporting [`SignalEvent::Connected`].
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+use super::{Command, SignalError, SignalEvent, SignalOptions};
+use crate::protocol::{ClientFrame, Namespace, ServerFrame};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Frames kept while the relay is unreachable, sent once it is back. Older
+/// ones are dropped first: signaling is re-driven by pings anyway, and the
+/// newest messages (candidates, answers) are the ones still worth having.
+const PENDING_CAPACITY: usize = 256;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long the first connection attempt may take before we go on and retry
+/// in the background.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Driver {
+    url: Url,
+    opts: SignalOptions,
+    rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<SignalEvent>,
+    subs: BTreeSet<Namespace>,
+    pending: VecDeque<String>,
+    dropped: usize,
+}
+
+enum Attempt {
+    Connected(Box<Socket>),
+    /// Refused for good (HTTP 401/403): retrying will not help.
+    Refused(String),
+    Failed(String),
+}
+
+pub(super) async fn spawn(
+    url: Url,
+    opts: SignalOptions,
+    rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<SignalEvent>,
+) -> Result<(), SignalError> {
+    let driver = Driver {
+        url,
+        opts,
+        rx,
+        events,
+        subs: BTreeSet::new(),
+        pending: VecDeque::new(),
+        dropped: 0,
+    };
+    let first = match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, driver.attempt()).await {
+        Ok(a) => a,
+        Err(_) => Attempt::Failed("timed out".into()),
+    };
+    let first = match first {
+        Attempt::Refused(reason) => {
+            return Err(SignalError::Refused {
+                url: driver.url.to_string(),
+                reason,
+            })
+        }
+        Attempt::Connected(socket) => Some(socket),
+        Attempt::Failed(reason) => {
+            tracing::warn!(
+                "cannot reach the relay at {}: {reason}; retrying in the background (is `p2p signal` running there?)",
+                driver.url
+            );
+            None
+        }
+    };
+    tokio::spawn(driver.run(first));
+    Ok(())
+}
+
+impl Driver {
+    async fn attempt(&self) -> Attempt {
+        let mut request = match self.url.as_str().into_client_request() {
+            Ok(r) => r,
+            Err(e) => return Attempt::Refused(e.to_string()),
+        };
+        if let Some(token) = &self.opts.token {
+            match HeaderValue::from_str(&format!("Bearer {token}")) {
+                Ok(v) => {
+                    request.headers_mut().insert("authorization", v);
+                }
+                Err(_) => return Attempt::Refused("token is not a valid header value".into()),
+            }
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Attempt::Connected(Box::new(socket)),
+            Err(tungstenite::Error::Http(resp))
+                if matches!(
+                    resp.status(),
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                ) =>
+            {
+                Attempt::Refused(format!(
+                    "HTTP {}: wrong or missing --token",
+                    resp.status().as_u16()
+                ))
+            }
+            Err(e) => Attempt::Failed(e.to_string()),
+        }
+    }
+
+    async fn run(mut self, mut socket: Option<Box<Socket>>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut connected_before = false;
+        loop {
+            if let Some(s) = socket.take() {
+                backoff = BACKOFF_MIN;
+                match self.session(*s, connected_before).await {
+                    Ok(Stop::Closed) => return,
+                    Ok(Stop::Lost(reason)) | Err(reason) => {
+                        tracing::warn!("lost the relay at {}: {reason}; reconnecting", self.url);
+                        let ev = SignalEvent::Disconnected { reason };
+                        if self.events.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                connected_before = true;
+            }
+            // Wait out the backoff while still taking commands.
+            let deadline = tokio::time::sleep(backoff);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    cmd = self.rx.recv() => match cmd {
+                        None | Some(Command::Close) => return,
+                        Some(cmd) => self.offline(cmd),
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            match self.attempt().await {
+                Attempt::Connected(s) => socket = Some(s),
+                Attempt::Refused(reason) => {
+                    tracing::error!("the relay at {} refused us: {reason}", self.url);
+                    backoff = BACKOFF_MAX;
+                }
+                Attempt::Failed(reason) => {
+                    tracing::debug!("reconnect to {} failed: {reason}", self.url);
+                }
+            }
+        }
+    }
+
+    /// Applies a command while there is no socket.
+    fn offline(&mut self, cmd: Command) {
+        match cmd {
+            Command::On(ns) => {
+                self.subs.insert(ns);
+            }
+            Command::Off(ns) => {
+                self.subs.remove(&ns);
+            }
+            Command::Emit(ns, data) => {
+                if self.pending.len() == PENDING_CAPACITY {
+                    self.pending.pop_front();
+                    self.dropped += 1;
+                }
+                self.pending
+                    .push_back(ClientFrame::Emit { ns, data }.to_json());
+            }
+            Command::Close => {}
+        }
+    }
+
+    async fn session(&mut self, mut socket: Socket, reconnect: bool) -> Result<Stop, String> {
+        for ns in &self.subs {
+            send(&mut socket, ClientFrame::On(ns.clone()).to_json()).await?;
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                "{} signaling messages were dropped while the relay was unreachable",
+                self.dropped
+            );
+            self.dropped = 0;
+        }
+        while let Some(frame) = self.pending.pop_front() {
+            send(&mut socket, frame).await?;
+        }
+        if reconnect {
+            tracing::info!(
+                "reconnected to the relay at {} ({} subscriptions restored)",
+                self.url,
+                self.subs.len()
+            );
+        } else {
+            tracing::debug!("connected to the relay at {}", self.url);
+        }
+        if self
+            .events
+            .send(SignalEvent::Connected { reconnect })
+            .await
+            .is_err()
+        {
+            return Ok(Stop::Closed);
+        }
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => {
+                    let frame = match cmd {
+                        None | Some(Command::Close) => {
+                            let _ = socket.close(None).await;
+                            return Ok(Stop::Closed);
+                        }
+                        Some(Command::On(ns)) => {
+                            if !self.subs.insert(ns.clone()) { continue; }
+                            ClientFrame::On(ns)
+                        }
+                        Some(Command::Off(ns)) => {
+                            if !self.subs.remove(&ns) { continue; }
+                            ClientFrame::Off(ns)
+                        }
+                        Some(Command::Emit(ns, data)) => ClientFrame::Emit { ns, data },
+                    };
+                    send(&mut socket, frame.to_json()).await?;
+                }
+                msg = socket.next() => {
+                    let msg = match msg {
+                        None => return Ok(Stop::Lost("connection closed".into())),
+                        Some(Err(e)) => return Ok(Stop::Lost(e.to_string())),
+                        Some(Ok(m)) => m,
+                    };
+                    let text = match msg {
+                        Message::Text(t) => t,
+                        Message::Close(frame) => {
+                            let why = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
+                            return Ok(Stop::Lost(why.unwrap_or_else(|| "relay closed the connection".into())));
+                        }
+                        _ => continue,
+                    };
+                    let event = match ServerFrame::parse(text.as_str()) {
+                        Ok(ServerFrame::Message { ns, data }) => SignalEvent::Message { ns, data },
+                        Ok(ServerFrame::Error { error }) => {
+                            tracing::warn!("relay says: {error}");
+                            SignalEvent::RelayError(error)
+                        }
+                        Err(e) => {
+                            tracing::warn!("ignoring a frame from the relay: {e}");
+                            continue;
+                        }
+                    };
+                    if self.events.send(event).await.is_err() {
+                        let _ = socket.close(None).await;
+                        return Ok(Stop::Closed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Stop {
+    /// The user closed the driver.
+    Closed,
+    /// The relay went away.
+    Lost(String),
+}
+
+async fn send(socket: &mut Socket, frame: String) -> Result<(), String> {
+    socket
+        .send(Message::Text(frame.into()))
+        .await
+        .map_err(|e| e.to_string())
+}

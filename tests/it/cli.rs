@@ -1,0 +1,71 @@
+//! The command line as a new user meets it.
+
+use crate::harness::*;
+
+fn p2p(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run p2p")
+}
+
+#[test]
+fn help_explains_every_command_and_flag() {
+    let out = p2p(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["send", "receive", "signal"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+    }
+    for (cmd, flags) in [
+        (
+            "signal",
+            &["--listen", "--token", "--max-frame", "P2P_LISTEN"][..],
+        ),
+        (
+            "send",
+            &[
+                "--signal",
+                "--room",
+                "--ice-server",
+                "--verify",
+                "--binary",
+                "P2P_SIGNAL",
+                "P2P_ROOM",
+            ][..],
+        ),
+        (
+            "receive",
+            &[
+                "--signal",
+                "--room",
+                "--credentials",
+                "--ping-interval",
+                "--binary",
+            ][..],
+        ),
+    ] {
+        let out = p2p(&[cmd, "--help"]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for f in flags {
+            assert!(text.contains(f), "`p2p {cmd} --help` lacks {f}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn bad_signal_url_is_one_line_naming_the_schemes() {
+    for cmd in ["send", "receive"] {
+        let out = p2p(&[cmd, "--signal", "foo://x"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{cmd}: {err}");
+        assert!(
+            lines[0].contains("foo://x") && lines[0].contains("ws://"),
+            "{err}"
+        );
+    }
+}

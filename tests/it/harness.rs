@@ -1,0 +1,307 @@
+//! Runs the real `p2p` binary: relays, senders and receivers as child
+//! processes with a cleared environment, bounded waits, and failure messages
+//! that show what each process printed.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2p");
+
+/// Upper bound for anything a test waits for; generous for a loaded 2-core
+/// CI machine, still a bound.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `p2p` process. Killed when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    /// Lines printed on stdout (text mode), in order.
+    pub stdout_lines: mpsc::UnboundedReceiver<String>,
+    /// Everything printed on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+pub struct Spawn {
+    cmd: Command,
+    name: String,
+    raw_stdout: bool,
+}
+
+impl Spawn {
+    pub fn new(name: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "p2p=debug,warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Self {
+            cmd,
+            name: name.to_owned(),
+            raw_stdout: false,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    /// Leave stdout to the test (`Proc::child.stdout`), for binary data.
+    pub fn raw_stdout(mut self) -> Self {
+        self.raw_stdout = true;
+        self
+    }
+
+    pub fn spawn(mut self) -> Proc {
+        let mut child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let stdin = child.stdin.take();
+        let (tx, stdout_lines) = mpsc::unbounded_channel();
+        if !self.raw_stdout {
+            let out = child.stdout.take().expect("stdout piped");
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr piped");
+        let sink = stderr.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if std::env::var_os("P2P_TEST_ECHO").is_some() {
+                    eprintln!("[{name}] {line}");
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc {
+            name: self.name,
+            child,
+            stdin,
+            stdout_lines,
+            stderr,
+        }
+    }
+}
+
+impl Proc {
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Panics with everything the process printed.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\n--- {} stderr ---\n{}\n--- end ---",
+            self.name,
+            self.stderr()
+        )
+    }
+
+    /// Next stdout line, or fail after `WAIT`.
+    pub async fn line(&mut self) -> String {
+        match tokio::time::timeout(WAIT, self.stdout_lines.recv()).await {
+            Ok(Some(l)) => l,
+            Ok(None) => self.fail("stdout closed while waiting for a line"),
+            Err(_) => self.fail("no stdout line within the wait"),
+        }
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub async fn wait_stderr(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.fail(&format!("stderr never said {needle:?}"));
+    }
+
+    /// Counts occurrences of `needle` in stderr.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
+    }
+
+    pub async fn write_stdin(&mut self, data: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(data).await.expect("write to stdin");
+        stdin.flush().await.expect("flush stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("process running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Waits for exit; fails after `WAIT`.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        match tokio::time::timeout(WAIT, self.child.wait()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => self.fail(&format!("wait failed: {e}")),
+            Err(_) => self.fail("did not exit within the wait"),
+        }
+    }
+
+    /// Reads all of stdout (raw mode) until EOF.
+    pub async fn read_stdout_to_end(&mut self) -> Vec<u8> {
+        let mut out = self.child.stdout.take().expect("raw stdout");
+        let mut buf = Vec::new();
+        match tokio::time::timeout(WAIT * 3, out.read_to_end(&mut buf)).await {
+            Ok(Ok(_)) => buf,
+            Ok(Err(e)) => self.fail(&format!("reading stdout: {e}")),
+            Err(_) => self.fail(&format!("stdout not closed; got {} bytes", buf.len())),
+        }
+    }
+}
+
+/// A `p2p signal` relay on a free port.
+pub struct Relay {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Relay {
+    pub async fn start(extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", extra).await
+    }
+
+    pub async fn start_on(listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["signal", "--listen", listen];
+        args.extend_from_slice(extra);
+        let mut proc = Spawn::new("relay", &args).spawn();
+        let url = proc.line().await;
+        assert!(url.starts_with("ws://"), "relay printed {url:?}");
+        Self { proc, url }
+    }
+
+    pub fn http_url(&self) -> String {
+        self.url.replacen("ws://", "http://", 1)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+/// A raw WebSocket client of the relay, speaking PROTOCOL.md §2 by hand.
+pub struct WsClient {
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self { ws }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn on(&mut self, ns: &[&str]) {
+        self.send_text(&json!({"op":"on","ns":ns}).to_string())
+            .await;
+    }
+
+    pub async fn off(&mut self, ns: &[&str]) {
+        self.send_text(&json!({"op":"off","ns":ns}).to_string())
+            .await;
+    }
+
+    pub async fn emit(&mut self, ns: &[&str], data: Value) {
+        self.send_text(&json!({"op":"emit","ns":ns,"data":data}).to_string())
+            .await;
+    }
+
+    /// The next frame as JSON, or None when nothing comes within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match msg.ok()? {
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(WAIT)
+            .await
+            .expect("no frame from the relay within the wait")
+    }
+
+    /// A subscribe round trip: proves earlier frames were processed.
+    pub async fn barrier(&mut self, url: &str) {
+        let ns = format!("barrier-{}", uuid::Uuid::new_v4());
+        self.on(&[&ns]).await;
+        let mut other = WsClient::connect(url).await;
+        // The relay handles one connection's frames in order, so once our
+        // own `on` is in, a message from another client proves it.
+        loop {
+            other.emit(&[&ns], json!("ping")).await;
+            if let Some(v) = self.recv_within(Duration::from_millis(200)).await {
+                if v["ns"][0] == ns.as_str() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

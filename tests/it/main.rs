@@ -1,0 +1,7 @@
+//! One integration-test binary: the real `p2p` executable, real relays and
+//! real peers on this machine. One module per behaviour.
+
+mod cli;
+mod drivers;
+mod harness;
+mod relay;
