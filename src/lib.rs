@@ -22,6 +22,7 @@ pub mod cli;
 pub mod logging;
 pub mod protocol;
 pub mod relay;
+pub mod session;
 pub mod signaling;
 
 use std::process::ExitCode;
