@@ -19,11 +19,13 @@
 //! panic; a user sees one line naming what to fix.
 
 pub mod cli;
+pub mod config;
 pub mod logging;
 pub mod protocol;
 pub mod relay;
 pub mod session;
 pub mod signaling;
+pub mod stdio;
 
 use std::process::ExitCode;
 
@@ -54,8 +56,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Send(_) | Command::Receive(_) => {
-                anyhow::bail!("send/receive are being built")
+            Command::Send(args) => {
+                let cfg = config::SendConfig::from_args(&args, cli.quiet)?;
+                session::run_sender(cfg).await
+            }
+            Command::Receive(args) => {
+                let cfg = config::ReceiveConfig::from_args(&args, cli.quiet)?;
+                session::run_receiver(cfg).await
             }
         }
     })

@@ -1,4 +1,480 @@
-//! Sender and Receiver sessions: the state machines and the run loops that
-//! carry out their actions.
+//! Sender and Receiver sessions: the run loops that feed the state machines
+//! ([`machine`]) and carry out their actions on signaling and on peer
+//! connections ([`rtc`], the only place webrtc-rs is used).
 
+pub mod fanout;
 pub mod machine;
+pub mod report;
+pub mod rtc;
+
+use std::collections::{HashMap, VecDeque};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{ReceiveConfig, SendConfig};
+use crate::signaling::{self, SignalEvent, Signaling};
+use machine::{Action, PeerEvent};
+use report::Reporter;
+use rtc::{short, Channel, Payload, PeerHandle, Rtc, RtcEvent};
+
+/// How often timeouts and pings are checked. Both are counted in seconds;
+/// a tenth of one is precise enough and costs nothing.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Events queued from peer connections to the run loop: candidates and state
+/// changes for many peers at once.
+const RTC_EVENTS: usize = 1024;
+
+/// Messages from data channels waiting to be written to stdout. Small, so a
+/// stdout that does not keep up holds back the channels (and the senders).
+const OUTPUT_QUEUE: usize = 64;
+
+/// How long a receiver waits for a leaving sender's last data before it
+/// closes the connection.
+const LAST_DATA_WAIT: Duration = Duration::from_secs(3);
+
+/// Which machine a run loop drives.
+enum Machine {
+    Sender(machine::Sender),
+    Receiver(machine::Receiver),
+}
+
+impl Machine {
+    fn signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.handle_signal(now, data),
+            Self::Receiver(m) => m.handle_signal(now, data),
+        }
+    }
+
+    fn peer(&mut self, now: Instant, id: &str, ev: PeerEvent) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.handle_peer(id, ev),
+            Self::Receiver(m) => m.handle_peer(now, id, ev),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.tick(now),
+            Self::Receiver(m) => m.tick(now),
+        }
+    }
+
+    fn reconnected(&mut self) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.reconnected(),
+            Self::Receiver(m) => m.reconnected(),
+        }
+    }
+
+    fn stop(&mut self) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.stop(),
+            Self::Receiver(m) => m.stop(),
+        }
+    }
+}
+
+/// The IO around one state machine.
+struct Runner {
+    machine: Machine,
+    signaling: Signaling,
+    rtc: Rtc,
+    rtc_events: mpsc::Sender<(String, RtcEvent)>,
+    peers: HashMap<String, PeerHandle>,
+    channels: HashMap<String, Channel>,
+    reporter: Reporter,
+    /// Sender: peer changes for the fan-out.
+    fanout: Option<mpsc::Sender<fanout::Ctl>>,
+    /// Receiver: where channel readers put messages.
+    output: Option<mpsc::Sender<(String, Payload)>>,
+    readers: HashMap<String, JoinHandle<()>>,
+    ever_connected: bool,
+}
+
+impl Runner {
+    /// Carries out actions in order; peer failures feed back into the machine.
+    async fn exec(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Subscribe(ns) => self.sig(self.signaling.on(ns).await),
+                Action::Unsubscribe(ns) => self.sig(self.signaling.off(ns).await),
+                Action::Emit(ns, msg) => self.sig(self.signaling.emit(ns, msg.to_value()).await),
+                Action::CreateOffer { peer, data_channel } => {
+                    match self.rtc.peer(&peer, self.rtc_events.clone()).await {
+                        Ok(h) => {
+                            h.create_offer(data_channel).await;
+                            self.peers.insert(peer.clone(), h);
+                            if let Some(f) = &self.fanout {
+                                let _ = f.send(fanout::Ctl::Added(peer)).await;
+                            }
+                        }
+                        Err(e) => {
+                            let failed = PeerEvent::Failed(format!(
+                                "cannot create a peer connection: {e:#}"
+                            ));
+                            queue.extend(self.machine.peer(Instant::now(), &peer, failed));
+                        }
+                    }
+                }
+                Action::AcceptOffer { peer, offer } => {
+                    match self.rtc.peer(&peer, self.rtc_events.clone()).await {
+                        Ok(h) => {
+                            h.accept_offer(offer).await;
+                            self.peers.insert(peer, h);
+                        }
+                        Err(e) => {
+                            let failed = PeerEvent::Failed(format!(
+                                "cannot create a peer connection: {e:#}"
+                            ));
+                            queue.extend(self.machine.peer(Instant::now(), &peer, failed));
+                        }
+                    }
+                }
+                Action::ApplyAnswer { peer, answer } => {
+                    if let Some(h) = self.peers.get(&peer) {
+                        h.apply_answer(answer).await;
+                    }
+                }
+                Action::AddCandidate { peer, candidate } => {
+                    if let Some(h) = self.peers.get(&peer) {
+                        h.add_candidate(candidate).await;
+                    }
+                }
+                Action::ClosePeer { peer } => self.close_peer(&peer).await,
+                Action::Event(ev) => {
+                    if matches!(ev, machine::Event::Connect { .. }) {
+                        self.ever_connected = true;
+                    }
+                    self.reporter.event(&ev);
+                }
+            }
+        }
+    }
+
+    fn sig(&self, r: Result<(), signaling::SignalError>) {
+        if let Err(e) = r {
+            tracing::warn!("signaling: {e}");
+        }
+    }
+
+    async fn close_peer(&mut self, peer: &str) {
+        let handle = self.peers.remove(peer);
+        if let Some(f) = &self.fanout {
+            let _ = f.send(fanout::Ctl::Gone(peer.to_owned())).await;
+        }
+        let channel = self.channels.remove(peer);
+        match self.readers.remove(peer) {
+            // Receiver: let the reader take what the sender sent before it
+            // left (its channel ends after the last message), then close.
+            Some(reader) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(LAST_DATA_WAIT, reader).await;
+                    if let Some(ch) = channel {
+                        ch.close().await;
+                    }
+                    if let Some(h) = handle {
+                        h.close().await;
+                    }
+                });
+            }
+            None => {
+                if let Some(ch) = channel {
+                    // Wakes a fan-out blocked on this channel.
+                    ch.close().await;
+                }
+                if let Some(h) = handle {
+                    h.close().await;
+                }
+            }
+        }
+    }
+
+    async fn on_rtc(&mut self, peer: String, ev: RtcEvent) {
+        match ev {
+            RtcEvent::Peer(pe) => {
+                let actions = self.machine.peer(Instant::now(), &peer, pe);
+                self.exec(actions).await;
+            }
+            RtcEvent::Channel(ch) => {
+                if !self.peers.contains_key(&peer) {
+                    ch.close().await;
+                    return;
+                }
+                self.channels.insert(peer.clone(), ch.clone());
+                if let Some(f) = &self.fanout {
+                    let _ = f.send(fanout::Ctl::Open(ch)).await;
+                } else if let Some(out) = &self.output {
+                    let out = out.clone();
+                    let reader = tokio::spawn(read_channel(ch, out));
+                    self.readers.insert(peer, reader);
+                }
+            }
+        }
+    }
+
+    async fn on_signal(&mut self, ev: SignalEvent) {
+        let actions = match ev {
+            SignalEvent::Message { data, .. } => self.machine.signal(Instant::now(), &data),
+            SignalEvent::Connected { reconnect: true } => self.machine.reconnected(),
+            SignalEvent::Connected { reconnect: false } => vec![],
+            SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],
+        };
+        self.exec(actions).await;
+    }
+
+    /// Leaves the room: disposes every peer, tells the others, closes
+    /// signaling after what was queued went out.
+    async fn stop(&mut self) {
+        let actions = self.machine.stop();
+        self.exec(actions).await;
+        self.signaling.close().await;
+        // The driver sends queued frames before closing; give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn read_channel(ch: Channel, out: mpsc::Sender<(String, Payload)>) {
+    let mut buf = vec![0u8; rtc::MAX_MESSAGE];
+    let peer = ch.peer().to_owned();
+    while let Some(p) = ch.recv(&mut buf).await {
+        if out.send((peer.clone(), p)).await.is_err() {
+            break;
+        }
+    }
+    tracing::debug!(peer = %short(&peer), "data channel ended");
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn connect_signaling(
+    cfg: &crate::config::PeerConfig,
+) -> anyhow::Result<(Signaling, mpsc::Receiver<SignalEvent>)> {
+    Ok(signaling::connect(&cfg.signal, cfg.signal_opts.clone()).await?)
+}
+
+/// `p2p send`: offers a data channel to every receiver in the room and
+/// fans stdin out to them.
+pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
+    let id = new_id();
+    let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
+    let rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
+    let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
+    let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
+    let input = crate::stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
+    let mut fanout = tokio::spawn(fanout::run(
+        fanout::FanoutConfig {
+            queue_size: cfg.queue_size,
+            to: cfg.to.clone(),
+            binary: cfg.peer.binary,
+            keep_open: cfg.keep_open,
+        },
+        input,
+        ctl_rx,
+    ));
+    let machine = machine::Sender::new(machine::SenderConfig {
+        id: id.clone(),
+        room: cfg.peer.room.clone(),
+        state: cfg.state.clone(),
+        data: true,
+        verify: cfg.verify.clone(),
+        connection_timeout: cfg.peer.connection_timeout,
+    });
+    let mut runner = Runner {
+        machine: Machine::Sender(machine),
+        signaling,
+        rtc,
+        rtc_events: rtc_tx,
+        peers: HashMap::new(),
+        channels: HashMap::new(),
+        reporter: reporter.clone(),
+        fanout: Some(ctl_tx),
+        output: None,
+        readers: HashMap::new(),
+        ever_connected: false,
+    };
+    reporter.started("sender", &id, &cfg.peer.room);
+    let start = match &mut runner.machine {
+        Machine::Sender(m) => m.start(),
+        Machine::Receiver(_) => unreachable!("built as a sender above"),
+    };
+    runner.exec(start).await;
+
+    let mut hangup = hangup_signal();
+    let mut tick = tokio::time::interval(TICK);
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
+            Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
+            _ = tick.tick() => {
+                let actions = runner.machine.tick(Instant::now());
+                runner.exec(actions).await;
+            }
+            _ = &mut fanout => {
+                tracing::debug!("everything read from stdin was delivered");
+                break;
+            }
+            Some(()) = recv_hangup(&mut hangup) => {
+                if let Some(path) = &cfg.state_file {
+                    match crate::config::read_state_file(path) {
+                        Ok(state) => {
+                            tracing::info!("state reloaded from {}: {}", path.display(), serde_json::Value::Object(state.clone()));
+                            if let Machine::Sender(m) = &mut runner.machine {
+                                let actions = m.sync(state, false);
+                                runner.exec(actions).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!("{e:#}; keeping the current state"),
+                    }
+                } else {
+                    tracing::warn!("SIGHUP ignored: no --state-file to reload");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    runner.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `p2p receive`: answers every sender in the room and writes what arrives
+/// to stdout.
+pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
+    let id = new_id();
+    let reporter = Reporter::new("sender", cfg.peer.events, cfg.peer.events_file.as_deref())?;
+    let rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
+    let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
+    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+    let mut writer = tokio::spawn(write_output(out_rx, reporter.clone()));
+    let machine = machine::Receiver::new(machine::ReceiverConfig {
+        id: id.clone(),
+        room: cfg.peer.room.clone(),
+        credentials: cfg.credentials.clone(),
+        connection_timeout: cfg.peer.connection_timeout,
+        ping_interval: cfg.ping_interval,
+        ping_attempts: cfg.ping_attempts,
+    });
+    let mut runner = Runner {
+        machine: Machine::Receiver(machine),
+        signaling,
+        rtc,
+        rtc_events: rtc_tx,
+        peers: HashMap::new(),
+        channels: HashMap::new(),
+        reporter: reporter.clone(),
+        fanout: None,
+        output: Some(out_tx),
+        readers: HashMap::new(),
+        ever_connected: false,
+    };
+    reporter.started("receiver", &id, &cfg.peer.room);
+    let start = match &mut runner.machine {
+        Machine::Receiver(m) => m.start(Instant::now()),
+        Machine::Sender(_) => unreachable!("built as a receiver above"),
+    };
+    runner.exec(start).await;
+
+    let mut tick = tokio::time::interval(TICK);
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut write_result = None;
+    loop {
+        tokio::select! {
+            Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
+            Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
+            _ = tick.tick() => {
+                let actions = runner.machine.tick(Instant::now());
+                runner.exec(actions).await;
+            }
+            r = &mut writer => {
+                // stdout closed (e.g. `| head`): a normal end.
+                write_result = Some(r);
+                break;
+            }
+            () = &mut shutdown => break,
+        }
+        if cfg.once && runner.ever_connected && runner.peers.is_empty() {
+            tracing::debug!("every sender has left (--once)");
+            break;
+        }
+    }
+    // Let readers finish what their senders sent, then flush stdout.
+    let readers: Vec<JoinHandle<()>> = runner.readers.drain().map(|(_, r)| r).collect();
+    let closing = runner.peers.is_empty();
+    if closing {
+        for r in readers {
+            let _ = tokio::time::timeout(LAST_DATA_WAIT, r).await;
+        }
+    }
+    runner.stop().await;
+    runner.output = None;
+    let result = match write_result {
+        Some(r) => r,
+        None => match tokio::time::timeout(LAST_DATA_WAIT, &mut writer).await {
+            Ok(r) => r,
+            Err(_) => {
+                writer.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    match result.context("stdout writer failed")? {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+async fn write_output(
+    mut rx: mpsc::Receiver<(String, Payload)>,
+    reporter: Reporter,
+) -> std::io::Result<()> {
+    let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+    while let Some((peer, p)) = rx.recv().await {
+        reporter.message(&peer, &p);
+        crate::stdio::write_payload(&mut out, &p).await?;
+        // Flush when nothing else is waiting: lines appear at once, bulk
+        // data still goes out in large writes.
+        if rx.is_empty() {
+            out.flush().await?;
+        }
+    }
+    out.flush().await
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+async fn recv_hangup(h: &mut Hangup) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(s) = h {
+        return s.recv().await;
+    }
+    let _ = h;
+    std::future::pending().await
+}

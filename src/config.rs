@@ -1,0 +1,219 @@
+//! Validated settings, built from the raw command line. Everything a user
+//! can get wrong is checked here, once, with a message that says what to fix.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::{Map, Value};
+
+use crate::cli::{EventFormat, PeerArgs, ReceiveArgs, SendArgs};
+use crate::session::machine::Verify;
+use crate::session::rtc::IceServer;
+use crate::signaling::SignalOptions;
+
+/// Settings shared by `send` and `receive`.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub signal: String,
+    pub signal_opts: SignalOptions,
+    pub room: String,
+    pub ice_servers: Vec<IceServer>,
+    pub connection_timeout: Duration,
+    pub binary: bool,
+    pub events: EventFormat,
+    pub events_file: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub peer: PeerConfig,
+    pub to: Option<String>,
+    pub state: Map<String, Value>,
+    pub state_file: Option<PathBuf>,
+    pub verify: Option<Verify>,
+    pub queue_size: usize,
+    pub keep_open: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    pub peer: PeerConfig,
+    pub credentials: Option<Value>,
+    pub ping_interval: Duration,
+    pub ping_attempts: u32,
+    pub once: bool,
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !v.is_finite() || v <= 0.0 {
+        bail!("--{name} must be a positive number of seconds, not {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A value given on the command line: JSON if it parses, else the string.
+pub fn json_or_string(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
+}
+
+fn state_object(text: &str, what: &str) -> anyhow::Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => bail!("{what} must be a JSON object, e.g. '{{\"nickname\":\"cam 1\"}}'"),
+        Err(e) => bail!("{what} is not valid JSON: {e}"),
+    }
+}
+
+/// Reads a `--state-file`.
+pub fn read_state_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --state-file {}", path.display()))?;
+    state_object(&text, &format!("--state-file {}", path.display()))
+}
+
+/// Parses `stun:host:port`, `turn:user:pass@host:port?transport=udp`, ….
+pub fn ice_server(spec: &str) -> anyhow::Result<IceServer> {
+    let spec = spec.trim();
+    let Some((scheme, rest)) = spec.split_once(':') else {
+        bail!("bad --ice-server {spec:?}: expected stun:HOST:PORT or turn:USER:PASS@HOST:PORT");
+    };
+    if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+        bail!("bad --ice-server {spec:?}: scheme must be stun, stuns, turn or turns");
+    }
+    let (userinfo, host) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    if host.is_empty() {
+        bail!("bad --ice-server {spec:?}: no host");
+    }
+    let (username, credential) = match userinfo {
+        Some(u) => {
+            let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+            (Some(user.to_owned()), Some(pass.to_owned()))
+        }
+        None => (None, None),
+    };
+    if scheme.starts_with("turn") && username.is_none() {
+        bail!("bad --ice-server {spec:?}: a TURN server needs USER:PASS@ before the host");
+    }
+    Ok(IceServer {
+        url: format!("{scheme}:{host}"),
+        username,
+        credential,
+    })
+}
+
+impl PeerConfig {
+    fn from_args(a: &PeerArgs, quiet: bool) -> anyhow::Result<Self> {
+        if a.room.is_empty() {
+            bail!("--room must not be empty");
+        }
+        Ok(Self {
+            signal: a.signal.clone(),
+            signal_opts: SignalOptions {
+                token: a.token.clone().filter(|t| !t.is_empty()),
+            },
+            room: a.room.clone(),
+            ice_servers: a
+                .ice_servers
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| ice_server(s))
+                .collect::<anyhow::Result<_>>()?,
+            connection_timeout: seconds("connection-timeout", a.connection_timeout)?,
+            binary: a.binary,
+            events: a.events,
+            events_file: a.events_file.clone(),
+            quiet,
+        })
+    }
+}
+
+impl SendConfig {
+    pub fn from_args(a: &SendArgs, quiet: bool) -> anyhow::Result<Self> {
+        let peer = PeerConfig::from_args(&a.peer, quiet)?;
+        let mut state = match &a.state {
+            Some(s) => state_object(s, "--state")?,
+            None => Map::new(),
+        };
+        if let Some(path) = &a.state_file {
+            state.extend(read_state_file(path)?);
+        }
+        let mut accepted: Vec<Value> = a.verify.iter().map(|v| json_or_string(v)).collect();
+        if let Some(path) = &a.verify_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --verify-file {}", path.display()))?;
+            accepted.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(json_or_string),
+            );
+        }
+        let verify =
+            (!accepted.is_empty() || a.verify_file.is_some()).then_some(Verify { accepted });
+        if a.queue_size == 0 {
+            bail!("--queue-size must be at least 1");
+        }
+        Ok(Self {
+            peer,
+            to: a.to.clone(),
+            state,
+            state_file: a.state_file.clone(),
+            verify,
+            queue_size: a.queue_size,
+            keep_open: a.keep_open,
+        })
+    }
+}
+
+impl ReceiveConfig {
+    pub fn from_args(a: &ReceiveArgs, quiet: bool) -> anyhow::Result<Self> {
+        let peer = PeerConfig::from_args(&a.peer, quiet)?;
+        Ok(Self {
+            once: a.once || peer.binary,
+            peer,
+            credentials: a.credentials.as_deref().map(json_or_string),
+            ping_interval: seconds("ping-interval", a.ping_interval)?,
+            ping_attempts: a.ping_attempts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ice_servers() {
+        let s = ice_server("stun:stun.example.org:3478").unwrap();
+        assert_eq!(s.url, "stun:stun.example.org:3478");
+        assert_eq!(s.username, None);
+        let t = ice_server("turn:alice:pa:ss@turn.example.org:3478?transport=udp").unwrap();
+        assert_eq!(t.url, "turn:turn.example.org:3478?transport=udp");
+        assert_eq!(t.username.as_deref(), Some("alice"));
+        assert_eq!(t.credential.as_deref(), Some("pa:ss"));
+        for bad in ["", "stun", "http://x", "turn:host:3478", "stun:"] {
+            assert!(ice_server(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_are_json_or_strings() {
+        assert_eq!(json_or_string("abc"), Value::String("abc".into()));
+        assert_eq!(json_or_string("{\"k\":1}"), serde_json::json!({"k":1}));
+        assert_eq!(json_or_string("42"), serde_json::json!(42));
+    }
+
+    #[test]
+    fn state_must_be_an_object() {
+        assert!(state_object("{\"a\":1}", "--state").is_ok());
+        let e = state_object("[1]", "--state").unwrap_err().to_string();
+        assert!(e.contains("JSON object"), "{e}");
+        let e = state_object("{", "--state").unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+}

@@ -1,0 +1,114 @@
+//! How session events reach the user: status lines through `tracing`, or one
+//! JSON object per line (`--events json`) on stderr or in a file.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use super::machine::Event;
+use super::rtc::{short, Payload};
+use crate::cli::EventFormat;
+
+#[derive(Clone)]
+pub struct Reporter {
+    /// "sender" or "receiver": names the other side in status lines.
+    peer_role: &'static str,
+    json: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+}
+
+impl Reporter {
+    pub fn new(
+        peer_role: &'static str,
+        format: EventFormat,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let json: Option<Box<dyn Write + Send>> = match (format, file) {
+            (_, Some(path)) => Some(Box::new(std::fs::File::create(path).map_err(|e| {
+                anyhow::anyhow!("cannot create --events-file {}: {e}", path.display())
+            })?)),
+            (EventFormat::Json, None) => Some(Box::new(std::io::stderr())),
+            (EventFormat::Human, None) => None,
+        };
+        Ok(Self {
+            peer_role,
+            json: json.map(|w| Arc::new(Mutex::new(w))),
+        })
+    }
+
+    fn write(&self, mut v: Value) {
+        let Some(out) = &self.json else { return };
+        if let Some(obj) = v.as_object_mut() {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            obj.insert("ts".into(), json!(ts as u64));
+        }
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(w, "{v}");
+        let _ = w.flush();
+    }
+
+    /// The session started: our id and room.
+    pub fn started(&self, role: &str, id: &str, room: &str) {
+        tracing::info!("{role} {} joined room {room:?}", short(id));
+        self.write(json!({"event": "start", "role": role, "id": id, "room": room}));
+    }
+
+    pub fn event(&self, ev: &Event) {
+        let role = self.peer_role;
+        match ev {
+            Event::Connect { id, state } => {
+                tracing::info!("{role} {} connected", short(id));
+                self.write(json!({"event": "connect", "id": id, "state": state}));
+            }
+            Event::Channel { id } => {
+                tracing::debug!("data channel with {role} {} open", short(id));
+                self.write(json!({"event": "channel", "id": id}));
+            }
+            Event::Sync { id, state } => {
+                tracing::info!(
+                    "{role} {} state: {}",
+                    short(id),
+                    serde_json::Value::Object(state.clone())
+                );
+                self.write(json!({"event": "sync", "id": id, "state": state}));
+            }
+            Event::Dispose { id, reason } => {
+                match reason {
+                    Some(r) => tracing::info!("{role} {} disposed: {r}", short(id)),
+                    None => tracing::info!("{role} {} left", short(id)),
+                }
+                self.write(json!({"event": "dispose", "id": id, "error": reason}));
+            }
+            Event::Rejected { id } => {
+                tracing::warn!(
+                    "refused {role} {}: its credentials do not match --verify",
+                    short(id)
+                );
+                self.write(json!({"event": "error", "id": id, "error": "credentials rejected"}));
+            }
+            Event::Error { id, error } => {
+                match id {
+                    Some(id) => tracing::warn!("{role} {}: {error}", short(id)),
+                    None => tracing::warn!("{error}"),
+                }
+                self.write(json!({"event": "error", "id": id, "error": error}));
+            }
+        }
+    }
+
+    /// A data message arrived (receiver side), for `--events json` only.
+    pub fn message(&self, id: &str, payload: &Payload) {
+        if self.json.is_none() {
+            return;
+        }
+        match payload {
+            Payload::Text(t) => self.write(json!({"event": "message", "id": id, "message": t})),
+            Payload::Binary(b) => {
+                self.write(json!({"event": "message", "id": id, "bytes": b.len()}))
+            }
+        }
+    }
+}

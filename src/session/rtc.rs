@@ -1,0 +1,495 @@
+//! The one adapter to webrtc-rs: every `webrtc` type stays in this file.
+//!
+//! Each peer connection is driven by one task that applies commands in the
+//! order the state machine issued them (so a candidate never overtakes the
+//! description it belongs to), and reports [`PeerEvent`]s, tagged with the
+//! peer id, on one shared channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::MediaEngine;
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::data::data_channel::DataChannel as RawChannel;
+use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+
+use super::machine::PeerEvent;
+use crate::protocol::{Candidate, Description};
+
+/// Largest message we read from a data channel. Browsers send up to 256 KiB
+/// (their default max-message-size); a larger one would fail the read, so
+/// the buffer is that size.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Size of the chunks `--binary` sends: webrtc-rs and browsers both accept
+/// 64 KiB without negotiation (RFC 8841's default max-message-size).
+pub const CHUNK: usize = 64 * 1024;
+
+/// Bytes a channel may have in flight before `send` waits. Enough to keep a
+/// loopback or LAN path busy (about 1 ms at 1 Gbit/s … ample), small enough
+/// that a stalled receiver pins little memory.
+const HIGH_WATER: usize = 1024 * 1024;
+const LOW_WATER: usize = 256 * 1024;
+
+/// Commands queued for one peer: a handful per negotiation plus trickled
+/// candidates.
+const PEER_COMMANDS: usize = 128;
+
+/// An ICE server as the user gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// A data-channel message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(s) => s.len(),
+            Self::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the adapter reports, tagged with the peer id.
+#[derive(Debug)]
+pub enum RtcEvent {
+    /// For the state machine.
+    Peer(PeerEvent),
+    /// A data channel is open and ready to carry payloads.
+    Channel(Channel),
+}
+
+pub type Events = mpsc::Sender<(String, RtcEvent)>;
+
+/// Builds peer connections with the settings measured to work here.
+pub struct Rtc {
+    api: API,
+    config: RTCConfiguration,
+}
+
+impl Rtc {
+    pub fn new(ice_servers: &[IceServer]) -> anyhow::Result<Self> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let mut settings = SettingEngine::default();
+        // No multicast: nothing leaves this machine unless told to.
+        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        // Two processes on one machine meet over loopback.
+        settings.set_include_loopback_candidate(true);
+        // Browsers that hide their addresses show up as peer-reflexive
+        // candidates; accept them at once instead of after 1 s.
+        settings.set_prflx_acceptance_min_wait(Some(Duration::ZERO));
+        // Our own read loop: larger messages, backpressure to the sender.
+        settings.detach_data_channels();
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        let config = RTCConfiguration {
+            ice_servers: ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: vec![s.url.clone()],
+                    username: s.username.clone().unwrap_or_default(),
+                    credential: s.credential.clone().unwrap_or_default(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Ok(Self { api, config })
+    }
+
+    /// Creates the peer connection for `peer` and the task that drives it.
+    pub async fn peer(&self, peer: &str, events: Events) -> anyhow::Result<PeerHandle> {
+        let pc = Arc::new(self.api.new_peer_connection(self.config.clone()).await?);
+        let (tx, rx) = mpsc::channel(PEER_COMMANDS);
+        let id = peer.to_owned();
+        install_callbacks(&pc, &id, &events);
+        tokio::spawn(drive(pc, id, rx, events));
+        Ok(PeerHandle { tx })
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    CreateOffer { data_channel: bool },
+    AcceptOffer(Description),
+    ApplyAnswer(Description),
+    AddCandidate(Candidate),
+    Close,
+}
+
+/// Commands one peer connection. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct PeerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl PeerHandle {
+    async fn send(&self, cmd: Command) {
+        // A closed queue means the peer task ended (connection closed);
+        // the state machine learns that through a Failed event.
+        let _ = self.tx.send(cmd).await;
+    }
+
+    pub async fn create_offer(&self, data_channel: bool) {
+        self.send(Command::CreateOffer { data_channel }).await;
+    }
+
+    pub async fn accept_offer(&self, offer: Description) {
+        self.send(Command::AcceptOffer(offer)).await;
+    }
+
+    pub async fn apply_answer(&self, answer: Description) {
+        self.send(Command::ApplyAnswer(answer)).await;
+    }
+
+    pub async fn add_candidate(&self, candidate: Candidate) {
+        self.send(Command::AddCandidate(candidate)).await;
+    }
+
+    pub async fn close(&self) {
+        self.send(Command::Close).await;
+    }
+}
+
+fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events) {
+    let (ev, peer) = (events.clone(), id.to_owned());
+    let weak = Arc::downgrade(pc);
+    pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
+        let (ev, peer, weak) = (ev.clone(), peer.clone(), weak.clone());
+        Box::pin(async move {
+            let Some(c) = c else { return };
+            let Ok(init) = c.to_json() else { return };
+            // webrtc-rs leaves sdpMid empty; browsers reject a mid that names
+            // no media section, so name the first one (all are bundled).
+            let (mid, ufrag) = match weak.upgrade() {
+                Some(pc) => local_mid_and_ufrag(&pc).await,
+                None => return,
+            };
+            let cand = Candidate {
+                candidate: init.candidate,
+                sdp_mid: mid.or(init.sdp_mid),
+                sdp_m_line_index: Some(0),
+                username_fragment: ufrag,
+            };
+            let _ = ev
+                .send((peer, RtcEvent::Peer(PeerEvent::LocalCandidate(cand))))
+                .await;
+        })
+    }));
+
+    let (ev, peer) = (events.clone(), id.to_owned());
+    pc.on_peer_connection_state_change(Box::new(move |s: RTCPeerConnectionState| {
+        let (ev, peer) = (ev.clone(), peer.clone());
+        Box::pin(async move {
+            tracing::debug!(peer = %short(&peer), "peer connection {s}");
+            let event = match s {
+                RTCPeerConnectionState::Connected => PeerEvent::Connected,
+                RTCPeerConnectionState::Disconnected => {
+                    PeerEvent::Failed("connection lost (ICE disconnected)".into())
+                }
+                RTCPeerConnectionState::Failed => {
+                    PeerEvent::Failed("connection failed (ICE failed)".into())
+                }
+                RTCPeerConnectionState::Closed => PeerEvent::Failed("connection closed".into()),
+                _ => return,
+            };
+            let _ = ev.send((peer, RtcEvent::Peer(event))).await;
+        })
+    }));
+
+    // Receiver side: the sender's channel arrives here.
+    let (ev, peer) = (events.clone(), id.to_owned());
+    pc.on_data_channel(Box::new(move |dc: Arc<RTCDataChannel>| {
+        on_channel(dc, peer.clone(), ev.clone());
+        Box::pin(async {})
+    }));
+}
+
+/// Reports the channel once open, detached for our own reading.
+fn on_channel(dc: Arc<RTCDataChannel>, peer: String, events: Events) {
+    let dc2 = dc.clone();
+    dc.on_open(Box::new(move || {
+        Box::pin(async move {
+            match dc2.detach().await {
+                Ok(raw) => {
+                    let channel = Channel::new(raw, peer.clone());
+                    let _ = events
+                        .send((peer.clone(), RtcEvent::Peer(PeerEvent::ChannelOpen)))
+                        .await;
+                    let _ = events.send((peer, RtcEvent::Channel(channel))).await;
+                }
+                Err(e) => tracing::warn!(peer = %short(&peer), "data channel unusable: {e}"),
+            }
+        })
+    }));
+}
+
+async fn local_mid_and_ufrag(pc: &RTCPeerConnection) -> (Option<String>, Option<String>) {
+    let Some(desc) = pc.local_description().await else {
+        return (None, None);
+    };
+    let find = |prefix: &str| {
+        desc.sdp
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_owned())
+    };
+    (find("a=mid:"), find("a=ice-ufrag:"))
+}
+
+async fn drive(
+    pc: Arc<RTCPeerConnection>,
+    peer: String,
+    mut rx: mpsc::Receiver<Command>,
+    events: Events,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let result = match cmd {
+            Command::Close => break,
+            Command::CreateOffer { data_channel } => {
+                create_offer(&pc, &peer, data_channel, &events).await
+            }
+            Command::AcceptOffer(offer) => accept_offer(&pc, offer, &peer, &events).await,
+            Command::ApplyAnswer(answer) => match RTCSessionDescription::answer(answer.sdp) {
+                Ok(desc) => pc
+                    .set_remote_description(desc)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("bad answer: {e}")),
+                Err(e) => Err(anyhow::anyhow!("bad answer: {e}")),
+            },
+            Command::AddCandidate(c) => {
+                let init = RTCIceCandidateInit {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_m_line_index,
+                    username_fragment: c.username_fragment,
+                };
+                if let Err(e) = pc.add_ice_candidate(init).await {
+                    // One bad candidate is not fatal: others may work.
+                    tracing::debug!(peer = %short(&peer), "ignored a candidate: {e}");
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let _ = events
+                .send((
+                    peer.clone(),
+                    RtcEvent::Peer(PeerEvent::Failed(format!("{e:#}"))),
+                ))
+                .await;
+            break;
+        }
+    }
+    if let Err(e) = pc.close().await {
+        tracing::debug!(peer = %short(&peer), "closing the peer connection: {e}");
+    }
+}
+
+async fn create_offer(
+    pc: &Arc<RTCPeerConnection>,
+    peer: &str,
+    data_channel: bool,
+    events: &Events,
+) -> anyhow::Result<()> {
+    if data_channel {
+        let init = RTCDataChannelInit {
+            ordered: Some(true),
+            ..Default::default()
+        };
+        let dc = pc.create_data_channel(peer, Some(init)).await?;
+        on_channel(dc, peer.to_owned(), events.clone());
+    }
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer.clone()).await?;
+    let _ = events
+        .send((
+            peer.to_owned(),
+            RtcEvent::Peer(PeerEvent::LocalDescription(Description {
+                kind: "offer".into(),
+                sdp: offer.sdp,
+            })),
+        ))
+        .await;
+    Ok(())
+}
+
+async fn accept_offer(
+    pc: &Arc<RTCPeerConnection>,
+    offer: Description,
+    peer: &str,
+    events: &Events,
+) -> anyhow::Result<()> {
+    let desc =
+        RTCSessionDescription::offer(offer.sdp).map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
+    pc.set_remote_description(desc)
+        .await
+        .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer.clone()).await?;
+    let _ = events
+        .send((
+            peer.to_owned(),
+            RtcEvent::Peer(PeerEvent::LocalDescription(Description {
+                kind: "answer".into(),
+                sdp: answer.sdp,
+            })),
+        ))
+        .await;
+    Ok(())
+}
+
+/// An open data channel, detached from webrtc-rs's own read loop.
+#[derive(Clone)]
+pub struct Channel {
+    raw: Arc<RawChannel>,
+    peer: String,
+    low: Arc<Notify>,
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("peer", &self.peer).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("data channel to {0} is closed")]
+pub struct ChannelClosed(pub String);
+
+impl Channel {
+    fn new(raw: Arc<RawChannel>, peer: String) -> Self {
+        let low = Arc::new(Notify::new());
+        raw.set_buffered_amount_low_threshold(LOW_WATER);
+        let notify = low.clone();
+        raw.on_buffered_amount_low(Box::new(move || {
+            let notify = notify.clone();
+            Box::pin(async move { notify.notify_waiters() })
+        }));
+        Self {
+            raw,
+            peer,
+            low,
+            closed: CancellationToken::new(),
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.raw.buffered_amount()
+    }
+
+    /// Sends one message, first waiting while too much is in flight: a slow
+    /// receiver slows the reader of stdin instead of growing memory.
+    pub async fn send(&self, payload: &Payload) -> Result<(), ChannelClosed> {
+        while self.raw.buffered_amount() > HIGH_WATER {
+            if self.closed.is_cancelled() {
+                return Err(ChannelClosed(self.peer.clone()));
+            }
+            // The notification can race with our check; the timeout makes
+            // a missed one cost 50 ms, not a hang.
+            tokio::select! {
+                () = self.low.notified() => {}
+                () = self.closed.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        let (data, is_string) = match payload {
+            Payload::Text(s) => (Bytes::from(s.clone().into_bytes()), true),
+            Payload::Binary(b) => (b.clone(), false),
+        };
+        match self.raw.write_data_channel(&data, is_string).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(peer = %short(&self.peer), "data channel write failed: {e}");
+                self.closed.cancel();
+                Err(ChannelClosed(self.peer.clone()))
+            }
+        }
+    }
+
+    /// Waits until everything sent was acknowledged by the peer, or
+    /// `timeout`. Returns whether it all went.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.raw.buffered_amount() > 0 {
+            if self.closed.is_cancelled() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Reads the next message; `None` once the channel is closed.
+    pub async fn recv(&self, buf: &mut [u8]) -> Option<Payload> {
+        let read = tokio::select! {
+            r = self.raw.read_data_channel(buf) => r,
+            () = self.closed.cancelled() => return None,
+        };
+        match read {
+            // (0, binary) is the end of the stream; (0, text) an empty line.
+            Ok((0, false)) | Err(_) => {
+                self.closed.cancel();
+                None
+            }
+            Ok((n, true)) => Some(Payload::Text(
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            )),
+            Ok((n, false)) => Some(Payload::Binary(Bytes::copy_from_slice(&buf[..n]))),
+        }
+    }
+
+    /// Closes the channel (an SCTP stream reset: the peer reads everything
+    /// sent before it, then end of stream).
+    pub async fn close(&self) {
+        if !self.closed.is_cancelled() {
+            let _ = self.raw.close().await;
+        }
+        self.closed.cancel();
+    }
+}
+
+/// The first 8 characters of an id, for logs.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}

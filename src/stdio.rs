@@ -1,0 +1,150 @@
+//! stdin → messages, messages → stdout.
+//!
+//! Text mode: one message per line (without its newline). Binary mode: the
+//! bytes as they come, in chunks no larger than a data channel takes.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::session::rtc::{Payload, CHUNK};
+
+/// Messages read ahead of the sender. Small: the point is to let stdin wait
+/// while the channels are busy.
+const READ_AHEAD: usize = 16;
+
+/// Reads `input` into messages until EOF. The channel closes at EOF.
+pub fn spawn_reader<R>(input: R, binary: bool) -> mpsc::Receiver<Payload>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        let result = if binary {
+            read_chunks(input, &tx).await
+        } else {
+            read_lines(input, &tx).await
+        };
+        if let Err(e) = result {
+            tracing::error!("reading stdin failed: {e}");
+        }
+    });
+    rx
+}
+
+async fn read_chunks<R: AsyncRead + Unpin>(
+    mut input: R,
+    tx: &mpsc::Sender<Payload>,
+) -> std::io::Result<()> {
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let n = input.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if tx.send(Payload::Binary(buf.freeze())).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn read_lines<R: AsyncRead + Unpin>(
+    input: R,
+    tx: &mpsc::Sender<Payload>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        for part in split_text(text) {
+            if tx.send(Payload::Text(part)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A line longer than one message is sent as several, split on character
+/// boundaries.
+fn split_text(text: String) -> Vec<String> {
+    if text.len() <= CHUNK {
+        return vec![text];
+    }
+    tracing::warn!(
+        "a line of {} bytes is over the {} byte message limit: sent in pieces (use --binary for raw data)",
+        text.len(),
+        CHUNK
+    );
+    let mut parts = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        parts.push(rest[..end].to_owned());
+        rest = &rest[end..];
+    }
+    parts
+}
+
+/// Writes one message to `out`: text with a newline, bytes as they are.
+pub async fn write_payload<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    payload: &Payload,
+) -> std::io::Result<()> {
+    match payload {
+        Payload::Text(t) => {
+            out.write_all(t.as_bytes()).await?;
+            out.write_all(b"\n").await
+        }
+        Payload::Binary(b) => out.write_all(b).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_become_messages() {
+        let input: &[u8] = b"one\r\ntwo\n\nthree";
+        let mut rx = spawn_reader(input, false);
+        let mut got = Vec::new();
+        while let Some(p) = rx.recv().await {
+            got.push(p);
+        }
+        let text = |s: &str| Payload::Text(s.into());
+        assert_eq!(got, vec![text("one"), text("two"), text(""), text("three")]);
+    }
+
+    #[tokio::test]
+    async fn bytes_arrive_whole_in_bounded_chunks() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut rx = spawn_reader(std::io::Cursor::new(data.clone()), true);
+        let mut got = Vec::new();
+        while let Some(Payload::Binary(b)) = rx.recv().await {
+            assert!(b.len() <= CHUNK);
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn long_lines_split_on_char_boundaries() {
+        let line = "é".repeat(CHUNK); // 2 bytes each
+        let parts = split_text(line.clone());
+        assert!(parts.iter().all(|p| p.len() <= CHUNK));
+        assert_eq!(parts.concat(), line);
+    }
+}
