@@ -249,7 +249,8 @@ mod tests {
         let emptied = r.disconnect(1);
         assert_eq!(emptied.len(), 2);
         assert!(targets(emit(&mut r, 3, &["a"], json!(0))).is_empty());
-        assert!(r.subs.is_empty() && r.conns.is_empty());
+        assert!(r.subs.is_empty(), "namespaces left: {:?}", r.subs);
+        assert_eq!(r.connections(), 1, "only connection 2 remains");
     }
 
     #[test]

@@ -133,8 +133,9 @@ impl Rtc {
         let pc = Arc::new(self.api.new_peer_connection(self.config.clone()).await?);
         let (tx, rx) = mpsc::channel(PEER_COMMANDS);
         let id = peer.to_owned();
-        install_callbacks(&pc, &id, &events);
-        tokio::spawn(drive(pc, id, rx, events));
+        let local = LocalInfo::default();
+        install_callbacks(&pc, &id, &events, &local);
+        tokio::spawn(drive(pc, id, rx, events, local));
         Ok(PeerHandle { tx })
     }
 }
@@ -182,20 +183,19 @@ impl PeerHandle {
     }
 }
 
-fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events) {
-    let (ev, peer) = (events.clone(), id.to_owned());
-    let weak = Arc::downgrade(pc);
+fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events, local: &LocalInfo) {
+    let (ev, peer, local) = (events.clone(), id.to_owned(), local.clone());
+    // This runs on the ICE agent's event loop: it must not call back into
+    // the peer connection (that can stall the agent's state updates while
+    // the connection is being set up), so mid and ufrag come from `local`.
     pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
-        let (ev, peer, weak) = (ev.clone(), peer.clone(), weak.clone());
+        let (ev, peer) = (ev.clone(), peer.clone());
+        let (mid, ufrag) = local.get();
         Box::pin(async move {
             let Some(c) = c else { return };
             let Ok(init) = c.to_json() else { return };
             // webrtc-rs leaves sdpMid empty; browsers reject a mid that names
             // no media section, so name the first one (all are bundled).
-            let (mid, ufrag) = match weak.upgrade() {
-                Some(pc) => local_mid_and_ufrag(&pc).await,
-                None => return,
-            };
             let cand = Candidate {
                 candidate: init.candidate,
                 sdp_mid: mid.or(init.sdp_mid),
@@ -255,17 +255,24 @@ fn on_channel(dc: Arc<RTCDataChannel>, peer: String, events: Events) {
     }));
 }
 
-async fn local_mid_and_ufrag(pc: &RTCPeerConnection) -> (Option<String>, Option<String>) {
-    let Some(desc) = pc.local_description().await else {
-        return (None, None);
-    };
-    let find = |prefix: &str| {
-        desc.sdp
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|v| v.trim().to_owned())
-    };
-    (find("a=mid:"), find("a=ice-ufrag:"))
+/// The first media section's mid and our ICE ufrag, read from the local
+/// description before it is set, for the candidates we trickle.
+#[derive(Clone, Default)]
+struct LocalInfo(Arc<std::sync::Mutex<(Option<String>, Option<String>)>>);
+
+impl LocalInfo {
+    fn set_from(&self, sdp: &str) {
+        let find = |prefix: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|v| v.trim().to_owned())
+        };
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (find("a=mid:"), find("a=ice-ufrag:"));
+    }
+
+    fn get(&self) -> (Option<String>, Option<String>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 async fn drive(
@@ -273,14 +280,15 @@ async fn drive(
     peer: String,
     mut rx: mpsc::Receiver<Command>,
     events: Events,
+    local: LocalInfo,
 ) {
     while let Some(cmd) = rx.recv().await {
         let result = match cmd {
             Command::Close => break,
             Command::CreateOffer { data_channel } => {
-                create_offer(&pc, &peer, data_channel, &events).await
+                create_offer(&pc, &peer, data_channel, &events, &local).await
             }
-            Command::AcceptOffer(offer) => accept_offer(&pc, offer, &peer, &events).await,
+            Command::AcceptOffer(offer) => accept_offer(&pc, offer, &peer, &events, &local).await,
             Command::ApplyAnswer(answer) => match RTCSessionDescription::answer(answer.sdp) {
                 Ok(desc) => pc
                     .set_remote_description(desc)
@@ -322,6 +330,7 @@ async fn create_offer(
     peer: &str,
     data_channel: bool,
     events: &Events,
+    local: &LocalInfo,
 ) -> anyhow::Result<()> {
     if data_channel {
         let init = RTCDataChannelInit {
@@ -332,6 +341,7 @@ async fn create_offer(
         on_channel(dc, peer.to_owned(), events.clone());
     }
     let offer = pc.create_offer(None).await?;
+    local.set_from(&offer.sdp);
     pc.set_local_description(offer.clone()).await?;
     let _ = events
         .send((
@@ -350,6 +360,7 @@ async fn accept_offer(
     offer: Description,
     peer: &str,
     events: &Events,
+    local: &LocalInfo,
 ) -> anyhow::Result<()> {
     let desc =
         RTCSessionDescription::offer(offer.sdp).map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
@@ -357,6 +368,7 @@ async fn accept_offer(
         .await
         .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
     let answer = pc.create_answer(None).await?;
+    local.set_from(&answer.sdp);
     pc.set_local_description(answer.clone()).await?;
     let _ = events
         .send((

@@ -165,7 +165,9 @@ async fn ws_driver_survives_a_relay_restart() {
             }
         }
     }
-    // a's subscription is back without a new `on`.
+    // a's subscription is back without a new `on` (settle retries until
+    // the relay has processed a's re-subscription on its own socket).
+    settle(&b, &mut a_rx, &n).await;
     b.emit(n.clone(), json!("after restart")).await.unwrap();
     let (_, d) = next_message(&mut a_rx, WAIT)
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -177,17 +177,6 @@ impl Proc {
             Err(_) => self.fail("did not exit within the wait"),
         }
     }
-
-    /// Reads all of stdout (raw mode) until EOF.
-    pub async fn read_stdout_to_end(&mut self) -> Vec<u8> {
-        let mut out = self.child.stdout.take().expect("raw stdout");
-        let mut buf = Vec::new();
-        match tokio::time::timeout(WAIT * 3, out.read_to_end(&mut buf)).await {
-            Ok(Ok(_)) => buf,
-            Ok(Err(e)) => self.fail(&format!("reading stdout: {e}")),
-            Err(_) => self.fail(&format!("stdout not closed; got {} bytes", buf.len())),
-        }
-    }
 }
 
 /// A `p2p signal` relay on a free port.
@@ -296,12 +285,4 @@ impl WsClient {
             }
         }
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -2,6 +2,7 @@
 //! real peers on this machine. One module per behaviour.
 
 mod cli;
+mod data;
 mod drivers;
 mod harness;
 mod relay;
