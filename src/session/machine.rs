@@ -493,6 +493,8 @@ impl Receiver {
     }
 
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        // A start after a stop gets the full budget again.
+        self.pings_left = self.cfg.ping_attempts;
         self.next_ping = Some(now + self.cfg.ping_interval);
         vec![
             Action::Subscribe(Namespace::receiver(&self.cfg.room, None)),
@@ -691,6 +693,9 @@ impl Receiver {
 
     /// Tells every sender we leave, closes every peer, leaves the room.
     pub fn stop(&mut self) -> Vec<Action> {
+        // No more pings: an invoke after we left would make senders offer
+        // to a receiver that is gone, each peer lingering until its timeout.
+        self.next_ping = None;
         let mut ids: Vec<String> = self.peers.keys().cloned().collect();
         ids.sort();
         let mut out = Vec::new();
@@ -714,3 +719,7 @@ impl Receiver {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
