@@ -76,9 +76,13 @@ pub async fn run(
     let mut input_open = true;
     let mut said_waiting = false;
     loop {
-        // Binary data is a stream: never queue and drop it; wait for a
-        // receiver before reading.
-        let can_read = input_open && (!f.cfg.binary || f.open_count() > 0);
+        // Read stdin only once the receivers in the room had a chance to
+        // connect: the ones that answer our invoke within the discovery
+        // window get everything from the first line. Binary data is a stream,
+        // never queued and dropped: it waits for a receiver.
+        let discovered = started.elapsed() >= DISCOVERY;
+        let settled = f.open_count() > 0 && (f.connecting() == 0 || discovered);
+        let can_read = input_open && (settled || (!f.cfg.binary && discovered));
         tokio::select! {
             biased;
             c = ctl.recv() => match c {
@@ -95,7 +99,7 @@ pub async fn run(
                     tracing::debug!("stdin ended");
                 }
             },
-            () = tokio::time::sleep(Duration::from_millis(50)), if !input_open => {}
+            () = tokio::time::sleep(Duration::from_millis(50)), if !can_read => {}
         }
         if input_open || f.cfg.keep_open {
             continue;
@@ -110,8 +114,7 @@ pub async fn run(
             }
             continue;
         }
-        let connecting = f.peers.values().filter(|p| p.channel.is_none()).count();
-        if started.elapsed() < DISCOVERY || connecting > 0 {
+        if started.elapsed() < DISCOVERY || f.connecting() > 0 {
             continue;
         }
         f.finish().await;
@@ -120,6 +123,11 @@ pub async fn run(
 }
 
 impl Fanout {
+    /// Peers whose channel is not open yet.
+    fn connecting(&self) -> usize {
+        self.peers.values().filter(|p| p.channel.is_none()).count()
+    }
+
     fn open_count(&self) -> usize {
         self.peers.values().filter(|p| p.channel.is_some()).count()
     }
