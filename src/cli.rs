@@ -135,6 +135,73 @@ pub struct SendArgs {
     /// Ctrl-C) instead of leaving once everything queued is delivered.
     #[arg(long)]
     pub keep_open: bool,
+
+    #[command(flatten)]
+    pub media: MediaArgs,
+}
+
+/// Media sources and encoding (`p2p send`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Media")]
+pub struct MediaArgs {
+    /// Send a camera and the microphone: a V4L2 device such as /dev/video0,
+    /// or the default camera when no device is named.
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "")]
+    pub camera: Option<String>,
+
+    /// Send a microphone: a PulseAudio source or ALSA device (hw:0), or the
+    /// default when none is named. Alone, it sends audio only.
+    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "")]
+    pub mic: Option<String>,
+
+    /// Send a moving test pattern with a clock, and a test tone: for trying
+    /// p2p without a camera.
+    #[arg(long, conflicts_with_all = ["camera", "file"])]
+    pub test_source: bool,
+
+    /// Send a media file (anything GStreamer decodes), paced in real time.
+    #[arg(long, value_name = "PATH", conflicts_with = "camera")]
+    pub file: Option<PathBuf>,
+
+    /// Start the file over when it ends.
+    #[arg(long = "loop", requires = "file")]
+    pub looped: bool,
+
+    /// Leave out the audio of the source.
+    #[arg(long)]
+    pub no_audio: bool,
+
+    /// Leave out the video of the source.
+    #[arg(long, conflicts_with = "no_audio")]
+    pub no_video: bool,
+
+    /// Also open data channels (stdin to receivers) when sending media.
+    #[arg(long)]
+    pub data: bool,
+
+    /// Video codec: encoded once, whatever the number of receivers.
+    #[arg(long, value_enum, default_value_t = crate::media::VideoCodec::Vp8)]
+    pub video_codec: crate::media::VideoCodec,
+
+    /// Video width in pixels.
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+
+    /// Video height in pixels.
+    #[arg(long, default_value_t = 480)]
+    pub height: u32,
+
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+
+    /// Video bitrate, kbit/s.
+    #[arg(long, value_name = "KBPS", default_value_t = 1000)]
+    pub video_bitrate: u32,
+
+    /// Audio (Opus) bitrate, kbit/s.
+    #[arg(long, value_name = "KBPS", default_value_t = 64)]
+    pub audio_bitrate: u32,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +232,17 @@ pub struct ReceiveArgs {
     /// so `p2p receive --binary > file` ends with the sender's input).
     #[arg(long)]
     pub once: bool,
+
+    /// Record each sender's media, as it arrives (no re-encoding), to PATH:
+    /// .webm (VP8/VP9 + Opus), .mkv (anything) or .mp4 (H.264). With several
+    /// senders, {id} in PATH is replaced by the sender id; otherwise later
+    /// senders get PATH with the id before the extension.
+    #[arg(long, value_name = "PATH", env = "P2P_RECORD")]
+    pub record: Option<PathBuf>,
+
+    /// Play each sender's audio and video live.
+    #[arg(long)]
+    pub display: bool,
 }
 
 #[derive(Debug, Args)]

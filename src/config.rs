@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 
-use crate::cli::{EventFormat, PeerArgs, ReceiveArgs, SendArgs};
+use crate::cli::{EventFormat, MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
+use crate::media::capture::{AudioSource, CaptureConfig, VideoSource};
 use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
 use crate::signaling::SignalOptions;
@@ -35,6 +36,9 @@ pub struct SendConfig {
     pub verify: Option<Verify>,
     pub queue_size: usize,
     pub keep_open: bool,
+    pub media: Option<CaptureConfig>,
+    /// Open data channels (stdin → receivers).
+    pub data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +48,8 @@ pub struct ReceiveConfig {
     pub ping_interval: Duration,
     pub ping_attempts: u32,
     pub once: bool,
+    pub record: Option<PathBuf>,
+    pub display: bool,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -158,7 +164,10 @@ impl SendConfig {
         if a.queue_size == 0 {
             bail!("--queue-size must be at least 1");
         }
+        let media = capture_config(&a.media)?;
         Ok(Self {
+            data: media.is_none() || a.media.data,
+            media,
             peer,
             to: a.to.clone(),
             state,
@@ -179,8 +188,63 @@ impl ReceiveConfig {
             credentials: a.credentials.as_deref().map(json_or_string),
             ping_interval: seconds("ping-interval", a.ping_interval)?,
             ping_attempts: a.ping_attempts,
+            record: a.record.clone(),
+            display: a.display,
         })
     }
+}
+
+/// The media a sender captures, from `--camera`, `--mic`, `--test-source`
+/// and `--file`; `None` when it sends data only.
+fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
+    let dev = |d: &Option<String>| d.clone().filter(|d| !d.is_empty());
+    let (mut video, mut audio) = if m.test_source {
+        (Some(VideoSource::Test), Some(AudioSource::Test))
+    } else if m.file.is_some() {
+        (Some(VideoSource::File), Some(AudioSource::File))
+    } else if m.camera.is_some() {
+        (
+            Some(VideoSource::Camera(dev(&m.camera))),
+            Some(AudioSource::Mic(dev(&m.mic))),
+        )
+    } else if m.mic.is_some() {
+        (None, Some(AudioSource::Mic(dev(&m.mic))))
+    } else {
+        if m.no_audio || m.no_video || m.looped {
+            bail!("--no-audio, --no-video and --loop need a media source: --camera, --mic, --test-source or --file");
+        }
+        return Ok(None);
+    };
+    if m.no_audio {
+        audio = None;
+    }
+    if m.no_video {
+        video = None;
+    }
+    if video.is_none() && audio.is_none() {
+        bail!("nothing left to send: --no-audio and --no-video together remove every track");
+    }
+    if m.width == 0 || m.height == 0 || m.fps == 0 {
+        bail!("--width, --height and --fps must be positive");
+    }
+    if m.width % 2 != 0 || m.height % 2 != 0 {
+        bail!("--width and --height must be even numbers (encoders need it)");
+    }
+    if m.video_bitrate == 0 || m.audio_bitrate == 0 {
+        bail!("--video-bitrate and --audio-bitrate must be positive (kbit/s)");
+    }
+    Ok(Some(CaptureConfig {
+        video,
+        audio,
+        file: m.file.clone(),
+        looped: m.looped,
+        codec: m.video_codec,
+        width: m.width,
+        height: m.height,
+        fps: m.fps,
+        video_kbps: m.video_bitrate,
+        audio_kbps: m.audio_bitrate,
+    }))
 }
 
 #[cfg(test)]

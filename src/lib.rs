@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod media;
 pub mod protocol;
 pub mod relay;
 pub mod session;

@@ -2,6 +2,7 @@
 //! ([`machine`]) and carry out their actions on signaling and on peer
 //! connections ([`rtc`], the only place webrtc-rs is used).
 
+pub mod av;
 pub mod fanout;
 pub mod machine;
 pub mod report;
@@ -9,6 +10,7 @@ pub mod rtc;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -18,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{ReceiveConfig, SendConfig};
+use crate::media::capture::Capture;
+use crate::media::record::RecordConfig;
 use crate::signaling::{self, SignalEvent, Signaling};
 use machine::{Action, PeerEvent};
 use report::Reporter;
@@ -97,6 +101,10 @@ struct Runner {
     output: Option<mpsc::Sender<(String, Payload)>>,
     readers: HashMap<String, JoinHandle<()>>,
     ever_connected: bool,
+    /// Sender: the capture pipeline, asked for key frames as peers join.
+    capture: Option<Arc<Capture>>,
+    /// Receiver: recordings per sender.
+    recordings: Option<av::Recordings>,
 }
 
 impl Runner {
@@ -126,6 +134,9 @@ impl Runner {
                     }
                 }
                 Action::AcceptOffer { peer, offer } => {
+                    if let Some(r) = &mut self.recordings {
+                        r.expect(&peer, av::media_sections(&offer.sdp));
+                    }
                     match self.rtc.peer(&peer, self.rtc_events.clone()).await {
                         Ok(h) => {
                             h.accept_offer(offer).await;
@@ -167,6 +178,9 @@ impl Runner {
     }
 
     async fn close_peer(&mut self, peer: &str) {
+        if let Some(r) = &mut self.recordings {
+            r.close(peer);
+        }
         let handle = self.peers.remove(peer);
         if let Some(f) = &self.fanout {
             let _ = f.send(fanout::Ctl::Gone(peer.to_owned())).await;
@@ -201,8 +215,19 @@ impl Runner {
     async fn on_rtc(&mut self, peer: String, ev: RtcEvent) {
         match ev {
             RtcEvent::Peer(pe) => {
+                if pe == PeerEvent::Connected {
+                    if let Some(c) = &self.capture {
+                        // A new receiver starts decoding at once.
+                        c.request_keyframe();
+                    }
+                }
                 let actions = self.machine.peer(Instant::now(), &peer, pe);
                 self.exec(actions).await;
+            }
+            RtcEvent::Track(track) => {
+                if let Some(r) = &mut self.recordings {
+                    r.track(&peer, track, self.peers.get(&peer));
+                }
             }
             RtcEvent::Channel(ch) => {
                 if !self.peers.contains_key(&peer) {
@@ -229,6 +254,21 @@ impl Runner {
             SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],
         };
         self.exec(actions).await;
+    }
+
+    /// Timeouts, pings, recordings; a capture failure ends the sender.
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        let actions = self.machine.tick(Instant::now());
+        self.exec(actions).await;
+        if let Some(r) = &mut self.recordings {
+            r.tick(&self.peers);
+        }
+        if let Some(c) = &self.capture {
+            if let Some(e) = c.poll_error() {
+                anyhow::bail!("capture failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Leaves the room: disposes every peer, tells the others, closes
@@ -268,26 +308,37 @@ async fn connect_signaling(
 pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
-    let rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let mut rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let capture = match &cfg.media {
+        Some(m) => Some(av::start_sender_media(m, &mut rtc, &id)?),
+        None => None,
+    };
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
-    let input = crate::stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
-    let mut fanout = tokio::spawn(fanout::run(
-        fanout::FanoutConfig {
-            queue_size: cfg.queue_size,
-            to: cfg.to.clone(),
-            binary: cfg.peer.binary,
-            keep_open: cfg.keep_open,
-        },
-        input,
-        ctl_rx,
-    ));
+    // With media, the session lasts until Ctrl-C; stdin feeds data channels
+    // only when they are on.
+    let mut fanout = if cfg.data {
+        let input = crate::stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
+        tokio::spawn(fanout::run(
+            fanout::FanoutConfig {
+                queue_size: cfg.queue_size,
+                to: cfg.to.clone(),
+                binary: cfg.peer.binary,
+                keep_open: cfg.keep_open || cfg.media.is_some(),
+            },
+            input,
+            ctl_rx,
+        ))
+    } else {
+        drop(ctl_rx);
+        tokio::spawn(std::future::pending::<()>())
+    };
     let machine = machine::Sender::new(machine::SenderConfig {
         id: id.clone(),
         room: cfg.peer.room.clone(),
         state: cfg.state.clone(),
-        data: true,
+        data: cfg.data,
         verify: cfg.verify.clone(),
         connection_timeout: cfg.peer.connection_timeout,
     });
@@ -299,10 +350,12 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         peers: HashMap::new(),
         channels: HashMap::new(),
         reporter: reporter.clone(),
-        fanout: Some(ctl_tx),
+        fanout: cfg.data.then_some(ctl_tx),
         output: None,
         readers: HashMap::new(),
         ever_connected: false,
+        capture,
+        recordings: None,
     };
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {
@@ -320,8 +373,10 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
             Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
             _ = tick.tick() => {
-                let actions = runner.machine.tick(Instant::now());
-                runner.exec(actions).await;
+                if let Err(e) = runner.tick().await {
+                    runner.stop().await;
+                    return Err(e);
+                }
             }
             _ = &mut fanout => {
                 tracing::debug!("everything read from stdin was delivered");
@@ -380,6 +435,11 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         output: Some(out_tx),
         readers: HashMap::new(),
         ever_connected: false,
+        capture: None,
+        recordings: Some(av::Recordings::new(RecordConfig {
+            path: cfg.record.clone(),
+            display: cfg.display,
+        })),
     };
     reporter.started("receiver", &id, &cfg.peer.room);
     let start = match &mut runner.machine {
@@ -397,8 +457,10 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
             Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
             _ = tick.tick() => {
-                let actions = runner.machine.tick(Instant::now());
-                runner.exec(actions).await;
+                if let Err(e) = runner.tick().await {
+                    runner.stop().await;
+                    return Err(e);
+                }
             }
             r = &mut writer => {
                 // stdout closed (e.g. `| head`): a normal end.
@@ -421,6 +483,9 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         }
     }
     runner.stop().await;
+    if let Some(r) = &mut runner.recordings {
+        r.finish_all().await;
+    }
     runner.output = None;
     let result = match write_result {
         Some(r) => r,

@@ -26,8 +26,18 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
+use webrtc::rtp_transceiver::RTCRtpTransceiver;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc::track::track_remote::TrackRemote;
+use webrtc::util::Marshal;
 
 use super::machine::PeerEvent;
+use crate::media::{MediaKind, TrackSpec};
 use crate::protocol::{Candidate, Description};
 
 /// Largest message we read from a data channel. Browsers send up to 256 KiB
@@ -84,6 +94,8 @@ pub enum RtcEvent {
     Peer(PeerEvent),
     /// A data channel is open and ready to carry payloads.
     Channel(Channel),
+    /// A remote media track started (its first packet arrived).
+    Track(RemoteTrack),
 }
 
 pub type Events = mpsc::Sender<(String, RtcEvent)>;
@@ -92,6 +104,29 @@ pub type Events = mpsc::Sender<(String, RtcEvent)>;
 pub struct Rtc {
     api: API,
     config: RTCConfiguration,
+    local: Option<LocalMedia>,
+}
+
+/// The sender's tracks, shared by every peer connection: each packet is
+/// encoded once and written to all of them.
+#[derive(Clone)]
+struct LocalMedia {
+    tracks: Vec<Arc<TrackLocalStaticRTP>>,
+    on_keyframe: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Writes one encoded track's RTP packets to every peer connection.
+#[derive(Clone)]
+pub struct TrackWriter {
+    track: Arc<TrackLocalStaticRTP>,
+}
+
+impl TrackWriter {
+    /// Writes one RTP packet to every bound peer (each gets its own SSRC and
+    /// payload type). Errors only mean no peer is bound yet.
+    pub async fn write(&self, rtp: &[u8]) {
+        let _ = self.track.write(rtp).await;
+    }
 }
 
 impl Rtc {
@@ -125,7 +160,46 @@ impl Rtc {
                 .collect(),
             ..Default::default()
         };
-        Ok(Self { api, config })
+        Ok(Self {
+            api,
+            config,
+            local: None,
+        })
+    }
+
+    /// Declares the sender's encoded tracks; every later peer connection
+    /// carries them. `on_keyframe` is called on each PLI/FIR from a receiver.
+    pub fn set_local_tracks(
+        &mut self,
+        specs: &[TrackSpec],
+        stream_id: &str,
+        on_keyframe: Arc<dyn Fn() + Send + Sync>,
+    ) -> Vec<TrackWriter> {
+        let tracks: Vec<Arc<TrackLocalStaticRTP>> = specs
+            .iter()
+            .map(|spec| {
+                Arc::new(TrackLocalStaticRTP::new(
+                    RTCRtpCodecCapability {
+                        mime_type: spec.mime.clone(),
+                        clock_rate: spec.clock_rate,
+                        channels: spec.channels,
+                        sdp_fmtp_line: spec.fmtp.clone(),
+                        rtcp_feedback: vec![],
+                    },
+                    spec.kind.to_string(),
+                    stream_id.to_owned(),
+                ))
+            })
+            .collect();
+        let writers = tracks
+            .iter()
+            .map(|t| TrackWriter { track: t.clone() })
+            .collect();
+        self.local = Some(LocalMedia {
+            tracks,
+            on_keyframe,
+        });
+        writers
     }
 
     /// Creates the peer connection for `peer` and the task that drives it.
@@ -135,6 +209,9 @@ impl Rtc {
         let id = peer.to_owned();
         let local = LocalInfo::default();
         install_callbacks(&pc, &id, &events, &local);
+        if let Some(media) = &self.local {
+            add_local_tracks(&pc, media).await?;
+        }
         tokio::spawn(drive(pc, id, rx, events, local));
         Ok(PeerHandle { tx })
     }
@@ -142,15 +219,19 @@ impl Rtc {
 
 #[derive(Debug)]
 enum Command {
-    CreateOffer { data_channel: bool },
+    CreateOffer {
+        data_channel: bool,
+    },
     AcceptOffer(Description),
     ApplyAnswer(Description),
     AddCandidate(Candidate),
+    /// Ask the sender of this SSRC for a key frame.
+    Pli(u32),
     Close,
 }
 
-/// Commands one peer connection. Dropping it closes the connection.
-#[derive(Debug)]
+/// Commands one peer connection.
+#[derive(Debug, Clone)]
 pub struct PeerHandle {
     tx: mpsc::Sender<Command>,
 }
@@ -181,6 +262,38 @@ impl PeerHandle {
     pub async fn close(&self) {
         self.send(Command::Close).await;
     }
+
+    /// Sends a Picture Loss Indication: the sender answers with a key frame.
+    /// Returns false once the peer connection is gone.
+    pub fn request_keyframe(&self, ssrc: u32) -> bool {
+        !matches!(
+            self.tx.try_send(Command::Pli(ssrc)),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    }
+}
+
+async fn add_local_tracks(pc: &Arc<RTCPeerConnection>, media: &LocalMedia) -> anyhow::Result<()> {
+    for track in &media.tracks {
+        let sender = pc
+            .add_track(Arc::clone(track) as Arc<dyn TrackLocal + Send + Sync>)
+            .await?;
+        // RTCP must be read or it backs up; PLI and FIR become key frames.
+        let on_keyframe = media.on_keyframe.clone();
+        tokio::spawn(async move {
+            while let Ok((packets, _)) = sender.read_rtcp().await {
+                for p in packets {
+                    let any = p.as_any();
+                    if any.downcast_ref::<PictureLossIndication>().is_some()
+                        || any.downcast_ref::<FullIntraRequest>().is_some()
+                    {
+                        on_keyframe();
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events, local: &LocalInfo) {
@@ -227,6 +340,32 @@ fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events, loc
             let _ = ev.send((peer, RtcEvent::Peer(event))).await;
         })
     }));
+
+    // Receiver side: the sender's media arrives here.
+    let (ev, peer) = (events.clone(), id.to_owned());
+    pc.on_track(Box::new(
+        move |track: Arc<TrackRemote>, _: Arc<RTCRtpReceiver>, _: Arc<RTCRtpTransceiver>| {
+            let (ev, peer) = (ev.clone(), peer.clone());
+            Box::pin(async move {
+                let codec = track.codec();
+                let spec = TrackSpec {
+                    kind: if track.kind() == RTPCodecType::Video {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    },
+                    mime: codec.capability.mime_type.clone(),
+                    clock_rate: codec.capability.clock_rate,
+                    channels: codec.capability.channels,
+                    fmtp: codec.capability.sdp_fmtp_line.clone(),
+                    payload_type: codec.payload_type,
+                };
+                tracing::debug!(peer = %short(&peer), "receiving {} ({})", spec.kind, spec.mime);
+                let remote = RemoteTrack { track, spec };
+                let _ = ev.send((peer, RtcEvent::Track(remote))).await;
+            })
+        },
+    ));
 
     // Receiver side: the sender's channel arrives here.
     let (ev, peer) = (events.clone(), id.to_owned());
@@ -296,6 +435,14 @@ async fn drive(
                     .map_err(|e| anyhow::anyhow!("bad answer: {e}")),
                 Err(e) => Err(anyhow::anyhow!("bad answer: {e}")),
             },
+            Command::Pli(ssrc) => {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                let _ = pc.write_rtcp(&[Box::new(pli)]).await;
+                Ok(())
+            }
             Command::AddCandidate(c) => {
                 let init = RTCIceCandidateInit {
                     candidate: c.candidate,
@@ -504,4 +651,30 @@ impl Channel {
 /// The first 8 characters of an id, for logs.
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// A track arriving from a sender.
+pub struct RemoteTrack {
+    track: Arc<TrackRemote>,
+    pub spec: TrackSpec,
+}
+
+impl std::fmt::Debug for RemoteTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteTrack")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl RemoteTrack {
+    pub fn ssrc(&self) -> u32 {
+        self.track.ssrc()
+    }
+
+    /// The next RTP packet, as bytes; `None` once the track ended.
+    pub async fn read(&self) -> Option<Bytes> {
+        let (packet, _) = self.track.read_rtp().await.ok()?;
+        packet.marshal().ok()
+    }
 }

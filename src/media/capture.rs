@@ -1,0 +1,592 @@
+//! Capture and encode once: one pipeline per sender, whatever the number of
+//! receivers, ending in appsinks that hand RTP packets to the session.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+
+use super::{chain, make, set, MediaError, MediaKind, TrackSpec, VideoCodec};
+
+/// RTP packets queued between GStreamer's streaming thread and the task
+/// that writes them to the peer connections: about half a second of 720p
+/// video. Past that, packets are dropped (and counted) rather than let a
+/// stalled writer grow memory.
+const PACKET_QUEUE: usize = 512;
+
+/// Key frames are expensive; a burst of receivers joining (or of PLIs) is
+/// answered with one key frame per this interval.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Payload sizes that fit any path's MTU after SRTP and UDP/IP headers.
+const RTP_MTU: u32 = 1200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSource {
+    /// A moving test pattern with a clock.
+    Test,
+    /// A V4L2 device, or the system's default camera.
+    Camera(Option<String>),
+    /// The video of a media file.
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    /// A test tone.
+    Test,
+    /// A microphone: a PulseAudio/ALSA device, or the default.
+    Mic(Option<String>),
+    /// The audio of a media file.
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub video: Option<VideoSource>,
+    pub audio: Option<AudioSource>,
+    /// For `VideoSource::File` / `AudioSource::File`.
+    pub file: Option<PathBuf>,
+    pub looped: bool,
+    pub codec: VideoCodec,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+    pub audio_kbps: u32,
+}
+
+/// RTP out of the pipeline for one track.
+pub struct Output {
+    pub spec: TrackSpec,
+    pub packets: mpsc::Receiver<Bytes>,
+}
+
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    pub bytes: AtomicU64,
+    pub packets: AtomicU64,
+    pub dropped: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+}
+
+/// The running capture pipeline. Set to `Null` when dropped.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    video_sink: Option<gst_app::AppSink>,
+    last_keyframe: Mutex<Option<Instant>>,
+    pub stats: Arc<CaptureStats>,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn video_spec(codec: VideoCodec) -> TrackSpec {
+    let (mime, fmtp) = match codec {
+        VideoCodec::Vp8 => ("video/VP8", ""),
+        VideoCodec::Vp9 => ("video/VP9", "profile-id=0"),
+        // Constrained baseline, what every browser decodes.
+        VideoCodec::H264 => (
+            "video/H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+    };
+    TrackSpec {
+        kind: MediaKind::Video,
+        mime: mime.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        fmtp: fmtp.into(),
+        payload_type: 96,
+    }
+}
+
+fn audio_spec() -> TrackSpec {
+    TrackSpec {
+        kind: MediaKind::Audio,
+        mime: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: "minptime=10;useinbandfec=1".into(),
+        payload_type: 111,
+    }
+}
+
+impl Capture {
+    /// Builds and starts the pipeline. Fails with a one-line reason when a
+    /// device or element is missing.
+    pub fn start(cfg: &CaptureConfig) -> Result<(Self, Vec<Output>), MediaError> {
+        super::init()?;
+        check_devices(cfg)?;
+        let pipeline = gst::Pipeline::with_name("p2p-capture");
+        let stats = Arc::new(CaptureStats::default());
+        let mut outputs = Vec::new();
+        let mut video_sink = None;
+        let mut decode_pads: Vec<(MediaKind, gst::Element)> = Vec::new();
+
+        if let Some(src) = &cfg.video {
+            let spec = video_spec(cfg.codec);
+            let (sink, rx) = rtp_sink("video-out", &stats);
+            let head = video_branch(&pipeline, cfg, src, &sink)?;
+            if let Some(head) = head {
+                decode_pads.push((MediaKind::Video, head));
+            }
+            outputs.push(Output { spec, packets: rx });
+            video_sink = Some(sink);
+        }
+        if let Some(src) = &cfg.audio {
+            let (sink, rx) = rtp_sink("audio-out", &stats);
+            if let Some(head) = audio_branch(&pipeline, cfg, src, &sink)? {
+                decode_pads.push((MediaKind::Audio, head));
+            }
+            outputs.push(Output {
+                spec: audio_spec(),
+                packets: rx,
+            });
+        }
+        if !decode_pads.is_empty() {
+            file_source(&pipeline, cfg, decode_pads)?;
+        }
+
+        pipeline.set_state(gst::State::Playing).map_err(|_| {
+            MediaError::Pipeline(
+                first_error(&pipeline).unwrap_or_else(|| "capture pipeline failed to start".into()),
+            )
+        })?;
+        // A device that cannot be opened fails within the first moments.
+        if let Some(err) = wait_for_error(&pipeline, Duration::from_millis(300)) {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(MediaError::Pipeline(err));
+        }
+        if cfg.looped {
+            watch_loop(&pipeline);
+        }
+        Ok((
+            Self {
+                pipeline,
+                video_sink,
+                last_keyframe: Mutex::new(None),
+                stats,
+            },
+            outputs,
+        ))
+    }
+
+    /// Asks the encoder for a key frame, at most once per
+    /// [`KEYFRAME_INTERVAL`]. Returns whether one was requested.
+    pub fn request_keyframe(&self) -> bool {
+        let Some(sink) = &self.video_sink else {
+            return false;
+        };
+        {
+            let mut last = self.last_keyframe.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        self.stats
+            .keyframes_requested
+            .fetch_add(1, Ordering::Relaxed);
+        sink.send_event(event)
+    }
+
+    /// Video encoders in the pipeline: one, however many receivers.
+    pub fn video_encoders(&self) -> usize {
+        self.pipeline
+            .iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.factory()
+                    .is_some_and(|f| f.has_type(gst::ElementFactoryType::VIDEO_ENCODER))
+            })
+            .count()
+    }
+
+    /// An error the pipeline reported since the last call, if any.
+    pub fn poll_error(&self) -> Option<String> {
+        wait_for_error(&self.pipeline, Duration::ZERO)
+    }
+}
+
+fn check_devices(cfg: &CaptureConfig) -> Result<(), MediaError> {
+    if let Some(VideoSource::Camera(dev)) = &cfg.video {
+        match dev {
+            Some(path) if !std::path::Path::new(path).exists() => {
+                return Err(MediaError::Pipeline(format!(
+                    "camera {path} not found: check the device path (ls /dev/video*), or use --test-source"
+                )));
+            }
+            None if !has_video_device() => {
+                return Err(MediaError::Pipeline(
+                    "no camera found (no /dev/video* device): plug one in, name it with --camera /dev/videoN, or use --test-source".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(path) = &cfg.file {
+        if !path.is_file() {
+            return Err(MediaError::Pipeline(format!(
+                "--file {}: no such file",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn has_video_device() -> bool {
+    std::fs::read_dir("/dev")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("video"))
+        })
+        .unwrap_or(false)
+}
+
+/// An appsink handing RTP packets to a bounded channel.
+fn rtp_sink(name: &str, stats: &Arc<CaptureStats>) -> (gst_app::AppSink, mpsc::Receiver<Bytes>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(PACKET_QUEUE);
+    let sink = gst_app::AppSink::builder()
+        .name(name)
+        .caps(&gst::Caps::builder("application/x-rtp").build())
+        // Live sources are already paced; waiting on the clock here would
+        // only add latency.
+        .sync(false)
+        .build();
+    let stats = stats.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Ok(map) = buffer.map_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let packet = Bytes::copy_from_slice(map.as_slice());
+                stats.packets.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .bytes
+                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
+                match tx.try_send(packet) {
+                    Ok(()) => Ok(gst::FlowSuccess::Ok),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        Ok(gst::FlowSuccess::Ok)
+                    }
+                    // Nobody reads any more: the session is ending.
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(gst::FlowError::Eos),
+                }
+            })
+            .build(),
+    );
+    (sink, rx)
+}
+
+/// Builds source → scale → encode → pay → sink. For a file source, returns
+/// the branch's first element, which the decoder's pad links to later.
+fn video_branch(
+    pipeline: &gst::Pipeline,
+    cfg: &CaptureConfig,
+    src: &VideoSource,
+    sink: &gst_app::AppSink,
+) -> Result<Option<gst::Element>, MediaError> {
+    let convert = make("videoconvert", "vconvert")?;
+    let scale = make("videoscale", "vscale")?;
+    let rate = make("videorate", "vrate")?;
+    let caps = make("capsfilter", "vcaps")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", cfg.width as i32)
+            .field("height", cfg.height as i32)
+            .field("framerate", gst::Fraction::new(cfg.fps as i32, 1))
+            .build(),
+    );
+    // Never queue raw frames behind a busy encoder: drop the oldest, the
+    // way a live source should.
+    let queue = make("queue", "vqueue")?;
+    set(&queue, "leaky", "downstream");
+    set(&queue, "max-size-buffers", "2");
+    set(&queue, "max-size-bytes", "0");
+    set(&queue, "max-size-time", "0");
+    let (encoder, pay) = video_encoder(cfg)?;
+    let sink_el: gst::Element = sink.clone().upcast();
+
+    let mut elements: Vec<gst::Element> = Vec::new();
+    let head = match src {
+        VideoSource::Test => {
+            let test = make("videotestsrc", "vsrc")?;
+            set(&test, "is-live", "true");
+            set(&test, "pattern", "ball");
+            elements.push(test);
+            None
+        }
+        VideoSource::Camera(dev) => {
+            let cam = match dev {
+                Some(path) => {
+                    let v = make("v4l2src", "vsrc")?;
+                    v.set_property("device", path);
+                    v
+                }
+                None => make("autovideosrc", "vsrc")?,
+            };
+            elements.push(cam);
+            None
+        }
+        VideoSource::File => None,
+    };
+    let is_file = matches!(src, VideoSource::File);
+    elements.extend([convert.clone(), scale, rate, caps]);
+    if matches!(src, VideoSource::Test) {
+        let clock = make("clockoverlay", "vclock")?;
+        set(&clock, "time-format", "%H:%M:%S");
+        set(&clock, "shaded-background", "true");
+        set(&clock, "font-desc", "Sans 36");
+        let post = make("videoconvert", "vconvert2")?;
+        elements.extend([clock, post]);
+    }
+    elements.push(queue);
+    elements.extend(encoder);
+    elements.push(pay);
+    elements.push(sink_el);
+    let refs: Vec<&gst::Element> = elements.iter().collect();
+    chain(pipeline, &refs)?;
+    Ok(is_file.then_some(convert).or(head))
+}
+
+fn video_encoder(cfg: &CaptureConfig) -> Result<(Vec<gst::Element>, gst::Element), MediaError> {
+    let gop = (cfg.fps * 10).to_string();
+    let bits = (cfg.video_kbps * 1000).to_string();
+    Ok(match cfg.codec {
+        VideoCodec::Vp8 | VideoCodec::Vp9 => {
+            let (enc, pay) = if cfg.codec == VideoCodec::Vp8 {
+                (make("vp8enc", "venc")?, make("rtpvp8pay", "vpay")?)
+            } else {
+                (make("vp9enc", "venc")?, make("rtpvp9pay", "vpay")?)
+            };
+            // Realtime: no lookahead, a fast speed setting, constant
+            // bitrate, key frames on request (and at least every 10 s).
+            set(&enc, "deadline", "1");
+            set(
+                &enc,
+                "cpu-used",
+                if cfg.codec == VideoCodec::Vp8 {
+                    "8"
+                } else {
+                    "7"
+                },
+            );
+            set(&enc, "lag-in-frames", "0");
+            set(&enc, "end-usage", "cbr");
+            set(&enc, "target-bitrate", &bits);
+            set(&enc, "keyframe-max-dist", &gop);
+            set(&enc, "error-resilient", "default");
+            set(&enc, "threads", "2");
+            set(&enc, "buffer-size", "1000");
+            if cfg.codec == VideoCodec::Vp9 {
+                set(&enc, "row-mt", "true");
+            }
+            set(&pay, "picture-id-mode", "15-bit");
+            set(&pay, "mtu", &RTP_MTU.to_string());
+            set(&pay, "pt", "96");
+            (vec![enc], pay)
+        }
+        VideoCodec::H264 => {
+            let enc = make("x264enc", "venc")?;
+            set(&enc, "tune", "zerolatency");
+            set(&enc, "speed-preset", "ultrafast");
+            set(&enc, "bitrate", &cfg.video_kbps.to_string());
+            set(&enc, "key-int-max", &gop);
+            set(&enc, "bframes", "0");
+            let caps = make("capsfilter", "h264caps")?;
+            caps.set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("profile", "constrained-baseline")
+                    .build(),
+            );
+            let pay = make("rtph264pay", "vpay")?;
+            set(&pay, "config-interval", "-1");
+            set(&pay, "aggregate-mode", "zero-latency");
+            set(&pay, "mtu", &RTP_MTU.to_string());
+            set(&pay, "pt", "96");
+            (vec![enc, caps], pay)
+        }
+    })
+}
+
+fn audio_branch(
+    pipeline: &gst::Pipeline,
+    cfg: &CaptureConfig,
+    src: &AudioSource,
+    sink: &gst_app::AppSink,
+) -> Result<Option<gst::Element>, MediaError> {
+    let convert = make("audioconvert", "aconvert")?;
+    let resample = make("audioresample", "aresample")?;
+    let caps = make("capsfilter", "acaps")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("audio/x-raw")
+            .field("rate", 48_000i32)
+            .field("channels", 2i32)
+            .build(),
+    );
+    let queue = make("queue", "aqueue")?;
+    let enc = make("opusenc", "aenc")?;
+    set(&enc, "bitrate", &(cfg.audio_kbps * 1000).to_string());
+    set(&enc, "frame-size", "20");
+    let pay = make("rtpopuspay", "apay")?;
+    set(&pay, "pt", "111");
+    set(&pay, "mtu", &RTP_MTU.to_string());
+    let mut elements: Vec<gst::Element> = Vec::new();
+    match src {
+        AudioSource::Test => {
+            let tone = make("audiotestsrc", "asrc")?;
+            set(&tone, "is-live", "true");
+            set(&tone, "wave", "sine");
+            set(&tone, "freq", "440");
+            set(&tone, "volume", "0.2");
+            elements.push(tone);
+        }
+        AudioSource::Mic(dev) => {
+            let mic = match dev.as_deref() {
+                Some(d) if d.starts_with("hw:") || d.starts_with("plughw:") || d == "default" => {
+                    let a = make("alsasrc", "asrc")?;
+                    a.set_property("device", d);
+                    a
+                }
+                Some(d) => {
+                    let p = make("pulsesrc", "asrc")?;
+                    p.set_property("device", d);
+                    p
+                }
+                None => make("autoaudiosrc", "asrc")?,
+            };
+            elements.push(mic);
+        }
+        AudioSource::File => {}
+    }
+    elements.extend([
+        convert.clone(),
+        resample,
+        caps,
+        queue,
+        enc,
+        pay,
+        sink.clone().upcast(),
+    ]);
+    let refs: Vec<&gst::Element> = elements.iter().collect();
+    chain(pipeline, &refs)?;
+    Ok(matches!(src, AudioSource::File).then_some(convert))
+}
+
+/// `--file`: decode the file and link its streams to the branches.
+fn file_source(
+    pipeline: &gst::Pipeline,
+    cfg: &CaptureConfig,
+    heads: Vec<(MediaKind, gst::Element)>,
+) -> Result<(), MediaError> {
+    let path = cfg
+        .file
+        .as_ref()
+        .ok_or_else(|| MediaError::Pipeline("a file source needs --file".into()))?;
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| MediaError::Pipeline(format!("--file {}: {e}", path.display())))?;
+    let uri = gst::glib::filename_to_uri(&path, None)
+        .map_err(|e| MediaError::Pipeline(format!("--file {}: {e}", path.display())))?;
+    let decode = make("uridecodebin", "filesrc")?;
+    decode.set_property("uri", uri.as_str());
+    pipeline
+        .add(&decode)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    decode.connect_pad_added(move |_, pad| {
+        let Some(caps) = pad.current_caps().or_else(|| Some(pad.query_caps(None))) else {
+            return;
+        };
+        let Some(s) = caps.structure(0) else { return };
+        let kind = if s.name().starts_with("video/") {
+            MediaKind::Video
+        } else if s.name().starts_with("audio/") {
+            MediaKind::Audio
+        } else {
+            return;
+        };
+        if let Some((_, head)) = heads.iter().find(|(k, _)| *k == kind) {
+            if let Some(sink) = head.static_pad("sink") {
+                if !sink.is_linked() {
+                    if let Err(e) = pad.link(&sink) {
+                        tracing::warn!("cannot use the file's {kind}: {e:?}");
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `--loop`: seek back to the start at the end of the file.
+fn watch_loop(pipeline: &gst::Pipeline) {
+    let Some(bus) = pipeline.bus() else { return };
+    let weak = pipeline.downgrade();
+    std::thread::spawn(move || {
+        for msg in bus.iter_timed(gst::ClockTime::NONE) {
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => {
+                    if pipeline
+                        .seek_simple(
+                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                            gst::ClockTime::ZERO,
+                        )
+                        .is_err()
+                    {
+                        tracing::warn!("--loop: cannot seek back to the start");
+                        return;
+                    }
+                }
+                gst::MessageView::Error(_) => return,
+                _ => {}
+            }
+        }
+    });
+}
+
+fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
+    wait_for_error(pipeline, Duration::ZERO)
+}
+
+/// Pops the first error message from the bus within `wait`.
+fn wait_for_error(pipeline: &gst::Pipeline, wait: Duration) -> Option<String> {
+    let bus = pipeline.bus()?;
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+        &[gst::MessageType::Error],
+    )?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!(
+            "{}: {}",
+            e.src().map(|s| s.name().to_string()).unwrap_or_default(),
+            e.error()
+        )),
+        _ => None,
+    }
+}

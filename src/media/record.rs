@@ -1,0 +1,394 @@
+//! Record (and/or play) what one sender sends, without re-encoding: RTP in
+//! through appsrcs, depayloaded, muxed into a file that starts at a key
+//! frame and is finalised (EOS through the muxer) when the session ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::watch;
+
+use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
+
+/// How long the jitter buffer waits for late or reordered packets. The
+/// recording is not live, so a little delay buys correctness on lossy paths.
+const JITTER_LATENCY_MS: u32 = 200;
+
+/// RTP bytes an appsrc may hold before new packets are dropped: a stalled
+/// muxer (full disk) must not grow memory.
+const APPSRC_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How long finalising may take: EOS through jitter buffer and muxer.
+const FINALISE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Webm,
+    Matroska,
+    Mp4,
+}
+
+impl Container {
+    fn for_path(path: &Path) -> Result<Self, MediaError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        match ext.as_str() {
+            "webm" | "" => Ok(Self::Webm),
+            "mkv" => Ok(Self::Matroska),
+            "mp4" | "m4v" => Ok(Self::Mp4),
+            other => Err(MediaError::Pipeline(format!(
+                "cannot record to .{other}: use .webm, .mkv or .mp4"
+            ))),
+        }
+    }
+
+    fn accepts(self, spec: &TrackSpec) -> bool {
+        let name = spec.encoding_name();
+        match self {
+            Self::Matroska => true,
+            Self::Webm => matches!(name.as_str(), "VP8" | "VP9" | "OPUS"),
+            Self::Mp4 => matches!(name.as_str(), "H264" | "VP9" | "OPUS"),
+        }
+    }
+
+    fn muxer(self) -> Result<gst::Element, MediaError> {
+        Ok(match self {
+            Self::Webm => make("webmmux", "mux")?,
+            Self::Matroska => make("matroskamux", "mux")?,
+            Self::Mp4 => {
+                let m = make("mp4mux", "mux")?;
+                // Fragmented: a crash still leaves a playable file.
+                set(&m, "fragment-duration", "1000");
+                m
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    pub path: Option<PathBuf>,
+    pub display: bool,
+}
+
+/// What the progress display shows.
+#[derive(Debug, Default)]
+pub struct RecordStats {
+    pub bytes: AtomicU64,
+    pub packets: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Feeds one track's RTP packets into the pipeline.
+#[derive(Clone)]
+pub struct TrackInput {
+    src: gst_app::AppSrc,
+    pub kind: MediaKind,
+    stats: Arc<RecordStats>,
+}
+
+impl TrackInput {
+    pub fn push(&self, rtp: Bytes) {
+        self.stats.packets.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(rtp.len() as u64, Ordering::Relaxed);
+        if self.src.current_level_bytes() > APPSRC_MAX_BYTES {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = self.src.push_buffer(gst::Buffer::from_slice(rtp));
+    }
+}
+
+/// One sender's recording (and/or playback) pipeline.
+pub struct Recorder {
+    pipeline: gst::Pipeline,
+    inputs: Vec<TrackInput>,
+    keyframe: watch::Receiver<bool>,
+    pub path: Option<PathBuf>,
+    pub stats: Arc<RecordStats>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn rtp_caps(spec: &TrackSpec) -> gst::Caps {
+    let name = spec.encoding_name();
+    let mut b = gst::Caps::builder("application/x-rtp")
+        .field("media", spec.kind.to_string())
+        .field("encoding-name", name.as_str())
+        .field("clock-rate", spec.clock_rate as i32)
+        .field("payload", spec.payload_type as i32);
+    if spec.kind == MediaKind::Audio && name == "OPUS" {
+        // Without these rtpopusdepay's caps lack what webmmux needs and the
+        // file never finalises.
+        b = b
+            .field("encoding-params", spec.channels.max(1).to_string())
+            .field("sprop-maxcapturerate", "48000")
+            .field("sprop-stereo", if spec.channels >= 2 { "1" } else { "0" });
+    }
+    if name == "H264" {
+        b = b.field("packetization-mode", "1");
+    }
+    b.build()
+}
+
+fn depayloader(spec: &TrackSpec, n: usize) -> Result<Vec<gst::Element>, MediaError> {
+    let name = spec.encoding_name();
+    Ok(match name.as_str() {
+        "VP8" => vec![make("rtpvp8depay", &format!("depay{n}"))?],
+        "VP9" => vec![make("rtpvp9depay", &format!("depay{n}"))?],
+        "H264" => vec![
+            make("rtph264depay", &format!("depay{n}"))?,
+            make("h264parse", &format!("parse{n}"))?,
+        ],
+        "OPUS" => vec![make("rtpopusdepay", &format!("depay{n}"))?],
+        other => {
+            return Err(MediaError::Pipeline(format!(
+                "cannot record {other}: p2p records VP8, VP9, H.264 and Opus"
+            )))
+        }
+    })
+}
+
+impl Recorder {
+    /// Builds the pipeline for these tracks and starts it.
+    pub fn start(
+        cfg: &RecordConfig,
+        tracks: &[TrackSpec],
+    ) -> Result<(Self, Vec<TrackInput>), MediaError> {
+        super::init()?;
+        let pipeline = gst::Pipeline::with_name("p2p-record");
+        let stats = Arc::new(RecordStats::default());
+        let has_video = tracks.iter().any(|t| t.kind == MediaKind::Video);
+        let (kf_tx, kf_rx) = watch::channel(false);
+        let kf_tx = Arc::new(kf_tx);
+        let video_started = Arc::new(AtomicBool::new(!has_video));
+
+        let (container, mux) = match &cfg.path {
+            Some(path) => {
+                let c = Container::for_path(path)?;
+                for t in tracks {
+                    if !c.accepts(t) {
+                        return Err(MediaError::Pipeline(format!(
+                            "cannot put {} in {}: use .mkv",
+                            t.encoding_name(),
+                            path.display()
+                        )));
+                    }
+                }
+                let mux = c.muxer()?;
+                let sink = make("filesink", "file")?;
+                sink.set_property("location", path.to_string_lossy().as_ref());
+                set(&sink, "async", "false");
+                chain(&pipeline, &[&mux, &sink])?;
+                (Some(c), Some(mux))
+            }
+            None => (None, None),
+        };
+        let _ = container;
+
+        let mut inputs = Vec::new();
+        for (n, spec) in tracks.iter().enumerate() {
+            let src = gst_app::AppSrc::builder()
+                .name(format!("rtp{n}"))
+                .caps(&rtp_caps(spec))
+                .format(gst::Format::Time)
+                .is_live(true)
+                .do_timestamp(true)
+                .build();
+            let jitter = make("rtpjitterbuffer", &format!("jitter{n}"))?;
+            set(&jitter, "latency", &JITTER_LATENCY_MS.to_string());
+            let depay = depayloader(spec, n)?;
+            let tee = make("tee", &format!("tee{n}"))?;
+            let mut elements: Vec<gst::Element> = vec![src.clone().upcast(), jitter];
+            elements.extend(depay);
+            elements.push(tee.clone());
+            let refs: Vec<&gst::Element> = elements.iter().collect();
+            chain(&pipeline, &refs)?;
+
+            // Start at a key frame: drop video until the first one, and
+            // audio until video has started, so the file opens on a picture.
+            let last_depay = &elements[elements.len() - 2];
+            let pad = last_depay
+                .static_pad("src")
+                .ok_or_else(|| MediaError::Pipeline("depayloader has no src pad".into()))?;
+            let (kind, kf, started) = (spec.kind, kf_tx.clone(), video_started.clone());
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                match kind {
+                    MediaKind::Video => {
+                        if started.load(Ordering::Relaxed) {
+                            return gst::PadProbeReturn::Ok;
+                        }
+                        if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                            return gst::PadProbeReturn::Drop;
+                        }
+                        started.store(true, Ordering::Relaxed);
+                        let _ = kf.send(true);
+                        gst::PadProbeReturn::Ok
+                    }
+                    MediaKind::Audio if started.load(Ordering::Relaxed) => gst::PadProbeReturn::Ok,
+                    MediaKind::Audio => gst::PadProbeReturn::Drop,
+                }
+            });
+
+            if let Some(mux) = &mux {
+                let q = make("queue", &format!("muxq{n}"))?;
+                pipeline
+                    .add(&q)
+                    .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+                tee.link(&q)
+                    .map_err(|_| MediaError::Pipeline("cannot link tee".into()))?;
+                let template = match spec.kind {
+                    MediaKind::Video => "video_%u",
+                    MediaKind::Audio => "audio_%u",
+                };
+                let mux_pad = mux.request_pad_simple(template).ok_or_else(|| {
+                    MediaError::Pipeline(format!("the muxer takes no {} track", spec.kind))
+                })?;
+                q.static_pad("src")
+                    .ok_or_else(|| MediaError::Pipeline("queue has no src pad".into()))?
+                    .link(&mux_pad)
+                    .map_err(|e| {
+                        MediaError::Pipeline(format!(
+                            "cannot record {} into this container: {e:?}",
+                            spec.encoding_name()
+                        ))
+                    })?;
+            }
+            if cfg.display {
+                display_branch(&pipeline, &tee, spec.kind, n)?;
+            }
+            inputs.push(TrackInput {
+                src,
+                kind: spec.kind,
+                stats: stats.clone(),
+            });
+        }
+
+        pipeline.set_state(gst::State::Playing).map_err(|_| {
+            MediaError::Pipeline(
+                pop_error(&pipeline).unwrap_or_else(|| "recording pipeline failed to start".into()),
+            )
+        })?;
+        Ok((
+            Self {
+                pipeline,
+                inputs: inputs.clone(),
+                keyframe: kf_rx,
+                path: cfg.path.clone(),
+                stats,
+            },
+            inputs,
+        ))
+    }
+
+    /// Becomes true once the first video key frame went into the file.
+    pub fn keyframe_seen(&self) -> watch::Receiver<bool> {
+        self.keyframe.clone()
+    }
+
+    /// An error the pipeline reported (e.g. the disk is full), if any.
+    pub fn poll_error(&self) -> Option<String> {
+        pop_error(&self.pipeline)
+    }
+
+    /// Ends every track and waits until the muxer has written its index and
+    /// duration. The file is valid afterwards.
+    pub async fn finish(self) -> Result<(), MediaError> {
+        for input in &self.inputs {
+            let _ = input.src.end_of_stream();
+        }
+        let pipeline = self.pipeline.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let bus = pipeline.bus()?;
+            let msg = bus.timed_pop_filtered(
+                gst::ClockTime::from_nseconds(FINALISE_TIMEOUT.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )?;
+            match msg.view() {
+                gst::MessageView::Error(e) => Some(Err(e.error().to_string())),
+                _ => Some(Ok(())),
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        let _ = self.pipeline.set_state(gst::State::Null);
+        match done {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(MediaError::Pipeline(format!(
+                "finalising the recording: {e}"
+            ))),
+            None => Err(MediaError::Pipeline(
+                "finalising the recording timed out: the file may lack its index".into(),
+            )),
+        }
+    }
+}
+
+/// Decode and play one track in a window / on the speakers.
+fn display_branch(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    kind: MediaKind,
+    n: usize,
+) -> Result<(), MediaError> {
+    let q = make("queue", &format!("showq{n}"))?;
+    let decode = make("decodebin", &format!("decode{n}"))?;
+    let (convert, sink) = match kind {
+        MediaKind::Video => (
+            make("videoconvert", &format!("showconv{n}"))?,
+            make("autovideosink", &format!("show{n}"))?,
+        ),
+        MediaKind::Audio => (
+            make("audioconvert", &format!("showconv{n}"))?,
+            make("autoaudiosink", &format!("show{n}"))?,
+        ),
+    };
+    pipeline
+        .add_many([&q, &decode, &convert, &sink])
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    gst::Element::link_many([tee, &q, &decode])
+        .map_err(|_| MediaError::Pipeline("cannot link display".into()))?;
+    convert
+        .link(&sink)
+        .map_err(|_| MediaError::Pipeline("cannot link display sink".into()))?;
+    let convert_weak = convert.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        if let Some(convert) = convert_weak.upgrade() {
+            if let Some(sink) = convert.static_pad("sink") {
+                let _ = pad.link(&sink);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn pop_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!(
+            "{}: {}",
+            e.src().map(|s| s.name().to_string()).unwrap_or_default(),
+            e.error()
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,341 @@
+//! Media in sessions: joins the capture pipeline to the peer connections on
+//! the sender, and remote tracks to recorders on the receiver. Speaks to
+//! GStreamer only through [`crate::media`] and to webrtc-rs only through
+//! [`super::rtc`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::rtc::{short, PeerHandle, RemoteTrack, Rtc};
+use crate::media::capture::{Capture, CaptureConfig};
+use crate::media::record::{RecordConfig, Recorder, TrackInput};
+use crate::media::MediaKind;
+
+/// How often a receiver repeats its key-frame request until one arrives.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a receiver waits for all of a sender's tracks before it starts
+/// recording the ones it has.
+const TRACK_WAIT: Duration = Duration::from_secs(3);
+
+/// Starts capture and encoding, and declares the encoded tracks to `rtc`
+/// so that every peer connection carries them.
+pub fn start_sender_media(
+    cfg: &CaptureConfig,
+    rtc: &mut Rtc,
+    stream_id: &str,
+) -> anyhow::Result<Arc<Capture>> {
+    let (capture, outputs) = Capture::start(cfg)?;
+    let capture = Arc::new(capture);
+    let weak = Arc::downgrade(&capture);
+    let on_keyframe: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        if let Some(c) = weak.upgrade() {
+            if c.request_keyframe() {
+                tracing::debug!("key frame requested by a receiver");
+            }
+        }
+    });
+    let specs: Vec<_> = outputs.iter().map(|o| o.spec.clone()).collect();
+    let writers = rtc.set_local_tracks(&specs, stream_id, on_keyframe);
+    for (mut out, writer) in outputs.into_iter().zip(writers) {
+        tokio::spawn(async move {
+            while let Some(packet) = out.packets.recv().await {
+                writer.write(&packet).await;
+            }
+        });
+    }
+    let kinds: Vec<String> = specs.iter().map(|s| s.mime.clone()).collect();
+    tracing::info!(
+        "sending {} (encoded once for every receiver)",
+        kinds.join(" + ")
+    );
+    Ok(capture)
+}
+
+/// Media sections in an SDP offer: the tracks a sender will send.
+pub fn media_sections(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+        .count()
+}
+
+struct Pending {
+    expected: usize,
+    tracks: Vec<RemoteTrack>,
+    first: Option<Instant>,
+}
+
+struct Active {
+    recorder: Recorder,
+    sender: String,
+    started: Instant,
+}
+
+/// The receiver's recordings, one per sender.
+pub struct Recordings {
+    cfg: RecordConfig,
+    pending: HashMap<String, Pending>,
+    active: HashMap<String, Active>,
+    used_base: bool,
+    finishing: JoinSet<()>,
+}
+
+impl Recordings {
+    pub fn new(cfg: RecordConfig) -> Self {
+        Self {
+            cfg,
+            pending: HashMap::new(),
+            active: HashMap::new(),
+            used_base: false,
+            finishing: JoinSet::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.path.is_some() || self.cfg.display
+    }
+
+    /// A sender offered `sections` media tracks.
+    pub fn expect(&mut self, peer: &str, sections: usize) {
+        if sections == 0 || !self.enabled() {
+            return;
+        }
+        self.pending.insert(
+            peer.to_owned(),
+            Pending {
+                expected: sections,
+                tracks: Vec::new(),
+                first: None,
+            },
+        );
+    }
+
+    /// A track of `peer` started; the recording begins once all are there.
+    pub fn track(&mut self, peer: &str, track: RemoteTrack, handle: Option<&PeerHandle>) {
+        let Some(p) = self.pending.get_mut(peer) else {
+            return;
+        };
+        p.first.get_or_insert_with(Instant::now);
+        p.tracks.push(track);
+        if p.tracks.len() >= p.expected {
+            self.start(peer, handle);
+        }
+    }
+
+    /// Starts recordings whose missing tracks did not come in time.
+    pub fn tick(&mut self, peers: &HashMap<String, PeerHandle>) {
+        let late: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.first.is_some_and(|t| t.elapsed() >= TRACK_WAIT))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            tracing::warn!(
+                "sender {}: not every announced track arrived; recording what did",
+                short(&id)
+            );
+            self.start(&id, peers.get(&id));
+        }
+        let failed: Vec<(String, String)> = self
+            .active
+            .iter()
+            .filter_map(|(id, a)| a.recorder.poll_error().map(|e| (id.clone(), e)))
+            .collect();
+        for (id, error) in failed {
+            tracing::error!("sender {}: recording failed: {error}", short(&id));
+            self.active.remove(&id);
+        }
+    }
+
+    fn path_for(&mut self, peer: &str) -> Option<PathBuf> {
+        let base = self.cfg.path.as_ref()?;
+        let text = base.to_string_lossy();
+        if text.contains("{id}") {
+            return Some(PathBuf::from(text.replace("{id}", peer)));
+        }
+        if !self.used_base {
+            self.used_base = true;
+            return Some(base.clone());
+        }
+        Some(with_suffix(base, short(peer)))
+    }
+
+    fn start(&mut self, peer: &str, handle: Option<&PeerHandle>) {
+        let Some(p) = self.pending.remove(peer) else {
+            return;
+        };
+        let path = self.path_for(peer);
+        let cfg = RecordConfig {
+            path: path.clone(),
+            display: self.cfg.display,
+        };
+        let specs: Vec<_> = p.tracks.iter().map(|t| t.spec.clone()).collect();
+        let (recorder, inputs) = match Recorder::start(&cfg, &specs) {
+            Ok(r) => r,
+            Err(e) => {
+                // The session goes on (data, other senders); only this
+                // recording is lost, and the user is told why.
+                tracing::error!("sender {}: cannot record: {e}", short(peer));
+                return;
+            }
+        };
+        if let Some(path) = &path {
+            let names: Vec<String> = specs.iter().map(|s| s.encoding_name()).collect();
+            tracing::info!(
+                "recording sender {} ({}) to {}",
+                short(peer),
+                names.join(" + "),
+                path.display()
+            );
+        }
+        for (track, input) in p.tracks.into_iter().zip(inputs) {
+            if input.kind == MediaKind::Video {
+                if let Some(h) = handle {
+                    spawn_keyframe_requests(h.clone(), track.ssrc(), recorder.keyframe_seen());
+                }
+            }
+            tokio::spawn(pump(track, input));
+        }
+        self.active.insert(
+            peer.to_owned(),
+            Active {
+                recorder,
+                sender: peer.to_owned(),
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// The sender left: finalise its file in the background.
+    pub fn close(&mut self, peer: &str) {
+        self.pending.remove(peer);
+        if let Some(a) = self.active.remove(peer) {
+            self.finishing.spawn(finish(a));
+        }
+    }
+
+    /// Finalises every recording and waits for all of them.
+    pub async fn finish_all(&mut self) {
+        let ids: Vec<String> = self.active.keys().cloned().collect();
+        for id in ids {
+            self.close(&id);
+        }
+        while self.finishing.join_next().await.is_some() {}
+    }
+
+    /// (sender, path, seconds recorded, bytes received) for the progress line.
+    pub fn summary(&self) -> Vec<(String, Option<PathBuf>, f64, u64)> {
+        self.active
+            .values()
+            .map(|a| {
+                (
+                    a.sender.clone(),
+                    a.recorder.path.clone(),
+                    a.started.elapsed().as_secs_f64(),
+                    a.recorder
+                        .stats
+                        .bytes
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn finish(a: Active) {
+    let path = a.recorder.path.clone();
+    let secs = a.started.elapsed().as_secs_f64();
+    match a.recorder.finish().await {
+        Ok(()) => {
+            if let Some(path) = path {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                tracing::info!(
+                    "saved {} ({:.1} s, {:.1} MB) from sender {}",
+                    path.display(),
+                    secs,
+                    size as f64 / 1e6,
+                    short(&a.sender)
+                );
+            }
+        }
+        Err(e) => tracing::error!("sender {}: {e}", short(&a.sender)),
+    }
+}
+
+/// `out.webm` → `out-1a2b3c4d.webm`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{suffix}"),
+    };
+    path.with_file_name(name)
+}
+
+async fn pump(track: RemoteTrack, input: TrackInput) {
+    while let Some(packet) = track.read().await {
+        input.push(packet);
+    }
+}
+
+/// webrtc-rs receivers do not ask for key frames by themselves: ask when
+/// the track starts and again until one has been recorded.
+fn spawn_keyframe_requests(
+    handle: PeerHandle,
+    ssrc: u32,
+    mut seen: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            if *seen.borrow() {
+                return;
+            }
+            if !handle.request_keyframe(ssrc) {
+                return; // peer gone
+            }
+            let _ = tokio::time::timeout(PLI_INTERVAL, seen.changed()).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_senders_get_their_own_files() {
+        let mut r = Recordings::new(RecordConfig {
+            path: Some(PathBuf::from("/tmp/out.webm")),
+            display: false,
+        });
+        assert_eq!(
+            r.path_for("aaaaaaaa-1111"),
+            Some(PathBuf::from("/tmp/out.webm"))
+        );
+        assert_eq!(
+            r.path_for("bbbbbbbb-2222"),
+            Some(PathBuf::from("/tmp/out-bbbbbbbb.webm"))
+        );
+        let mut r = Recordings::new(RecordConfig {
+            path: Some(PathBuf::from("rec-{id}.mkv")),
+            display: false,
+        });
+        assert_eq!(r.path_for("x1"), Some(PathBuf::from("rec-x1.mkv")));
+        assert_eq!(r.path_for("x2"), Some(PathBuf::from("rec-x2.mkv")));
+    }
+
+    #[test]
+    fn counts_media_sections() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert_eq!(media_sections(sdp), 2);
+        assert_eq!(media_sections("v=0\r\nm=application 9 x\r\n"), 0);
+    }
+}
