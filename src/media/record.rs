@@ -303,6 +303,27 @@ impl Recorder {
         self.keyframe.clone()
     }
 
+    /// Per track: packets pushed, lost and late, as the jitter buffers count
+    /// them.
+    pub fn jitter_stats(&self) -> Vec<String> {
+        self.pipeline
+            .iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.name().starts_with("jitter"))
+            .filter_map(|e| {
+                let s = e.property::<gst::Structure>("stats");
+                Some(format!(
+                    "{}: pushed {} lost {} late {}",
+                    e.name(),
+                    s.get::<u64>("num-pushed").ok()?,
+                    s.get::<u64>("num-lost").ok()?,
+                    s.get::<u64>("num-late").ok()?
+                ))
+            })
+            .collect()
+    }
+
     /// An error the pipeline reported (e.g. the disk is full), if any.
     pub fn poll_error(&self) -> Option<String> {
         pop_error(&self.pipeline)
@@ -311,6 +332,9 @@ impl Recorder {
     /// Ends every track and waits until the muxer has written its index and
     /// duration. The file is valid afterwards.
     pub async fn finish(self) -> Result<(), MediaError> {
+        for stats in self.jitter_stats() {
+            tracing::debug!("jitter buffer: {stats}");
+        }
         for input in &self.inputs {
             let _ = input.src.end_of_stream();
         }

@@ -219,6 +219,7 @@ impl Runner {
                     if let Some(c) = &self.capture {
                         // A new receiver starts decoding at once.
                         c.request_keyframe();
+                        c.dump_graph(&format!("p2p-send-{}-peers", self.peers.len()));
                     }
                 }
                 let actions = self.machine.peer(Instant::now(), &peer, pe);
@@ -402,6 +403,16 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         }
     }
     runner.stop().await;
+    if let Some(c) = &runner.capture {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::debug!(
+            "sent {} RTP packets ({} bytes), {} dropped, {} key frames requested",
+            c.stats.packets.load(Relaxed),
+            c.stats.bytes.load(Relaxed),
+            c.stats.dropped.load(Relaxed),
+            c.stats.keyframes_requested.load(Relaxed)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,4 +5,6 @@ mod cli;
 mod data;
 mod drivers;
 mod harness;
+mod media;
+mod mediafile;
 mod relay;

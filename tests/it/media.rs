@@ -1,0 +1,231 @@
+//! `p2p send --test-source` → `p2p receive --record`: real GStreamer
+//! pipelines, real webrtc-rs peers, files checked by decoding them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::mediafile::inspect;
+
+const CONNECT: &str = r#""event":"connect""#;
+
+fn send_media(relay: &Relay, room: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "send",
+        "--signal",
+        &relay.url,
+        "--room",
+        room,
+        "--events",
+        "json",
+        "--test-source",
+    ];
+    args.extend_from_slice(extra);
+    Spawn::new("sender", &args).spawn()
+}
+
+fn record(relay: &Relay, room: &str, path: &Path, extra: &[&str]) -> Proc {
+    let path = path.to_str().unwrap();
+    let mut args = vec![
+        "receive", "--signal", &relay.url, "--room", room, "--events", "json", "--record", path,
+    ];
+    args.extend_from_slice(extra);
+    Spawn::new("recorder", &args).spawn()
+}
+
+async fn wait_saved(p: &Proc, path: &Path) {
+    p.wait_stderr(&format!("saved {}", path.display())).await;
+}
+
+#[tokio::test]
+async fn recording_finalised_on_sigint_and_sigterm_decodes_to_vp8_and_opus() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _tx = send_media(&relay, "rec", &[]);
+    for sig in ["INT", "TERM"] {
+        let path = dir.path().join(format!("{sig}.webm"));
+        let mut rx = record(&relay, "rec", &path, &[]);
+        rx.wait_stderr(CONNECT).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        rx.signal(sig);
+        let status = rx.wait_exit().await;
+        assert!(status.success(), "receiver exit after SIG{sig}: {status}");
+        let report = inspect(&path);
+        report.assert_valid("VP8", Some("Opus"), 5.0, 30.0);
+    }
+}
+
+#[tokio::test]
+async fn receiver_finalises_when_the_sender_stops_first() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sender-left.webm");
+    let mut rx = record(&relay, "first", &path, &["--once"]);
+    let tx = send_media(&relay, "first", &[]);
+    rx.wait_stderr(CONNECT).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    tx.signal("INT");
+    // The sender's dispose finalises the file; --once then exits.
+    let status = rx.wait_exit().await;
+    assert!(status.success(), "{status}");
+    inspect(&path).assert_valid("VP8", Some("Opus"), 5.0, 30.0);
+}
+
+#[tokio::test]
+async fn a_late_receiver_gets_a_key_frame_at_once() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.webm");
+    let _tx = send_media(&relay, "late", &[]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut rx = record(&relay, "late", &path, &[]);
+    rx.wait_stderr(CONNECT).await;
+    let connected = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    rx.signal("INT");
+    let stopped = connected.elapsed().as_secs_f64();
+    assert!(rx.wait_exit().await.success());
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 2.5, 30.0);
+    // The file starts at the first key frame; without a key frame on join
+    // it would start at the next periodic one, seconds later.
+    let lost = stopped - report.duration;
+    assert!(
+        lost < 1.0,
+        "first frame {lost:.2} s after connecting (recorded {:.2} of {stopped:.2} s)",
+        report.duration
+    );
+}
+
+#[tokio::test]
+async fn three_recorders_share_one_encoder() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dots = dir.path().join("dot");
+    std::fs::create_dir_all(&dots).unwrap();
+    let tx = Spawn::new(
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &relay.url,
+            "--room",
+            "three",
+            "--events",
+            "json",
+            "--test-source",
+        ],
+    )
+    .env("GST_DEBUG_DUMP_DOT_DIR", dots.to_str().unwrap())
+    .spawn();
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("r{i}.webm")))
+        .collect();
+    let mut receivers: Vec<Proc> = paths
+        .iter()
+        .map(|p| record(&relay, "three", p, &[]))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while tx.stderr().matches(CONNECT).count() < 3 {
+        assert!(Instant::now() < deadline, "not all receivers connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for rx in &receivers {
+        rx.signal("INT");
+    }
+    for (rx, path) in receivers.iter_mut().zip(&paths) {
+        assert!(rx.wait_exit().await.success());
+        inspect(path).assert_valid("VP8", Some("Opus"), 5.0, 30.0);
+    }
+    // The sender's pipeline, as GStreamer dumped it with 3 peers: one
+    // video encoder, one audio encoder.
+    let dot = std::fs::read_to_string(dots.join("p2p-send-3-peers.dot"))
+        .unwrap_or_else(|e| tx.fail(&format!("no pipeline dump: {e}")));
+    assert_eq!(
+        dot.matches("GstVP8Enc").count(),
+        1,
+        "video encoders in the pipeline"
+    );
+    assert_eq!(
+        dot.matches("GstOpusEnc").count(),
+        1,
+        "audio encoders in the pipeline"
+    );
+}
+
+#[tokio::test]
+async fn vp9_to_mkv_and_h264_to_mp4() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (codec, ext, name) in [("vp9", "mkv", "VP9"), ("h264", "mp4", "H.264")] {
+        let room = format!("codec-{codec}");
+        let path = dir.path().join(format!("out.{ext}"));
+        let tx = send_media(&relay, &room, &["--video-codec", codec]);
+        let mut rx = record(&relay, &room, &path, &[]);
+        rx.wait_stderr(CONNECT).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        rx.signal("INT");
+        assert!(rx.wait_exit().await.success());
+        inspect(&path).assert_valid(name, Some("Opus"), 5.0, 30.0);
+        tx.signal("INT");
+    }
+}
+
+#[tokio::test]
+async fn two_senders_go_to_two_files() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("room.webm");
+    let mut rx = record(&relay, "pair", &path, &[]);
+    let _a = send_media(&relay, "pair", &[]);
+    let _b = send_media(&relay, "pair", &[]);
+    let deadline = Instant::now() + WAIT;
+    while rx.stderr().matches(CONNECT).count() < 2 {
+        assert!(Instant::now() < deadline, "both senders did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "webm"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        inspect(f).assert_valid("VP8", Some("Opus"), 5.0, 30.0);
+    }
+    wait_saved(&rx, &path).await;
+}
+
+#[tokio::test]
+async fn missing_camera_is_one_clear_line() {
+    for args in [
+        &[
+            "send",
+            "--room",
+            "x",
+            "--camera",
+            "/dev/video77",
+            "--signal",
+            "memory:",
+        ][..],
+        &["send", "--room", "x", "--camera", "--signal", "memory:"][..],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].contains("camera") && lines[0].contains("--test-source"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! What a recording holds, as a user would check it: `gst-discoverer-1.0`
+//! for codecs and duration, and a full decode that counts frames and fails
+//! on any decoding error.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub video: Option<String>,
+    pub audio: Option<String>,
+    pub duration: f64,
+    pub video_frames: u64,
+    pub audio_buffers: u64,
+    /// Presentation time of the first and last decoded video frame.
+    pub first_pts: f64,
+    pub last_pts: f64,
+    pub errors: Vec<String>,
+    pub discoverer: String,
+}
+
+/// Runs `gst-discoverer-1.0` and decodes the whole file.
+pub fn inspect(path: &Path) -> Report {
+    let out = std::process::Command::new("gst-discoverer-1.0")
+        .arg(path)
+        .output()
+        .expect("run gst-discoverer-1.0 (gstreamer1.0-plugins-base-apps)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut r = Report {
+        discoverer: text.clone(),
+        ..Report::default()
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Duration: ") {
+            r.duration = parse_clock(rest);
+        } else if line.starts_with("video #") {
+            r.video = line.split(": ").nth(1).map(str::to_owned);
+        } else if line.starts_with("audio #") {
+            r.audio = line.split(": ").nth(1).map(str::to_owned);
+        }
+    }
+    decode(path, &mut r);
+    r
+}
+
+fn parse_clock(s: &str) -> f64 {
+    let parts: Vec<f64> = s.split(':').filter_map(|p| p.trim().parse().ok()).collect();
+    match parts.as_slice() {
+        [h, m, sec] => h * 3600.0 + m * 60.0 + sec,
+        _ => 0.0,
+    }
+}
+
+fn decode(path: &Path, r: &mut Report) {
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin name=d \
+         d. ! queue ! videoconvert ! appsink name=v sync=false \
+         d. ! queue ! audioconvert ! appsink name=a sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let video = pipeline
+        .by_name("v")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let audio = pipeline
+        .by_name("a")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    // A file without audio leaves one branch unlinked; that is fine.
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut first = None;
+    loop {
+        if let Some(s) = video.try_pull_sample(gst::ClockTime::from_mseconds(10)) {
+            let pts = s
+                .buffer()
+                .and_then(|b| b.pts())
+                .map(|t| t.nseconds() as f64 / 1e9)
+                .unwrap_or(0.0);
+            first.get_or_insert(pts);
+            r.last_pts = pts;
+            r.video_frames += 1;
+        }
+        while audio.try_pull_sample(gst::ClockTime::ZERO).is_some() {
+            r.audio_buffers += 1;
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
+                // An unlinked optional branch is not a decode error.
+                if !e.error().to_string().contains("not-linked") {
+                    r.errors.push(format!("{src}: {}", e.error()));
+                }
+            }
+            if video.is_eos()
+                || !r.errors.is_empty()
+                || matches!(msg.view(), gst::MessageView::Eos(_))
+            {
+                break;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            r.errors.push("decoding did not finish in time".into());
+            break;
+        }
+    }
+    while let Some(_s) = video.try_pull_sample(gst::ClockTime::ZERO) {
+        r.video_frames += 1;
+    }
+    r.first_pts = first.unwrap_or(0.0);
+    let _ = pipeline.set_state(gst::State::Null);
+}
+
+impl Report {
+    /// Fails with the whole report when the file is not what a user wants.
+    pub fn assert_valid(&self, video: &str, audio: Option<&str>, min_secs: f64, fps: f64) {
+        let ctx = format!("{self:#?}");
+        assert!(self.errors.is_empty(), "decode errors: {ctx}");
+        assert!(
+            self.video.as_deref().is_some_and(|v| v.contains(video)),
+            "video codec is not {video}: {ctx}"
+        );
+        if let Some(a) = audio {
+            assert!(
+                self.audio.as_deref().is_some_and(|v| v.contains(a)),
+                "audio codec is not {a}: {ctx}"
+            );
+            assert!(self.audio_buffers > 0, "no audio decoded: {ctx}");
+        }
+        assert!(
+            self.duration >= min_secs,
+            "shorter than {min_secs} s: {ctx}"
+        );
+        let expected = self.duration * fps;
+        assert!(
+            self.video_frames as f64 >= 0.9 * expected,
+            "{} frames decoded, expected about {expected:.0}: {ctx}",
+            self.video_frames
+        );
+    }
+}
