@@ -227,7 +227,7 @@ fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
     if m.width == 0 || m.height == 0 || m.fps == 0 {
         bail!("--width, --height and --fps must be positive");
     }
-    if m.width % 2 != 0 || m.height % 2 != 0 {
+    if !m.width.is_multiple_of(2) || !m.height.is_multiple_of(2) {
         bail!("--width and --height must be even numbers (encoders need it)");
     }
     if m.video_bitrate == 0 || m.audio_bitrate == 0 {

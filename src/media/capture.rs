@@ -567,17 +567,16 @@ fn watch_loop(pipeline: &gst::Pipeline) {
                 return;
             };
             match msg.view() {
-                gst::MessageView::Eos(_) => {
+                gst::MessageView::Eos(_)
                     if pipeline
                         .seek_simple(
                             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                             gst::ClockTime::ZERO,
                         )
-                        .is_err()
-                    {
-                        tracing::warn!("--loop: cannot seek back to the start");
-                        return;
-                    }
+                        .is_err() =>
+                {
+                    tracing::warn!("--loop: cannot seek back to the start");
+                    return;
                 }
                 gst::MessageView::Error(_) => return,
                 _ => {}

@@ -126,7 +126,15 @@ fn decode(path: &Path, r: &mut Report) {
 impl Report {
     /// Fails with the whole report when the file is not what a user wants.
     pub fn assert_valid(&self, video: &str, audio: Option<&str>, min_secs: f64, fps: f64) {
-        let ctx = format!("{self:#?}");
+        let ctx = format!(
+            "{} video frames ({:.2}..{:.2} s), {} audio buffers, errors {:?}\n{}",
+            self.video_frames,
+            self.first_pts,
+            self.last_pts,
+            self.audio_buffers,
+            self.errors,
+            self.discoverer
+        );
         assert!(self.errors.is_empty(), "decode errors: {ctx}");
         assert!(
             self.video.as_deref().is_some_and(|v| v.contains(video)),
