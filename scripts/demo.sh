@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The main job, on one machine: a relay, a sender and a receiver, through the
-# built-in relay. Installs what is needed and builds in release mode first.
+# The main job, on one machine: a relay, a media sender and a recording
+# receiver, through the built-in relay. Installs what is needed and builds
+# in release mode first. Usage: scripts/demo.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+seconds=${1:-6}
 bash scripts/install-deps.sh
 cargo build --release --quiet
 p2p=target/release/p2p
 out=${OUT_DIR:-out}
 mkdir -p "$out"
+rm -f "$out/demo.webm"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -18,18 +21,29 @@ trap cleanup EXIT
 pids+=($!)
 for _ in $(seq 50); do [ -s "$out/relay.url" ] && break; sleep 0.1; done
 url=$(head -n1 "$out/relay.url")
-echo "relay:    $url"
+echo "relay:     $url"
 
-# 2. A receiver that leaves once its sender has gone.
-"$p2p" receive --signal "$url" --room demo --once >"$out/received.txt" 2>"$out/receiver.log" &
+# 2. A sender: a moving test pattern with a clock and a tone, VP8 + Opus,
+#    plus the lines on its stdin over a data channel.
+{ sleep 2; echo "hello from the sender"; sleep $((seconds + 5)); } |
+  "$p2p" send --signal "$url" --room demo --test-source --data 2>"$out/sender.log" &
+pids+=($!)
+
+# 3. A receiver that records what arrives and prints the data lines.
+"$p2p" receive --signal "$url" --room demo --record "$out/demo.webm" \
+  >"$out/received.txt" 2>"$out/receiver.log" &
 rx=$!
 pids+=($rx)
-sleep 0.5
-
-# 3. A sender: 20 lines from stdin, to everyone in the room.
-seq -f "line %g from the demo" 20 | "$p2p" send --signal "$url" --room demo 2>"$out/sender.log"
+echo "recording: $seconds s into $out/demo.webm"
+sleep "$seconds"
+kill -INT "$rx"
 wait "$rx"
 
-echo "received: $(wc -l <"$out/received.txt") lines into $out/received.txt"
-head -n 3 "$out/received.txt"
-echo "..."
+echo "data:      $(cat "$out/received.txt")"
+echo "recording:"
+if command -v gst-discoverer-1.0 >/dev/null; then
+  gst-discoverer-1.0 "$out/demo.webm" | grep -E "Duration|container|video #|audio #|Width|Height" | sed 's/^/  /'
+else
+  ls -l "$out/demo.webm"
+fi
+grep -E "saved|recording" "$out/receiver.log" | sed 's/^.*Z *//; s/^/  /' || true
