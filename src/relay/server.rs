@@ -28,9 +28,14 @@ const OUTBOX_CAPACITY: usize = 1024;
 /// How long shutdown waits for connections to send their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The page served on a plain GET. Kept in the binary: the relay is one file
-/// to deploy.
+/// The web app served on plain GETs. Kept in the binary: the relay is one
+/// file to deploy.
 const PAGE: &str = include_str!("../../web/index.html");
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
+    ("/p2p.js", "text/javascript; charset=utf-8", include_str!("../../web/p2p.js")),
+    ("/style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
+];
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -106,7 +111,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
     });
     let app = axum::Router::new()
         .route("/", axum::routing::get(root))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(asset)
         .with_state(relay.clone());
 
     // The one line scripts and tests wait for: the address really bound.
@@ -178,6 +183,13 @@ async fn root(
             let tasks = relay.tasks.clone();
             tasks.track_future(connection(relay, socket, peer))
         })
+}
+
+async fn asset(uri: axum::http::Uri) -> Response {
+    match ASSETS.iter().find(|(path, _, _)| *path == uri.path()) {
+        Some((_, mime, body)) => ([(header::CONTENT_TYPE, *mime)], *body).into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

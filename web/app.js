@@ -1,0 +1,1 @@
+// The page's application logic (filled in by the browser issue).

@@ -1,0 +1,1 @@
+// The protocol library for the page (filled in by the browser issue).
