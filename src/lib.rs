@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod media;
+pub mod progress;
 pub mod protocol;
 pub mod relay;
 pub mod session;

@@ -303,6 +303,22 @@ impl Recorder {
         self.keyframe.clone()
     }
 
+    /// Packets lost in transit, over all tracks, as the jitter buffers
+    /// count them.
+    pub fn packets_lost(&self) -> u64 {
+        self.pipeline
+            .iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.name().starts_with("jitter"))
+            .filter_map(|e| {
+                e.property::<gst::Structure>("stats")
+                    .get::<u64>("num-lost")
+                    .ok()
+            })
+            .sum()
+    }
+
     /// Per track: packets pushed, lost and late, as the jitter buffers count
     /// them.
     pub fn jitter_stats(&self) -> Vec<String> {

@@ -32,9 +32,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// file to deploy.
 const PAGE: &str = include_str!("../../web/index.html");
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
-    ("/p2p.js", "text/javascript; charset=utf-8", include_str!("../../web/p2p.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "/p2p.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/p2p.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/style.css"),
+    ),
 ];
 
 #[derive(Debug, Clone)]

@@ -63,6 +63,17 @@ pub fn media_sections(sdp: &str) -> usize {
         .count()
 }
 
+/// One recording, as the user sees it.
+#[derive(Debug, Clone)]
+pub struct RecordingStatus {
+    pub sender: String,
+    pub path: Option<PathBuf>,
+    pub seconds: f64,
+    /// RTP bytes received.
+    pub bytes: u64,
+    pub lost: u64,
+}
+
 struct Pending {
     expected: usize,
     tracks: Vec<RemoteTrack>,
@@ -228,22 +239,25 @@ impl Recordings {
         while self.finishing.join_next().await.is_some() {}
     }
 
-    /// (sender, path, seconds recorded, bytes received) for the progress line.
-    pub fn summary(&self) -> Vec<(String, Option<PathBuf>, f64, u64)> {
-        self.active
+    /// Where each recording stands, for the status line and stats events.
+    pub fn summary(&self) -> Vec<RecordingStatus> {
+        let mut out: Vec<RecordingStatus> = self
+            .active
             .values()
-            .map(|a| {
-                (
-                    a.sender.clone(),
-                    a.recorder.path.clone(),
-                    a.started.elapsed().as_secs_f64(),
-                    a.recorder
-                        .stats
-                        .bytes
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                )
+            .map(|a| RecordingStatus {
+                sender: a.sender.clone(),
+                path: a.recorder.path.clone(),
+                seconds: a.started.elapsed().as_secs_f64(),
+                bytes: a
+                    .recorder
+                    .stats
+                    .bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                lost: a.recorder.packets_lost(),
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.sender.cmp(&b.sender));
+        out
     }
 }
 

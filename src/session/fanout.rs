@@ -7,6 +7,8 @@
 //! task wait, which makes the stdin reader wait: backpressure, not memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -40,6 +42,8 @@ pub struct FanoutConfig {
     pub binary: bool,
     /// Keep running after stdin ends (the run loop stops us).
     pub keep_open: bool,
+    /// Bytes handed to channels, for the status line.
+    pub sent: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -199,6 +203,7 @@ impl Fanout {
             };
             match &data.channel {
                 Some(ch) => {
+                    self.cfg.sent.fetch_add(p.len() as u64, Ordering::Relaxed);
                     if ch.send(&p).await.is_err() {
                         data.channel = None;
                         tracing::debug!(peer = %short(&id), "channel closed while sending");

@@ -10,6 +10,7 @@ pub mod rtc;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,53 @@ struct Runner {
     capture: Option<Arc<Capture>>,
     /// Receiver: recordings per sender.
     recordings: Option<av::Recordings>,
+    status: Status,
+}
+
+/// What the user sees while the session runs: status lines on a terminal,
+/// `stats` events for scripts; refreshed every [`STATUS_EVERY`].
+struct Status {
+    show: bool,
+    room: String,
+    lines: HashMap<String, crate::progress::StatusLine>,
+    last: Instant,
+    /// Byte counters at the last refresh, by key.
+    before: HashMap<String, u64>,
+    /// Data bytes sent or received over channels.
+    data_bytes: Arc<AtomicU64>,
+}
+
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+impl Status {
+    fn new(show: bool, room: &str) -> Self {
+        Self {
+            show,
+            room: room.to_owned(),
+            lines: HashMap::new(),
+            last: Instant::now(),
+            before: HashMap::new(),
+            data_bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bits per second for counter `key` since the last refresh.
+    fn rate(&mut self, key: &str, bytes: u64, secs: f64) -> f64 {
+        let prev = self.before.insert(key.to_owned(), bytes).unwrap_or(bytes);
+        bytes.saturating_sub(prev) as f64 * 8.0 / secs.max(0.001)
+    }
+
+    fn line(&mut self, key: &str, msg: String) {
+        if !self.show {
+            return;
+        }
+        self.lines.entry(key.to_owned()).or_default().set(msg);
+    }
+
+    /// Drops the lines of keys not in `keep`.
+    fn retain(&mut self, keep: &[String]) {
+        self.lines.retain(|k, _| keep.contains(k));
+    }
 }
 
 impl Runner {
@@ -240,7 +288,8 @@ impl Runner {
                     let _ = f.send(fanout::Ctl::Open(ch)).await;
                 } else if let Some(out) = &self.output {
                     let out = out.clone();
-                    let reader = tokio::spawn(read_channel(ch, out));
+                    let counter = self.status.data_bytes.clone();
+                    let reader = tokio::spawn(read_channel(ch, out, counter));
                     self.readers.insert(peer, reader);
                 }
             }
@@ -269,7 +318,113 @@ impl Runner {
                 anyhow::bail!("capture failed: {e}");
             }
         }
+        if self.status.last.elapsed() >= STATUS_EVERY {
+            self.refresh_status();
+        }
         Ok(())
+    }
+
+    fn refresh_status(&mut self) {
+        let secs = self.status.last.elapsed().as_secs_f64();
+        self.status.last = Instant::now();
+        let data = self.status.data_bytes.load(Ordering::Relaxed);
+        let data_rate = self.status.rate("data", data, secs);
+        match &self.machine {
+            Machine::Sender(m) => {
+                let (media, dropped, keyframes) = self.capture.as_ref().map_or((0, 0, 0), |c| {
+                    (
+                        c.stats.bytes.load(Ordering::Relaxed),
+                        c.stats.dropped.load(Ordering::Relaxed),
+                        c.stats.keyframes_requested.load(Ordering::Relaxed),
+                    )
+                });
+                let media_rate = self.status.rate("media", media, secs);
+                let receivers = m.peer_count() - m.connecting();
+                let mut msg = format!(
+                    "room {} · {receivers} receiver{}",
+                    self.status.room,
+                    if receivers == 1 { "" } else { "s" }
+                );
+                if self.capture.is_some() {
+                    msg.push_str(&format!(
+                        " · media ↑ {}",
+                        crate::progress::bitrate(media_rate)
+                    ));
+                }
+                if self.fanout.is_some() {
+                    msg.push_str(&format!(
+                        " · data {} sent, {}",
+                        crate::progress::size(data),
+                        crate::progress::bitrate(data_rate)
+                    ));
+                }
+                self.status.line("sender", msg);
+                self.reporter.stats(serde_json::json!({
+                    "role": "sender",
+                    "receivers": receivers,
+                    "connecting": m.connecting(),
+                    "media_bytes": media,
+                    "media_bitrate": media_rate.round(),
+                    "media_packets_dropped": dropped,
+                    "keyframes": keyframes,
+                    "data_bytes": data,
+                    "data_bitrate": data_rate.round(),
+                }));
+            }
+            Machine::Receiver(m) => {
+                let recordings = self
+                    .recordings
+                    .as_ref()
+                    .map(|r| r.summary())
+                    .unwrap_or_default();
+                let mut keys = vec!["room".to_owned()];
+                self.status.line(
+                    "room",
+                    format!(
+                        "room {} · {} sender{} · data {} received",
+                        self.status.room,
+                        m.connected(),
+                        if m.connected() == 1 { "" } else { "s" },
+                        crate::progress::size(data)
+                    ),
+                );
+                for r in &recordings {
+                    let rate = self.status.rate(&r.sender, r.bytes, secs);
+                    let target = r
+                        .path
+                        .as_ref()
+                        .map_or_else(|| "playing".to_owned(), |p| p.display().to_string());
+                    self.status.line(
+                        &r.sender,
+                        format!(
+                            "  sender {} → {target} · {:.1} s · {} · {} · lost {}",
+                            short(&r.sender),
+                            r.seconds,
+                            crate::progress::size(r.bytes),
+                            crate::progress::bitrate(rate),
+                            r.lost
+                        ),
+                    );
+                    keys.push(r.sender.clone());
+                    self.reporter.stats(serde_json::json!({
+                        "role": "receiver",
+                        "id": r.sender,
+                        "path": r.path,
+                        "recorded": (r.seconds * 10.0).round() / 10.0,
+                        "bytes": r.bytes,
+                        "bitrate": rate.round(),
+                        "packets_lost": r.lost,
+                    }));
+                }
+                self.status.retain(&keys);
+                self.reporter.stats(serde_json::json!({
+                    "role": "receiver",
+                    "senders": m.connected(),
+                    "data_bytes": data,
+                    "data_bitrate": data_rate.round(),
+                }));
+            }
+        }
     }
 
     /// Leaves the room: disposes every peer, tells the others, closes
@@ -283,10 +438,11 @@ impl Runner {
     }
 }
 
-async fn read_channel(ch: Channel, out: mpsc::Sender<(String, Payload)>) {
+async fn read_channel(ch: Channel, out: mpsc::Sender<(String, Payload)>, counter: Arc<AtomicU64>) {
     let mut buf = vec![0u8; rtc::MAX_MESSAGE];
     let peer = ch.peer().to_owned();
     while let Some(p) = ch.recv(&mut buf).await {
+        counter.fetch_add(p.len() as u64, Ordering::Relaxed);
         if out.send((peer.clone(), p)).await.is_err() {
             break;
         }
@@ -317,6 +473,8 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
+    let status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
+    let data_bytes = status.data_bytes.clone();
     // With media, the session lasts until Ctrl-C; stdin feeds data channels
     // only when they are on.
     let mut fanout = if cfg.data {
@@ -327,6 +485,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                 to: cfg.to.clone(),
                 binary: cfg.peer.binary,
                 keep_open: cfg.keep_open || cfg.media.is_some(),
+                sent: data_bytes.clone(),
             },
             input,
             ctl_rx,
@@ -357,6 +516,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         ever_connected: false,
         capture,
         recordings: None,
+        status,
     };
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {
@@ -451,6 +611,7 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             path: cfg.record.clone(),
             display: cfg.display,
         })),
+        status: Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room),
     };
     reporter.started("receiver", &id, &cfg.peer.room);
     let start = match &mut runner.machine {

@@ -99,6 +99,17 @@ impl Reporter {
         }
     }
 
+    /// Periodic statistics (`--events json` only).
+    pub fn stats(&self, v: Value) {
+        if self.json.is_some() {
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("event".into(), json!("stats"));
+            }
+            self.write(v);
+        }
+    }
+
     /// A data message arrived (receiver side), for `--events json` only.
     pub fn message(&self, id: &str, payload: &Payload) {
         if self.json.is_none() {
