@@ -48,8 +48,9 @@ pub enum Command {
 /// Options of both `send` and `receive`.
 #[derive(Debug, Args, Clone)]
 pub struct PeerArgs {
-    /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay), or
-    /// memory: (in-process, for tests).
+    /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay),
+    /// nats://HOST:PORT[,nats://…] or tls://… (a NATS cluster; user:pass@ or
+    /// token@ before the host), or memory: (in-process, for tests).
     #[arg(long, env = "P2P_SIGNAL", default_value = "ws://127.0.0.1:8000")]
     pub signal: String,
 
@@ -57,9 +58,17 @@ pub struct PeerArgs {
     #[arg(long, env = "P2P_ROOM", default_value = "default")]
     pub room: String,
 
-    /// Token the relay asks for (`p2p signal --token`).
+    /// Token the relay asks for (`p2p signal --token`), or the NATS
+    /// server's token.
     #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// End-to-end secret shared by everyone in the room: namespaces are
+    /// hashed and messages encrypted (AES-256-GCM) before they leave, so
+    /// the relay or NATS sees no room names, SDP or candidates. Peers with
+    /// another secret never connect.
+    #[arg(long, env = "P2P_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 
     /// STUN/TURN server for NAT traversal, repeatable: stun:HOST:PORT,
     /// turn:USER:PASS@HOST:PORT, turns:…. None by default: on one network,
@@ -264,4 +273,11 @@ pub struct SignalArgs {
     /// Most subscriptions one connection may hold.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_subscriptions: usize,
+
+    /// Share rooms with other relays through NATS (nats://HOST:PORT, several
+    /// comma-separated): a client on this relay reaches clients on any
+    /// relay bridged to the same cluster. Put several relays behind one
+    /// load balancer this way.
+    #[arg(long, value_name = "URL", env = "P2P_NATS")]
+    pub nats: Option<String>,
 }

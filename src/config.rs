@@ -121,6 +121,7 @@ impl PeerConfig {
             signal: a.signal.clone(),
             signal_opts: SignalOptions {
                 token: a.token.clone().filter(|t| !t.is_empty()),
+                secret: a.secret.clone().filter(|t| !t.is_empty()),
             },
             room: a.room.clone(),
             ice_servers: a

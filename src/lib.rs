@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         max_frame: args.max_frame,
                         max_subscriptions: args.max_subscriptions,
                     },
+                    nats: args.nats.filter(|n| !n.is_empty()),
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)

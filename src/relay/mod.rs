@@ -6,6 +6,7 @@
 //! outbox. A client that does not read fills its outbox and is cut off, so
 //! one slow consumer never holds up the others.
 
+mod bridge;
 pub mod router;
 mod server;
 

@@ -40,6 +40,8 @@ pub enum Routed {
         ns: Namespace,
         to: Vec<ConnId>,
         frame: String,
+        /// `data` alone, as JSON text: what a NATS bridge publishes.
+        body: String,
     },
     /// Answer the sender with this `error` frame; the connection stays open.
     Reply(String),
@@ -130,12 +132,14 @@ impl Router {
             }
             ClientFrame::Emit { ns, data } => {
                 let to = self.subscribers(&ns, Some(conn));
-                let frame = ServerFrame::Message {
-                    ns: ns.clone(),
-                    data,
+                let body = data.to_string();
+                let frame = message_frame(&ns, &body);
+                Routed::Deliver {
+                    ns,
+                    to,
+                    frame,
+                    body,
                 }
-                .to_json();
-                Routed::Deliver { ns, to, frame }
             }
         }
     }
@@ -161,6 +165,14 @@ impl Router {
             false
         }
     }
+}
+
+/// A `message` frame around `body`, the already-serialized `data`: the
+/// payload is serialized once, however many receive it.
+pub fn message_frame(ns: &Namespace, body: &str) -> String {
+    // A namespace is a list of strings: it always serializes.
+    let ns = serde_json::to_string(ns).expect("namespace serializes");
+    format!(r#"{{"op":"message","ns":{ns},"data":{body}}}"#)
 }
 
 #[cfg(test)]

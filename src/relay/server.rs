@@ -54,17 +54,20 @@ pub struct RelayConfig {
     pub listen: String,
     pub token: Option<String>,
     pub limits: Limits,
+    /// Share rooms with other relays through this NATS cluster.
+    pub nats: Option<String>,
 }
 
-struct Hub {
-    router: Router,
+pub(super) struct Hub {
+    pub(super) router: Router,
     outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
+    bridge: Option<super::bridge::BridgeHandle>,
 }
 
 impl Hub {
     /// Queues `frame` for `conn`; a full outbox disconnects the connection
     /// (the writer task sees its channel closed and closes the socket).
-    fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
+    pub(super) fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
         let Some(tx) = self.outboxes.get(&conn) else {
             return;
         };
@@ -83,11 +86,16 @@ impl Hub {
 
     fn drop_conn(&mut self, conn: ConnId) {
         self.outboxes.remove(&conn);
-        self.router.disconnect(conn);
+        let emptied = self.router.disconnect(conn);
+        if let Some(b) = &self.bridge {
+            for ns in emptied {
+                b.unsubscribe(ns);
+            }
+        }
     }
 }
 
-struct Relay {
+pub(super) struct Relay {
     hub: Mutex<Hub>,
     token: Option<String>,
     limits: Limits,
@@ -99,7 +107,7 @@ struct Relay {
 impl Relay {
     /// Locks the hub. A poisoned lock means a panic inside the router, a bug;
     /// its state is plain maps that stay consistent, so carry on.
-    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+    pub(super) fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -114,6 +122,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         hub: Mutex::new(Hub {
             router: Router::new(config.limits),
             outboxes: HashMap::new(),
+            bridge: None,
         }),
         token: config.token.clone(),
         limits: config.limits,
@@ -121,6 +130,13 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    if let Some(url) = &config.nats {
+        let handle = super::bridge::start(url, Arc::downgrade(&relay))
+            .await
+            .with_context(|| format!("cannot use NATS at {url}"))?;
+        relay.hub().bridge = Some(handle);
+        tracing::info!("sharing rooms with other relays through NATS at {url}");
+    }
     let app = axum::Router::new()
         .route("/", axum::routing::get(root))
         .fallback(asset)
@@ -278,15 +294,34 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
             break; // cut off as a slow consumer
         }
         match hub.router.handle_text(conn, text.as_str()) {
-            Routed::Deliver { to, frame, .. } => {
+            Routed::Deliver {
+                ns,
+                to,
+                frame,
+                body,
+                ..
+            } => {
                 let frame = Utf8Bytes::from(frame);
                 for target in to {
                     hub.push(target, frame.clone());
+                }
+                if let Some(b) = &hub.bridge {
+                    b.publish(ns, body);
                 }
             }
             Routed::Reply(error) => {
                 tracing::debug!(conn, %error, "bad frame");
                 hub.push(conn, error.into());
+            }
+            Routed::Subscribed { ns, first: true } => {
+                if let Some(b) = &hub.bridge {
+                    b.subscribe(ns);
+                }
+            }
+            Routed::Unsubscribed { ns, last: true } => {
+                if let Some(b) = &hub.bridge {
+                    b.unsubscribe(ns);
+                }
             }
             Routed::Subscribed { .. } | Routed::Unsubscribed { .. } | Routed::Nothing => {}
         }

@@ -64,22 +64,14 @@ pub(super) fn spawn(
                 Command::Off(ns) => {
                     h.router.handle(conn, ClientFrame::Off(ns));
                 }
-                Command::Emit(ns, data) => {
-                    for to in h.router.subscribers(&ns, Some(conn)) {
-                        if let Some(tx) = h.clients.get(&to) {
-                            let ev = SignalEvent::Message {
-                                ns: ns.clone(),
-                                data: data.clone(),
-                            };
-                            if tx.try_send(ev).is_err() {
-                                tracing::warn!(
-                                    conn = to,
-                                    "memory driver: client not reading, message dropped"
-                                );
-                            }
-                        }
-                    }
+                Command::EmitRaw(ns, body) => {
+                    use base64::Engine as _;
+                    let data = serde_json::Value::String(
+                        base64::engine::general_purpose::STANDARD.encode(body),
+                    );
+                    deliver(&h, conn, ns, data);
                 }
+                Command::Emit(ns, data) => deliver(&h, conn, ns, data),
                 Command::Close => break,
             }
         }
@@ -87,4 +79,21 @@ pub(super) fn spawn(
         h.router.disconnect(conn);
         h.clients.remove(&conn);
     });
+}
+
+fn deliver(h: &Hub, conn: ConnId, ns: crate::protocol::Namespace, data: serde_json::Value) {
+    for to in h.router.subscribers(&ns, Some(conn)) {
+        if let Some(tx) = h.clients.get(&to) {
+            let ev = SignalEvent::Message {
+                ns: ns.clone(),
+                data: data.clone(),
+            };
+            if tx.try_send(ev).is_err() {
+                tracing::warn!(
+                    conn = to,
+                    "memory driver: client not reading, message dropped"
+                );
+            }
+        }
+    }
 }

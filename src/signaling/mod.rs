@@ -10,7 +10,12 @@
 //! client subscribed to exactly its namespace, in emit order.
 
 mod memory;
+pub(crate) mod nats;
+pub mod secret;
 mod ws;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -26,7 +31,7 @@ const COMMAND_CAPACITY: usize = 256;
 const EVENT_CAPACITY: usize = 1024;
 
 /// The URL schemes [`connect`] accepts, for error messages and `--help`.
-pub const SCHEMES: &str = "ws://, wss://, memory:";
+pub const SCHEMES: &str = "ws://, wss://, nats://, tls:// (NATS), memory:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -41,8 +46,12 @@ pub enum SignalError {
 /// Options every driver understands.
 #[derive(Debug, Clone, Default)]
 pub struct SignalOptions {
-    /// Bearer token the relay asks for (`p2p signal --token`).
+    /// Bearer token the relay asks for (`p2p signal --token`), or the NATS
+    /// token.
     pub token: Option<String>,
+    /// End-to-end secret (PROTOCOL.md §3): namespaces hashed, payloads
+    /// sealed; the relay or broker sees neither.
+    pub secret: Option<String>,
 }
 
 /// What a driver reports to its user.
@@ -64,6 +73,8 @@ pub(crate) enum Command {
     On(Namespace),
     Off(Namespace),
     Emit(Namespace, Value),
+    /// Sealed bytes as the raw body (NATS with a secret).
+    EmitRaw(Namespace, Vec<u8>),
     Close,
 }
 
@@ -72,21 +83,48 @@ pub(crate) enum Command {
 #[derive(Debug, Clone)]
 pub struct Signaling {
     tx: mpsc::Sender<Command>,
+    seal: Option<Seal>,
+}
+
+/// How a secret changes what goes out.
+#[derive(Debug, Clone)]
+struct Seal {
+    secret: Arc<secret::Secret>,
+    /// On a relay, namespaces are hashed here; NATS hashes every subject
+    /// itself.
+    hash_namespaces: bool,
 }
 
 impl Signaling {
     /// Subscribes to `ns`: messages emitted there by others arrive as
     /// [`SignalEvent::Message`].
     pub async fn on(&self, ns: Namespace) -> Result<(), SignalError> {
+        let ns = self.namespace(ns);
         self.send(Command::On(ns)).await
     }
 
     pub async fn off(&self, ns: Namespace) -> Result<(), SignalError> {
+        let ns = self.namespace(ns);
         self.send(Command::Off(ns)).await
     }
 
     pub async fn emit(&self, ns: Namespace, data: Value) -> Result<(), SignalError> {
-        self.send(Command::Emit(ns, data)).await
+        let cmd = match &self.seal {
+            None => Command::Emit(ns, data),
+            Some(s) if s.hash_namespaces => Command::Emit(
+                s.secret.hashed(&ns),
+                Value::String(s.secret.seal_value(&data)),
+            ),
+            Some(s) => Command::EmitRaw(ns, s.secret.seal(data.to_string().as_bytes())),
+        };
+        self.send(cmd).await
+    }
+
+    fn namespace(&self, ns: Namespace) -> Namespace {
+        match &self.seal {
+            Some(s) if s.hash_namespaces => s.secret.hashed(&ns),
+            _ => ns,
+        }
     }
 
     /// Flushes what was queued before, then closes the transport.
@@ -117,22 +155,92 @@ pub async fn connect(
     };
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
+    let secret = opts
+        .secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(secret::Secret::new);
+    let hash_namespaces;
     if let Some(name) = url.strip_prefix("memory:") {
         memory::spawn(name, rx, ev_tx);
-        return Ok((Signaling { tx }, ev_rx));
-    }
-    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    match parsed.scheme() {
-        "ws" | "wss" => {
-            if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(bad("no host"));
+        hash_namespaces = true;
+    } else {
+        let scheme = url.split("://").next().unwrap_or_default();
+        match scheme {
+            "nats" | "tls" => {
+                nats::spawn(url, opts.clone(), rx, ev_tx).await?;
+                hash_namespaces = false;
             }
-            ws::spawn(parsed, opts, rx, ev_tx).await?;
-            Ok((Signaling { tx }, ev_rx))
+            _ => {
+                let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+                match parsed.scheme() {
+                    "ws" | "wss" => {
+                        if parsed.host_str().is_none_or(str::is_empty) {
+                            return Err(bad("no host"));
+                        }
+                        ws::spawn(parsed, opts, rx, ev_tx).await?;
+                        hash_namespaces = true;
+                    }
+                    other => return Err(bad(&format!("unknown scheme \"{other}\""))),
+                }
+            }
         }
-        "nats" | "tls" => Err(bad("NATS signaling is not built yet")),
-        other => Err(bad(&format!("unknown scheme \"{other}\""))),
     }
+    let Some(secret) = secret else {
+        return Ok((Signaling { tx, seal: None }, ev_rx));
+    };
+    let secret = Arc::new(secret);
+    let opened = open_events(secret.clone(), ev_rx);
+    Ok((
+        Signaling {
+            tx,
+            seal: Some(Seal {
+                secret,
+                hash_namespaces,
+            }),
+        },
+        opened,
+    ))
+}
+
+/// Failures to decrypt are reported at most this often: a stranger (or a
+/// peer with another secret) must not flood the logs.
+const DECRYPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Decrypts incoming messages; what does not decrypt is dropped, never
+/// delivered.
+fn open_events(
+    secret: Arc<secret::Secret>,
+    mut raw: mpsc::Receiver<SignalEvent>,
+) -> mpsc::Receiver<SignalEvent> {
+    let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+    tokio::spawn(async move {
+        let mut dropped = 0u64;
+        let mut last_warn: Option<Instant> = None;
+        while let Some(ev) = raw.recv().await {
+            let ev = match ev {
+                SignalEvent::Message { ns, data } => match secret.open_value(&data) {
+                    Ok(data) => SignalEvent::Message { ns, data },
+                    Err(e) => {
+                        dropped += 1;
+                        if last_warn.is_none_or(|t| t.elapsed() >= DECRYPT_WARN_EVERY) {
+                            tracing::warn!(
+                                "dropped {dropped} signaling message(s) that did not decrypt: {e} (do both sides use the same --secret?)"
+                            );
+                            last_warn = Some(Instant::now());
+                            dropped = 0;
+                        }
+                        continue;
+                    }
+                },
+                other => other,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -141,7 +249,13 @@ mod tests {
 
     #[tokio::test]
     async fn bad_urls_name_the_accepted_schemes() {
-        for url in ["foo://x", "not a url", "ws://", "http://localhost:8000"] {
+        for url in [
+            "foo://x",
+            "not a url",
+            "ws://",
+            "http://localhost:8000",
+            "nats://",
+        ] {
             let err = connect(url, SignalOptions::default()).await.unwrap_err();
             let text = err.to_string();
             assert!(text.contains("ws://, wss://"), "{url}: {text}");

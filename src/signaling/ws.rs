@@ -181,6 +181,10 @@ impl Driver {
                 self.pending
                     .push_back(ClientFrame::Emit { ns, data }.to_json());
             }
+            Command::EmitRaw(ns, body) => {
+                // A relay carries text: raw bytes travel as base64.
+                self.offline(Command::Emit(ns, raw_as_json(&body)));
+            }
             Command::Close => {}
         }
     }
@@ -233,6 +237,7 @@ impl Driver {
                             ClientFrame::Off(ns)
                         }
                         Some(Command::Emit(ns, data)) => ClientFrame::Emit { ns, data },
+                        Some(Command::EmitRaw(ns, body)) => ClientFrame::Emit { ns, data: raw_as_json(&body) },
                     };
                     send(&mut socket, frame.to_json()).await?;
                 }
@@ -269,6 +274,11 @@ impl Driver {
             }
         }
     }
+}
+
+fn raw_as_json(body: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(body))
 }
 
 enum Stop {

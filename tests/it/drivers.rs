@@ -182,6 +182,7 @@ async fn ws_driver_reports_a_wrong_token_in_one_line() {
         &relay.url,
         SignalOptions {
             token: Some("wrong".into()),
+            ..Default::default()
         },
     )
     .await
@@ -192,6 +193,7 @@ async fn ws_driver_reports_a_wrong_token_in_one_line() {
         &relay.url,
         SignalOptions {
             token: Some("right".into()),
+            ..Default::default()
         },
     )
     .await;

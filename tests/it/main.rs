@@ -7,4 +7,5 @@ mod drivers;
 mod harness;
 mod media;
 mod mediafile;
+mod nats;
 mod relay;

@@ -1,0 +1,109 @@
+//! Relays sharing rooms through NATS (`p2p signal --nats`).
+//!
+//! A relay subscribes on NATS only to the namespaces its own clients hold,
+//! and drops the subscription when the last of them leaves, so no relay
+//! receives the whole world's traffic. Messages its clients emit are
+//! published under the same subjects the `nats://` driver uses (hex SHA-256
+//! of the namespace, JSON body), so relay clients and NATS clients meet too.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::router::message_frame;
+use super::server::Relay;
+use crate::protocol::Namespace;
+use crate::signaling::nats::{body_to_value, connect_client};
+use crate::signaling::secret::subject;
+
+/// Commands queued for the bridge: subscription changes and publications.
+/// Generous, since a burst of emits from many clients lands here at once;
+/// past it, messages are dropped with a warning rather than block the hub.
+const BRIDGE_QUEUE: usize = 16 * 1024;
+
+enum Cmd {
+    Sub(Namespace),
+    Unsub(Namespace),
+    Pub(Namespace, String),
+}
+
+/// Queues bridge work from inside the hub's lock, without waiting.
+pub(super) struct BridgeHandle {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl BridgeHandle {
+    fn send(&self, cmd: Cmd) {
+        if self.tx.try_send(cmd).is_err() {
+            tracing::warn!("NATS bridge is behind: a message or subscription change was dropped");
+        }
+    }
+
+    pub(super) fn subscribe(&self, ns: Namespace) {
+        self.send(Cmd::Sub(ns));
+    }
+
+    pub(super) fn unsubscribe(&self, ns: Namespace) {
+        self.send(Cmd::Unsub(ns));
+    }
+
+    pub(super) fn publish(&self, ns: Namespace, body: String) {
+        self.send(Cmd::Pub(ns, body));
+    }
+}
+
+pub(super) async fn start(url: &str, relay: Weak<Relay>) -> anyhow::Result<BridgeHandle> {
+    let client = connect_client(url, None, None).await?;
+    let (tx, mut rx) = mpsc::channel(BRIDGE_QUEUE);
+    tokio::spawn(async move {
+        let mut subs: HashMap<Namespace, JoinHandle<()>> = HashMap::new();
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Cmd::Sub(ns) => {
+                    if subs.contains_key(&ns) {
+                        continue;
+                    }
+                    let mut sub = match client.subscribe(subject(&ns)).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("NATS subscribe failed: {e}");
+                            continue;
+                        }
+                    };
+                    let (relay, ns2) = (relay.clone(), ns.clone());
+                    subs.insert(
+                        ns,
+                        tokio::spawn(async move {
+                            while let Some(msg) = sub.next().await {
+                                let Some(relay) = relay.upgrade() else { return };
+                                // A NATS client's body is JSON; sealed bytes
+                                // become a base64 string, as on a relay.
+                                let body = body_to_value(&msg.payload).to_string();
+                                let frame = Utf8Bytes::from(message_frame(&ns2, &body));
+                                let mut hub = relay.hub();
+                                for conn in hub.router.subscribers(&ns2, None) {
+                                    hub.push(conn, frame.clone());
+                                }
+                            }
+                        }),
+                    );
+                }
+                Cmd::Unsub(ns) => {
+                    if let Some(task) = subs.remove(&ns) {
+                        task.abort();
+                    }
+                }
+                Cmd::Pub(ns, body) => {
+                    if let Err(e) = client.publish(subject(&ns), body.into()).await {
+                        tracing::warn!("NATS publish failed: {e}");
+                    }
+                }
+            }
+        }
+    });
+    Ok(BridgeHandle { tx })
+}
