@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::report::Reporter;
 use super::rtc::{short, PeerHandle, RemoteTrack, Rtc};
 use crate::media::capture::{Capture, CaptureConfig};
 use crate::media::record::{RecordConfig, Recorder, TrackInput};
@@ -89,6 +90,7 @@ struct Active {
 /// The receiver's recordings, one per sender.
 pub struct Recordings {
     cfg: RecordConfig,
+    reporter: Reporter,
     pending: HashMap<String, Pending>,
     active: HashMap<String, Active>,
     used_base: bool,
@@ -96,9 +98,10 @@ pub struct Recordings {
 }
 
 impl Recordings {
-    pub fn new(cfg: RecordConfig) -> Self {
+    pub fn new(cfg: RecordConfig, reporter: Reporter) -> Self {
         Self {
             cfg,
+            reporter,
             pending: HashMap::new(),
             active: HashMap::new(),
             used_base: false,
@@ -127,6 +130,11 @@ impl Recordings {
 
     /// A track of `peer` started; the recording begins once all are there.
     pub fn track(&mut self, peer: &str, track: RemoteTrack, handle: Option<&PeerHandle>) {
+        self.reporter.track(
+            peer,
+            &track.spec.kind.to_string(),
+            &track.spec.encoding_name(),
+        );
         let Some(p) = self.pending.get_mut(peer) else {
             return;
         };
@@ -207,7 +215,12 @@ impl Recordings {
         for (track, input) in p.tracks.into_iter().zip(inputs) {
             if input.kind == MediaKind::Video {
                 if let Some(h) = handle {
-                    spawn_keyframe_requests(h.clone(), track.ssrc(), recorder.keyframe_seen());
+                    spawn_keyframe_requests(
+                        h.clone(),
+                        track.ssrc(),
+                        recorder.keyframe_seen(),
+                        (self.reporter.clone(), peer.to_owned()),
+                    );
                 }
             }
             tokio::spawn(pump(track, input));
@@ -306,10 +319,12 @@ fn spawn_keyframe_requests(
     handle: PeerHandle,
     ssrc: u32,
     mut seen: tokio::sync::watch::Receiver<bool>,
+    (reporter, peer): (Reporter, String),
 ) {
     tokio::spawn(async move {
         loop {
             if *seen.borrow() {
+                reporter.keyframe(&peer);
                 return;
             }
             if !handle.request_keyframe(ssrc) {
@@ -326,10 +341,14 @@ mod tests {
 
     #[test]
     fn later_senders_get_their_own_files() {
-        let mut r = Recordings::new(RecordConfig {
-            path: Some(PathBuf::from("/tmp/out.webm")),
-            display: false,
-        });
+        let reporter = || Reporter::new("sender", crate::cli::EventFormat::Human, None).unwrap();
+        let mut r = Recordings::new(
+            RecordConfig {
+                path: Some(PathBuf::from("/tmp/out.webm")),
+                display: false,
+            },
+            reporter(),
+        );
         assert_eq!(
             r.path_for("aaaaaaaa-1111"),
             Some(PathBuf::from("/tmp/out.webm"))
@@ -338,10 +357,13 @@ mod tests {
             r.path_for("bbbbbbbb-2222"),
             Some(PathBuf::from("/tmp/out-bbbbbbbb.webm"))
         );
-        let mut r = Recordings::new(RecordConfig {
-            path: Some(PathBuf::from("rec-{id}.mkv")),
-            display: false,
-        });
+        let mut r = Recordings::new(
+            RecordConfig {
+                path: Some(PathBuf::from("rec-{id}.mkv")),
+                display: false,
+            },
+            reporter(),
+        );
         assert_eq!(r.path_for("x1"), Some(PathBuf::from("rec-x1.mkv")));
         assert_eq!(r.path_for("x2"), Some(PathBuf::from("rec-x2.mkv")));
     }

@@ -607,10 +607,13 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         readers: HashMap::new(),
         ever_connected: false,
         capture: None,
-        recordings: Some(av::Recordings::new(RecordConfig {
-            path: cfg.record.clone(),
-            display: cfg.display,
-        })),
+        recordings: Some(av::Recordings::new(
+            RecordConfig {
+                path: cfg.record.clone(),
+                display: cfg.display,
+            },
+            reporter.clone(),
+        )),
         status: Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room),
     };
     reporter.started("receiver", &id, &cfg.peer.room);

@@ -99,6 +99,18 @@ impl Reporter {
         }
     }
 
+    /// A sender's track delivered its first packet.
+    pub fn track(&self, id: &str, kind: &str, codec: &str) {
+        tracing::debug!("{} {} started: {kind} {codec}", self.peer_role, short(id));
+        self.write(json!({"event": "track", "id": id, "kind": kind, "codec": codec}));
+    }
+
+    /// The first key frame of a sender went into the recording.
+    pub fn keyframe(&self, id: &str) {
+        tracing::debug!("{} {}: first key frame recorded", self.peer_role, short(id));
+        self.write(json!({"event": "keyframe", "id": id}));
+    }
+
     /// Periodic statistics (`--events json` only).
     pub fn stats(&self, v: Value) {
         if self.json.is_some() {
