@@ -135,7 +135,7 @@ impl Capture {
 
         if let Some(src) = &cfg.video {
             let spec = video_spec(cfg.codec);
-            let (sink, rx) = rtp_sink("video-out", &stats);
+            let (sink, rx) = rtp_sink("video-out", &stats, *src != VideoSource::File);
             let head = video_branch(&pipeline, cfg, src, &sink)?;
             if let Some(head) = head {
                 decode_pads.push((MediaKind::Video, head));
@@ -144,7 +144,7 @@ impl Capture {
             video_sink = Some(sink);
         }
         if let Some(src) = &cfg.audio {
-            let (sink, rx) = rtp_sink("audio-out", &stats);
+            let (sink, rx) = rtp_sink("audio-out", &stats, *src != AudioSource::File);
             if let Some(head) = audio_branch(&pipeline, cfg, src, &sink)? {
                 decode_pads.push((MediaKind::Audio, head));
             }
@@ -266,14 +266,18 @@ fn has_video_device() -> bool {
 }
 
 /// An appsink handing RTP packets to a bounded channel.
-fn rtp_sink(name: &str, stats: &Arc<CaptureStats>) -> (gst_app::AppSink, mpsc::Receiver<Bytes>) {
+fn rtp_sink(
+    name: &str,
+    stats: &Arc<CaptureStats>,
+    live: bool,
+) -> (gst_app::AppSink, mpsc::Receiver<Bytes>) {
     let (tx, rx) = mpsc::channel::<Bytes>(PACKET_QUEUE);
     let sink = gst_app::AppSink::builder()
         .name(name)
         .caps(&gst::Caps::builder("application/x-rtp").build())
-        // Live sources are already paced; waiting on the clock here would
-        // only add latency.
-        .sync(false)
+        // Live sources are already paced, and waiting on the clock here
+        // would only add latency; a file is paced here, in real time.
+        .sync(!live)
         .build();
     let stats = stats.clone();
     sink.set_callbacks(
@@ -326,13 +330,15 @@ fn video_branch(
             .field("framerate", gst::Fraction::new(cfg.fps as i32, 1))
             .build(),
     );
-    // Never queue raw frames behind a busy encoder: drop the oldest, the
-    // way a live source should.
+    // A live source never queues raw frames behind a busy encoder: the
+    // oldest are dropped. A file waits instead (it is paced at the sink).
     let queue = make("queue", "vqueue")?;
-    set(&queue, "leaky", "downstream");
-    set(&queue, "max-size-buffers", "2");
-    set(&queue, "max-size-bytes", "0");
-    set(&queue, "max-size-time", "0");
+    if *src != VideoSource::File {
+        set(&queue, "leaky", "downstream");
+        set(&queue, "max-size-buffers", "2");
+        set(&queue, "max-size-bytes", "0");
+        set(&queue, "max-size-time", "0");
+    }
     let (encoder, pay) = video_encoder(cfg)?;
     let sink_el: gst::Element = sink.clone().upcast();
 

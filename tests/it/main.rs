@@ -5,6 +5,7 @@ mod cli;
 mod data;
 mod drivers;
 mod harness;
+mod interop;
 mod media;
 mod mediafile;
 mod nats;

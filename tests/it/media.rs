@@ -229,3 +229,79 @@ async fn missing_camera_is_one_clear_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A 4-second source file: moving pattern and a tone.
+    let src = dir.path().join("source.mkv");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=120",
+            "pattern=smpte",
+            "!",
+            "video/x-raw,width=320,height=240,framerate=30/1",
+            "!",
+            "vp8enc",
+            "deadline=1",
+            "!",
+            "queue",
+            "!",
+            "mux.",
+            "audiotestsrc",
+            "num-buffers=188",
+            "!",
+            "audioconvert",
+            "!",
+            "opusenc",
+            "!",
+            "queue",
+            "!",
+            "mux.",
+            "matroskamux",
+            "name=mux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", src.display()))
+        .status()
+        .expect("gst-launch-1.0");
+    assert!(made.success(), "could not make the source file");
+
+    let path = dir.path().join("from-file.webm");
+    let mut rx = record(&relay, "file", &path, &["--once"]);
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &relay.url,
+            "--room",
+            "file",
+            "--events",
+            "json",
+            "--file",
+            src.to_str().unwrap(),
+            "--data",
+        ],
+    )
+    .spawn();
+    rx.wait_stderr(CONNECT).await;
+    tx.wait_stderr(r#""event":"channel""#).await;
+    tx.write_stdin(b"subtitle line\n").await;
+    assert_eq!(rx.line().await, "subtitle line");
+    // Paced in real time: the 4 s file takes about 4 s to send.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 2.5, 30.0);
+    assert!(
+        report.duration < 6.0,
+        "longer than the source: {}",
+        report.duration
+    );
+}

@@ -247,3 +247,28 @@ async fn sessions_survive_a_nats_restart_and_new_receivers_join_after() {
     assert_eq!(rx.line().await, "after");
     assert_eq!(late.line().await, "after");
 }
+
+#[tokio::test]
+async fn media_over_nats_with_a_secret_records_a_valid_file() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats.webm");
+    let url = nats.url();
+    let mut rx = peer(
+        "receive",
+        &url,
+        "natsmedia",
+        &["--secret", "k", "--record", path.to_str().unwrap()],
+    );
+    let _tx = peer(
+        "send",
+        &url,
+        "natsmedia",
+        &["--secret", "k", "--test-source"],
+    );
+    rx.wait_stderr(r#""event":"keyframe""#).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    crate::mediafile::inspect(&path).assert_valid("VP8", Some("Opus"), 3.0, 30.0);
+}
