@@ -274,6 +274,11 @@ pub struct SignalArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_subscriptions: usize,
 
+    /// Frames a second one connection may send (and in one burst); a
+    /// flood past it is dropped with an error frame. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub rate_limit: u32,
+
     /// Share rooms with other relays through NATS (nats://HOST:PORT, several
     /// comma-separated): a client on this relay reaches clients on any
     /// relay bridged to the same cluster. Put several relays behind one

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     limits: relay::Limits {
                         max_frame: args.max_frame,
                         max_subscriptions: args.max_subscriptions,
+                        rate: args.rate_limit,
                     },
                     nats: args.nats.filter(|n| !n.is_empty()),
                 })

@@ -7,6 +7,7 @@
 //! one slow consumer never holds up the others.
 
 mod bridge;
+pub mod limit;
 pub mod router;
 mod server;
 

@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_frame: usize,
     /// Most namespaces one connection may be subscribed to at once.
     pub max_subscriptions: usize,
+    /// Frames a second one connection may send (and in one burst);
+    /// 0 for no limit.
+    pub rate: u32,
 }
 
 impl Default for Limits {
@@ -27,6 +30,10 @@ impl Default for Limits {
             // four. 64 leaves room for apps with many rooms on one socket
             // while keeping one client from making the relay's maps huge.
             max_subscriptions: 64,
+            // Signaling is a trickle: a sender offering to a hundred
+            // receivers sends a few hundred frames. A flood far past this is
+            // dropped at the door instead of fanned out.
+            rate: 1000,
         }
     }
 }
@@ -270,6 +277,7 @@ mod tests {
         let mut r = Router::new(Limits {
             max_frame: 100,
             max_subscriptions: 2,
+            rate: 0,
         });
         for bad in [
             "{",

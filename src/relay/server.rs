@@ -246,7 +246,16 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
             tokio::select! {
                 frame = rx.recv() => match frame {
                     Some(frame) => {
-                        if sink.send(Message::Text(frame)).await.is_err() {
+                        // Write what is queued in one go, then flush once:
+                        // a burst costs one syscall, not one per frame.
+                        let mut ok = sink.feed(Message::Text(frame)).await.is_ok();
+                        while ok {
+                            match rx.try_recv() {
+                                Ok(next) => ok = sink.feed(Message::Text(next)).await.is_ok(),
+                                Err(_) => break,
+                            }
+                        }
+                        if !ok || sink.flush().await.is_err() {
                             break;
                         }
                     }
@@ -272,6 +281,8 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
     });
 
     let shutdown = relay.shutdown.clone();
+    let mut bucket = super::limit::Bucket::new(relay.limits.rate, std::time::Instant::now());
+    let mut over_limit = 0u64;
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
@@ -289,6 +300,21 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
+        if !bucket.admit(std::time::Instant::now()) {
+            // Dropped unread. One error frame per second of flooding is
+            // enough for a client to learn why.
+            over_limit += 1;
+            if over_limit == 1 || over_limit.is_multiple_of(u64::from(relay.limits.rate.max(1))) {
+                tracing::warn!(conn, %peer, "client over the rate limit: {over_limit} frames dropped");
+                let frame = ServerFrame::error(format!(
+                    "rate limit: at most {} frames a second; {over_limit} dropped",
+                    relay.limits.rate
+                ))
+                .to_json();
+                relay.hub().push(conn, frame.into());
+            }
+            continue;
+        }
         let mut hub = relay.hub();
         if !hub.outboxes.contains_key(&conn) {
             break; // cut off as a slow consumer

@@ -39,6 +39,7 @@ pub(super) fn spawn(
             Arc::new(Mutex::new(Hub {
                 router: Router::new(Limits {
                     max_subscriptions: usize::MAX,
+                    rate: 0,
                     ..Limits::default()
                 }),
                 ..Hub::default()

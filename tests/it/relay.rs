@@ -183,7 +183,9 @@ async fn token_is_required_when_set() {
 
 #[tokio::test]
 async fn cuts_off_a_client_that_never_reads_and_keeps_serving_others() {
-    let relay = Relay::start(&[]).await;
+    // No rate limit here: the point is a reader that stalls, not a writer
+    // that floods.
+    let relay = Relay::start(&["--rate-limit", "0"]).await;
     let mut stalled = WsClient::connect(&relay.url).await;
     stalled.on(&["flood"]).await;
     let mut healthy = WsClient::connect(&relay.url).await;
@@ -268,4 +270,126 @@ async fn exits_cleanly_on_sigterm_and_closes_clients() {
     let status = relay.proc.wait_exit().await;
     assert!(status.success(), "relay exited with {status}");
     assert_eq!(a.recv_within(WAIT).await, None, "client not closed");
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_flooding_client_neither_delays_others_nor_grows_the_relay() {
+    let relay = Relay::start(&[]).await;
+    let pid = relay.proc.child.id().unwrap();
+    let mut watcher = WsClient::connect(&relay.url).await;
+    watcher.on(&["room", "shared"]).await;
+    watcher.barrier(&relay.url).await;
+    let base = rss_kib(pid, "VmRSS:");
+
+    // The flood: as fast as one client can write, into the same namespace.
+    let url = relay.url.clone();
+    let flood = tokio::spawn(async move {
+        let mut f = WsClient::connect(&url).await;
+        let blob = "f".repeat(1000);
+        let end = std::time::Instant::now() + Duration::from_secs(4);
+        let mut sent = 0u64;
+        while std::time::Instant::now() < end {
+            f.emit(&["room", "shared"], serde_json::json!({ "flood": blob }))
+                .await;
+            sent += 1;
+        }
+        sent
+    });
+    // A well-behaved client meanwhile: 100 messages, 20 ms apart.
+    let mut polite = WsClient::connect(&relay.url).await;
+    let start = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..100u64 {
+            let at = start.elapsed().as_micros() as u64;
+            polite
+                .emit(&["room", "shared"], serde_json::json!({"n": i, "at": at}))
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        polite
+    });
+    let mut next = 0u64;
+    let mut worst = Duration::ZERO;
+    while next < 100 {
+        let v = watcher.recv().await;
+        if v["op"] == "message" && v["data"]["n"].is_u64() {
+            assert_eq!(v["data"]["n"], next, "polite messages out of order");
+            let sent_at = Duration::from_micros(v["data"]["at"].as_u64().unwrap());
+            worst = worst.max(start.elapsed().saturating_sub(sent_at));
+            next += 1;
+        }
+    }
+    let _polite = sender.await.unwrap();
+    let sent = flood.await.unwrap();
+    assert!(
+        worst < Duration::from_secs(1),
+        "a polite message took {worst:?}"
+    );
+    let peak = rss_kib(pid, "VmHWM:");
+    assert!(
+        peak < base + 64 * 1024,
+        "relay grew from {base} KiB to a peak of {peak} KiB during a flood of {sent} frames"
+    );
+    relay.proc.wait_stderr("over the rate limit").await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Arbitrary bytes as frames never take the relay down, and it keeps
+    /// routing for everyone else.
+    #[test]
+    fn arbitrary_frames_never_break_the_relay(frames in proptest::collection::vec(".{0,300}", 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let relay = shared_relay().await;
+            let mut bad = WsClient::connect(&relay).await;
+            for f in &frames {
+                bad.send_text(f).await;
+            }
+            let mut a = WsClient::connect(&relay).await;
+            let ns = uuid::Uuid::new_v4().to_string();
+            a.on(&[&ns]).await;
+            a.barrier(&relay).await;
+            bad.emit(&[&ns], serde_json::json!("still routed")).await;
+            loop {
+                let v = a.recv().await;
+                if v["data"] == "still routed" {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One relay process for all proptest cases (each case is a new runtime).
+async fn shared_relay() -> String {
+    static URL: std::sync::OnceLock<(String, std::sync::Mutex<Option<std::process::Child>>)> =
+        std::sync::OnceLock::new();
+    let (url, _) = URL.get_or_init(|| {
+        let mut child = std::process::Command::new(BIN)
+            .args(["signal", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        (line.trim().to_owned(), std::sync::Mutex::new(Some(child)))
+    });
+    url.clone()
 }
