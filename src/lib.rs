@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Signal(args) => {
                 relay::run(relay::RelayConfig {
@@ -69,7 +69,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 session::run_receiver(cfg).await
             }
         }
-    })
+    });
+    // A read of stdin may still be blocked in a worker thread (a sender
+    // stopped by Ctrl-C while its input is open): do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

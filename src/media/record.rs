@@ -190,9 +190,15 @@ impl Recorder {
                     }
                 }
                 let mux = c.muxer()?;
+                // Crash safety: clusters of at most a second, written
+                // through at once, so a killed receiver loses at most the
+                // last second (the file still decodes; only its index and
+                // duration header are missing).
+                set(&mux, "max-cluster-duration", "1000000000");
                 let sink = make("filesink", "file")?;
                 sink.set_property("location", path.to_string_lossy().as_ref());
                 set(&sink, "async", "false");
+                set(&sink, "buffer-mode", "unbuffered");
                 chain(&pipeline, &[&mux, &sink])?;
                 (Some(c), Some(mux))
             }

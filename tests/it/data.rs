@@ -333,3 +333,24 @@ async fn state_file_changes_reach_receivers_on_sighup() {
         .unwrap();
     assert_eq!(sync["state"]["video"], false, "{sync}");
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_a_sender_whose_stdin_is_still_open() {
+    let relay = Relay::start(&[]).await;
+    for extra in [&[][..], &["--test-source", "--data"][..]] {
+        let rx = receiver(&relay, "open", &[]);
+        let mut tx = sender(&relay, "open", extra);
+        wait_count(&tx, CHANNEL, 1).await;
+        // stdin stays open (a terminal, `tail -f`): Ctrl-C must still end it.
+        let start = std::time::Instant::now();
+        tx.signal("INT");
+        let status = tx.wait_exit().await;
+        assert!(status.success(), "{status}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            start.elapsed()
+        );
+        rx.wait_stderr(DISPOSE).await;
+    }
+}

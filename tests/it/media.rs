@@ -305,3 +305,27 @@ async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
         report.duration
     );
 }
+
+#[tokio::test]
+async fn a_recorder_killed_with_sigkill_leaves_a_file_that_plays() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.webm");
+    let _tx = send_media(&relay, "kill", &[]);
+    let mut rx = record(&relay, "kill", &path, &[]);
+    rx.wait_stderr(r#""event":"keyframe""#).await;
+    let recording = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rx.child.kill().await.unwrap();
+    let secs = recording.elapsed().as_secs_f64();
+    // No index, no duration header; but everything up to about the last
+    // second decodes without errors.
+    let report = inspect(&path);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let expected = (secs - 1.0) * 30.0 * 0.9;
+    assert!(
+        report.video_frames as f64 >= expected,
+        "{} frames after {secs:.1} s, expected at least {expected:.0}",
+        report.video_frames
+    );
+}
