@@ -129,9 +129,16 @@ function updateTile(tile, state) {
   tile.cam.classList.toggle('off', !videoOn);
   tile.el.classList.toggle('video-off', !videoOn);
   tile.el.classList.toggle('no-media', !stream);
+  placeTile(tile);
   tile.el.dataset.audio = String(audioOn);
   tile.el.dataset.video = String(videoOn);
   updateEmpty();
+}
+
+// Senders with media get a video tile; chat-only ones a chip in "Also here".
+function placeTile(tile) {
+  const home = tile.stream ? $('tiles') : $('people');
+  if (tile.el.parentElement !== home) home.append(tile.el);
 }
 
 function attachStream(tile, stream) {
@@ -162,8 +169,9 @@ function removeTile(id) {
 }
 
 function updateEmpty() {
-  const media = [...app.tiles.values()].some((t) => t.stream);
-  $('empty').hidden = media;
+  const tiles = [...app.tiles.values()];
+  $('empty').hidden = tiles.some((t) => t.stream);
+  $('people').hidden = !tiles.some((t) => !t.stream);
 }
 
 // ---------------------------------------------------------------------------

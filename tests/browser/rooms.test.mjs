@@ -50,8 +50,10 @@ test('two pages in a room see each other and chat', { timeout: 120000 }, async (
   await s.waitFor(async () => (await chatLines(alice)).some((l) => l.nick === 'bob' && l.text === 'hi alice'),
     10000, 'bob\'s line at alice');
 
-  await s.screenshot(bob, 'rooms-watcher');
   await s.screenshot(alice, 'rooms-publisher');
+  // Bob on a phone-sized screen.
+  await bob.setViewportSize({ width: 390, height: 844 });
+  await s.screenshot(bob, 'rooms-watcher-phone');
 
   // Alice stops publishing: her tile leaves Bob's page (dispose).
   await alice.click('#stop');
