@@ -97,8 +97,8 @@ export class Session {
   }
 
   /** Starts `p2p signal` on a free port; returns {url, http}. */
-  async relay() {
-    const relay = this.p2p('relay', ['signal', '--listen', '127.0.0.1:0']);
+  async relay(extraArgs = []) {
+    const relay = this.p2p('relay', ['signal', '--listen', '127.0.0.1:0', ...extraArgs]);
     await this.waitFor(() => /^wss?:\/\/\S+/m.test(relay.stdout), 10000, 'the relay to print its URL');
     const url = relay.stdout.match(/^(wss?:\/\/\S+)/m)[1].replace(/\/$/, '');
     this.relayUrl = url;
@@ -114,7 +114,7 @@ export class Session {
     return `${base}/?${q}`;
   }
 
-  async browserStart() {
+  async browserStart({ fakeUi = '--use-fake-ui-for-media-stream' } = {}) {
     const userDataDir = path.join(this.tmp, 'chromium-profile');
     mkdirSync(userDataDir, { recursive: true });
     this.context = await chromium.launchPersistentContext(userDataDir, {
@@ -131,7 +131,7 @@ export class Session {
         '--disable-component-update',
         '--disable-sync',
         '--use-fake-device-for-media-stream',
-        '--use-fake-ui-for-media-stream',
+        fakeUi,
         '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
         // Never multicast mDNS: host candidates as plain addresses.
         '--disable-features=WebRtcHideLocalIpsWithMdns',
