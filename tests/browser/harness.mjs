@@ -71,6 +71,10 @@ export class Proc {
 
   async stop(signal = 'SIGINT', graceMs = 5000) {
     if (this.exit) return this.exit;
+    // `p2p send` keeps reading stdin and does not act on a lone SIGINT while
+    // stdin is open (see README.md here): end stdin first, as a terminal's
+    // Ctrl-C would by stopping the whole pipeline.
+    this.child.stdin.end();
     this.child.kill(signal);
     const t = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
     await this.exited;
