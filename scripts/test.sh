@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, then runs them all.
+# The README's test command: installs what the tests need, then runs them
+# all: Rust unit and integration tests (real relay, peers, GStreamer, NATS),
+# then the browser tests (real headless Chromium against the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --bins
 cargo test --all-targets -- --test-threads=2 "$@"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+P2P_BIN="$PWD/target/debug/p2p" node --test --test-concurrency=1 tests/browser/

@@ -11,11 +11,10 @@ import {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
-// shared/ sits beside the repository (CI lays a copy there); P2P_VECTORS overrides.
+// The repository's copy of the shared vectors; P2P_VECTORS overrides.
 const candidates = [
   process.env.P2P_VECTORS,
-  path.resolve(root, '../shared/vectors/e2e.json'),
-  '/work/shared/vectors/e2e.json',
+  path.resolve(root, 'tests/vectors/e2e.json'),
 ].filter(Boolean);
 const file = candidates.find((f) => existsSync(f));
 if (!file) throw new Error(`e2e.json test vectors not found; looked in: ${candidates.join(', ')}`);
