@@ -4,6 +4,7 @@
 mod cli;
 mod data;
 mod drivers;
+mod faults;
 mod harness;
 mod interop;
 mod media;

@@ -1,0 +1,128 @@
+//! Faults a broadcaster meets unattended: the relay restarting, a sender
+//! crashing and coming back, a recording path that cannot be written.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::mediafile::inspect;
+
+const CHANNEL: &str = r#""event":"channel""#;
+const CONNECT: &str = r#""event":"connect""#;
+
+fn peer(relay_url: &str, cmd: &str, room: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        cmd, "--signal", relay_url, "--room", room, "--events", "json",
+    ];
+    args.extend_from_slice(extra);
+    Spawn::new(cmd, &args).spawn()
+}
+
+async fn wait_count(p: &Proc, needle: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.stderr_count(needle) < n {
+        if tokio::time::Instant::now() > deadline {
+            p.fail(&format!(
+                "saw {needle} {} times, wanted {n}",
+                p.stderr_count(needle)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_relay_restart_keeps_sessions_flowing_and_lets_new_receivers_in() {
+    let mut relay = Relay::start(&[]).await;
+    let port = relay.port();
+    let url = relay.url.clone();
+    let mut rx = peer(&url, "receive", "restart", &[]);
+    let mut tx = peer(&url, "send", "restart", &[]);
+    wait_count(&tx, CHANNEL, 1).await;
+    tx.write_stdin(b"one\n").await;
+    assert_eq!(rx.line().await, "one");
+
+    relay.proc.child.kill().await.unwrap();
+    // Peer to peer: no relay needed for what is already connected.
+    tx.write_stdin(b"two\n").await;
+    assert_eq!(rx.line().await, "two");
+
+    let _relay = Relay::start_on(&format!("127.0.0.1:{port}"), &[]).await;
+    tx.wait_stderr("reconnected to the relay").await;
+    let mut late = peer(&url, "receive", "restart", &[]);
+    wait_count(&tx, CHANNEL, 2).await;
+    tx.write_stdin(b"three\n").await;
+    assert_eq!(rx.line().await, "three");
+    assert_eq!(late.line().await, "three");
+}
+
+#[tokio::test]
+async fn a_crashed_sender_is_replaced_and_its_recording_finalised() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cam.webm");
+    let mut rx = peer(
+        &relay.url,
+        "receive",
+        "crash",
+        &["--record", path.to_str().unwrap(), "--ping-interval", "1"],
+    );
+    let mut first = peer(&relay.url, "send", "crash", &["--test-source"]);
+    rx.wait_stderr(r#""event":"keyframe""#).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.child.kill().await.unwrap();
+    let killed = Instant::now();
+
+    // The old peer is disposed when ICE notices, and its file finalised.
+    wait_count(&rx, r#""event":"dispose""#, 1).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        killed.elapsed()
+    );
+    rx.wait_stderr(&format!("saved {}", path.display())).await;
+    inspect(&path).assert_valid("VP8", Some("Opus"), 3.5, 30.0);
+
+    // The restarted sender (a new id) is found again without user action,
+    // into a new file.
+    let _second = peer(&relay.url, "send", "crash", &["--test-source"]);
+    wait_count(&rx, CONNECT, 2).await;
+    wait_count(&rx, r#""event":"keyframe""#, 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| *p != path)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    inspect(&files[0]).assert_valid("VP8", Some("Opus"), 2.5, 30.0);
+}
+
+#[tokio::test]
+async fn an_unwritable_record_path_is_reported_and_data_keeps_flowing() {
+    let relay = Relay::start(&[]).await;
+    let mut rx = peer(
+        &relay.url,
+        "receive",
+        "nodisk",
+        &["--record", "/proc/no-such-dir/out.webm"],
+    );
+    let mut tx = peer(&relay.url, "send", "nodisk", &["--test-source", "--data"]);
+    wait_count(&tx, CHANNEL, 1).await;
+    rx.wait_stderr("cannot record").await;
+    tx.write_stdin(b"still delivered\n").await;
+    assert_eq!(rx.line().await, "still delivered");
+    assert!(rx.child.try_wait().unwrap().is_none(), "receiver died");
+    let line = rx
+        .stderr()
+        .lines()
+        .find(|l| l.contains("cannot record"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("/proc/no-such-dir/out.webm"),
+        "the error names the path: {line}"
+    );
+}
