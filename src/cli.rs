@@ -63,6 +63,11 @@ pub struct PeerArgs {
     #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// Extra certificate authority (PEM) to trust for wss:// and tls://
+    /// (e.g. a relay's self-signed certificate).
+    #[arg(long, value_name = "PATH", env = "P2P_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// End-to-end secret shared by everyone in the room: namespaces are
     /// hashed and messages encrypted (AES-256-GCM) before they leave, so
     /// the relay or NATS sees no room names, SDP or candidates. Peers with
@@ -278,6 +283,15 @@ pub struct SignalArgs {
     /// flood past it is dropped with an error frame. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate_limit: u32,
+
+    /// Serve wss:// (and the page over https://) with this certificate
+    /// chain (PEM). Needs --tls-key.
+    #[arg(long, value_name = "PATH", env = "P2P_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", env = "P2P_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Share rooms with other relays through NATS (nats://HOST:PORT, several
     /// comma-separated): a client on this relay reaches clients on any

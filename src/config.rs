@@ -122,6 +122,7 @@ impl PeerConfig {
             signal_opts: SignalOptions {
                 token: a.token.clone().filter(|t| !t.is_empty()),
                 secret: a.secret.clone().filter(|t| !t.is_empty()),
+                ca_file: a.ca_file.clone(),
             },
             room: a.room.clone(),
             ice_servers: a

@@ -57,7 +57,7 @@ impl BridgeHandle {
 }
 
 pub(super) async fn start(url: &str, relay: Weak<Relay>) -> anyhow::Result<BridgeHandle> {
-    let client = connect_client(url, None, None).await?;
+    let client = connect_client(url, None, None, None).await?;
     let (tx, mut rx) = mpsc::channel(BRIDGE_QUEUE);
     tokio::spawn(async move {
         let mut subs: HashMap<Namespace, JoinHandle<()>> = HashMap::new();

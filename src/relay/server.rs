@@ -56,6 +56,8 @@ pub struct RelayConfig {
     pub limits: Limits,
     /// Share rooms with other relays through this NATS cluster.
     pub nats: Option<String>,
+    /// Serve wss:// and https:// with this certificate chain and key (PEM).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 pub(super) struct Hub {
@@ -142,10 +144,27 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         .fallback(asset)
         .with_state(relay.clone());
 
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot use --tls-cert {} / --tls-key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let page = if tls.is_some() { "https" } else { "http" };
+
     // The one line scripts and tests wait for: the address really bound.
-    println!("ws://{addr}");
+    println!("{scheme}://{addr}");
     tracing::info!(
-        "relay listening on ws://{addr}{}; page at http://{addr}/",
+        "relay listening on {scheme}://{addr}{}; page at {page}://{addr}/",
         if addr.ip().is_loopback() {
             " (loopback only: pass --listen 0.0.0.0:PORT to accept other machines)"
         } else {
@@ -160,13 +179,26 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let stop = relay.shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
-    .context("relay server failed")?;
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, service)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("relay server failed")?,
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                h.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, tls)?
+                .handle(handle)
+                .serve(service)
+                .await
+                .context("relay server failed")?
+        }
+    }
     relay.tasks.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, relay.tasks.wait()).await;
     Ok(())

@@ -52,6 +52,8 @@ pub struct SignalOptions {
     /// End-to-end secret (PROTOCOL.md §3): namespaces hashed, payloads
     /// sealed; the relay or broker sees neither.
     pub secret: Option<String>,
+    /// An extra CA certificate (PEM) to trust for TLS.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What a driver reports to its user.

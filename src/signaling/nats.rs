@@ -20,6 +20,7 @@ use crate::protocol::Namespace;
 pub(crate) async fn connect_client(
     url: &str,
     token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
     events: Option<mpsc::Sender<SignalEvent>>,
 ) -> Result<async_nats::Client, SignalError> {
     let bad = |reason: String| SignalError::BadUrl {
@@ -64,6 +65,9 @@ pub(crate) async fn connect_client(
     }
     if servers.iter().any(|s| s.tls_required()) {
         opts = opts.require_tls(true);
+    }
+    if let Some(ca) = ca_file {
+        opts = opts.add_root_certificates(ca.to_path_buf());
     }
     if let Some(events) = events {
         let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -131,7 +135,13 @@ pub(super) async fn spawn(
     mut rx: mpsc::Receiver<Command>,
     events: mpsc::Sender<SignalEvent>,
 ) -> Result<(), SignalError> {
-    let client = connect_client(url, opts.token.as_deref(), Some(events.clone())).await?;
+    let client = connect_client(
+        url,
+        opts.token.as_deref(),
+        opts.ca_file.as_deref(),
+        Some(events.clone()),
+    )
+    .await?;
     tokio::spawn(async move {
         let mut subs: HashMap<Namespace, JoinHandle<()>> = HashMap::new();
         while let Some(cmd) = rx.recv().await {

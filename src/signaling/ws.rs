@@ -103,7 +103,12 @@ impl Driver {
                 Err(_) => return Attempt::Refused("token is not a valid header value".into()),
             }
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connector = match self.tls_connector() {
+            Ok(c) => c,
+            Err(e) => return Attempt::Refused(e),
+        };
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await
+        {
             Ok((socket, _)) => Attempt::Connected(Box::new(socket)),
             Err(tungstenite::Error::Http(resp))
                 if matches!(
@@ -116,8 +121,47 @@ impl Driver {
                     resp.status().as_u16()
                 ))
             }
+            Err(e @ tungstenite::Error::Tls(_)) => Attempt::Refused(format!(
+                "TLS: {e} (a self-signed relay? pass its CA with --ca-file)"
+            )),
+            // rustls reports a certificate it does not trust through IO.
+            Err(tungstenite::Error::Io(e))
+                if e.get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+                    || e.to_string().contains("certificate") =>
+            {
+                Attempt::Refused(format!(
+                    "TLS: {e} (a self-signed relay? pass its CA with --ca-file)"
+                ))
+            }
             Err(e) => Attempt::Failed(e.to_string()),
         }
+    }
+
+    /// With `--ca-file`, trust that CA besides the usual public roots.
+    fn tls_connector(&self) -> Result<Option<tokio_tungstenite::Connector>, String> {
+        let Some(path) = &self.opts.ca_file else {
+            return Ok(None);
+        };
+        use rustls_pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| format!("bad certificate in --ca-file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("bad certificate in --ca-file {}: {e}", path.display()))?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(tokio_tungstenite::Connector::Rustls(
+            std::sync::Arc::new(config),
+        )))
     }
 
     async fn run(mut self, mut socket: Option<Box<Socket>>) {

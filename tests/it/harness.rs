@@ -195,8 +195,16 @@ impl Relay {
         args.extend_from_slice(extra);
         let mut proc = Spawn::new("relay", &args).spawn();
         let url = proc.line().await;
-        assert!(url.starts_with("ws://"), "relay printed {url:?}");
+        assert!(
+            url.starts_with("ws://") || url.starts_with("wss://"),
+            "relay printed {url:?}"
+        );
         Self { proc, url }
+    }
+
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        Self::start_on("127.0.0.1:0", &["--tls-cert", cert, "--tls-key", key]).await
     }
 
     pub fn http_url(&self) -> String {

@@ -345,13 +345,14 @@ async fn a_flooding_client_neither_delays_others_nor_grows_the_relay() {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-    /// Arbitrary bytes as frames never take the relay down, and it keeps
+    /// Arbitrary text as frames never takes the relay down, and it keeps
     /// routing for everyone else.
     #[test]
     fn arbitrary_frames_never_break_the_relay(frames in proptest::collection::vec(".{0,300}", 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = case_relay();
         rt.block_on(async {
-            let relay = shared_relay().await;
+            let relay = guard.1.clone();
             let mut bad = WsClient::connect(&relay).await;
             for f in &frames {
                 bad.send_text(f).await;
@@ -371,25 +372,122 @@ proptest::proptest! {
     }
 }
 
-/// One relay process for all proptest cases (each case is a new runtime).
-async fn shared_relay() -> String {
-    static URL: std::sync::OnceLock<(String, std::sync::Mutex<Option<std::process::Child>>)> =
-        std::sync::OnceLock::new();
-    let (url, _) = URL.get_or_init(|| {
-        let mut child = std::process::Command::new(BIN)
-            .args(["signal", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
-            .env_clear()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
+/// A relay process for one proptest case, killed when dropped.
+struct CaseRelay(std::process::Child, String);
+
+impl Drop for CaseRelay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn case_relay() -> CaseRelay {
+    let mut child = std::process::Command::new(BIN)
+        .args(["signal", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-        (line.trim().to_owned(), std::sync::Mutex::new(Some(child)))
-    });
-    url.clone()
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    CaseRelay(child, line.trim().to_owned())
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the
+/// openssl command line.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=p2p test relay",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
+#[tokio::test]
+async fn serves_wss_with_a_certificate_and_clients_trust_it_with_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let relay = Relay::start_tls(&cert, &key).await;
+    assert!(relay.url.starts_with("wss://"), "{}", relay.url);
+    let ca = cert.to_str().unwrap();
+
+    // Without the CA: one clear line, not a hang.
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(BIN)
+            .args(["receive", "--signal", &relay.url, "--room", "tls"])
+            .env_clear()
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the receiver did not give up on an untrusted certificate")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca-file"), "{err}");
+
+    let mut rx = Spawn::new(
+        "receiver",
+        &[
+            "receive",
+            "--signal",
+            &relay.url,
+            "--room",
+            "tls",
+            "--ca-file",
+            ca,
+        ],
+    )
+    .spawn();
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &relay.url,
+            "--room",
+            "tls",
+            "--ca-file",
+            ca,
+            "--events",
+            "json",
+        ],
+    )
+    .spawn();
+    tx.wait_stderr(r#""event":"channel""#).await;
+    tx.write_stdin(b"over wss\n").await;
+    assert_eq!(rx.line().await, "over wss");
 }
