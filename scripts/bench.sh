@@ -4,7 +4,8 @@
 # table and writes BENCHMARKS.md.
 #
 #   bash scripts/bench.sh            # full suite (< 15 min on 2 cores)
-#   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min)
+#   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
+#                                    # target/bench/BENCHMARKS.quick.md instead
 #   bash scripts/bench.sh --only 4,5 # some figures (1 2 4 5 6; 3 is pending)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
@@ -18,7 +19,7 @@ COMMAND="scripts/bench.sh${*:+ $*}"
 ARGS=()
 for a in "$@"; do
     case "$a" in
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ARGS+=("$a") ;;
     esac
 done
