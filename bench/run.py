@@ -652,7 +652,7 @@ comes from `bench/NOTES.md`).
 - date: {date}
 - machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['mem_gb']} GiB, Linux {m['kernel']}
 - mode: {mode}; suite took {self.elapsed:.0f} s
-- build: `cargo build --release` (p2p {self.a.version})
+- build: `cargo build --release` (`{self.a.version}`)
 
 Ratios are p2p ÷ baseline, both measured in this run on this machine
 (medians where several runs are noted). The machine is shared and noisy:

@@ -30,7 +30,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        eprintln!("usage: loadgen relay|nats|idle-ws|idle-nats|sink|lines-src|lines-sink [--flag value]…");
+        eprintln!(
+            "usage: loadgen relay|nats|idle-ws|idle-nats|sink|lines-src|lines-sink [--flag value]…"
+        );
         std::process::exit(2);
     };
     let rest: Vec<String> = args.collect();
@@ -79,10 +81,16 @@ impl Opts {
         Opts(m)
     }
     fn str(&self, k: &str) -> Res<String> {
-        self.0.get(k).cloned().ok_or_else(|| format!("--{k} is required").into())
+        self.0
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("--{k} is required").into())
     }
     fn num(&self, k: &str, default: f64) -> f64 {
-        self.0.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.0
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 }
 
