@@ -1,0 +1,712 @@
+#!/usr/bin/env python3
+"""Benchmark driver for scripts/bench.sh (issue 7).
+
+Orchestration only: the measuring loops run in the release `p2p` binary and in
+`examples/loadgen.rs`. Every figure is measured next to its baseline in the
+same run; results go to stdout (a Markdown table), to BENCHMARKS.md and to
+target/bench/results.json. Exit status 1 if any figure could not be measured.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+PROCS = []  # every child we start, so that cleanup can end them all
+PROCS_LOCK = threading.Lock()
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def spawn(args, **kw):
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.Popen(args, start_new_session=True, **kw)
+    with PROCS_LOCK:
+        PROCS.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGINT, wait=5.0):
+    """Ends one child (and its process group): `sig`, then SIGKILL."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(wait)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    with PROCS_LOCK:
+        if p in PROCS:
+            PROCS.remove(p)
+
+
+def cleanup():
+    with PROCS_LOCK:
+        procs = list(PROCS)
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 3
+    for p in procs:
+        try:
+            p.wait(max(0.05, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    with PROCS_LOCK:
+        PROCS.clear()
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_secs(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3); utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu(pid):
+    """CPU seconds per thread name, from /proc/PID/task/*/stat."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        secs = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        out[name] = out.get(name, 0.0) + secs
+    return out
+
+
+def read_events(path):
+    evs = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        evs.append(json.loads(line))
+                    except ValueError:
+                        pass
+    except FileNotFoundError:
+        pass
+    return evs
+
+
+def wait_for(pred, timeout, what, interval=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.quick = args.quick
+        self.p2p = args.p2p
+        self.loadgen = args.loadgen
+        self.tmp = tempfile.mkdtemp(prefix="p2p-bench-")
+        self.rows = []  # (figure, measure, value, baseline, ratio, target, note)
+        self.missing = []  # (figure, reason)
+        self.raw = {}
+        self.notes = []
+
+    # ------------------------------------------------------------ helpers
+
+    def row(self, fig, measure, value, unit, baseline=None, ratio=None, target="", met=None):
+        self.rows.append(
+            dict(fig=fig, measure=measure, value=value, unit=unit, baseline=baseline,
+                 ratio=ratio, target=target, met=met)
+        )
+
+    def relay(self):
+        p = spawn([self.p2p, "signal", "--listen", "127.0.0.1:0", "-q"],
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        url = p.stdout.readline().strip()
+        if not url.startswith("ws://"):
+            stop(p)
+            raise RuntimeError(f"relay printed {url!r}")
+        return p, url
+
+    def nats(self):
+        port = free_port()
+        p = spawn(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, 10, "nats-server")
+        return p, f"nats://127.0.0.1:{port}"
+
+    def run_json(self, args, timeout, **kw):
+        p = spawn(args, stdout=subprocess.PIPE, text=True, **kw)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        finally:
+            stop(p)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} exited {p.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def figure(self, name, fn):
+        t0 = time.time()
+        log(f"{name} …")
+        try:
+            fn()
+        except Exception as e:  # one figure failing must not hide the others
+            traceback.print_exc()
+            self.missing.append((name, f"failed: {e}"))
+        finally:
+            cleanup()
+        log(f"{name} done in {time.time() - t0:.0f}s")
+
+    # ------------------------------------------------------------ (4) data
+
+    def data_channel(self):
+        mb = self.a.data_mb
+        nbytes = mb * 1_000_000
+        runs = 1 if self.quick else 3
+        _, url = self.relay()
+        p2p_rates, tcp_rates = [], []
+        for i in range(runs):
+            # p2p: head | p2p send --binary  ⇢  p2p receive --binary | sink
+            room = f"bin-{uuid.uuid4().hex[:8]}"
+            recv = spawn([self.p2p, "receive", "--binary", "--room", room, "--signal", url, "-q"],
+                         stdout=subprocess.PIPE)
+            sink = spawn([self.loadgen, "sink"], stdin=recv.stdout, stdout=subprocess.PIPE, text=True)
+            recv.stdout.close()
+            src = spawn(["head", "-c", str(nbytes), "/dev/zero"], stdout=subprocess.PIPE)
+            send = spawn([self.p2p, "send", "--binary", "--room", room, "--signal", url, "-q"],
+                         stdin=src.stdout)
+            src.stdout.close()
+            out, _ = sink.communicate(timeout=240)
+            r = json.loads(out)
+            if r["bytes"] != nbytes:
+                raise RuntimeError(f"p2p delivered {r['bytes']} of {nbytes} bytes")
+            p2p_rates.append(r["mb_per_s"])
+            for p in (send, recv, src, sink):
+                stop(p)
+            # baseline: head | socat → TCP loopback → socat | sink
+            port = free_port()
+            lst = spawn(["socat", "-u", "-b", "262144", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", "STDOUT"],
+                        stdout=subprocess.PIPE)
+            sink = spawn([self.loadgen, "sink"], stdin=lst.stdout, stdout=subprocess.PIPE, text=True)
+            lst.stdout.close()
+            src = spawn(["head", "-c", str(nbytes), "/dev/zero"], stdout=subprocess.PIPE)
+            cli = spawn(["socat", "-u", "-b", "262144", "STDIN", f"TCP:127.0.0.1:{port},retry=100,interval=0.02"],
+                        stdin=src.stdout)
+            src.stdout.close()
+            out, _ = sink.communicate(timeout=120)
+            r = json.loads(out)
+            if r["bytes"] != nbytes:
+                raise RuntimeError(f"socat delivered {r['bytes']} of {nbytes} bytes")
+            tcp_rates.append(r["mb_per_s"])
+            for p in (cli, lst, src, sink):
+                stop(p)
+            log(f"  run {i + 1}: p2p {p2p_rates[-1]:.0f} MB/s, tcp {tcp_rates[-1]:.0f} MB/s")
+        p, t = median(p2p_rates), median(tcp_rates)
+        self.raw["data_throughput"] = dict(p2p_mb_s=p2p_rates, tcp_mb_s=tcp_rates, mb=mb)
+        self.row("4 data", f"`--binary` throughput, {mb} MB (median of {runs})",
+                 f"{p:.0f} MB/s = {p * 8 / 1000:.2f} Gbit/s", "",
+                 baseline=f"{t:.0f} MB/s = {t * 8 / 1000:.2f} Gbit/s (socat TCP loopback)",
+                 ratio=p / t, target="≥ 1 Gbit/s", met=p * 8 / 1000 >= 1.0)
+
+        # small messages: one-way latency, lines stamped with the send time
+        count = 500 if self.quick else 2000
+        rate = 200
+        room = f"lat-{uuid.uuid4().hex[:8]}"
+        go = os.path.join(self.tmp, f"{room}.go")
+        ev = os.path.join(self.tmp, f"{room}.events")
+        recv = spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q"],
+                     stdout=subprocess.PIPE)
+        sink = spawn([self.loadgen, "lines-sink", "--count", str(count), "--skip", "0"],
+                     stdin=recv.stdout, stdout=subprocess.PIPE, text=True)
+        recv.stdout.close()
+        src = spawn([self.loadgen, "lines-src", "--count", str(count), "--rate", str(rate),
+                     "--size", "64", "--wait-file", go], stdout=subprocess.PIPE)
+        send = spawn([self.p2p, "send", "--room", room, "--signal", url, "-q",
+                      "--events-file", ev], stdin=src.stdout)
+        src.stdout.close()
+        wait_for(lambda: any(e.get("event") == "channel" for e in read_events(ev)), 30,
+                 "the data channel")
+        time.sleep(0.2)
+        open(go, "w").close()
+        out, _ = sink.communicate(timeout=count / rate + 60)
+        r = json.loads(out)
+        for p in (send, src, recv, sink):
+            stop(p)
+        if r["received"] < count:
+            raise RuntimeError(f"latency: {r['received']} of {count} lines arrived")
+        # baseline: the same lines through socat over TCP loopback
+        port = free_port()
+        lst = spawn(["socat", "-u", "-b", "262144", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", "STDOUT"],
+                    stdout=subprocess.PIPE)
+        sink = spawn([self.loadgen, "lines-sink", "--count", str(count)],
+                     stdin=lst.stdout, stdout=subprocess.PIPE, text=True)
+        lst.stdout.close()
+        src = spawn([self.loadgen, "lines-src", "--count", str(count), "--rate", str(rate),
+                     "--size", "64"], stdout=subprocess.PIPE)
+        cli = spawn(["socat", "-u", "-b", "262144", "STDIN", f"TCP:127.0.0.1:{port},retry=100,interval=0.02"],
+                    stdin=src.stdout)
+        src.stdout.close()
+        out, _ = sink.communicate(timeout=count / rate + 60)
+        b = json.loads(out)
+        for p in (cli, src, lst, sink):
+            stop(p)
+        self.raw["data_latency"] = dict(p2p=r, tcp=b, count=count, rate=rate)
+        self.row("4 data", f"64-byte line one-way latency p50 ({count} lines at {rate}/s)",
+                 f"{r['p50_ms']:.2f} ms", "", baseline=f"{b['p50_ms']:.2f} ms (socat)",
+                 ratio=r["p50_ms"] / max(b["p50_ms"], 1e-6), target="p50 ≤ 1 ms",
+                 met=r["p50_ms"] <= 1.0)
+        self.row("4 data", "64-byte line one-way latency p99",
+                 f"{r['p99_ms']:.2f} ms", "", baseline=f"{b['p99_ms']:.2f} ms (socat)",
+                 ratio=r["p99_ms"] / max(b["p99_ms"], 1e-6))
+
+    # ------------------------------------------------------------ (5) relay
+
+    def relay_throughput(self):
+        secs = 5 if self.quick else 10
+        runs = 1 if self.quick else 3
+        res = {"p2p": [], "nats": []}
+        for i in range(runs):
+            relay, url = self.relay()
+            res["p2p"].append(self.run_json(
+                [self.loadgen, "relay", "--url", url, "--conns", "100", "--room-size", "10",
+                 "--size", "200", "--secs", str(secs)], timeout=secs + 60))
+            stop(relay)
+            nats, nurl = self.nats()
+            res["nats"].append(self.run_json(
+                [self.loadgen, "nats", "--url", nurl, "--conns", "100", "--room-size", "10",
+                 "--size", "200", "--secs", str(secs)], timeout=secs + 60))
+            stop(nats)
+            log(f"  run {i + 1}: relay {res['p2p'][-1]['msgs_per_s']:.0f}/s "
+                f"p99 {res['p2p'][-1]['p99_ms']:.1f} ms, nats {res['nats'][-1]['msgs_per_s']:.0f}/s "
+                f"p99 {res['nats'][-1]['p99_ms']:.1f} ms")
+        self.raw["relay_throughput"] = res
+        for r in res["p2p"] + res["nats"]:
+            if r["delivered"] == 0 or r["errors"]:
+                raise RuntimeError(f"{r['backend']}: {r['delivered']} delivered, {r['errors']} errors")
+        p = median([r["msgs_per_s"] for r in res["p2p"]])
+        n = median([r["msgs_per_s"] for r in res["nats"]])
+        pl = median([r["p99_ms"] for r in res["p2p"]])
+        nl = median([r["p99_ms"] for r in res["nats"]])
+        self.row("5 relay", f"delivered msg/s, 100 conns, rooms of 10, 200 B, {secs} s (median of {runs})",
+                 f"{p:,.0f}/s", "", baseline=f"{n:,.0f}/s (nats-server)", ratio=p / n,
+                 target="≥ 200k/s", met=p >= 200_000)
+        self.row("5 relay", "p99 delivery latency (same run, ≤ 8 msgs in flight per sender)",
+                 f"{pl:.1f} ms", "", baseline=f"{nl:.1f} ms (nats-server)", ratio=pl / max(nl, 1e-6))
+
+        n_idle = 1000 if self.quick else 10000
+        relay, url = self.relay()
+        r = self.run_json([self.loadgen, "idle-ws", "--url", url, "--conns", str(n_idle),
+                           "--pid", str(relay.pid)], timeout=300)
+        stop(relay)
+        nats, nurl = self.nats()
+        b = self.run_json([self.loadgen, "idle-nats", "--url", nurl, "--conns", str(n_idle),
+                           "--pid", str(nats.pid)], timeout=300)
+        stop(nats)
+        self.raw["relay_idle"] = dict(p2p=r, nats=b)
+        for x in (r, b):
+            if x["failed"]:
+                raise RuntimeError(f"{x['backend']}: {x['failed']} idle connections failed: {x['first_error']}")
+        self.row("5 relay", f"RSS with {n_idle:,} idle subscribed connections",
+                 f"{r['rss_kb'] / 1024:.0f} MB ({r['kb_per_conn']:.1f} KB/conn)", "",
+                 baseline=f"{b['rss_kb'] / 1024:.0f} MB ({b['kb_per_conn']:.1f} KB/conn, nats-server)",
+                 ratio=r["rss_kb"] / b["rss_kb"],
+                 target="10k conns ≤ 200 MB",
+                 met=(r["rss_kb"] / 1024 <= 200 * n_idle / 10000))
+
+    # ------------------------------------------------------------ (1) time to media
+
+    def time_to_media(self):
+        runs = 3 if self.quick else 10
+        _, url = self.relay()
+        room = f"ttm-{uuid.uuid4().hex[:8]}"
+        sev = os.path.join(self.tmp, f"{room}.sender")
+        sender = spawn([self.p2p, "send", "--test-source", "--room", room, "--signal", url,
+                        "-q", "--events-file", sev], stdin=subprocess.DEVNULL)
+        wait_for(lambda: any(e.get("event") == "start" for e in read_events(sev)), 30, "sender start")
+        time.sleep(2)  # the encoder is running before the first receiver comes
+        rows = []
+        for i in range(runs):
+            ev = os.path.join(self.tmp, f"{room}.r{i}")
+            rec = os.path.join(self.tmp, f"{room}.r{i}.webm")
+            t_spawn = time.time() * 1000
+            recv = spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q",
+                          "--record", rec, "--events-file", ev], stdout=subprocess.DEVNULL)
+            evs = wait_for(lambda: (lambda e: e if any(x.get("event") == "keyframe" for x in e) else None)(read_events(ev)),
+                           30, "first key frame")
+            stop(recv)
+            first = {}
+            for e in evs:
+                k = e.get("event")
+                if k == "track":
+                    k = f"track-{e.get('kind')}"
+                    first.setdefault("track", e["ts"])
+                first.setdefault(k, e["ts"])
+            row = dict(start=first["start"] - t_spawn, connect=first["connect"] - t_spawn,
+                       track=first["track"] - t_spawn,
+                       video=first.get("track-video", float("nan")) - t_spawn,
+                       keyframe=first["keyframe"] - t_spawn)
+            rows.append(row)
+            log("  run %d: " % (i + 1) + ", ".join(f"{k} {v:.0f} ms" for k, v in row.items()))
+            # the sender sees this receiver leave before the next one comes
+            wait_for(lambda: sum(1 for e in read_events(sev) if e.get("event") == "dispose") > i,
+                     30, "the sender to drop the receiver")
+            time.sleep(0.3)
+        stop(sender)
+        self.raw["time_to_media"] = rows
+        m = {k: median([r[k] for r in rows]) for k in rows[0]}
+        label = f"median of {runs}, from spawning `p2p receive --record`"
+        self.row("1 time to media", f"→ process up (`start` event) ({label})", f"{m['start']:.0f} ms", "")
+        self.row("1 time to media", "→ ICE+DTLS connected (`connect`)", f"{m['connect']:.0f} ms", "",
+                 baseline="57–69 ms (Chromium, issue; same-run baseline pending)")
+        self.row("1 time to media", "→ first RTP packet (`track`)", f"{m['track']:.0f} ms", "",
+                 baseline="pending (Chromium)", target="≤ 100 ms", met=m["track"] <= 100)
+        self.row("1 time to media", "→ first key frame written (`keyframe`)", f"{m['keyframe']:.0f} ms", "",
+                 baseline="139–180 ms first decoded frame (Chromium, issue; pending)")
+
+    # ------------------------------------------------------------ (2) fan-out
+
+    def fanout(self):
+        secs = 5 if self.quick else 20
+        levels = [1, 5, 10, 20]
+        _, url = self.relay()
+        room = f"fan-{uuid.uuid4().hex[:8]}"
+        sev = os.path.join(self.tmp, f"{room}.sender")
+        sender = spawn([self.p2p, "send", "--test-source", "--no-audio", "--width", "640",
+                        "--height", "480", "--fps", "30", "--video-bitrate", "1000",
+                        "--room", room, "--signal", url, "-q", "--events-file", sev])
+        receivers = []
+        cpu = {}
+        bitrate = {}
+        threads = {}
+
+        def connected():
+            stats = [e for e in read_events(sev) if e.get("event") == "stats"]
+            return stats[-1].get("receivers", 0) if stats else 0
+
+        for n in levels:
+            while len(receivers) < n:
+                receivers.append(spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q"],
+                                       stdout=subprocess.DEVNULL))
+            wait_for(lambda: connected() >= n, 60, f"{n} receivers", interval=0.2)
+            time.sleep(2)
+            c0, th0 = cpu_secs(sender.pid), thread_cpu(sender.pid)
+            t0 = time.time()
+            time.sleep(secs)
+            c1, th1 = cpu_secs(sender.pid), thread_cpu(sender.pid)
+            el = time.time() - t0
+            cpu[n] = (c1 - c0) * secs / el
+            threads[n] = {k: round(v - th0.get(k, 0.0), 2) for k, v in th1.items()
+                          if v - th0.get(k, 0.0) > 0.05}
+            stats = [e for e in read_events(sev) if e.get("event") == "stats"][-3:]
+            bitrate[n] = median([e.get("media_bitrate", 0) for e in stats])
+            log(f"  {n} receivers: {cpu[n]:.2f} CPU s over {secs} s, sender media bitrate {bitrate[n]}")
+        self.raw["fanout"] = dict(secs=secs, cpu=cpu, sender_media_bitrate=bitrate, threads=threads)
+        for n in levels:
+            self.row("2 fan-out", f"sender CPU over {secs} s, 640×480@30 VP8 1 Mbit/s, {n} receiver(s)",
+                     f"{cpu[n]:.2f} s ({cpu[n] / secs * 100:.0f} % of a core)", "",
+                     baseline=("" if n == 1 else f"{cpu[1]:.2f} s (1 receiver)"),
+                     ratio=None if n == 1 else cpu[n] / cpu[1],
+                     target="CPU(20)/CPU(1) ≤ 1.3" if n == 20 else "",
+                     met=(cpu[20] / cpu[1] <= 1.3) if n == 20 else None)
+
+    # ------------------------------------------------------------ (6) memory
+
+    def memory(self):
+        cycles = self.a.churn
+        parallel = 4
+        _, url = self.relay()
+        room = f"mem-{uuid.uuid4().hex[:8]}"
+        sev = os.path.join(self.tmp, f"{room}.sender")
+        sender = spawn([self.p2p, "send", "--keep-open", "--room", room, "--signal", url, "-q",
+                        "--events-file", sev], stdin=subprocess.PIPE)
+
+        def count(kind):
+            return sum(1 for e in read_events(sev) if e.get("event") == kind)
+
+        def live():
+            return count("channel") - count("dispose")
+
+        wait_for(lambda: count("start") > 0, 30, "sender start")
+        time.sleep(1)
+        rss0 = rss_kb(sender.pid)
+        receivers = [spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q"],
+                           stdout=subprocess.DEVNULL)]
+        wait_for(lambda: live() >= 1, 30, "1 receiver")
+        time.sleep(2)
+        rss1 = rss_kb(sender.pid)
+        while len(receivers) < 50:
+            receivers.append(spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q"],
+                                   stdout=subprocess.DEVNULL))
+        wait_for(lambda: live() >= 50, 120, "50 receivers", interval=0.2)
+        time.sleep(2)
+        rss50 = rss_kb(sender.pid)
+        for r in receivers:
+            stop(r)
+        stop(sender)
+        per_peer = (rss50 - rss1) / 49 / 1024
+        self.row("6 memory", "sender RSS, data-only: 0 / 1 / 50 receivers",
+                 f"{rss0 / 1024:.1f} / {rss1 / 1024:.1f} / {rss50 / 1024:.1f} MB", "")
+        self.row("6 memory", "sender RSS per extra receiver ((RSS50 − RSS1)/49)",
+                 f"{per_peer:.2f} MB", "", target="≤ 1 MB", met=per_peer <= 1.0)
+
+        # churn, on a fresh sender (so the 50-receiver peak does not hide growth):
+        # receivers that connect (channel open) and leave, `parallel` at a time
+        room = f"churn-{uuid.uuid4().hex[:8]}"
+        sev = os.path.join(self.tmp, f"{room}.sender")
+        sender = spawn([self.p2p, "send", "--keep-open", "--room", room, "--signal", url, "-q",
+                        "--events-file", sev], stdin=subprocess.PIPE)
+        wait_for(lambda: count("start") > 0, 30, "sender start")
+        done = [0]
+        errors = []
+        lock = threading.Lock()
+
+        def one_cycle():
+            ev = os.path.join(self.tmp, f"{room}.c{uuid.uuid4().hex[:8]}")
+            r = spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q",
+                       "--events-file", ev], stdout=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: any(e.get("event") == "channel" for e in read_events(ev)), 30,
+                         "a churn receiver's channel", interval=0.01)
+            finally:
+                stop(r)
+                try:
+                    os.unlink(ev)
+                except OSError:
+                    pass
+
+        def worker(target):
+            while True:
+                with lock:
+                    if done[0] >= target or errors:
+                        return
+                    done[0] += 1
+                try:
+                    one_cycle()
+                except Exception as e:
+                    errors.append(e)
+                    return
+
+        def churn_to(target):
+            ts = [threading.Thread(target=worker, args=(target,)) for _ in range(parallel)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            if errors:
+                raise errors[0]
+            wait_for(lambda: live() <= 0, 60, "churned receivers gone", interval=0.2)
+            time.sleep(2)
+            return rss_kb(sender.pid)
+
+        t0 = time.time()
+        first = min(100, cycles)
+        rss_100 = churn_to(first)
+        log(f"  {first} cycles in {time.time() - t0:.0f}s, RSS {rss_100 / 1024:.1f} MB")
+        rss_n = churn_to(cycles)
+        log(f"  {cycles} cycles in {time.time() - t0:.0f}s, RSS {rss_n / 1024:.1f} MB")
+        stop(sender)
+        growth = (rss_n - rss_100) / rss_100 * 100
+        self.raw["memory"] = dict(rss0_kb=rss0, rss1_kb=rss1, rss50_kb=rss50, rss_after_100_kb=rss_100,
+                                  rss_after_n_kb=rss_n, cycles=cycles, churn_secs=time.time() - t0)
+        self.row("6 memory", f"fresh sender's RSS after {first} → {cycles} receiver connect/leave cycles ({parallel} at a time)",
+                 f"{rss_100 / 1024:.1f} → {rss_n / 1024:.1f} MB ({growth:+.1f} %)", "",
+                 target="growth < 10 %", met=growth < 10)
+
+    # ------------------------------------------------------------ report
+
+    def run(self):
+        figures = {
+            "4": ("4 data channel", self.data_channel),
+            "5": ("5 relay", self.relay_throughput),
+            "1": ("1 time to media", self.time_to_media),
+            "2": ("2 fan-out", self.fanout),
+            "6": ("6 memory", self.memory),
+        }
+        t0 = time.time()
+        for key in self.a.only.split(","):
+            name, fn = figures[key]
+            self.figure(name, fn)
+        self.elapsed = time.time() - t0
+        self.missing.append(("3 capture-to-receiver latency",
+                             "pending: needs RTCP sender-report or abs-capture-time support in the binary"))
+        self.missing.append(("1 time to media, Chromium baseline",
+                             "pending: needs the browser app (another issue)"))
+
+    def table(self):
+        lines = ["| figure | measure | p2p | baseline (same run) | ratio | target | met |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            lines.append(f"| {r['fig']} | {r['measure']} | {r['value']} | {r['baseline'] or ''} "
+                         f"| {ratio} | {r['target']} | {met} |")
+        return "\n".join(lines)
+
+    def machine(self):
+        cpu = "unknown"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        cpu = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        return dict(nproc=os.cpu_count(), cpu=cpu, kernel=platform.release(),
+                    mem_gb=round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1))
+
+    def write(self):
+        m = self.machine()
+        table = self.table()
+        print()
+        print(table)
+        print()
+        for fig, why in self.missing:
+            print(f"- missing: {fig}: {why}")
+        os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
+        with open(os.path.join(ROOT, "target", "bench", "results.json"), "w") as f:
+            json.dump(dict(machine=m, rows=self.rows, raw=self.raw, missing=self.missing,
+                           quick=self.quick), f, indent=1, default=str)
+        if self.a.no_write:
+            return
+        notes_path = os.path.join(ROOT, "bench", "NOTES.md")
+        notes = open(notes_path).read() if os.path.exists(notes_path) else ""
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        mode = "quick (`--quick`: fewer runs, shorter)" if self.quick else "full"
+        missing = "\n".join(f"- **{fig}**: {why}" for fig, why in self.missing)
+        raw = json.dumps(self.raw, indent=1, default=str)
+        doc = f"""# Benchmarks
+
+Generated by `{self.a.command}` — do not edit by hand (the analysis below
+comes from `bench/NOTES.md`).
+
+- date: {date}
+- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['mem_gb']} GiB, Linux {m['kernel']}
+- mode: {mode}; suite took {self.elapsed:.0f} s
+- build: `cargo build --release` (`{self.a.version}`)
+
+Ratios are p2p ÷ baseline, both measured in this run on this machine
+(medians where several runs are noted). The machine is shared and noisy:
+compare ratios, not absolute numbers, across machines.
+
+{table}
+
+## Missing figures
+
+{missing}
+
+{notes}
+<details><summary>raw results (JSON)</summary>
+
+```json
+{raw}
+```
+</details>
+"""
+        # --quick (CI) must not replace the full run's BENCHMARKS.md
+        out = (os.path.join(ROOT, "target", "bench", "BENCHMARKS.quick.md") if self.quick
+               else os.path.join(ROOT, "BENCHMARKS.md"))
+        with open(out, "w") as f:
+            f.write(doc)
+        log(f"wrote {os.path.relpath(out, ROOT)}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--p2p", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--only", default="4,5,1,2,6")
+    ap.add_argument("--data-mb", type=int, default=None)
+    ap.add_argument("--churn", type=int, default=None)
+    ap.add_argument("--command", default="scripts/bench.sh")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    if a.data_mb is None:
+        a.data_mb = 50 if a.quick else 200
+    if a.churn is None:
+        a.churn = 120 if a.quick else 1000
+    a.version = subprocess.run([a.p2p, "--version"], capture_output=True, text=True).stdout.strip()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    b = Bench(a)
+    try:
+        b.run()
+        b.write()
+    finally:
+        cleanup()
+    measured_missing = [m for m in b.missing if m[1].startswith("failed")]
+    sys.exit(1 if measured_missing else 0)
+
+
+if __name__ == "__main__":
+    main()
