@@ -12,7 +12,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps gstreamer1.0-x gstreamer1.0-alsa
   # tests: a NATS broker, a browser, process/network helpers
-  nats-server chromium procps iproute2 socat
+  nats-server chromium procps iproute2 socat openssl python3
 )
 
 sudo=""

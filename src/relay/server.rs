@@ -25,6 +25,9 @@ use crate::protocol::ServerFrame;
 /// memory one stalled client can pin to about 1,024 × the frame limit.
 const OUTBOX_CAPACITY: usize = 1024;
 
+/// Bytes read from a socket at a time (see where it is used).
+const READ_BUFFER: usize = 4 * 1024;
+
 /// How long shutdown waits for connections to send their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -237,7 +240,11 @@ async fn root(
     // frame gets a polite `error` frame from the router instead of a dropped
     // connection; past this hard cap the socket is closed.
     let hard_cap = (relay.limits.max_frame * 4).max(1 << 20);
-    ws.max_message_size(hard_cap)
+    // tungstenite reads through a 128 KiB buffer per connection by default:
+    // measured with massif, 96 % of an idle relay's heap. Signaling frames
+    // are small; 4 KiB reads are plenty and keep 10,000 idle clients cheap.
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| {
             let tasks = relay.tasks.clone();

@@ -555,7 +555,9 @@ impl Channel {
         let notify = low.clone();
         raw.on_buffered_amount_low(Box::new(move || {
             let notify = notify.clone();
-            Box::pin(async move { notify.notify_waiters() })
+            // notify_one keeps a permit when nobody waits yet, so a wake-up
+            // between our check and our wait is not lost.
+            Box::pin(async move { notify.notify_one() })
         }));
         Self {
             raw,
