@@ -63,6 +63,11 @@ pub struct PeerArgs {
     #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// NATS credentials file (JWT and NKey seed, as `nsc` writes it) for
+    /// nats:// and tls:// signaling.
+    #[arg(long, value_name = "PATH", env = "P2P_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
     /// Extra certificate authority (PEM) to trust for wss:// and tls://
     /// (e.g. a relay's self-signed certificate).
     #[arg(long, value_name = "PATH", env = "P2P_CA_FILE")]
@@ -299,4 +304,8 @@ pub struct SignalArgs {
     /// load balancer this way.
     #[arg(long, value_name = "URL", env = "P2P_NATS")]
     pub nats: Option<String>,
+
+    /// NATS credentials file (JWT and NKey seed) for --nats.
+    #[arg(long, value_name = "PATH", env = "P2P_NATS_CREDS", requires = "nats")]
+    pub nats_creds: Option<PathBuf>,
 }

@@ -123,6 +123,7 @@ impl PeerConfig {
                 token: a.token.clone().filter(|t| !t.is_empty()),
                 secret: a.secret.clone().filter(|t| !t.is_empty()),
                 ca_file: a.ca_file.clone(),
+                nats_creds: a.nats_creds.clone(),
             },
             room: a.room.clone(),
             ice_servers: a

@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         rate: args.rate_limit,
                     },
                     nats: args.nats.filter(|n| !n.is_empty()),
+                    nats_creds: args.nats_creds,
                     tls: args.tls_cert.zip(args.tls_key),
                 })
                 .await?;

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::router::message_frame;
 use super::server::Relay;
 use crate::protocol::Namespace;
-use crate::signaling::nats::{body_to_value, connect_client};
+use crate::signaling::nats::{body_to_value, connect_client, NatsAuth};
 use crate::signaling::secret::subject;
 
 /// Commands queued for the bridge: subscription changes and publications.
@@ -56,8 +56,16 @@ impl BridgeHandle {
     }
 }
 
-pub(super) async fn start(url: &str, relay: Weak<Relay>) -> anyhow::Result<BridgeHandle> {
-    let client = connect_client(url, None, None, None).await?;
+pub(super) async fn start(
+    url: &str,
+    creds: Option<std::path::PathBuf>,
+    relay: Weak<Relay>,
+) -> anyhow::Result<BridgeHandle> {
+    let auth = NatsAuth {
+        creds: creds.as_deref(),
+        ..NatsAuth::default()
+    };
+    let client = connect_client(url, auth, None).await?;
     let (tx, mut rx) = mpsc::channel(BRIDGE_QUEUE);
     tokio::spawn(async move {
         let mut subs: HashMap<Namespace, JoinHandle<()>> = HashMap::new();

@@ -59,6 +59,7 @@ pub struct RelayConfig {
     pub limits: Limits,
     /// Share rooms with other relays through this NATS cluster.
     pub nats: Option<String>,
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Serve wss:// and https:// with this certificate chain and key (PEM).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
@@ -136,7 +137,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         tasks: TaskTracker::new(),
     });
     if let Some(url) = &config.nats {
-        let handle = super::bridge::start(url, Arc::downgrade(&relay))
+        let handle = super::bridge::start(url, config.nats_creds.clone(), Arc::downgrade(&relay))
             .await
             .with_context(|| format!("cannot use NATS at {url}"))?;
         relay.hub().bridge = Some(handle);

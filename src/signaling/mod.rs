@@ -39,6 +39,8 @@ pub enum SignalError {
     BadUrl { url: String, reason: String },
     #[error("relay at {url} refused the connection: {reason}")]
     Refused { url: String, reason: String },
+    #[error("{0}")]
+    Config(String),
     #[error("signaling driver stopped")]
     Closed,
 }
@@ -54,6 +56,8 @@ pub struct SignalOptions {
     pub secret: Option<String>,
     /// An extra CA certificate (PEM) to trust for TLS.
     pub ca_file: Option<std::path::PathBuf>,
+    /// NATS credentials file (JWT + NKey).
+    pub nats_creds: Option<std::path::PathBuf>,
 }
 
 /// What a driver reports to its user.

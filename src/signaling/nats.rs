@@ -17,10 +17,18 @@ use super::{Command, SignalError, SignalEvent, SignalOptions};
 use crate::protocol::Namespace;
 
 /// Options for connecting to NATS, from the URL list and `--token`.
+/// How to authenticate to NATS, besides what the URL carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NatsAuth<'a> {
+    pub token: Option<&'a str>,
+    /// A `.creds` file (JWT + NKey seed), as `nsc` writes them.
+    pub creds: Option<&'a std::path::Path>,
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
 pub(crate) async fn connect_client(
     url: &str,
-    token: Option<&str>,
-    ca_file: Option<&std::path::Path>,
+    auth: NatsAuth<'_>,
     events: Option<mpsc::Sender<SignalEvent>>,
 ) -> Result<async_nats::Client, SignalError> {
     let bad = |reason: String| SignalError::BadUrl {
@@ -60,13 +68,18 @@ pub(crate) async fn connect_client(
     if servers.is_empty() {
         return Err(bad("no server".into()));
     }
-    if let Some(t) = token {
+    if let Some(t) = auth.token {
         opts = opts.token(t.to_owned());
+    }
+    if let Some(creds) = auth.creds {
+        opts = opts.credentials_file(creds).await.map_err(|e| {
+            SignalError::Config(format!("cannot use --nats-creds {}: {e}", creds.display()))
+        })?;
     }
     if servers.iter().any(|s| s.tls_required()) {
         opts = opts.require_tls(true);
     }
-    if let Some(ca) = ca_file {
+    if let Some(ca) = auth.ca_file {
         opts = opts.add_root_certificates(ca.to_path_buf());
     }
     if let Some(events) = events {
@@ -135,13 +148,12 @@ pub(super) async fn spawn(
     mut rx: mpsc::Receiver<Command>,
     events: mpsc::Sender<SignalEvent>,
 ) -> Result<(), SignalError> {
-    let client = connect_client(
-        url,
-        opts.token.as_deref(),
-        opts.ca_file.as_deref(),
-        Some(events.clone()),
-    )
-    .await?;
+    let auth = NatsAuth {
+        token: opts.token.as_deref(),
+        creds: opts.nats_creds.as_deref(),
+        ca_file: opts.ca_file.as_deref(),
+    };
+    let client = connect_client(url, auth, Some(events.clone())).await?;
     tokio::spawn(async move {
         let mut subs: HashMap<Namespace, JoinHandle<()>> = HashMap::new();
         while let Some(cmd) = rx.recv().await {

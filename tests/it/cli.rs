@@ -69,3 +69,41 @@ fn bad_signal_url_is_one_line_naming_the_schemes() {
         );
     }
 }
+
+#[test]
+fn unusable_files_are_one_line_errors() {
+    for args in [
+        &[
+            "receive",
+            "--signal",
+            "nats://127.0.0.1:1",
+            "--nats-creds",
+            "/nonexistent.creds",
+        ][..],
+        &[
+            "receive",
+            "--signal",
+            "wss://127.0.0.1:1",
+            "--ca-file",
+            "/nonexistent.pem",
+        ][..],
+        &[
+            "signal",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+        ][..],
+    ] {
+        let out = p2p(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("p2p: error:") && last.contains("/nonexistent"),
+            "{args:?}: {err}"
+        );
+    }
+}
