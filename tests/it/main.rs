@@ -7,6 +7,7 @@ mod drivers;
 mod faults;
 mod harness;
 mod interop;
+mod load;
 mod media;
 mod mediafile;
 mod nats;
