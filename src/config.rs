@@ -185,6 +185,12 @@ impl SendConfig {
 impl ReceiveConfig {
     pub fn from_args(a: &ReceiveArgs, quiet: bool) -> anyhow::Result<Self> {
         let peer = PeerConfig::from_args(&a.peer, quiet)?;
+        if a.display
+            && std::env::var_os("DISPLAY").is_none()
+            && std::env::var_os("WAYLAND_DISPLAY").is_none()
+        {
+            bail!("--display needs a graphical session (DISPLAY or WAYLAND_DISPLAY is not set); use --record to keep the media instead");
+        }
         Ok(Self {
             once: a.once || peer.binary,
             peer,

@@ -107,3 +107,15 @@ fn unusable_files_are_one_line_errors() {
         );
     }
 }
+
+#[test]
+fn display_without_a_graphical_session_says_so() {
+    let out = p2p(&["receive", "--display", "--signal", "memory:"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--display") && err.contains("DISPLAY"),
+        "{err}"
+    );
+}

@@ -354,3 +354,33 @@ async fn ctrl_c_stops_a_sender_whose_stdin_is_still_open() {
         rx.wait_stderr(DISPOSE).await;
     }
 }
+
+#[tokio::test]
+async fn to_sends_to_one_receiver_only() {
+    let relay = Relay::start(&[]).await;
+    let mut chosen = receiver(&relay, "to", &[]);
+    let mut other = receiver(&relay, "to", &[]);
+    chosen.wait_stderr(r#""event":"start""#).await;
+    let id = chosen
+        .stderr()
+        .lines()
+        .find(|l| l.contains(r#""event":"start""#))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    let mut tx = sender(&relay, "to", &["--to", &id]);
+    wait_count(&tx, CHANNEL, 2).await;
+    tx.write_stdin(b"just for you\n").await;
+    assert_eq!(chosen.line().await, "just for you");
+    let got = tokio::time::timeout(Duration::from_millis(500), other.stdout_lines.recv()).await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "the other receiver got {got:?}"
+    );
+    tx.close_stdin();
+    assert!(tx.wait_exit().await.success());
+}
