@@ -599,7 +599,8 @@ class Bench:
         self.missing.append(("3 capture-to-receiver latency",
                              "pending: needs RTCP sender-report or abs-capture-time support in the binary"))
         self.missing.append(("1 time to media, Chromium baseline",
-                             "pending: needs the browser app (another issue)"))
+                             "pending: the browser app and its Chromium harness exist "
+                             "(tests/browser); driving two pages for this timing is next"))
 
     def table(self):
         lines = ["| figure | measure | p2p | baseline (same run) | ratio | target | met |",
