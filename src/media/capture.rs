@@ -595,19 +595,6 @@ fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     wait_for_error(pipeline, Duration::ZERO)
 }
 
-/// Pops the first error message from the bus within `wait`.
 fn wait_for_error(pipeline: &gst::Pipeline, wait: Duration) -> Option<String> {
-    let bus = pipeline.bus()?;
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
-        &[gst::MessageType::Error],
-    )?;
-    match msg.view() {
-        gst::MessageView::Error(e) => Some(format!(
-            "{}: {}",
-            e.src().map(|s| s.name().to_string()).unwrap_or_default(),
-            e.error()
-        )),
-        _ => None,
-    }
+    super::pipeline_error(pipeline, wait)
 }

@@ -122,3 +122,23 @@ pub(crate) fn chain(bin: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(
         MediaError::Pipeline(format!("cannot link {}", names.join(" ! ")))
     })
 }
+
+/// The first error a pipeline posted within `wait`, as "element: message".
+pub(crate) fn pipeline_error(
+    pipeline: &gst::Pipeline,
+    wait: std::time::Duration,
+) -> Option<String> {
+    let bus = pipeline.bus()?;
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+        &[gst::MessageType::Error],
+    )?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!(
+            "{}: {}",
+            e.src().map(|s| s.name().to_string()).unwrap_or_default(),
+            e.error()
+        )),
+        _ => None,
+    }
+}

@@ -430,14 +430,5 @@ fn display_branch(
 }
 
 fn pop_error(pipeline: &gst::Pipeline) -> Option<String> {
-    let bus = pipeline.bus()?;
-    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
-    match msg.view() {
-        gst::MessageView::Error(e) => Some(format!(
-            "{}: {}",
-            e.src().map(|s| s.name().to_string()).unwrap_or_default(),
-            e.error()
-        )),
-        _ => None,
-    }
+    super::pipeline_error(pipeline, std::time::Duration::ZERO)
 }

@@ -26,20 +26,6 @@ fn receiver(relay: &Relay, room: &str, extra: &[&str]) -> Proc {
     Spawn::new("receiver", &args).spawn()
 }
 
-/// Waits until `proc` has reported `needle` at least `n` times.
-async fn wait_count(proc: &Proc, needle: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while proc.stderr_count(needle) < n {
-        if tokio::time::Instant::now() > deadline {
-            proc.fail(&format!(
-                "saw {needle} {} times, wanted {n}",
-                proc.stderr_count(needle)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_thousand_lines_reach_three_receivers_in_order() {
     let relay = Relay::start(&[]).await;
@@ -125,16 +111,6 @@ async fn a_receiver_that_fails_verify_gets_nothing() {
         !tx.stderr().contains("letmein"),
         "credentials leaked into logs"
     );
-}
-
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

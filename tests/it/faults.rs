@@ -18,19 +18,6 @@ fn peer(relay_url: &str, cmd: &str, room: &str, extra: &[&str]) -> Proc {
     Spawn::new(cmd, &args).spawn()
 }
 
-async fn wait_count(p: &Proc, needle: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while p.stderr_count(needle) < n {
-        if tokio::time::Instant::now() > deadline {
-            p.fail(&format!(
-                "saw {needle} {} times, wanted {n}",
-                p.stderr_count(needle)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_relay_restart_keeps_sessions_flowing_and_lets_new_receivers_in() {
     let mut relay = Relay::start(&[]).await;

@@ -294,3 +294,28 @@ impl WsClient {
         }
     }
 }
+
+/// Waits until `p` has printed `needle` at least `n` times on stderr.
+pub async fn wait_count(p: &Proc, needle: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.stderr_count(needle) < n {
+        if tokio::time::Instant::now() > deadline {
+            p.fail(&format!(
+                "saw {needle} {} times, wanted {n}",
+                p.stderr_count(needle)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `VmRSS:`/`VmHWM:` figure of a process, in KiB (0 once it is gone).
+pub fn vm_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -72,19 +72,6 @@ fn peer(cmd: &str, signal: &str, room: &str, extra: &[&str]) -> Proc {
     Spawn::new(cmd, &args).spawn()
 }
 
-async fn wait_count(p: &Proc, needle: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while p.stderr_count(needle) < n {
-        if tokio::time::Instant::now() > deadline {
-            p.fail(&format!(
-                "saw {needle} {} times, wanted {n}",
-                p.stderr_count(needle)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Lines through a sender and a receiver, both on `signal`.
 async fn lines_through(signal: &str, room: &str, extra: &[&str], n: usize) {
     let mut rx = peer("receive", signal, room, extra);

@@ -272,16 +272,6 @@ async fn exits_cleanly_on_sigterm_and_closes_clients() {
     assert_eq!(a.recv_within(WAIT).await, None, "client not closed");
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_flooding_client_neither_delays_others_nor_grows_the_relay() {
     let relay = Relay::start(&[]).await;
@@ -289,7 +279,7 @@ async fn a_flooding_client_neither_delays_others_nor_grows_the_relay() {
     let mut watcher = WsClient::connect(&relay.url).await;
     watcher.on(&["room", "shared"]).await;
     watcher.barrier(&relay.url).await;
-    let base = rss_kib(pid, "VmRSS:");
+    let base = vm_kib(pid, "VmRSS:");
 
     // The flood: as fast as one client can write, into the same namespace.
     let url = relay.url.clone();
@@ -335,7 +325,7 @@ async fn a_flooding_client_neither_delays_others_nor_grows_the_relay() {
         worst < Duration::from_secs(1),
         "a polite message took {worst:?}"
     );
-    let peak = rss_kib(pid, "VmHWM:");
+    let peak = vm_kib(pid, "VmHWM:");
     assert!(
         peak < base + 64 * 1024,
         "relay grew from {base} KiB to a peak of {peak} KiB during a flood of {sent} frames"
