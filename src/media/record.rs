@@ -291,8 +291,12 @@ impl Recorder {
         }
 
         pipeline.set_state(gst::State::Playing).map_err(|_| {
+            // The element that failed posts its reason on the bus, maybe a
+            // moment after the state change returned.
+            let reason = super::pipeline_error(&pipeline, std::time::Duration::from_millis(500));
+            let _ = pipeline.set_state(gst::State::Null);
             MediaError::Pipeline(
-                pop_error(&pipeline).unwrap_or_else(|| "recording pipeline failed to start".into()),
+                reason.unwrap_or_else(|| "recording pipeline failed to start".into()),
             )
         })?;
         Ok((

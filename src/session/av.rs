@@ -199,7 +199,14 @@ impl Recordings {
             Err(e) => {
                 // The session goes on (data, other senders); only this
                 // recording is lost, and the user is told why.
-                tracing::error!("sender {}: cannot record: {e}", short(peer));
+                match &path {
+                    Some(p) => tracing::error!(
+                        "sender {}: cannot record to {}: {e}",
+                        short(peer),
+                        p.display()
+                    ),
+                    None => tracing::error!("sender {}: cannot play: {e}", short(peer)),
+                }
                 return;
             }
         };
