@@ -115,6 +115,8 @@ impl TrackInput {
 /// One sender's recording (and/or playback) pipeline.
 pub struct Recorder {
     pipeline: gst::Pipeline,
+    /// One per track, kept for their statistics.
+    jitters: Vec<gst::Element>,
     inputs: Vec<TrackInput>,
     keyframe: watch::Receiver<bool>,
     pub path: Option<PathBuf>,
@@ -210,6 +212,7 @@ impl Recorder {
         let _ = container;
 
         let mut inputs = Vec::new();
+        let mut jitters = Vec::new();
         for (n, spec) in tracks.iter().enumerate() {
             let src = gst_app::AppSrc::builder()
                 .name(format!("rtp{n}"))
@@ -220,6 +223,7 @@ impl Recorder {
                 .build();
             let jitter = make("rtpjitterbuffer", &format!("jitter{n}"))?;
             set(&jitter, "latency", &JITTER_LATENCY_MS.to_string());
+            jitters.push(jitter.clone());
             let depay = depayloader(spec, n)?;
             let tee = make("tee", &format!("tee{n}"))?;
             let mut elements: Vec<gst::Element> = vec![src.clone().upcast(), jitter];
@@ -302,6 +306,7 @@ impl Recorder {
         Ok((
             Self {
                 pipeline,
+                jitters,
                 inputs: inputs.clone(),
                 keyframe: kf_rx,
                 path: cfg.path.clone(),
@@ -316,39 +321,35 @@ impl Recorder {
         self.keyframe.clone()
     }
 
+    /// The jitter buffers' counters, summed over tracks, or per track.
+    fn jitter_counter(e: &gst::Element, name: &str) -> u64 {
+        e.property::<gst::Structure>("stats")
+            .get::<u64>(name)
+            .unwrap_or(0)
+    }
+
     /// Packets lost in transit, over all tracks, as the jitter buffers
     /// count them.
     pub fn packets_lost(&self) -> u64 {
-        self.pipeline
-            .iterate_elements()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.name().starts_with("jitter"))
-            .filter_map(|e| {
-                e.property::<gst::Structure>("stats")
-                    .get::<u64>("num-lost")
-                    .ok()
-            })
+        self.jitters
+            .iter()
+            .map(|e| Self::jitter_counter(e, "num-lost"))
             .sum()
     }
 
     /// Per track: packets pushed, lost and late, as the jitter buffers count
     /// them.
     pub fn jitter_stats(&self) -> Vec<String> {
-        self.pipeline
-            .iterate_elements()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.name().starts_with("jitter"))
-            .filter_map(|e| {
-                let s = e.property::<gst::Structure>("stats");
-                Some(format!(
+        self.jitters
+            .iter()
+            .map(|e| {
+                format!(
                     "{}: pushed {} lost {} late {}",
                     e.name(),
-                    s.get::<u64>("num-pushed").ok()?,
-                    s.get::<u64>("num-lost").ok()?,
-                    s.get::<u64>("num-late").ok()?
-                ))
+                    Self::jitter_counter(e, "num-pushed"),
+                    Self::jitter_counter(e, "num-lost"),
+                    Self::jitter_counter(e, "num-late")
+                )
             })
             .collect()
     }
