@@ -13,7 +13,7 @@ minutes=${1:-2}
 churn=${CHURN:-5}
 cargo build --bins --quiet
 p2p=$PWD/target/debug/p2p
-out=$(mktemp -d)
+out=${SOAK_DIR:-$(mktemp -d)}
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
@@ -40,7 +40,7 @@ n=0
 recorders=()
 start_recorder() {
   n=$((n + 1))
-  "$p2p" receive --signal "$url" --room soak --record "$out/rec-$n.webm" -q 2>"$out/rec-$n.log" &
+  "$p2p" receive --signal "$url" --room soak --record "$out/rec-$n.webm" 2>"$out/rec-$n.log" &
   recorders+=($!)
   pids+=($!)
 }
@@ -73,8 +73,12 @@ for r in "${recorders[@]}"; do kill -INT "$r" 2>/dev/null || true; wait "$r" 2>/
 # Every finished recording must decode to VP8 + Opus.
 bad=0
 for f in "$out"/rec-*.webm; do
-  if ! gst-discoverer-1.0 "$f" 2>/dev/null | grep -q "video #.*VP8"; then
-    echo "soak: $f is not a valid recording" >&2
+  info=$(gst-discoverer-1.0 -t 60 "$f" 2>&1 || true)
+  if ! grep -q "video #.*VP8" <<<"$info"; then
+    echo "soak: $f is not a valid recording; gst-discoverer said:" >&2
+    sed 's/^/  /' <<<"$info" >&2
+    echo "soak: its recorder logged:" >&2
+    sed 's/^/  /' "${f%.webm}.log" >&2
     bad=1
   fi
 done
