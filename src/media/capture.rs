@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use gstreamer as gst;
@@ -65,7 +65,14 @@ pub struct CaptureConfig {
 /// RTP out of the pipeline for one track.
 pub struct Output {
     pub spec: TrackSpec,
-    pub packets: mpsc::Receiver<Bytes>,
+    pub packets: mpsc::Receiver<RtpOut>,
+}
+
+/// One RTP packet and, when the pipeline clock tells, the wall-clock time
+/// its media was captured (for the abs-capture-time header extension).
+pub struct RtpOut {
+    pub data: Bytes,
+    pub captured: Option<SystemTime>,
 }
 
 #[derive(Debug, Default)]
@@ -270,8 +277,8 @@ fn rtp_sink(
     name: &str,
     stats: &Arc<CaptureStats>,
     live: bool,
-) -> (gst_app::AppSink, mpsc::Receiver<Bytes>) {
-    let (tx, rx) = mpsc::channel::<Bytes>(PACKET_QUEUE);
+) -> (gst_app::AppSink, mpsc::Receiver<RtpOut>) {
+    let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE);
     let sink = gst_app::AppSink::builder()
         .name(name)
         .caps(&gst::Caps::builder("application/x-rtp").build())
@@ -290,12 +297,11 @@ fn rtp_sink(
                 let Ok(map) = buffer.map_readable() else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let packet = Bytes::copy_from_slice(map.as_slice());
+                let data = Bytes::copy_from_slice(map.as_slice());
                 stats.packets.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .bytes
-                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
-                match tx.try_send(packet) {
+                stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let captured = capture_time(sink, &sample, buffer);
+                match tx.try_send(RtpOut { data, captured }) {
                     Ok(()) => Ok(gst::FlowSuccess::Ok),
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -310,6 +316,22 @@ fn rtp_sink(
     (sink, rx)
 }
 
+/// When the media in `buffer` was captured, on the wall clock: its running
+/// time is when the source stamped it, and the pipeline clock tells how
+/// long ago that was.
+fn capture_time(
+    sink: &gst_app::AppSink,
+    sample: &gst::Sample,
+    buffer: &gst::BufferRef,
+) -> Option<SystemTime> {
+    let clock = sink.clock()?;
+    let base = sink.base_time()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    let running = segment.to_running_time(buffer.pts()?)?;
+    let age = clock.time().saturating_sub(base + running);
+    SystemTime::now().checked_sub(Duration::from_nanos(age.nseconds()))
+}
+
 /// Builds source → scale → encode → pay → sink. For a file source, returns
 /// the branch's first element, which the decoder's pad links to later.
 fn video_branch(
@@ -322,14 +344,20 @@ fn video_branch(
     let scale = make("videoscale", "vscale")?;
     let rate = make("videorate", "vrate")?;
     let caps = make("capsfilter", "vcaps")?;
-    caps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("width", cfg.width as i32)
-            .field("height", cfg.height as i32)
-            .field("framerate", gst::Fraction::new(cfg.fps as i32, 1))
-            .build(),
-    );
+    let mut want = gst::Caps::builder("video/x-raw")
+        .field("width", cfg.width as i32)
+        .field("height", cfg.height as i32);
+    if *src == VideoSource::File {
+        want = want.field("framerate", gst::Fraction::new(cfg.fps as i32, 1));
+    } else {
+        // A live source's frames go out as they come, at most --fps of
+        // them. Making up missing frames would hold every frame back until
+        // the next one arrived: measured, 35 ms of the 41 ms from capture
+        // to the receiver at 720p30.
+        set(&rate, "drop-only", "true");
+        set(&rate, "max-rate", &cfg.fps.to_string());
+    }
+    caps.set_property("caps", want.build());
     // A live source never queues raw frames behind a busy encoder: the
     // oldest are dropped. A file waits instead (it is paced at the sink).
     let queue = make("queue", "vqueue")?;

@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinSet;
 
+use super::latency::Latency;
 use super::report::Reporter;
 use super::rtc::{short, PeerHandle, RemoteTrack, Rtc};
 use crate::media::capture::{Capture, CaptureConfig};
@@ -45,7 +46,7 @@ pub fn start_sender_media(
     for (mut out, writer) in outputs.into_iter().zip(writers) {
         tokio::spawn(async move {
             while let Some(packet) = out.packets.recv().await {
-                writer.write(&packet).await;
+                writer.write(&packet.data, packet.captured).await;
             }
         });
     }
@@ -73,6 +74,10 @@ pub struct RecordingStatus {
     /// RTP bytes received.
     pub bytes: u64,
     pub lost: u64,
+    /// Capture-to-arrival latency of video frames since the recording
+    /// started: (p50, p95) in ms, and how many frames that covers.
+    pub latency: Option<(f64, f64)>,
+    pub frames: u64,
 }
 
 struct Pending {
@@ -85,6 +90,7 @@ struct Active {
     recorder: Recorder,
     sender: String,
     started: Instant,
+    latency: Arc<Mutex<Latency>>,
 }
 
 /// The receiver's recordings, one per sender.
@@ -219,8 +225,10 @@ impl Recordings {
                 path.display()
             );
         }
+        let latency = Arc::new(Mutex::new(Latency::default()));
         for (track, input) in p.tracks.into_iter().zip(inputs) {
-            if input.kind == MediaKind::Video {
+            let video = input.kind == MediaKind::Video;
+            if video {
                 if let Some(h) = handle {
                     spawn_keyframe_requests(
                         h.clone(),
@@ -230,7 +238,7 @@ impl Recordings {
                     );
                 }
             }
-            tokio::spawn(pump(track, input));
+            tokio::spawn(pump(track, input, video.then(|| latency.clone())));
         }
         self.active.insert(
             peer.to_owned(),
@@ -238,6 +246,7 @@ impl Recordings {
                 recorder,
                 sender: peer.to_owned(),
                 started: Instant::now(),
+                latency,
             },
         );
     }
@@ -264,16 +273,21 @@ impl Recordings {
         let mut out: Vec<RecordingStatus> = self
             .active
             .values()
-            .map(|a| RecordingStatus {
-                sender: a.sender.clone(),
-                path: a.recorder.path.clone(),
-                seconds: a.started.elapsed().as_secs_f64(),
-                bytes: a
-                    .recorder
-                    .stats
-                    .bytes
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                lost: a.recorder.packets_lost(),
+            .map(|a| {
+                let latency = a.latency.lock().unwrap_or_else(|e| e.into_inner());
+                RecordingStatus {
+                    sender: a.sender.clone(),
+                    path: a.recorder.path.clone(),
+                    seconds: a.started.elapsed().as_secs_f64(),
+                    bytes: a
+                        .recorder
+                        .stats
+                        .bytes
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    lost: a.recorder.packets_lost(),
+                    latency: latency.percentile(50.0).zip(latency.percentile(95.0)),
+                    frames: latency.frames(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.sender.cmp(&b.sender));
@@ -314,9 +328,15 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-async fn pump(track: RemoteTrack, input: TrackInput) {
+/// Feeds a track into its recorder; for video, times each frame from
+/// capture to the arrival of its last packet.
+async fn pump(track: RemoteTrack, input: TrackInput, latency: Option<Arc<Mutex<Latency>>>) {
     while let Some(packet) = track.read().await {
-        input.push(packet);
+        if let (Some(l), Some(at), true) = (&latency, packet.captured, packet.marker) {
+            let d = SystemTime::now().duration_since(at).unwrap_or_default();
+            l.lock().unwrap_or_else(|e| e.into_inner()).add(d);
+        }
+        input.push(packet.rtp);
     }
 }
 

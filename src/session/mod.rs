@@ -4,6 +4,7 @@
 
 pub mod av;
 pub mod fanout;
+mod latency;
 pub mod machine;
 pub mod report;
 pub mod rtc;
@@ -394,10 +395,14 @@ impl Runner {
                         .path
                         .as_ref()
                         .map_or_else(|| "playing".to_owned(), |p| p.display().to_string());
+                    let delay = r
+                        .latency
+                        .map(|(p50, _)| format!(" · latency {p50:.0} ms"))
+                        .unwrap_or_default();
                     self.status.line(
                         &r.sender,
                         format!(
-                            "  sender {} → {target} · {:.1} s · {} · {} · lost {}",
+                            "  sender {} → {target} · {:.1} s · {} · {} · lost {}{delay}",
                             short(&r.sender),
                             r.seconds,
                             crate::progress::size(r.bytes),
@@ -414,6 +419,11 @@ impl Runner {
                         "bytes": r.bytes,
                         "bitrate": rate.round(),
                         "packets_lost": r.lost,
+                        "latency_ms": r.latency.map(|(p50, p95)| serde_json::json!({
+                            "p50": (p50 * 10.0).round() / 10.0,
+                            "p95": (p95 * 10.0).round() / 10.0,
+                            "frames": r.frames,
+                        })),
                     }));
                 }
                 self.status.retain(&keys);

@@ -6,7 +6,7 @@
 //! peer id, on one shared channel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -28,13 +28,17 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp::extension::HeaderExtension;
+use webrtc::rtp::packet::Packet as RtpPacket;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
 use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::rtp_transceiver::RTCRtpTransceiver;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
-use webrtc::util::Marshal;
+use webrtc::util::{Marshal, MarshalSize, Unmarshal};
 
 use super::machine::PeerEvent;
 use crate::media::{MediaKind, TrackSpec};
@@ -123,9 +127,64 @@ pub struct TrackWriter {
 
 impl TrackWriter {
     /// Writes one RTP packet to every bound peer (each gets its own SSRC and
-    /// payload type). Errors only mean no peer is bound yet.
-    pub async fn write(&self, rtp: &[u8]) {
-        let _ = self.track.write(rtp).await;
+    /// payload type), stamped with its capture time when known. Errors only
+    /// mean no peer is bound yet.
+    pub async fn write(&self, rtp: &[u8], captured: Option<SystemTime>) {
+        let Some(at) = captured else {
+            let _ = self.track.write(rtp).await;
+            return;
+        };
+        let Ok(packet) = RtpPacket::unmarshal(&mut &rtp[..]) else {
+            return;
+        };
+        let ext = HeaderExtension::Custom {
+            uri: ABS_CAPTURE_TIME.into(),
+            extension: Box::new(AbsCaptureTime(at)),
+        };
+        let _ = self.track.write_rtp_with_extensions(&packet, &[ext]).await;
+    }
+}
+
+/// The header extension that carries when a frame was captured
+/// (webrtc.org's abs-capture-time; Chromium reads it too).
+const ABS_CAPTURE_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time";
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// abs-capture-time's payload: the capture instant as a 64-bit NTP
+/// timestamp (32.32 fixed point). The optional clock offset is not sent.
+struct AbsCaptureTime(SystemTime);
+
+impl AbsCaptureTime {
+    fn ntp(&self) -> u64 {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = (d.as_secs() + NTP_UNIX_OFFSET) << 32;
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        secs | frac
+    }
+
+    fn parse(payload: &[u8]) -> Option<SystemTime> {
+        let ntp = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+        let secs = (ntp >> 32).checked_sub(NTP_UNIX_OFFSET)?;
+        let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
+        Some(UNIX_EPOCH + Duration::new(secs, nanos as u32))
+    }
+}
+
+impl MarshalSize for AbsCaptureTime {
+    fn marshal_size(&self) -> usize {
+        8
+    }
+}
+
+impl Marshal for AbsCaptureTime {
+    fn marshal_to(&self, buf: &mut [u8]) -> webrtc::util::Result<usize> {
+        let out = buf
+            .get_mut(..8)
+            .ok_or(webrtc::util::Error::ErrBufferShort)?;
+        out.copy_from_slice(&self.ntp().to_be_bytes());
+        Ok(8)
     }
 }
 
@@ -133,6 +192,15 @@ impl Rtc {
     pub fn new(ice_servers: &[IceServer]) -> anyhow::Result<Self> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        for kind in [RTPCodecType::Video, RTPCodecType::Audio] {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: ABS_CAPTURE_TIME.into(),
+                },
+                kind,
+                None,
+            )?;
+        }
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
         let mut settings = SettingEngine::default();
         // No multicast: nothing leaves this machine unless told to.
@@ -344,9 +412,16 @@ fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events, loc
     // Receiver side: the sender's media arrives here.
     let (ev, peer) = (events.clone(), id.to_owned());
     pc.on_track(Box::new(
-        move |track: Arc<TrackRemote>, _: Arc<RTCRtpReceiver>, _: Arc<RTCRtpTransceiver>| {
+        move |track: Arc<TrackRemote>, receiver: Arc<RTCRtpReceiver>, _: Arc<RTCRtpTransceiver>| {
             let (ev, peer) = (ev.clone(), peer.clone());
             Box::pin(async move {
+                let capture_ext = receiver
+                    .get_parameters()
+                    .await
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == ABS_CAPTURE_TIME)
+                    .and_then(|e| u8::try_from(e.id).ok());
                 let codec = track.codec();
                 let spec = TrackSpec {
                     kind: if track.kind() == RTPCodecType::Video {
@@ -361,7 +436,11 @@ fn install_callbacks(pc: &Arc<RTCPeerConnection>, id: &str, events: &Events, loc
                     payload_type: codec.payload_type,
                 };
                 tracing::debug!(peer = %short(&peer), "receiving {} ({})", spec.kind, spec.mime);
-                let remote = RemoteTrack { track, spec };
+                let remote = RemoteTrack {
+                    track,
+                    spec,
+                    capture_ext,
+                };
                 let _ = ev.send((peer, RtcEvent::Track(remote))).await;
             })
         },
@@ -659,6 +738,17 @@ pub fn short(id: &str) -> &str {
 pub struct RemoteTrack {
     track: Arc<TrackRemote>,
     pub spec: TrackSpec,
+    /// The negotiated id of abs-capture-time, if the sender stamps it.
+    capture_ext: Option<u8>,
+}
+
+/// One RTP packet from a remote track.
+pub struct Received {
+    pub rtp: Bytes,
+    /// Last packet of a video frame.
+    pub marker: bool,
+    /// When the sender captured this media (abs-capture-time).
+    pub captured: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for RemoteTrack {
@@ -674,9 +764,37 @@ impl RemoteTrack {
         self.track.ssrc()
     }
 
-    /// The next RTP packet, as bytes; `None` once the track ended.
-    pub async fn read(&self) -> Option<Bytes> {
+    /// The next RTP packet; `None` once the track ended.
+    pub async fn read(&self) -> Option<Received> {
         let (packet, _) = self.track.read_rtp().await.ok()?;
-        packet.marshal().ok()
+        let captured = self
+            .capture_ext
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|p| AbsCaptureTime::parse(&p));
+        Some(Received {
+            marker: packet.header.marker,
+            captured,
+            rtp: packet.marshal().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_time_survives_the_ntp_round_trip() {
+        let at = UNIX_EPOCH + Duration::new(1_795_648_000, 123_456_789);
+        let ext = AbsCaptureTime(at);
+        let mut buf = [0u8; 8];
+        assert_eq!(ext.marshal_to(&mut buf).unwrap(), 8);
+        // 1970 is 2,208,988,800 s after 1900 on the NTP clock.
+        assert_eq!(u64::from_be_bytes(buf) >> 32, 1_795_648_000 + 2_208_988_800);
+        let back = AbsCaptureTime::parse(&buf).unwrap();
+        let err = back.duration_since(at).unwrap_or_else(|e| e.duration());
+        assert!(err < Duration::from_nanos(2), "{err:?}");
+        assert!(AbsCaptureTime::parse(&buf[..7]).is_none());
+        assert!(ext.marshal_to(&mut [0u8; 4]).is_err());
     }
 }

@@ -37,6 +37,27 @@ async fn wait_saved(p: &Proc, path: &Path) {
     p.wait_stderr(&format!("saved {}", path.display())).await;
 }
 
+/// The sender stamps each frame with its capture time (abs-capture-time)
+/// and the receiver reports capture-to-arrival latency: every frame of the
+/// last seconds is timed, with a plausible delay (same machine, one clock).
+fn assert_capture_latency(rx: &Proc) {
+    let stderr = rx.stderr();
+    let latency = stderr
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "stats")
+        .find_map(|v| v.get("latency_ms").filter(|l| !l.is_null()).cloned())
+        .unwrap_or_else(|| rx.fail("no latency_ms in the receiver's stats"));
+    let frames = latency["frames"].as_u64().unwrap();
+    let (p50, p95) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p95"].as_f64().unwrap(),
+    );
+    assert!(frames >= 100, "only {frames} frames timed: {latency}");
+    assert!(0.0 < p50 && p50 <= p95 && p95 < 1000.0, "{latency}");
+}
+
 #[tokio::test]
 async fn recording_finalised_on_sigint_and_sigterm_decodes_to_vp8_and_opus() {
     let relay = Relay::start(&[]).await;
@@ -52,6 +73,7 @@ async fn recording_finalised_on_sigint_and_sigterm_decodes_to_vp8_and_opus() {
         assert!(status.success(), "receiver exit after SIG{sig}: {status}");
         let report = inspect(&path);
         report.assert_valid("VP8", Some("Opus"), 5.0, 30.0);
+        assert_capture_latency(&rx);
     }
 }
 
