@@ -12,6 +12,8 @@ import datetime
 import json
 import os
 import platform
+import re
+import shlex
 import signal
 import socket
 import statistics
@@ -158,6 +160,11 @@ def wait_for(pred, timeout, what, interval=0.02):
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
 class Bench:
@@ -478,6 +485,71 @@ class Bench:
                      target="CPU(20)/CPU(1) ≤ 1.3" if n == 20 else "",
                      met=(cpu[20] / cpu[1] <= 1.3) if n == 20 else None)
 
+    # ------------------------------------------------------------ (3) capture-to-receiver latency
+
+    def encode_floor(self, width, height, frames):
+        """The same live source and VP8 settings as `p2p send --test-source`
+        (src/media/capture.rs) ending in a fakesink: GStreamer's latency
+        tracer times each frame from the source's push to the sink, which
+        is capture + encode with no network, the floor p2p adds to."""
+        caps = f"video/x-raw,width={width},height={height}"
+        pipeline = (
+            f"videotestsrc is-live=true pattern=ball num-buffers={frames} ! videoconvert ! "
+            f"videoscale ! videorate drop-only=true max-rate=30 ! {caps} ! "
+            "clockoverlay time-format=%H:%M:%S shaded-background=true font-desc=\"Sans 36\" ! "
+            "videoconvert ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! "
+            "vp8enc deadline=1 cpu-used=8 lag-in-frames=0 end-usage=cbr target-bitrate=1000000 "
+            "keyframe-max-dist=300 error-resilient=default threads=1 buffer-size=1000 ! "
+            "rtpvp8pay mtu=1200 ! fakesink")
+        env = dict(os.environ, GST_TRACERS="latency", GST_DEBUG="GST_TRACER:7",
+                   GST_DEBUG_NO_COLOR="1")
+        out = subprocess.run(["gst-launch-1.0", "-q"] + shlex.split(pipeline), env=env,
+                             capture_output=True, text=True, timeout=120)
+        ms = [int(m.group(1)) / 1e6 for m in
+              re.finditer(r"\blatency, src-element-id=.*?time=\(guint64\)(\d+)", out.stderr)]
+        if len(ms) < frames // 2:
+            raise RuntimeError(f"latency tracer gave {len(ms)} of {frames} frames: {out.stderr[-300:]}")
+        return percentile(ms, 50), percentile(ms, 95)
+
+    def capture_latency(self):
+        secs = 4 if self.quick else 15
+        _, url = self.relay()
+        results = {}
+        for width, height in [(640, 480), (1280, 720)]:
+            room = f"lat-{uuid.uuid4().hex[:8]}"
+            sev = os.path.join(self.tmp, f"{room}.sender")
+            rev = os.path.join(self.tmp, f"{room}.receiver")
+            sender = spawn([self.p2p, "send", "--test-source", "--no-audio", "--width", str(width),
+                            "--height", str(height), "--fps", "30", "--video-bitrate", "1000",
+                            "--room", room, "--signal", url, "-q", "--events-file", sev],
+                           stdin=subprocess.DEVNULL)
+            recv = spawn([self.p2p, "receive", "--room", room, "--signal", url, "-q",
+                          "--record", os.path.join(self.tmp, f"{room}.webm"), "--events-file", rev],
+                         stdout=subprocess.DEVNULL)
+            wait_for(lambda: any(e.get("event") == "keyframe" for e in read_events(rev)), 30,
+                     "first key frame")
+            time.sleep(secs + 1.5)
+            stop(recv)
+            stop(sender)
+            stats = [e["latency_ms"] for e in read_events(rev)
+                     if e.get("event") == "stats" and e.get("latency_ms")]
+            if not stats:
+                raise RuntimeError("the receiver reported no latency_ms")
+            lat = stats[-1]
+            floor = self.encode_floor(width, height, 30 * secs)
+            results[f"{width}x{height}"] = dict(p2p=lat, floor_p50=floor[0], floor_p95=floor[1])
+            log(f"  {width}×{height}: p50 {lat['p50']} ms p95 {lat['p95']} ms over {lat['frames']} frames; "
+                f"capture+encode floor p50 {floor[0]:.1f} ms p95 {floor[1]:.1f} ms")
+            label = f"{width}×{height}@30 VP8, {lat['frames']} frames"
+            self.row("3 capture→receiver", f"latency p50 ({label}; abs-capture-time)", f"{lat['p50']:.1f} ms", "",
+                     baseline=f"{floor[0]:.1f} ms (capture+encode alone, GStreamer latency tracer)",
+                     ratio=lat["p50"] / floor[0],
+                     target="p50 ≤ 30 ms at 720p" if height == 720 else "",
+                     met=(lat["p50"] <= 30) if height == 720 else None)
+            self.row("3 capture→receiver", f"latency p95 ({width}×{height})", f"{lat['p95']:.1f} ms", "",
+                     baseline=f"{floor[1]:.1f} ms (same)", ratio=lat["p95"] / floor[1])
+        self.raw["capture_latency"] = results
+
     # ------------------------------------------------------------ (6) memory
 
     def memory(self):
@@ -589,6 +661,7 @@ class Bench:
             "5": ("5 relay", self.relay_throughput),
             "1": ("1 time to media", self.time_to_media),
             "2": ("2 fan-out", self.fanout),
+            "3": ("3 capture-to-receiver latency", self.capture_latency),
             "6": ("6 memory", self.memory),
         }
         t0 = time.time()
@@ -596,8 +669,6 @@ class Bench:
             name, fn = figures[key]
             self.figure(name, fn)
         self.elapsed = time.time() - t0
-        self.missing.append(("3 capture-to-receiver latency",
-                             "pending: needs RTCP sender-report or abs-capture-time support in the binary"))
         self.missing.append(("1 time to media, Chromium baseline",
                              "pending: the browser app and its Chromium harness exist "
                              "(tests/browser); driving two pages for this timing is next"))
@@ -686,7 +757,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
-    ap.add_argument("--only", default="4,5,1,2,6")
+    ap.add_argument("--only", default="4,5,1,2,3,6")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")
