@@ -252,17 +252,14 @@ async fn missing_camera_is_one_clear_line() {
     }
 }
 
-#[tokio::test]
-async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
-    let relay = Relay::start(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // A 4-second source file: moving pattern and a tone.
-    let src = dir.path().join("source.mkv");
+/// A `secs`-second file with a moving pattern and a tone, to send.
+fn source_file(dir: &Path, secs: u32) -> PathBuf {
+    let src = dir.join("source.mkv");
     let made = std::process::Command::new("gst-launch-1.0")
         .args([
             "-q",
             "videotestsrc",
-            "num-buffers=120",
+            &format!("num-buffers={}", secs * 30),
             "pattern=smpte",
             "!",
             "video/x-raw,width=320,height=240,framerate=30/1",
@@ -274,7 +271,7 @@ async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
             "!",
             "mux.",
             "audiotestsrc",
-            "num-buffers=188",
+            &format!("num-buffers={}", secs * 47),
             "!",
             "audioconvert",
             "!",
@@ -292,6 +289,15 @@ async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
         .status()
         .expect("gst-launch-1.0");
     assert!(made.success(), "could not make the source file");
+    src
+}
+
+#[tokio::test]
+async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A 4-second source file: moving pattern and a tone.
+    let src = source_file(dir.path(), 4);
 
     let path = dir.path().join("from-file.webm");
     let mut rx = record(&relay, "file", &path, &["--once"]);
@@ -350,4 +356,25 @@ async fn a_recorder_killed_with_sigkill_leaves_a_file_that_plays() {
         "{} frames after {secs:.1} s, expected at least {expected:.0}",
         report.video_frames
     );
+}
+
+#[tokio::test]
+async fn a_looped_file_keeps_playing_into_one_recording() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_file(dir.path(), 2);
+    let path = dir.path().join("looped.webm");
+    let mut rx = record(&relay, "loop", &path, &[]);
+    let file = src.to_str().unwrap();
+    let args = [
+        "send", "--signal", &relay.url, "--room", "loop", "--file", file, "--loop",
+    ];
+    let _tx = Spawn::new("sender", &args).spawn();
+    rx.wait_stderr(r#""event":"keyframe""#).await;
+    // Three and a half times through the 2-second file.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 6.0, 30.0);
 }
