@@ -157,6 +157,32 @@ impl Status {
 }
 
 impl Runner {
+    /// A session with no peers yet; the caller adds the side's own parts.
+    fn new(
+        machine: Machine,
+        signaling: Signaling,
+        rtc: Rtc,
+        rtc_events: mpsc::Sender<(String, RtcEvent)>,
+        reporter: &Reporter,
+    ) -> Self {
+        Self {
+            machine,
+            signaling,
+            rtc,
+            rtc_events,
+            peers: HashMap::new(),
+            channels: HashMap::new(),
+            reporter: reporter.clone(),
+            fanout: None,
+            output: None,
+            readers: HashMap::new(),
+            ever_connected: false,
+            capture: None,
+            recordings: None,
+            status: Status::new(false, ""),
+        }
+    }
+
     /// Carries out actions in order; peer failures feed back into the machine.
     async fn exec(&mut self, actions: Vec<Action>) {
         let mut queue: VecDeque<Action> = actions.into();
@@ -512,22 +538,10 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         verify: cfg.verify.clone(),
         connection_timeout: cfg.peer.connection_timeout,
     });
-    let mut runner = Runner {
-        machine: Machine::Sender(machine),
-        signaling,
-        rtc,
-        rtc_events: rtc_tx,
-        peers: HashMap::new(),
-        channels: HashMap::new(),
-        reporter: reporter.clone(),
-        fanout: cfg.data.then_some(ctl_tx),
-        output: None,
-        readers: HashMap::new(),
-        ever_connected: false,
-        capture,
-        recordings: None,
-        status,
-    };
+    let mut runner = Runner::new(Machine::Sender(machine), signaling, rtc, rtc_tx, &reporter);
+    runner.fanout = cfg.data.then_some(ctl_tx);
+    runner.capture = capture;
+    runner.status = status;
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {
         Machine::Sender(m) => m.start(),
@@ -604,28 +618,22 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         ping_interval: cfg.ping_interval,
         ping_attempts: cfg.ping_attempts,
     });
-    let mut runner = Runner {
-        machine: Machine::Receiver(machine),
+    let mut runner = Runner::new(
+        Machine::Receiver(machine),
         signaling,
         rtc,
-        rtc_events: rtc_tx,
-        peers: HashMap::new(),
-        channels: HashMap::new(),
-        reporter: reporter.clone(),
-        fanout: None,
-        output: Some(out_tx),
-        readers: HashMap::new(),
-        ever_connected: false,
-        capture: None,
-        recordings: Some(av::Recordings::new(
-            RecordConfig {
-                path: cfg.record.clone(),
-                display: cfg.display,
-            },
-            reporter.clone(),
-        )),
-        status: Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room),
-    };
+        rtc_tx,
+        &reporter,
+    );
+    runner.output = Some(out_tx);
+    runner.recordings = Some(av::Recordings::new(
+        RecordConfig {
+            path: cfg.record.clone(),
+            display: cfg.display,
+        },
+        reporter.clone(),
+    ));
+    runner.status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
     reporter.started("receiver", &id, &cfg.peer.room);
     let start = match &mut runner.machine {
         Machine::Receiver(m) => m.start(Instant::now()),
