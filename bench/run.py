@@ -362,6 +362,8 @@ class Bench:
         self.row("5 relay", "p99 delivery latency (same run, ≤ 8 msgs in flight per sender)",
                  f"{pl:.1f} ms", "", baseline=f"{nl:.1f} ms (nats-server)", ratio=pl / max(nl, 1e-6))
 
+        self.relay_flood(secs, runs)
+
         n_idle = 1000 if self.quick else 10000
         relay, url = self.relay()
         r = self.run_json([self.loadgen, "idle-ws", "--url", url, "--conns", str(n_idle),
@@ -381,6 +383,65 @@ class Bench:
                  ratio=r["rss_kb"] / b["rss_kb"],
                  target="10k conns ≤ 200 MB",
                  met=(r["rss_kb"] / 1024 <= 200 * n_idle / 10000))
+
+    def relay_flood(self, secs, runs):
+        """Issue 8: what one client flooding the relay does to the others' latency.
+
+        100 well-behaved clients (rooms of 10) send 20 msgs/s each, open loop;
+        their p99 emit → delivery latency is measured without and with one more
+        client (`loadgen flood`) writing `emit` frames into room r0 as fast as
+        the relay reads them. The relay's rate limit (1,000 frames/s per
+        connection) lets 1,000/s of the flood through to r0's 10 clients and
+        drops the rest unread."""
+        rate, conns = 20, 100
+        res = {"quiet": [], "flooded": [], "flood": []}
+
+        def clients(url):
+            return self.run_json(
+                [self.loadgen, "relay", "--url", url, "--conns", str(conns), "--room-size", "10",
+                 "--size", "200", "--secs", str(secs), "--rate", str(rate)], timeout=secs + 60)
+
+        for i in range(runs):
+            relay, url = self.relay()
+            res["quiet"].append(clients(url))
+            stop(relay)
+            relay, url = self.relay()
+            # Outlasts the clients' connect + 1 s warm-up + window.
+            flood = spawn([self.loadgen, "flood", "--url", url, "--ns", "bench,r0", "--size", "200",
+                           "--secs", str(secs + 4)], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            res["flooded"].append(clients(url))
+            out, _ = flood.communicate(timeout=30)
+            stop(flood)
+            stop(relay)
+            if flood.returncode != 0:
+                raise RuntimeError(f"loadgen flood exited {flood.returncode}")
+            res["flood"].append(json.loads(out.strip().splitlines()[-1]))
+            q, f, fl = res["quiet"][-1], res["flooded"][-1], res["flood"][-1]
+            log(f"  flood run {i + 1}: p99 {q['p99_ms']:.2f} ms quiet, {f['p99_ms']:.2f} ms flooded "
+                f"(p50 {q['p50_ms']:.2f} / {f['p50_ms']:.2f} ms; flood offered "
+                f"{fl['frames_per_s']:,.0f} frames/s, relay dropped {fl['relay_dropped']:,})")
+        self.raw["relay_flood"] = res
+        for r in res["quiet"] + res["flooded"]:
+            if r["delivered"] == 0 or r["errors"]:
+                raise RuntimeError(f"flood figure: {r['delivered']} delivered, {r['errors']} errors")
+        expected = conns * rate * 9 * secs
+        for r in res["flooded"]:
+            if r["delivered"] < 0.95 * expected:
+                raise RuntimeError(f"flooded: only {r['delivered']} of ~{expected} messages delivered")
+        ql = median([r["p99_ms"] for r in res["quiet"]])
+        fl = median([r["p99_ms"] for r in res["flooded"]])
+        offered = median([r["frames_per_s"] for r in res["flood"]])
+        self.row("5 relay", f"p99 delivery latency of {conns} clients at {rate} msgs/s each (rooms of 10) "
+                 f"while one more client floods room r0 ({offered / 1e6:.1f}M frames/s offered; "
+                 f"median of {runs})",
+                 f"{fl:.2f} ms", "", baseline=f"{ql:.2f} ms (same clients, no flood)",
+                 ratio=fl / max(ql, 1e-6))
+        qm = median([r["p50_ms"] for r in res["quiet"]])
+        fm = median([r["p50_ms"] for r in res["flooded"]])
+        self.row("5 relay", "p50 delivery latency, same clients, flooded vs quiet",
+                 f"{fm:.2f} ms", "", baseline=f"{qm:.2f} ms (same clients, no flood)",
+                 ratio=fm / max(qm, 1e-6))
 
     # ------------------------------------------------------------ (1) time to media
 
