@@ -193,11 +193,12 @@ try {
       'the publisher to drop the receiver');
     await sleep(300);
   }
-  const chromium = await pub.evaluate(() => (navigator.userAgent.match(/Chrome\/([\d.]+)/) || [])[1] || null);
-  const fps = await pub.evaluate(() => window.p2pApp.stream.getVideoTracks()[0].getSettings());
+  const cdp = await s.context.newCDPSession(pub);
+  const { product } = await cdp.send('Browser.getVersion');
+  const cam = await pub.evaluate(() => window.p2pApp.stream.getVideoTracks()[0].getSettings());
   console.log(JSON.stringify({
-    chromium,
-    camera: { width: fps.width, height: fps.height, fps: fps.frameRate },
+    chromium: product,
+    camera: { width: cam.width, height: cam.height, fps: cam.frameRate },
     runs: out,
     page_load_ms: loads,
   }));
