@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! loadgen relay     --url ws://…   [--conns 100 --room-size 10 --size 200 --secs 10 --window 32]
+//!                   [--rate R]     (R messages/s per connection, open loop, instead of the window)
 //! loadgen nats      --url nats://… [same]
+//! loadgen flood     --url ws://…   [--ns bench,r0 --size 200 --secs 10]
+//!                   (one client writing `emit` frames as fast as its socket takes them)
 //! loadgen idle-ws   --url ws://…   --conns N --pid PID   (prints RSS of PID with N idle clients)
 //! loadgen idle-nats --url nats://… --conns N --pid PID
 //! loadgen sink                        (stdin → counts bytes, times first..last byte)
@@ -31,7 +34,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
         eprintln!(
-            "usage: loadgen relay|nats|idle-ws|idle-nats|sink|lines-src|lines-sink [--flag value]…"
+            "usage: loadgen relay|nats|flood|idle-ws|idle-nats|sink|lines-src|lines-sink [--flag value]…"
         );
         std::process::exit(2);
     };
@@ -50,6 +53,7 @@ fn main() {
                 match cmd.as_str() {
                     "relay" => fanout(&opts, Backend::Ws).await,
                     "nats" => fanout(&opts, Backend::Nats).await,
+                    "flood" => flood(&opts).await,
                     "idle-ws" => idle(&opts, Backend::Ws).await,
                     "idle-nats" => idle(&opts, Backend::Nats).await,
                     other => Err(format!("unknown subcommand {other}").into()),
@@ -173,6 +177,22 @@ fn record(run: &Run, data: &str, local: &mut Vec<u64>) -> bool {
     true
 }
 
+/// Open-loop pacing for `--rate`: connection `i` of `conns` sends one message
+/// every 1/`rate` s, the connections' phases spread over that gap. None (closed
+/// loop, `credit`) when `rate` is 0.
+fn pacer(rate: f64, i: usize, conns: usize) -> Option<tokio::time::Interval> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let phase = gap.mul_f64(i as f64 / conns.max(1) as f64);
+    // Burst (the default): a late tick is caught up, so the offered rate holds.
+    Some(tokio::time::interval_at(
+        tokio::time::Instant::now() + phase,
+        gap,
+    ))
+}
+
 /// How many more messages connection `me` may send now, keeping at most
 /// `window` messages per recipient not yet delivered.
 fn credit(run: &Run, me: usize, sent: u64, peers: u64, window: u64) -> u64 {
@@ -189,6 +209,7 @@ async fn fanout(o: &Opts, backend: Backend) -> Res<serde_json::Value> {
     let secs = o.num("secs", 10.0);
     let warmup = o.num("warmup", 1.0);
     let window = o.num("window", 8.0) as u64;
+    let rate = o.num("rate", 0.0);
     let peers = (room_size - 1) as u64;
     mono_ns();
 
@@ -199,7 +220,10 @@ async fn fanout(o: &Opts, backend: Backend) -> Res<serde_json::Value> {
         let room = format!("r{}", i / room_size);
         match backend {
             Backend::Ws => {
-                let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                // TCP_NODELAY, as async-nats sets it: the load generator's own
+                // sockets must not hold small frames back (Nagle).
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await?;
                 let on = json!({"op": "on", "ns": ["bench", room]}).to_string();
                 ws.send(Message::text(on)).await?;
                 ws_conns.push((ws, room));
@@ -271,10 +295,17 @@ async fn fanout(o: &Opts, backend: Backend) -> Res<serde_json::Value> {
                 let r = run.clone();
                 let sent_total = sent_total.clone();
                 let ns = json!(["bench", room]);
+                let mut pace = pacer(rate, i, conns);
                 tasks.push(tokio::spawn(async move {
                     let mut seq = 0u64;
                     while !r.stop.load(Ordering::Relaxed) {
-                        let n = credit(&r, i, seq, peers, window);
+                        let n = match pace.as_mut() {
+                            Some(tick) => {
+                                tick.tick().await;
+                                1
+                            }
+                            None => credit(&r, i, seq, peers, window),
+                        };
                         if n == 0 {
                             let _ = tokio::time::timeout(
                                 Duration::from_millis(50),
@@ -329,10 +360,17 @@ async fn fanout(o: &Opts, backend: Backend) -> Res<serde_json::Value> {
                 let r = run.clone();
                 let sent_total = sent_total.clone();
                 let subject = format!("bench.{room}");
+                let mut pace = pacer(rate, i, conns);
                 tasks.push(tokio::spawn(async move {
                     let mut seq = 0u64;
                     while !r.stop.load(Ordering::Relaxed) {
-                        let n = credit(&r, i, seq, peers, window);
+                        let n = match pace.as_mut() {
+                            Some(tick) => {
+                                tick.tick().await;
+                                1
+                            }
+                            None => credit(&r, i, seq, peers, window),
+                        };
                         if n == 0 {
                             let _ = tokio::time::timeout(
                                 Duration::from_millis(50),
@@ -373,12 +411,136 @@ async fn fanout(o: &Opts, backend: Backend) -> Res<serde_json::Value> {
     Ok(json!({
         "backend": if backend == Backend::Ws { "p2p-signal" } else { "nats" },
         "conns": conns, "room_size": room_size, "size": size, "secs": secs, "window": window,
+        "rate": rate,
         "sent": sent_total.load(Ordering::Relaxed),
         "delivered": counted,
         "msgs_per_s": counted as f64 / secs,
         "p50_ms": percentile(&lat, 0.50) as f64 / 1e6,
         "p99_ms": percentile(&lat, 0.99) as f64 / 1e6,
         "errors": errors.load(Ordering::Relaxed),
+    }))
+}
+
+/// One misbehaving client: `emit` frames to `--ns` (comma-separated), each
+/// carrying a `--size`-byte string, written back to back for `--secs` as fast
+/// as the relay reads them. The frames are encoded (and masked) once and the
+/// socket is fed 64 KiB at a time, so the flooder spends its CPU in the kernel
+/// rather than on framing. Replies (the relay's rate-limit errors) are read
+/// and the last "N dropped" count is reported.
+async fn flood(o: &Opts) -> Res<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = o.str("url")?;
+    let ns: Vec<String> = o
+        .str("ns")
+        .unwrap_or_else(|_| "bench,flood".to_owned())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let size = o.num("size", 200.0) as usize;
+    let secs = o.num("secs", 10.0);
+    let rest = url.strip_prefix("ws://").ok_or("flood needs a ws:// URL")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+
+    let mut sock = tokio::net::TcpStream::connect(host).await?;
+    sock.set_nodelay(true)?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: bG9hZGdlbiBmbG9vZGVyIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await?;
+    // The response head, a byte at a time so that no frame byte is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = sock.read_u8().await?;
+        head.push(b);
+        if head.len() > 16 * 1024 {
+            return Err("oversized handshake response".into());
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&head);
+        return Err(format!("upgrade refused: {}", line.lines().next().unwrap_or("")).into());
+    }
+
+    // One masked text frame, repeated to fill the write buffer.
+    let mut data = String::from("F ");
+    while data.len() < size {
+        data.push('x');
+    }
+    let text = json!({"op": "emit", "ns": ns, "data": data}).to_string();
+    let payload = text.as_bytes();
+    let mask = [0x5a_u8, 0xc3, 0x0f, 0x96];
+    let mut frame = vec![0x81_u8]; // FIN, text
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let per_buf = (64 * 1024 / frame.len()).max(1);
+    let buf = frame.repeat(per_buf);
+
+    let (mut rd, mut wr) = sock.into_split();
+    let reader = tokio::spawn(async move {
+        // Server frames are small and unmasked: scanning the bytes for the
+        // error text ("…; N dropped") is enough to follow the relay's count.
+        // The last bytes of each read are scanned again with the next one, in
+        // case a message is split; taking the maximum makes that harmless.
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut text: Vec<u8> = Vec::new();
+        let mut dropped = 0u64;
+        loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return dropped,
+                Ok(n) => n,
+            };
+            text.extend_from_slice(&chunk[..n]);
+            let s = String::from_utf8_lossy(&text);
+            for (at, _) in s.match_indices(" dropped") {
+                let digits = s[..at].bytes().rev().take_while(u8::is_ascii_digit).count();
+                if let Ok(d) = s[at - digits..at].parse::<u64>() {
+                    dropped = dropped.max(d);
+                }
+            }
+            let keep = text.len().min(64);
+            text.drain(..text.len() - keep);
+        }
+    });
+
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(secs);
+    let mut writes = 0u64;
+    let mut write_error = None;
+    while Instant::now() < end {
+        if let Err(e) = wr.write_all(&buf).await {
+            write_error = Some(e.to_string());
+            break;
+        }
+        writes += 1;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let _ = wr.shutdown().await;
+    // The relay answers the shutdown by closing; the count is final then.
+    let dropped = match tokio::time::timeout(Duration::from_secs(2), reader).await {
+        Ok(Ok(d)) => d,
+        _ => 0,
+    };
+    let sent = writes * per_buf as u64;
+    Ok(json!({
+        "ns": ns, "size": size, "frame_bytes": frame.len(),
+        "sent": sent, "secs": elapsed, "frames_per_s": sent as f64 / elapsed.max(1e-9),
+        "mb_per_s": (writes * buf.len() as u64) as f64 / elapsed.max(1e-9) / 1e6,
+        "relay_dropped": dropped, "write_error": write_error,
     }))
 }
 

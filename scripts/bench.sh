@@ -9,7 +9,9 @@
 #   bash scripts/bench.sh --only 4,5 # some figures (1 to 6)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
-# Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server.
+# Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server,
+# node + chromium (figure 1's Chromium baseline; playwright-core from
+# tests/browser, installed with npm ci when missing).
 # Exit status: 0 when every figure was measured, non-zero otherwise.
 # Every process it starts is ended on exit, whatever the exit.
 set -euo pipefail
@@ -19,13 +21,13 @@ COMMAND="scripts/bench.sh${*:+ $*}"
 ARGS=()
 for a in "$@"; do
     case "$a" in
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ARGS+=("$a") ;;
     esac
 done
 
 missing=()
-for tool in cargo python3 socat nats-server; do
+for tool in cargo python3 socat nats-server node; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -39,6 +41,11 @@ export PATH="$PATH:/usr/sbin"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
     echo "bench.sh: ulimit -n is $(ulimit -n); the 10k-connection figure needs 12000+" >&2
+fi
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "[bench] npm ci --prefix tests/browser (playwright-core, for the Chromium baseline)" >&2
+    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 TARGET="${CARGO_TARGET_DIR:-target}"
