@@ -40,42 +40,64 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // rustls (wss://) needs one process-wide crypto provider; a second
     // install (tests calling run twice) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let job = match cli.command {
+        Command::Signal(args) => Job::Signal(relay::RelayConfig {
+            listen: args.listen,
+            token: args.token,
+            limits: relay::Limits {
+                max_frame: args.max_frame,
+                max_subscriptions: args.max_subscriptions,
+                rate: args.rate_limit,
+            },
+            nats: args.nats.filter(|n| !n.is_empty()),
+            nats_creds: args.nats_creds,
+            tls: args.tls_cert.zip(args.tls_key),
+        }),
+        Command::Send(args) => Job::Send(config::SendConfig::from_args(&args, cli.quiet)?),
+        Command::Receive(args) => Job::Receive(config::ReceiveConfig::from_args(&args, cli.quiet)?),
+    };
+    // A data-only peer runs on one thread. webrtc-rs hands every ~1.2 KB
+    // SCTP packet between several tasks (SCTP write loop, DTLS writer, ICE
+    // and DTLS read loops); across worker threads each hand-off is a futex
+    // wake-up and a context switch, on one thread a queue push. Measured on
+    // 2 busy cores: `--binary` median 12 → 19 MB/s (DC-NOTES.md). Media
+    // sessions and the relay keep the multi-thread runtime: they spread
+    // SRTP work over many peers, and GStreamer calls may block briefly.
+    let one_thread = match &job {
+        Job::Signal(_) => false,
+        Job::Send(cfg) => cfg.media.is_none(),
+        Job::Receive(cfg) => cfg.record.is_none() && !cfg.display,
+    };
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Signal(args) => {
-                relay::run(relay::RelayConfig {
-                    listen: args.listen,
-                    token: args.token,
-                    limits: relay::Limits {
-                        max_frame: args.max_frame,
-                        max_subscriptions: args.max_subscriptions,
-                        rate: args.rate_limit,
-                    },
-                    nats: args.nats.filter(|n| !n.is_empty()),
-                    nats_creds: args.nats_creds,
-                    tls: args.tls_cert.zip(args.tls_key),
-                })
-                .await?;
+        match job {
+            Job::Signal(cfg) => {
+                relay::run(cfg).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Send(args) => {
-                let cfg = config::SendConfig::from_args(&args, cli.quiet)?;
-                session::run_sender(cfg).await
-            }
-            Command::Receive(args) => {
-                let cfg = config::ReceiveConfig::from_args(&args, cli.quiet)?;
-                session::run_receiver(cfg).await
-            }
+            Job::Send(cfg) => session::run_sender(cfg).await,
+            Job::Receive(cfg) => session::run_receiver(cfg).await,
         }
     });
     // A read of stdin may still be blocked in a worker thread (a sender
     // stopped by Ctrl-C while its input is open): do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
+}
+
+/// A command with its configuration checked, ready to run.
+enum Job {
+    Signal(relay::RelayConfig),
+    Send(config::SendConfig),
+    Receive(config::ReceiveConfig),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
