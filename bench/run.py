@@ -240,7 +240,7 @@ class Bench:
         nbytes = mb * 1_000_000
         runs = 1 if self.quick else 3
         _, url = self.relay()
-        p2p_rates, tcp_rates = [], []
+        p2p_rates, tcp_rates, lib_rates = [], [], []
         for i in range(runs):
             # p2p: head | p2p send --binary  ⇢  p2p receive --binary | sink
             room = f"bin-{uuid.uuid4().hex[:8]}"
@@ -276,13 +276,19 @@ class Bench:
             tcp_rates.append(r["mb_per_s"])
             for p in (cli, lst, src, sink):
                 stop(p)
-            log(f"  run {i + 1}: p2p {p2p_rates[-1]:.0f} MB/s, tcp {tcp_rates[-1]:.0f} MB/s")
-        p, t = median(p2p_rates), median(tcp_rates)
-        self.raw["data_throughput"] = dict(p2p_mb_s=p2p_rates, tcp_mb_s=tcp_rates, mb=mb)
+            lib_rates.append(self.webrtc_rs_alone(mb))
+            log(f"  run {i + 1}: p2p {p2p_rates[-1]:.0f} MB/s, tcp {tcp_rates[-1]:.0f} MB/s, "
+                f"webrtc-rs alone {lib_rates[-1]:.0f} MB/s")
+        p, t, lib = median(p2p_rates), median(tcp_rates), median(lib_rates)
+        self.raw["data_throughput"] = dict(p2p_mb_s=p2p_rates, tcp_mb_s=tcp_rates,
+                                           webrtc_rs_mb_s=lib_rates, mb=mb)
         self.row("4 data", f"`--binary` throughput, {mb} MB (median of {runs})",
                  f"{p:.0f} MB/s = {p * 8 / 1000:.2f} Gbit/s", "",
                  baseline=f"{t:.0f} MB/s = {t * 8 / 1000:.2f} Gbit/s (socat TCP loopback)",
                  ratio=p / t, target="≥ 1 Gbit/s", met=p * 8 / 1000 >= 1.0)
+        self.row("4 data", f"the same {mb} MB through webrtc-rs 0.17 alone (examples/dc_loopback, "
+                 "two processes, no p2p code)", f"{lib:.0f} MB/s", "",
+                 baseline=f"{p:.0f} MB/s (p2p, above)", ratio=lib / p)
 
         # small messages: one-way latency, lines stamped with the send time
         count = 500 if self.quick else 2000
@@ -334,6 +340,20 @@ class Bench:
         self.row("4 data", "64-byte line one-way latency p99",
                  f"{r['p99_ms']:.2f} ms", "", baseline=f"{b['p99_ms']:.2f} ms (socat)",
                  ratio=r["p99_ms"] / max(b["p99_ms"], 1e-6))
+
+    def webrtc_rs_alone(self, mb):
+        """The library's own ceiling: two processes, one detached data
+        channel, SDP swapped through files, no relay and no p2p code."""
+        d = tempfile.mkdtemp(dir=self.tmp)
+        env = dict(os.environ, MB=str(mb))
+        recv = spawn([self.a.dc_loopback, "recv", d], env=env, stdout=subprocess.PIPE, text=True)
+        send = spawn([self.a.dc_loopback, "send", d], env=env, stdout=subprocess.DEVNULL)
+        out, _ = recv.communicate(timeout=240)
+        stop(send)
+        m = re.search(r"received (\d+) MB in [\d.]+ s: ([\d.]+) MB/s", out)
+        if not m or int(m.group(1)) != mb:
+            raise RuntimeError(f"dc_loopback: {out.strip()!r}")
+        return float(m.group(2))
 
     # ------------------------------------------------------------ (5) relay
 
@@ -844,12 +864,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--dc-loopback", default=None)
     ap.add_argument("--only", default="4,5,1,2,3,6")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
+    if a.dc_loopback is None:
+        a.dc_loopback = os.path.join(os.path.dirname(a.loadgen), "dc_loopback")
     if a.data_mb is None:
         a.data_mb = 50 if a.quick else 200
     if a.churn is None:

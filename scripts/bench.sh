@@ -49,8 +49,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 TARGET="${CARGO_TARGET_DIR:-target}"
-echo "[bench] cargo build --release (p2p and examples/loadgen)" >&2
-cargo build --release --quiet --bin p2p --example loadgen
+echo "[bench] cargo build --release (p2p, examples/loadgen, examples/dc_loopback)" >&2
+cargo build --release --quiet --bin p2p --example loadgen --example dc_loopback
 
 # Ends the driver and everything it started (its children run in their own
 # process groups; the driver kills them on exit, this is the safety net).
