@@ -191,12 +191,36 @@ impl Drop for Net {
     }
 }
 
-fn peer(ns: &str, relay: &Relay, cmd: &str, room: &str, extra: &[&str]) -> Spawn {
+/// `p2p send` or `p2p receive` (`cmd`) in namespace `ns`, named `name` in
+/// failure messages.
+fn peer(ns: &str, name: &str, relay: &Relay, cmd: &str, room: &str, extra: &[&str]) -> Spawn {
     let mut args = vec![
         cmd, "--signal", &relay.url, "--room", room, "--events", "json",
     ];
     args.extend_from_slice(extra);
-    Spawn::in_netns(ns, cmd, &args)
+    Spawn::in_netns(ns, name, &args)
+}
+
+/// Waits until `p` has printed `needle` `n` times (for up to twice the
+/// harness's wait: these tests start several media pipelines at once); on
+/// failure shows what every process of the test printed, not only `p`.
+async fn wait_for(p: &Proc, all: &[&Proc], needle: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    while p.stderr_count(needle) < n {
+        if tokio::time::Instant::now() > deadline {
+            let others: String = all
+                .iter()
+                .filter(|o| o.name != p.name)
+                .map(|o| format!("--- {} stderr ---\n{}\n", o.name, o.stderr()))
+                .collect();
+            p.fail(&format!(
+                "{} printed {needle} {} times, wanted {n}\n{others}",
+                p.name,
+                p.stderr_count(needle)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Decodes a recording's video with `vp8dec` and counts frames; every
@@ -427,6 +451,7 @@ async fn five_percent_loss_leaves_a_recording_without_broken_frames() {
     // the sender (A): the second is the reference for what was sent.
     let mut rx = peer(
         &net.b,
+        "receiver",
         &relay,
         "receive",
         "loss",
@@ -435,15 +460,16 @@ async fn five_percent_loss_leaves_a_recording_without_broken_frames() {
     .spawn();
     let mut reference = peer(
         &net.a,
+        "reference",
         &relay,
         "receive",
         "loss",
         &["--record", clean.to_str().unwrap()],
     )
     .spawn();
-    let _tx = peer(&net.a, &relay, "send", "loss", &["--test-source"]).spawn();
-    wait_count(&reference, KEYFRAME, 1).await;
-    wait_count(&rx, KEYFRAME, 1).await;
+    let tx = peer(&net.a, "sender", &relay, "send", "loss", &["--test-source"]).spawn();
+    wait_for(&reference, &[&rx, &reference, &tx], KEYFRAME, 1).await;
+    wait_for(&rx, &[&rx, &reference, &tx], KEYFRAME, 1).await;
     tokio::time::sleep(Duration::from_secs(SECS)).await;
     // The reference stops last, so it holds every frame the other has.
     for p in [&mut rx, &mut reference] {
@@ -478,10 +504,17 @@ async fn five_percent_loss_still_delivers_every_byte() {
     let net = Net::new();
     net.drop_packets("meta l4proto udp numgen random mod 100 < 5");
     let relay = Relay::start_in(&net.a, &net.relay_listen()).await;
-    let mut rx = peer(&net.b, &relay, "receive", "lossbin", &["--binary"])
-        .raw_stdout()
-        .spawn();
-    let mut tx = peer(&net.a, &relay, "send", "lossbin", &["--binary"]).spawn();
+    let mut rx = peer(
+        &net.b,
+        "receiver",
+        &relay,
+        "receive",
+        "lossbin",
+        &["--binary"],
+    )
+    .raw_stdout()
+    .spawn();
+    let mut tx = peer(&net.a, "sender", &relay, "send", "lossbin", &["--binary"]).spawn();
 
     let mut data = vec![0u8; SIZE];
     rand::fill(&mut data[..]);
@@ -494,12 +527,12 @@ async fn five_percent_loss_still_delivers_every_byte() {
     let started = Instant::now();
     let mut out = rx.child.stdout.take().unwrap();
     let mut got = Vec::with_capacity(SIZE);
-    if tokio::time::timeout(Duration::from_secs(150), out.read_to_end(&mut got))
+    if tokio::time::timeout(Duration::from_secs(240), out.read_to_end(&mut got))
         .await
         .is_err()
     {
         rx.fail(&format!(
-            "only {} of {SIZE} bytes arrived in 150 s; sender said:\n{}",
+            "only {} of {SIZE} bytes arrived in 240 s; sender said:\n{}",
             got.len(),
             tx.stderr()
         ));
@@ -561,15 +594,24 @@ async fn cut_for_ten_seconds(rule: &str, room: &str) {
     let path = dir.path().join("cut.webm");
     let mut rx = peer(
         &net.b,
+        "receiver",
         &relay,
         "receive",
         room,
         &["--record", path.to_str().unwrap()],
     )
     .spawn();
-    let mut tx = peer(&net.a, &relay, "send", room, &["--test-source", "--data"]).spawn();
-    wait_count(&tx, CHANNEL, 1).await;
-    wait_count(&rx, KEYFRAME, 1).await;
+    let mut tx = peer(
+        &net.a,
+        "sender",
+        &relay,
+        "send",
+        room,
+        &["--test-source", "--data"],
+    )
+    .spawn();
+    wait_for(&tx, &[&tx, &rx], CHANNEL, 1).await;
+    wait_for(&rx, &[&tx, &rx], KEYFRAME, 1).await;
     tx.write_stdin(b"before\n").await;
     assert_eq!(rx.line().await, "before");
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -593,10 +635,10 @@ async fn cut_for_ten_seconds(rule: &str, room: &str) {
         "the dead session was not disposed:\n{}",
         rx.stderr()
     );
-    wait_count(&rx, CONNECT, 2).await;
+    wait_for(&rx, &[&tx, &rx], CONNECT, 2).await;
     // The new session is recorded, and text keeps arriving.
-    wait_count(&rx, KEYFRAME, 2).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(&rx, &[&tx, &rx], KEYFRAME, 2).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     tx.write_stdin(b"last\n").await;
     while rx.line().await != "last" {}
     rx.signal("INT");
@@ -620,10 +662,12 @@ async fn cut_for_ten_seconds(rule: &str, room: &str) {
         );
     }
     // The session before the cut has its 4+ seconds, the new one what came
-    // after the restore.
-    inspect(&path).assert_valid("VP8", Some("Opus"), 3.0, 30.0);
+    // after the restore. Both decode; the frame rate is checked loosely
+    // (at least 25 × 0.9 fps): a loaded machine makes the sender skip
+    // frames, which is not what this test is about.
+    inspect(&path).assert_valid("VP8", Some("Opus"), 3.0, 25.0);
     let new = files.iter().find(|f| **f != path).unwrap();
-    inspect(new).assert_valid("VP8", Some("Opus"), 2.5, 30.0);
+    inspect(new).assert_valid("VP8", Some("Opus"), 3.0, 25.0);
 }
 
 #[tokio::test]
