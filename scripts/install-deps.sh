@@ -11,8 +11,9 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps gstreamer1.0-x gstreamer1.0-alsa
-  # tests: a NATS broker, a browser, process/network helpers
-  nats-server chromium procps iproute2 socat openssl python3
+  # tests: a NATS broker, a browser, process/network helpers; network
+  # namespaces (iproute2) and packet loss/cuts in them (nftables)
+  nats-server chromium procps iproute2 nftables socat openssl python3
 )
 
 sudo=""

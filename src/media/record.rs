@@ -11,7 +11,7 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
 
@@ -119,6 +119,9 @@ pub struct Recorder {
     jitters: Vec<gst::Element>,
     inputs: Vec<TrackInput>,
     keyframe: watch::Receiver<bool>,
+    /// Signalled when a video depayloader lost a frame it could not
+    /// repair (see [`Recorder::take_keyframe_requests`]).
+    keyframe_wanted: Option<mpsc::Receiver<()>>,
     pub path: Option<PathBuf>,
     pub stats: Arc<RecordStats>,
 }
@@ -153,10 +156,10 @@ fn rtp_caps(spec: &TrackSpec) -> gst::Caps {
 fn depayloader(spec: &TrackSpec, n: usize) -> Result<Vec<gst::Element>, MediaError> {
     let name = spec.encoding_name();
     Ok(match name.as_str() {
-        "VP8" => vec![make("rtpvp8depay", &format!("depay{n}"))?],
-        "VP9" => vec![make("rtpvp9depay", &format!("depay{n}"))?],
+        "VP8" => vec![video_depay("rtpvp8depay", n)?],
+        "VP9" => vec![video_depay("rtpvp9depay", n)?],
         "H264" => vec![
-            make("rtph264depay", &format!("depay{n}"))?,
+            video_depay("rtph264depay", n)?,
             make("h264parse", &format!("parse{n}"))?,
         ],
         "OPUS" => vec![make("rtpopusdepay", &format!("depay{n}"))?],
@@ -166,6 +169,18 @@ fn depayloader(spec: &TrackSpec, n: usize) -> Result<Vec<gst::Element>, MediaErr
             )))
         }
     })
+}
+
+/// A video depayloader that never writes a frame whose data or reference
+/// was lost: after a gap the jitter buffer could not fill (retransmission
+/// came too late or not at all) it drops frames until the next key frame,
+/// and asks for one (an upstream force-key-unit event, which the recorder
+/// turns into a PLI to the sender).
+fn video_depay(factory: &str, n: usize) -> Result<gst::Element, MediaError> {
+    let depay = make(factory, &format!("depay{n}"))?;
+    set(&depay, "wait-for-keyframe", "true");
+    set(&depay, "request-keyframe", "true");
+    Ok(depay)
 }
 
 impl Recorder {
@@ -181,6 +196,8 @@ impl Recorder {
         let (kf_tx, kf_rx) = watch::channel(false);
         let kf_tx = Arc::new(kf_tx);
         let video_started = Arc::new(AtomicBool::new(!has_video));
+        // Coalesced: one pending request is enough.
+        let (want_tx, want_rx) = mpsc::channel(1);
 
         let (container, mux) = match &cfg.path {
             Some(path) => {
@@ -231,6 +248,24 @@ impl Recorder {
             elements.push(tee.clone());
             let refs: Vec<&gst::Element> = elements.iter().collect();
             chain(&pipeline, &refs)?;
+
+            if spec.kind == MediaKind::Video {
+                // The depayloader's key-frame requests, on their way
+                // upstream to an appsrc that cannot act on them.
+                let pad = elements[2]
+                    .static_pad("sink")
+                    .ok_or_else(|| MediaError::Pipeline("depayloader has no sink pad".into()))?;
+                let want = want_tx.clone();
+                pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                    let is_request = info.event().is_some_and(|e| {
+                        e.structure().is_some_and(|s| s.name() == "GstForceKeyUnit")
+                    });
+                    if is_request {
+                        let _ = want.try_send(());
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+            }
 
             // Start at a key frame: drop video until the first one, and
             // audio until video has started, so the file opens on a picture.
@@ -309,6 +344,7 @@ impl Recorder {
                 jitters,
                 inputs: inputs.clone(),
                 keyframe: kf_rx,
+                keyframe_wanted: has_video.then_some(want_rx),
                 path: cfg.path.clone(),
                 stats,
             },
@@ -319,6 +355,14 @@ impl Recorder {
     /// Becomes true once the first video key frame went into the file.
     pub fn keyframe_seen(&self) -> watch::Receiver<bool> {
         self.keyframe.clone()
+    }
+
+    /// Fires each time the video lost a frame that retransmission did not
+    /// bring back, while the recording waits for the next key frame (at
+    /// most one pending signal; `None` after the first call, or without
+    /// video). The channel closes when the recorder is finalised.
+    pub fn take_keyframe_requests(&mut self) -> Option<mpsc::Receiver<()>> {
+        self.keyframe_wanted.take()
     }
 
     /// The jitter buffers' counters, summed over tracks, or per track.

@@ -20,6 +20,12 @@ use crate::media::MediaKind;
 /// How often a receiver repeats its key-frame request until one arrives.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Least time between two key-frame requests for frames lost in transit.
+/// Every frame dropped while waiting for the key frame asks again, so a
+/// lost request is repeated after this; the sender rate-limits key frames
+/// itself as well.
+const LOSS_PLI_GAP: Duration = Duration::from_millis(250);
+
 /// How long a receiver waits for all of a sender's tracks before it starts
 /// recording the ones it has.
 const TRACK_WAIT: Duration = Duration::from_secs(3);
@@ -200,7 +206,7 @@ impl Recordings {
             display: self.cfg.display,
         };
         let specs: Vec<_> = p.tracks.iter().map(|t| t.spec.clone()).collect();
-        let (recorder, inputs) = match Recorder::start(&cfg, &specs) {
+        let (mut recorder, inputs) = match Recorder::start(&cfg, &specs) {
             Ok(r) => r,
             Err(e) => {
                 // The session goes on (data, other senders); only this
@@ -233,7 +239,7 @@ impl Recordings {
                     spawn_keyframe_requests(
                         h.clone(),
                         track.ssrc(),
-                        recorder.keyframe_seen(),
+                        (recorder.keyframe_seen(), recorder.take_keyframe_requests()),
                         (self.reporter.clone(), peer.to_owned()),
                     );
                 }
@@ -341,23 +347,40 @@ async fn pump(track: RemoteTrack, input: TrackInput, latency: Option<Arc<Mutex<L
 }
 
 /// webrtc-rs receivers do not ask for key frames by themselves: ask when
-/// the track starts and again until one has been recorded.
+/// the track starts and again until one has been recorded; afterwards,
+/// whenever the recorder lost a frame that retransmission did not recover.
 fn spawn_keyframe_requests(
     handle: PeerHandle,
     ssrc: u32,
-    mut seen: tokio::sync::watch::Receiver<bool>,
+    (mut seen, lost): (
+        tokio::sync::watch::Receiver<bool>,
+        Option<tokio::sync::mpsc::Receiver<()>>,
+    ),
     (reporter, peer): (Reporter, String),
 ) {
     tokio::spawn(async move {
         loop {
             if *seen.borrow() {
                 reporter.keyframe(&peer);
-                return;
+                break;
             }
             if !handle.request_keyframe(ssrc) {
                 return; // peer gone
             }
             let _ = tokio::time::timeout(PLI_INTERVAL, seen.changed()).await;
+        }
+        let Some(mut lost) = lost else { return };
+        // Ends when the recording is finalised (the channel closes) or the
+        // peer is gone.
+        while lost.recv().await.is_some() {
+            tracing::debug!(peer = %short(&peer), "video frame lost; asking for a key frame");
+            if !handle.request_keyframe(ssrc) {
+                return;
+            }
+            tokio::time::sleep(LOSS_PLI_GAP).await;
+            // A request from before the key frame came is stale; one still
+            // waiting for it is repeated by the next dropped frame.
+            let _ = lost.try_recv();
         }
     });
 }

@@ -1464,6 +1464,47 @@ fn receiver_with_zero_ping_attempts_pings_only_while_connected() {
 }
 
 #[test]
+fn receiver_looks_for_its_sender_a_second_after_losing_the_connection() {
+    // What recovery from a network cut rests on: the only sender's
+    // connection is lost (ICE), the receiver invokes again within a second
+    // (not after the ping interval), and the sender's new offer (same id)
+    // becomes a new peer that connects.
+    let t0 = Instant::now();
+    let mut r = Receiver::new(ReceiverConfig {
+        ping_interval: Duration::from_secs(30),
+        ping_attempts: 10,
+        connection_timeout: Duration::from_secs(1000),
+        ..receiver_cfg()
+    });
+    r.start(t0);
+    r.handle_signal(t0, &offer(SID, json!({})));
+    r.handle_peer(t0, SID, PeerEvent::Connected);
+    let lost = t0 + Duration::from_secs(100);
+    let out = r.handle_peer(
+        lost,
+        SID,
+        PeerEvent::Failed("connection lost (ICE disconnected)".into()),
+    );
+    assert_eq!(out[0], Action::ClosePeer { peer: SID.into() });
+    assert_eq!(r.peer_count(), 0);
+    assert_eq!(r.tick(lost + Duration::from_millis(900)), vec![]);
+    assert_eq!(r.tick(lost + Duration::from_secs(1)), vec![ping()]);
+
+    let back = lost + Duration::from_secs(2);
+    let out = r.handle_signal(back, &offer(SID, json!({})));
+    assert!(
+        matches!(&out[0], Action::AcceptOffer { peer, .. } if peer == SID),
+        "{out:?}"
+    );
+    let out = r.handle_peer(back, SID, PeerEvent::Connected);
+    assert!(
+        matches!(&out[..], [Action::Event(Event::Connect { id, .. })] if id == SID),
+        "{out:?}"
+    );
+    assert_eq!(r.connected(), 1);
+}
+
+#[test]
 fn receiver_does_not_ping_before_start() {
     let t0 = Instant::now();
     let mut r = receiver();

@@ -257,6 +257,11 @@ impl Runner {
             r.close(peer);
         }
         let handle = self.peers.remove(peer);
+        if let Some(h) = &handle {
+            // Given up: what it still reports (its close, a late ICE state)
+            // is not about a new connection with the same peer.
+            h.mute();
+        }
         if let Some(f) = &self.fanout {
             let _ = f.send(fanout::Ctl::Gone(peer.to_owned())).await;
         }

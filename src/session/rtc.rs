@@ -5,13 +5,14 @@
 //! description it belongs to), and reports [`PeerEvent`]s, tagged with the
 //! peer id, on one shared channel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
 use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
@@ -21,6 +22,8 @@ use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::nack::generator::Generator;
+use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
@@ -34,7 +37,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
-use webrtc::rtp_transceiver::RTCRtpTransceiver;
+use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiver};
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
@@ -58,6 +61,30 @@ pub const CHUNK: usize = 64 * 1024;
 /// that a stalled receiver pins little memory.
 const HIGH_WATER: usize = 1024 * 1024;
 const LOW_WATER: usize = 256 * 1024;
+
+/// How often a receiver asks again for the video packets it is missing
+/// (NACK). webrtc-rs's default, 100 ms, is the recorder's whole jitter
+/// buffer latency: half the retransmissions came too late to be used. At
+/// 20 ms a lost packet (or a lost retransmission) is asked for again well
+/// inside it on a LAN or a continent.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// ICE: silence before a connection counts as lost (webrtc-rs's default;
+/// the session gives the peer up then), and keep-alive interval (default).
+const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// ICE: added to `ICE_DISCONNECTED`, how long connectivity checks may go
+/// without an answer before a new connection fails. webrtc-rs stops
+/// retrying a candidate pair after a few unanswered checks, so an attempt
+/// made while the network is down never connects once it is back; it
+/// must fail for the peers to try again. webrtc-rs's default, 25 s, kept
+/// sessions down for half a minute after a 10 s outage; 15 s in all is
+/// still far beyond what checks take on any working path.
+const ICE_FAILED: Duration = Duration::from_secs(10);
+
+/// Events queued from one connection's callbacks to the shared channel.
+const RTC_EVENTS_PER_PEER: usize = 128;
 
 /// Commands queued for one peer: a handful per negotiation plus trickled
 /// candidates.
@@ -201,7 +228,7 @@ impl Rtc {
                 None,
             )?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let registry = interceptors(&mut media)?;
         let mut settings = SettingEngine::default();
         // No multicast: nothing leaves this machine unless told to.
         settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
@@ -212,6 +239,11 @@ impl Rtc {
         settings.set_prflx_acceptance_min_wait(Some(Duration::ZERO));
         // Our own read loop: larger messages, backpressure to the sender.
         settings.detach_data_channels();
+        settings.set_ice_timeouts(
+            Some(ICE_DISCONNECTED),
+            Some(ICE_FAILED),
+            Some(ICE_KEEPALIVE),
+        );
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -276,13 +308,53 @@ impl Rtc {
         let (tx, rx) = mpsc::channel(PEER_COMMANDS);
         let id = peer.to_owned();
         let local = LocalInfo::default();
+        let muted = Arc::new(AtomicBool::new(false));
+        let events = gate(events, muted.clone());
         install_callbacks(&pc, &id, &events, &local);
         if let Some(media) = &self.local {
             add_local_tracks(&pc, media).await?;
         }
         tokio::spawn(drive(pc, id, rx, events, local));
-        Ok(PeerHandle { tx })
+        Ok(PeerHandle { tx, muted })
     }
+}
+
+/// Passes one connection's events on until it is muted. A peer that comes
+/// back (same id, new connection) must not get the old connection's last
+/// words: its "closed" once the delayed close happens, or a "connected"
+/// when ICE recovers on a connection already given up.
+fn gate(events: Events, muted: Arc<AtomicBool>) -> Events {
+    let (tx, mut rx) = mpsc::channel(RTC_EVENTS_PER_PEER);
+    tokio::spawn(async move {
+        // Drains to the end, muted or not, so no callback ever blocks.
+        while let Some(ev) = rx.recv().await {
+            if !muted.load(Ordering::Acquire) {
+                let _ = events.send(ev).await;
+            }
+        }
+    });
+    tx
+}
+
+/// webrtc-rs's default interceptors (NACK generator and responder, RTCP
+/// sender and receiver reports, transport-wide congestion control
+/// feedback), with a shorter NACK interval. Video codecs are offered with
+/// `nack`, `nack pli` and `ccm fir` feedback.
+fn interceptors(media: &mut MediaEngine) -> anyhow::Result<Registry> {
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: parameter.into(),
+            },
+            RTPCodecType::Video,
+        );
+    }
+    let mut registry = Registry::new();
+    registry.add(Box::new(Responder::builder()));
+    registry.add(Box::new(Generator::builder().with_interval(NACK_INTERVAL)));
+    let registry = configure_rtcp_reports(registry);
+    Ok(configure_twcc_receiver_only(registry, media)?)
 }
 
 #[derive(Debug)]
@@ -302,6 +374,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct PeerHandle {
     tx: mpsc::Sender<Command>,
+    muted: Arc<AtomicBool>,
 }
 
 impl PeerHandle {
@@ -328,7 +401,14 @@ impl PeerHandle {
     }
 
     pub async fn close(&self) {
+        self.mute();
         self.send(Command::Close).await;
+    }
+
+    /// Drops every later event of this connection: it was given up, and
+    /// a new one with the same peer may follow before it is closed.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::Release);
     }
 
     /// Sends a Picture Loss Indication: the sender answers with a key frame.

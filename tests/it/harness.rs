@@ -38,8 +38,19 @@ pub struct Spawn {
 
 impl Spawn {
     pub fn new(name: &str, args: &[&str]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
+        Self::program(BIN, &[], name, args)
+    }
+
+    /// The binary inside network namespace `netns` (`ip netns exec`, which
+    /// execs it: the child's pid is the binary's own).
+    pub fn in_netns(netns: &str, name: &str, args: &[&str]) -> Self {
+        Self::program("ip", &["netns", "exec", netns, BIN], name, args)
+    }
+
+    fn program(program: &str, prefix: &[&str], name: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "p2p=debug,warn")
@@ -193,7 +204,21 @@ impl Relay {
     pub async fn start_on(listen: &str, extra: &[&str]) -> Self {
         let mut args = vec!["signal", "--listen", listen];
         args.extend_from_slice(extra);
-        let mut proc = Spawn::new("relay", &args).spawn();
+        Self::started(Spawn::new("relay", &args)).await
+    }
+
+    /// A relay inside network namespace `netns`, listening on `listen`.
+    pub async fn start_in(netns: &str, listen: &str) -> Self {
+        Self::started(Spawn::in_netns(
+            netns,
+            "relay",
+            &["signal", "--listen", listen],
+        ))
+        .await
+    }
+
+    async fn started(spawn: Spawn) -> Self {
+        let mut proc = spawn.spawn();
         let url = proc.line().await;
         assert!(
             url.starts_with("ws://") || url.starts_with("wss://"),

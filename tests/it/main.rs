@@ -11,4 +11,5 @@ mod load;
 mod media;
 mod mediafile;
 mod nats;
+mod netfaults;
 mod relay;
