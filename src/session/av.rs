@@ -105,7 +105,9 @@ pub struct Recordings {
     reporter: Reporter,
     pending: HashMap<String, Pending>,
     active: HashMap<String, Active>,
-    used_base: bool,
+    /// Every path this session has recorded to: a sender that reconnects
+    /// (same id) gets a new file, never overwrites its earlier one.
+    used: std::collections::HashSet<PathBuf>,
     finishing: JoinSet<()>,
 }
 
@@ -116,7 +118,7 @@ impl Recordings {
             reporter,
             pending: HashMap::new(),
             active: HashMap::new(),
-            used_base: false,
+            used: Default::default(),
             finishing: JoinSet::new(),
         }
     }
@@ -186,14 +188,22 @@ impl Recordings {
     fn path_for(&mut self, peer: &str) -> Option<PathBuf> {
         let base = self.cfg.path.as_ref()?;
         let text = base.to_string_lossy();
-        if text.contains("{id}") {
-            return Some(PathBuf::from(text.replace("{id}", peer)));
+        let first = if text.contains("{id}") {
+            PathBuf::from(text.replace("{id}", peer))
+        } else if self.used.is_empty() {
+            base.clone()
+        } else {
+            with_suffix(base, short(peer))
+        };
+        let mut path = first.clone();
+        for n in 2.. {
+            if !self.used.contains(&path) {
+                break;
+            }
+            path = with_suffix(&first, &n.to_string());
         }
-        if !self.used_base {
-            self.used_base = true;
-            return Some(base.clone());
-        }
-        Some(with_suffix(base, short(peer)))
+        self.used.insert(path.clone());
+        Some(path)
     }
 
     fn start(&mut self, peer: &str, handle: Option<&PeerHandle>) {
@@ -416,6 +426,26 @@ mod tests {
         );
         assert_eq!(r.path_for("x1"), Some(PathBuf::from("rec-x1.mkv")));
         assert_eq!(r.path_for("x2"), Some(PathBuf::from("rec-x2.mkv")));
+    }
+
+    #[test]
+    fn a_sender_that_reconnects_gets_a_new_file_each_time() {
+        let reporter = Reporter::new("sender", crate::cli::EventFormat::Human, None).unwrap();
+        let cfg = |p: &str| RecordConfig {
+            path: Some(PathBuf::from(p)),
+            display: false,
+        };
+        let mut r = Recordings::new(cfg("out.webm"), reporter.clone());
+        let paths: Vec<_> = (0..3)
+            .map(|_| r.path_for("aaaaaaaa-1111").unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            ["out.webm", "out-aaaaaaaa.webm", "out-aaaaaaaa-2.webm"].map(PathBuf::from)
+        );
+        let mut r = Recordings::new(cfg("rec-{id}.mkv"), reporter);
+        let paths: Vec<_> = (0..2).map(|_| r.path_for("x1").unwrap()).collect();
+        assert_eq!(paths, ["rec-x1.mkv", "rec-x1-2.mkv"].map(PathBuf::from));
     }
 
     #[test]
