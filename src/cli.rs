@@ -178,6 +178,10 @@ pub struct MediaArgs {
     #[arg(long, conflicts_with_all = ["camera", "file"])]
     pub test_source: bool,
 
+    /// The --test-source picture.
+    #[arg(long, value_enum, default_value_t, requires = "test_source")]
+    pub test_pattern: crate::media::TestPattern,
+
     /// Send a media file (anything GStreamer decodes), paced in real time.
     #[arg(long, value_name = "PATH", conflicts_with = "camera")]
     pub file: Option<PathBuf>,

@@ -247,6 +247,7 @@ fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
         audio,
         file: m.file.clone(),
         looped: m.looped,
+        pattern: m.test_pattern,
         codec: m.video_codec,
         width: m.width,
         height: m.height,

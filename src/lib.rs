@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // SCTP packet between several tasks (SCTP write loop, DTLS writer, ICE
     // and DTLS read loops); across worker threads each hand-off is a futex
     // wake-up and a context switch, on one thread a queue push. Measured on
-    // 2 busy cores: `--binary` median 12 → 19 MB/s (DC-NOTES.md). Media
+    // 2 busy cores: `--binary` median 12 → 19 MB/s (bench/NOTES.md). Media
     // sessions and the relay keep the multi-thread runtime: they spread
     // SRTP work over many peers, and GStreamer calls may block briefly.
     let one_thread = match &job {

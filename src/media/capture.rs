@@ -54,6 +54,7 @@ pub struct CaptureConfig {
     /// For `VideoSource::File` / `AudioSource::File`.
     pub file: Option<PathBuf>,
     pub looped: bool,
+    pub pattern: super::TestPattern,
     pub codec: VideoCodec,
     pub width: u32,
     pub height: u32,
@@ -375,7 +376,14 @@ fn video_branch(
         VideoSource::Test => {
             let test = make("videotestsrc", "vsrc")?;
             set(&test, "is-live", "true");
-            set(&test, "pattern", "ball");
+            set(&test, "pattern", cfg.pattern.nick());
+            if cfg.pattern == super::TestPattern::ZonePlate {
+                // Rings that move and tighten: ~0.7 Mbit/s of VP8 at
+                // 640×480 with a 1 Mbit/s target, where the ball needs 0.13.
+                for (k, v) in [("kt", "4"), ("kx2", "40"), ("ky2", "40")] {
+                    set(&test, k, v);
+                }
+            }
             elements.push(test);
             None
         }

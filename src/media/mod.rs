@@ -34,6 +34,30 @@ pub enum VideoCodec {
     H264,
 }
 
+/// What `--test-source` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TestPattern {
+    /// A bouncing ball: little motion, a low bitrate.
+    #[default]
+    Ball,
+    /// Colour bars.
+    Smpte,
+    /// A moving zone plate: fine detail changing everywhere, so the
+    /// encoder spends most of --video-bitrate (for load tests).
+    ZonePlate,
+}
+
+impl TestPattern {
+    /// videotestsrc's name for it.
+    pub fn nick(self) -> &'static str {
+        match self {
+            Self::Ball => "ball",
+            Self::Smpte => "smpte",
+            Self::ZonePlate => "zone-plate",
+        }
+    }
+}
+
 /// One RTP stream, described the way SDP and GStreamer caps both need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackSpec {

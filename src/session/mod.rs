@@ -506,7 +506,7 @@ async fn connect_signaling(
 pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
-    let mut rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let mut rtc = Rtc::new(&cfg.peer.ice_servers, false)?;
     let capture = match &cfg.media {
         Some(m) => Some(av::start_sender_media(m, &mut rtc, &id)?),
         None => None,
@@ -610,7 +610,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
 pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("sender", cfg.peer.events, cfg.peer.events_file.as_deref())?;
-    let rtc = Rtc::new(&cfg.peer.ice_servers)?;
+    let rtc = Rtc::new(&cfg.peer.ice_servers, true)?;
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);

@@ -31,6 +31,8 @@ fn help_explains_every_command_and_flag() {
                 "--ice-server",
                 "--verify",
                 "--binary",
+                "--test-pattern",
+                "zone-plate",
                 "P2P_SIGNAL",
                 "P2P_ROOM",
             ][..],
@@ -118,4 +120,12 @@ fn display_without_a_graphical_session_says_so() {
         err.contains("--display") && err.contains("DISPLAY"),
         "{err}"
     );
+}
+
+#[test]
+fn a_test_pattern_needs_the_test_source() {
+    let out = p2p(&["send", "--room", "x", "--test-pattern", "zone-plate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--test-source"), "{err}");
 }
