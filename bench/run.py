@@ -358,7 +358,7 @@ class Bench:
     # ------------------------------------------------------------ (5) relay
 
     def relay_throughput(self):
-        secs = 5 if self.quick else 10
+        secs = 3 if self.quick else 10
         runs = 1 if self.quick else 3
         res = {"p2p": [], "nats": []}
         for i in range(runs):
@@ -552,7 +552,7 @@ class Bench:
     # ------------------------------------------------------------ (2) fan-out
 
     def fanout(self):
-        secs = 5 if self.quick else 20
+        secs = 3 if self.quick else 20
         levels = [1, 5, 10, 20]
         _, url = self.relay()
         room = f"fan-{uuid.uuid4().hex[:8]}"
@@ -626,7 +626,7 @@ class Bench:
         return percentile(ms, 50), percentile(ms, 95)
 
     def capture_latency(self):
-        secs = 4 if self.quick else 15
+        secs = 3 if self.quick else 15
         _, url = self.relay()
         results = {}
         for width, height in [(640, 480), (1280, 720)]:
