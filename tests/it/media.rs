@@ -24,6 +24,15 @@ fn send_media(relay: &Relay, room: &str, extra: &[&str]) -> Proc {
     Spawn::new("sender", &args).spawn()
 }
 
+fn send_file(relay: &Relay, room: &str, file: &Path, extra: &[&str]) -> Proc {
+    let file = file.to_str().unwrap();
+    let mut args = vec![
+        "send", "--signal", &relay.url, "--room", room, "--events", "json", "--file", file,
+    ];
+    args.extend_from_slice(extra);
+    Spawn::new("sender", &args).spawn()
+}
+
 fn record(relay: &Relay, room: &str, path: &Path, extra: &[&str]) -> Proc {
     let path = path.to_str().unwrap();
     let mut args = vec![
@@ -301,22 +310,7 @@ async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
 
     let path = dir.path().join("from-file.webm");
     let mut rx = record(&relay, "file", &path, &["--once"]);
-    let mut tx = Spawn::new(
-        "sender",
-        &[
-            "send",
-            "--signal",
-            &relay.url,
-            "--room",
-            "file",
-            "--events",
-            "json",
-            "--file",
-            src.to_str().unwrap(),
-            "--data",
-        ],
-    )
-    .spawn();
+    let mut tx = send_file(&relay, "file", &src, &["--data"]);
     rx.wait_stderr(CONNECT).await;
     tx.wait_stderr(r#""event":"channel""#).await;
     tx.write_stdin(b"subtitle line\n").await;
@@ -365,11 +359,7 @@ async fn a_looped_file_keeps_playing_into_one_recording() {
     let src = source_file(dir.path(), 2);
     let path = dir.path().join("looped.webm");
     let mut rx = record(&relay, "loop", &path, &[]);
-    let file = src.to_str().unwrap();
-    let args = [
-        "send", "--signal", &relay.url, "--room", "loop", "--file", file, "--loop",
-    ];
-    let _tx = Spawn::new("sender", &args).spawn();
+    let _tx = send_file(&relay, "loop", &src, &["--loop"]);
     rx.wait_stderr(r#""event":"keyframe""#).await;
     // Three and a half times through the 2-second file.
     tokio::time::sleep(Duration::from_secs(7)).await;
