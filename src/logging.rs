@@ -9,9 +9,10 @@ pub fn init(verbose: u8, quiet: bool) {
         "error"
     } else {
         match verbose {
-            // webrtc-rs logs routine ICE/DTLS chatter at info and warn.
-            0 => "p2p=info,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_sctp=error,webrtc_data=error,webrtc_srtp=error,webrtc_mdns=error,warn",
-            1 => "p2p=debug,webrtc=warn,webrtc_ice=warn,webrtc_dtls=error,webrtc_sctp=warn,warn",
+            // webrtc-rs (the `webrtc` layer and its `rtc*` core crates)
+            // logs routine ICE/DTLS/SRTP chatter at info and warn.
+            0 => "p2p=info,webrtc=error,rtc=error,warn",
+            1 => "p2p=debug,webrtc=warn,rtc=warn,warn",
             2 => "debug",
             _ => "trace",
         }

@@ -480,9 +480,8 @@ impl Runner {
 }
 
 async fn read_channel(ch: Channel, out: mpsc::Sender<(String, Payload)>, counter: Arc<AtomicU64>) {
-    let mut buf = vec![0u8; rtc::MAX_MESSAGE];
     let peer = ch.peer().to_owned();
-    while let Some(p) = ch.recv(&mut buf).await {
+    while let Some(p) = ch.recv().await {
         counter.fetch_add(p.len() as u64, Ordering::Relaxed);
         if out.send((peer.clone(), p)).await.is_err() {
             break;

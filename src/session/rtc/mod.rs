@@ -1,0 +1,611 @@
+//! The one adapter to webrtc-rs: every `webrtc` type stays in this module.
+//!
+//! Each peer connection is driven by one task that applies commands in the
+//! order the state machine issued them (so a candidate never overtakes the
+//! description it belongs to), and reports [`PeerEvent`]s, tagged with the
+//! peer id, on one shared channel.
+
+mod channel;
+mod media;
+mod net;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use tokio::sync::mpsc;
+use webrtc::data_channel::RTCDataChannelInit;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    configure_rtcp_reports, configure_twcc_receiver_only, MediaEngine, PeerConnection,
+    PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngine, SettingEngineBuilder,
+};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind};
+
+pub use channel::{Channel, ChannelClosed, Payload};
+use media::{LocalMedia, PendingTracks, ABS_CAPTURE_TIME};
+pub use media::{Received, RemoteTrack, TrackWriter};
+
+use super::machine::PeerEvent;
+use crate::media::TrackSpec;
+use crate::protocol::{Candidate, Description};
+
+/// Size of the chunks `--binary` sends: webrtc-rs and browsers both accept
+/// 64 KiB without negotiation (RFC 8841's default max-message-size).
+pub const CHUNK: usize = 64 * 1024;
+
+/// Bytes a channel may have unacknowledged before `send` waits. Enough to
+/// keep a loopback or LAN path busy, small enough that a stalled receiver
+/// pins little memory.
+const SEND_BUFFER: usize = 4 * 1024 * 1024;
+
+/// SCTP receive window: how much the peer may send ahead of our reading.
+/// webrtc-rs's default (1 MiB) halves loopback throughput.
+const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
+
+/// How often a receiver asks again for the video packets it is missing
+/// (NACK). webrtc-rs's default, 100 ms, is the recorder's whole jitter
+/// buffer latency: half the retransmissions came too late to be used. At
+/// 20 ms a lost packet (or a lost retransmission) is asked for again well
+/// inside it on a LAN or a continent.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// ICE: silence before a connection counts as lost (webrtc-rs's default;
+/// the session gives the peer up then), and keep-alive interval (default).
+const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// ICE: added to `ICE_DISCONNECTED`, how long connectivity checks may go
+/// without an answer before a new connection fails. webrtc-rs stops
+/// retrying a candidate pair after a few unanswered checks, so an attempt
+/// made while the network is down never connects once it is back; it
+/// must fail for the peers to try again. webrtc-rs's default, 25 s, kept
+/// sessions down for half a minute after a 10 s outage; 15 s in all is
+/// still far beyond what checks take on any working path.
+const ICE_FAILED: Duration = Duration::from_secs(10);
+
+/// ICE: time between connectivity checks, and how many a candidate pair
+/// gets. webrtc-rs's 200 ms tick also paces every handshake step after
+/// ICE (DTLS, SCTP, the channel's open): a data channel took 400–600 ms
+/// to open. At 20 ms it opens in 50–70 ms; 100 checks keep a pair alive
+/// for the same 2 s a slow path needs.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+const ICE_CHECKS_PER_PAIR: u16 = 100;
+
+/// Interceptor slot of [`media::KeyframeRequests`] (past the built-in ones).
+const KEYFRAME_SLOT: usize = 14_000;
+
+/// Events queued from one connection's callbacks to the shared channel.
+const RTC_EVENTS_PER_PEER: usize = 128;
+
+/// Commands queued for one peer: a handful per negotiation plus trickled
+/// candidates.
+const PEER_COMMANDS: usize = 128;
+
+/// An ICE server as the user gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// What the adapter reports, tagged with the peer id.
+#[derive(Debug)]
+pub enum RtcEvent {
+    /// For the state machine.
+    Peer(PeerEvent),
+    /// A data channel is open and ready to carry payloads.
+    Channel(Channel),
+    /// A remote media track started (its first packet arrived).
+    Track(RemoteTrack),
+}
+
+pub type Events = mpsc::Sender<(String, RtcEvent)>;
+
+/// Builds peer connections with the settings measured to work here.
+pub struct Rtc {
+    ice_servers: Vec<RTCIceServer>,
+    receives_media: bool,
+    local: Option<LocalMedia>,
+    runtime: Arc<dyn webrtc::runtime::Runtime>,
+}
+
+impl Rtc {
+    /// `receives_media`: this side takes media in (a receiver), so it
+    /// asks for lost packets and reports congestion; a sender only answers.
+    pub fn new(ice_servers: &[IceServer], receives_media: bool) -> anyhow::Result<Self> {
+        let ice_servers = ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: vec![s.url.clone()],
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let rtc = Self {
+            ice_servers,
+            receives_media,
+            local: None,
+            runtime: net::Net::new(),
+        };
+        // Fail at start, not at the first peer, on a bad setting.
+        rtc.engines()?;
+        Ok(rtc)
+    }
+
+    fn configuration(&self) -> RTCConfiguration {
+        RTCConfigurationBuilder::new()
+            .with_ice_servers(self.ice_servers.clone())
+            .build()
+    }
+
+    /// Codecs, header extensions and interceptors, split by direction.
+    /// Both sides: RTCP sender and receiver reports, and video codecs with
+    /// `nack`, `nack pli` and `ccm fir` feedback. The sending side keeps
+    /// what it sent to answer NACKs and hands key-frame requests to the
+    /// encoder; the receiving side asks for what it lost and sends
+    /// transport-wide congestion feedback. Each of those two wakes up on a
+    /// timer per connection (NACK every 20 ms, TWCC every 100 ms) whether
+    /// or not media comes in: on a sender with 20 receivers that was 1,200
+    /// idle wake-ups a second, so a sender runs neither.
+    fn engines(&self) -> anyhow::Result<(MediaEngine, Registry)> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: ABS_CAPTURE_TIME.into(),
+                },
+                kind,
+                None,
+            )?;
+        }
+        for parameter in ["", "pli"] {
+            media.register_feedback(
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: parameter.into(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        let registry = configure_rtcp_reports(Registry::new());
+        if !self.receives_media {
+            let registry = registry
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(Slot::from(KEYFRAME_SLOT), media::KeyframeRequests::new());
+            return Ok((media, registry));
+        }
+        let registry = registry.with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .build(),
+        );
+        let registry = configure_twcc_receiver_only(registry, &mut media)?;
+        Ok((media, registry))
+    }
+
+    fn settings() -> SettingEngine {
+        SettingEngineBuilder::new()
+            // No multicast: nothing leaves this machine unless told to.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            // Two processes on one machine meet over loopback.
+            .with_include_loopback_candidate(true)
+            // Browsers that hide their addresses show up as peer-reflexive
+            // candidates; accept them at once instead of after 1 s.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED),
+                Some(ICE_FAILED),
+                Some(ICE_KEEPALIVE),
+            )
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
+            .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
+            .build()
+    }
+
+    /// Declares the sender's encoded tracks; every later peer connection
+    /// carries them. `on_keyframe` is called on each PLI/FIR from a receiver.
+    pub fn set_local_tracks(
+        &mut self,
+        specs: &[TrackSpec],
+        stream_id: &str,
+        on_keyframe: Arc<dyn Fn() + Send + Sync>,
+    ) -> Vec<TrackWriter> {
+        let local = LocalMedia {
+            specs: specs.to_vec(),
+            bindings: specs.iter().map(|_| Default::default()).collect(),
+            stream_id: stream_id.to_owned(),
+            on_keyframe,
+        };
+        let writers = local
+            .bindings
+            .iter()
+            .map(|b| TrackWriter {
+                bindings: b.clone(),
+            })
+            .collect();
+        self.local = Some(local);
+        writers
+    }
+
+    /// Creates the peer connection for `peer` and the task that drives it.
+    pub async fn peer(&self, peer: &str, events: Events) -> anyhow::Result<PeerHandle> {
+        let muted = Arc::new(AtomicBool::new(false));
+        let events = gate(events, muted.clone());
+        let shared = Shared::default();
+        let handler = Handler {
+            peer: peer.to_owned(),
+            events: events.clone(),
+            shared: shared.clone(),
+        };
+        let (media, registry) = self.engines()?;
+        // The wildcard binds every interface but loopback; loopback too, so
+        // two processes on one machine meet without a network.
+        let addrs = vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()];
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(self.configuration())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(Self::settings())
+            .with_runtime(self.runtime.clone())
+            .with_handler(Arc::new(handler))
+            .with_udp_addrs(addrs)
+            .with_data_channel_send_buffer_limit(SEND_BUFFER)
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let pending = match &self.local {
+            Some(media) => Some(media.add_to(&*pc).await?),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(PEER_COMMANDS);
+        let driver = Driver {
+            pc,
+            peer: peer.to_owned(),
+            events,
+            shared,
+            pending,
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(PeerHandle { tx, muted })
+    }
+}
+
+/// Passes one connection's events on until it is muted. A peer that comes
+/// back (same id, new connection) must not get the old connection's last
+/// words: its "closed" once the delayed close happens, or a "connected"
+/// when ICE recovers on a connection already given up.
+fn gate(events: Events, muted: Arc<AtomicBool>) -> Events {
+    let (tx, mut rx) = mpsc::channel(RTC_EVENTS_PER_PEER);
+    tokio::spawn(async move {
+        // Drains to the end, muted or not, so no callback ever blocks.
+        while let Some(ev) = rx.recv().await {
+            if !muted.load(Ordering::Acquire) {
+                let _ = events.send(ev).await;
+            }
+        }
+    });
+    tx
+}
+
+#[derive(Debug)]
+enum Command {
+    CreateOffer {
+        data_channel: bool,
+    },
+    AcceptOffer(Description),
+    ApplyAnswer(Description),
+    AddCandidate(Candidate),
+    /// Ask the sender of this SSRC for a key frame.
+    Pli(u32),
+    Close,
+}
+
+/// Commands one peer connection.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    tx: mpsc::Sender<Command>,
+    muted: Arc<AtomicBool>,
+}
+
+impl PeerHandle {
+    async fn send(&self, cmd: Command) {
+        // A closed queue means the peer task ended (connection closed);
+        // the state machine learns that through a Failed event.
+        let _ = self.tx.send(cmd).await;
+    }
+
+    pub async fn create_offer(&self, data_channel: bool) {
+        self.send(Command::CreateOffer { data_channel }).await;
+    }
+
+    pub async fn accept_offer(&self, offer: Description) {
+        self.send(Command::AcceptOffer(offer)).await;
+    }
+
+    pub async fn apply_answer(&self, answer: Description) {
+        self.send(Command::ApplyAnswer(answer)).await;
+    }
+
+    pub async fn add_candidate(&self, candidate: Candidate) {
+        self.send(Command::AddCandidate(candidate)).await;
+    }
+
+    pub async fn close(&self) {
+        self.mute();
+        self.send(Command::Close).await;
+    }
+
+    /// Drops every later event of this connection: it was given up, and
+    /// a new one with the same peer may follow before it is closed.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::Release);
+    }
+
+    /// Sends a Picture Loss Indication: the sender answers with a key frame.
+    /// Returns false once the peer connection is gone.
+    pub fn request_keyframe(&self, ssrc: u32) -> bool {
+        !matches!(
+            self.tx.try_send(Command::Pli(ssrc)),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    }
+}
+
+/// Remote tracks by SSRC, for the PLIs sent about them.
+#[derive(Clone, Default)]
+pub(crate) struct RemoteTracks(Arc<Mutex<HashMap<u32, Arc<dyn TrackRemote>>>>);
+
+impl RemoteTracks {
+    fn insert(&self, ssrc: u32, track: Arc<dyn TrackRemote>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ssrc, track);
+    }
+
+    fn get(&self, ssrc: u32) -> Option<Arc<dyn TrackRemote>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ssrc)
+            .cloned()
+    }
+}
+
+/// What the event handler and the driver task share: from the
+/// descriptions, the first media section's mid and our ICE ufrag (for the
+/// candidates we trickle) and the remote abs-capture-time id; the remote
+/// tracks.
+#[derive(Clone, Default)]
+struct Shared {
+    local: Arc<Mutex<(Option<String>, Option<String>)>>,
+    capture_ext: Arc<Mutex<Option<u8>>>,
+    tracks: RemoteTracks,
+}
+
+impl Shared {
+    fn set_local(&self, sdp: &str) {
+        let find = |prefix: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|v| v.trim().to_owned())
+        };
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) =
+            (find("a=mid:"), find("a=ice-ufrag:"));
+    }
+
+    fn local(&self) -> (Option<String>, Option<String>) {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_remote(&self, sdp: &str) {
+        *self.capture_ext.lock().unwrap_or_else(|e| e.into_inner()) = media::capture_ext_id(sdp);
+    }
+
+    fn capture_ext(&self) -> Option<u8> {
+        *self.capture_ext.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// webrtc-rs's callbacks for one connection. They run on the connection's
+/// driver: each only queues an event.
+struct Handler {
+    peer: String,
+    events: Events,
+    shared: Shared,
+}
+
+impl Handler {
+    async fn report(&self, event: RtcEvent) {
+        let _ = self.events.send((self.peer.clone(), event)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let Ok(init) = event.candidate.to_json() else {
+            return;
+        };
+        let (mid, ufrag) = self.shared.local();
+        // Browsers reject a mid that names no media section, so name the
+        // first one (all are bundled).
+        let cand = Candidate {
+            candidate: init.candidate,
+            sdp_mid: mid.or(init.sdp_mid),
+            sdp_m_line_index: Some(0),
+            username_fragment: ufrag,
+        };
+        self.report(RtcEvent::Peer(PeerEvent::LocalCandidate(cand)))
+            .await;
+    }
+
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        tracing::debug!(peer = %short(&self.peer), "peer connection {s}");
+        let event = match s {
+            RTCPeerConnectionState::Connected => PeerEvent::Connected,
+            RTCPeerConnectionState::Disconnected => {
+                PeerEvent::Failed("connection lost (ICE disconnected)".into())
+            }
+            RTCPeerConnectionState::Failed => {
+                PeerEvent::Failed("connection failed (ICE failed)".into())
+            }
+            RTCPeerConnectionState::Closed => PeerEvent::Failed("connection closed".into()),
+            _ => return,
+        };
+        self.report(RtcEvent::Peer(event)).await;
+    }
+
+    // Receiver side: the sender's media arrives here.
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        media::watch_remote(
+            track,
+            self.peer.clone(),
+            self.events.clone(),
+            self.shared.capture_ext(),
+            self.shared.tracks.clone(),
+        );
+    }
+
+    // Receiver side: the sender's channel arrives here.
+    async fn on_data_channel(&self, dc: Arc<dyn webrtc::data_channel::DataChannel>) {
+        channel::watch(dc, self.peer.clone(), self.events.clone());
+    }
+}
+
+/// Applies one connection's commands in order.
+struct Driver {
+    pc: Arc<dyn PeerConnection>,
+    peer: String,
+    events: Events,
+    shared: Shared,
+    /// The sender's tracks, until the answer says how to send them.
+    pending: Option<PendingTracks>,
+}
+
+impl Driver {
+    async fn run(self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            let result = match cmd {
+                Command::Close => break,
+                Command::CreateOffer { data_channel } => self.create_offer(data_channel).await,
+                Command::AcceptOffer(offer) => self.accept_offer(offer).await,
+                Command::ApplyAnswer(answer) => self.apply_answer(answer).await,
+                Command::Pli(ssrc) => {
+                    if let Some(track) = self.shared.tracks.get(ssrc) {
+                        let pli = PictureLossIndication {
+                            sender_ssrc: 0,
+                            media_ssrc: ssrc,
+                        };
+                        let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                    }
+                    Ok(())
+                }
+                Command::AddCandidate(c) => {
+                    let init = RTCIceCandidateInit {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_m_line_index,
+                        username_fragment: c.username_fragment,
+                        url: None,
+                    };
+                    if let Err(e) = self.pc.add_ice_candidate(init).await {
+                        // One bad candidate is not fatal: others may work.
+                        tracing::debug!(peer = %short(&self.peer), "ignored a candidate: {e}");
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                let failed = PeerEvent::Failed(format!("{e:#}"));
+                let _ = self
+                    .events
+                    .send((self.peer.clone(), RtcEvent::Peer(failed)))
+                    .await;
+                break;
+            }
+        }
+        if let Some(pending) = &self.pending {
+            pending.unbind(&self.peer);
+        }
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(peer = %short(&self.peer), "closing the peer connection: {e}");
+        }
+    }
+
+    async fn create_offer(&self, data_channel: bool) -> anyhow::Result<()> {
+        if data_channel {
+            let init = RTCDataChannelInit {
+                ordered: true,
+                ..Default::default()
+            };
+            let dc = self.pc.create_data_channel(&self.peer, Some(init)).await?;
+            channel::watch(dc, self.peer.clone(), self.events.clone());
+        }
+        let offer = self.pc.create_offer(None).await?;
+        self.shared.set_local(&offer.sdp);
+        self.pc.set_local_description(offer.clone()).await?;
+        self.report_description("offer", offer.sdp).await;
+        Ok(())
+    }
+
+    async fn accept_offer(&self, offer: Description) -> anyhow::Result<()> {
+        self.shared.set_remote(&offer.sdp);
+        let desc = RTCSessionDescription::offer(offer.sdp)
+            .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
+        let answer = self.pc.create_answer(None).await?;
+        self.shared.set_local(&answer.sdp);
+        self.pc.set_local_description(answer.clone()).await?;
+        self.bind_tracks().await;
+        self.report_description("answer", answer.sdp).await;
+        Ok(())
+    }
+
+    async fn apply_answer(&self, answer: Description) -> anyhow::Result<()> {
+        self.shared.set_remote(&answer.sdp);
+        let desc = RTCSessionDescription::answer(answer.sdp)
+            .map_err(|e| anyhow::anyhow!("bad answer: {e}"))?;
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| anyhow::anyhow!("bad answer: {e}"))?;
+        self.bind_tracks().await;
+        Ok(())
+    }
+
+    async fn bind_tracks(&self) {
+        if let Some(pending) = &self.pending {
+            pending.bind(&*self.pc, &self.peer).await;
+        }
+    }
+
+    async fn report_description(&self, kind: &str, sdp: String) {
+        let desc = PeerEvent::LocalDescription(Description {
+            kind: kind.into(),
+            sdp,
+        });
+        let _ = self
+            .events
+            .send((self.peer.clone(), RtcEvent::Peer(desc)))
+            .await;
+    }
+}
+
+/// The first 8 characters of an id, for logs.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
