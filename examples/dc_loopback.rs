@@ -1,25 +1,26 @@
 //! The ceiling of webrtc-rs data channels on this machine: two peer
-//! connections in one process, one detached, ordered, reliable channel,
-//! `MB` megabytes (default 200) sent in `CHUNK`-byte messages (default
-//! 65536) with at most `HIGH` bytes buffered (default 1 MiB). No p2p code
-//! in the path: compare its rate with `p2p send --binary` (issue 7, figure 4).
+//! connections, one ordered, reliable channel, `MB` megabytes (default
+//! 200) sent in `CHUNK`-byte messages (default 65536) with at most `HIGH`
+//! bytes unacknowledged (default 4 MiB). No p2p session code in the path,
+//! only the engine with the settings p2p gives it (UDP socket buffers, SCTP
+//! receive window, ICE tick): compare its rate with `p2p send --binary`
+//! (figure 4).
 //!
 //!   cargo run --release --example dc_loopback            # 200 MB
-//!   MB=50 CHUNK=16384 HIGH=4194304 cargo run --release --example dc_loopback
+//!   MB=50 CHUNK=16384 HIGH=1048576 cargo run --release --example dc_loopback
 //!   dc_loopback recv DIR & dc_loopback send DIR   # two processes, SDP via files
+//!   PLAIN=1 …   # webrtc-rs defaults instead (no p2p settings)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
-use webrtc::data_channel::RTCDataChannel;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::peer_connection::configuration::RTCConfiguration;
-use webrtc::peer_connection::RTCPeerConnection;
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCSessionDescription,
+};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -30,46 +31,86 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn peer() -> Res<Arc<RTCPeerConnection>> {
-    let mut s = SettingEngine::default();
-    s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-    s.set_include_loopback_candidate(true);
-    s.detach_data_channels();
-    let api = APIBuilder::new().with_setting_engine(s).build();
-    Ok(Arc::new(
-        api.new_peer_connection(RTCConfiguration::default()).await?,
-    ))
+/// Reports the channel the other side opens, and when gathering is done.
+struct Handler {
+    channels: mpsc::Sender<Arc<dyn DataChannel>>,
+    gathered: mpsc::Sender<()>,
 }
 
-/// Full (non-trickle) offer/answer between `a` and `b`.
-async fn connect(a: &RTCPeerConnection, b: &RTCPeerConnection) -> Res<()> {
-    let offer = a.create_offer(None).await?;
-    let mut done = a.gathering_complete_promise().await;
-    a.set_local_description(offer).await?;
-    let _ = done.recv().await;
-    b.set_remote_description(a.local_description().await.ok_or("no offer")?)
-        .await?;
-    let answer = b.create_answer(None).await?;
-    let mut done = b.gathering_complete_promise().await;
-    b.set_local_description(answer).await?;
-    let _ = done.recv().await;
-    a.set_remote_description(b.local_description().await.ok_or("no answer")?)
-        .await?;
-    Ok(())
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.channels.send(dc).await;
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.try_send(());
+        }
+    }
 }
 
-type Raw = Arc<webrtc::data::data_channel::DataChannel>;
+struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    gathered: mpsc::Receiver<()>,
+}
 
-/// Detaches `dc` once it is open.
-fn on_open(dc: Arc<RTCDataChannel>, tx: mpsc::Sender<Raw>) {
-    let dc2 = dc.clone();
-    dc.on_open(Box::new(move || {
-        Box::pin(async move {
-            if let Ok(raw) = dc2.detach().await {
-                let _ = tx.send(raw).await;
-            }
-        })
-    }));
+async fn peer(high: usize) -> Res<Peer> {
+    let (ctx, channels) = mpsc::channel(1);
+    let (gtx, gathered) = mpsc::channel(1);
+    let handler = Arc::new(Handler {
+        channels: ctx,
+        gathered: gtx,
+    });
+    let builder = PeerConnectionBuilder::new()
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .with_data_channel_send_buffer_limit(high);
+    let builder = if std::env::var_os("PLAIN").is_some() {
+        builder
+    } else {
+        builder
+            .with_runtime(p2p::session::rtc::engine_runtime())
+            .with_setting_engine(p2p::session::rtc::engine_settings())
+    };
+    let pc: Arc<dyn PeerConnection> = Arc::new(builder.build().await?);
+    Ok(Peer {
+        pc,
+        channels,
+        gathered,
+    })
+}
+
+/// Sets `desc` and waits until every candidate is in it (no trickle).
+async fn set_local(p: &mut Peer, desc: RTCSessionDescription) -> Res<RTCSessionDescription> {
+    p.pc.set_local_description(desc).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), p.gathered.recv()).await;
+    Ok(p.pc
+        .local_description()
+        .await
+        .ok_or("no local description")?)
+}
+
+async fn offer(a: &mut Peer) -> Res<RTCSessionDescription> {
+    let o = a.pc.create_offer(None).await?;
+    set_local(a, o).await
+}
+
+async fn answer(b: &mut Peer, offer: RTCSessionDescription) -> Res<RTCSessionDescription> {
+    b.pc.set_remote_description(offer).await?;
+    let a = b.pc.create_answer(None).await?;
+    set_local(b, a).await
+}
+
+/// Waits until `dc` is open.
+async fn opened(dc: &Arc<dyn DataChannel>) -> Res<()> {
+    while let Some(ev) = dc.poll().await {
+        if matches!(ev, DataChannelEvent::OnOpen) {
+            return Ok(());
+        }
+    }
+    Err("channel closed before it opened".into())
 }
 
 fn main() -> Res<()> {
@@ -87,39 +128,32 @@ fn main() -> Res<()> {
     rt.enable_all().build()?.block_on(run())
 }
 
+fn init() -> RTCDataChannelInit {
+    RTCDataChannelInit {
+        ordered: true,
+        ..Default::default()
+    }
+}
+
 async fn run() -> Res<()> {
     let total = env("MB", 200) * 1_000_000;
     let chunk = env("CHUNK", 65536);
-    let high = env("HIGH", 1 << 20);
+    let high = env("HIGH", 4 << 20);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let init = RTCDataChannelInit {
-        ordered: Some(true),
-        ..Default::default()
-    };
     match args.first().map(String::as_str) {
         // Two processes: `send DIR` and `recv DIR` swap SDP through files.
         Some("send") => {
             let dir = std::path::PathBuf::from(args.get(1).ok_or("send DIR")?);
-            let a = peer().await?;
-            let (tx, mut rx) = mpsc::channel(1);
-            on_open(a.create_data_channel("data", Some(init)).await?, tx);
-            let offer = a.create_offer(None).await?;
-            let mut done = a.gathering_complete_promise().await;
-            a.set_local_description(offer).await?;
-            let _ = done.recv().await;
-            let sdp = a.local_description().await.ok_or("no offer")?;
-            std::fs::write(dir.join("offer.tmp"), serde_json::to_string(&sdp)?)?;
-            std::fs::rename(dir.join("offer.tmp"), dir.join("offer"))?;
-            let answer = wait_file(&dir.join("answer")).await?;
-            a.set_remote_description(serde_json::from_str(&answer)?)
+            let mut a = peer(high).await?;
+            let dc = a.pc.create_data_channel("data", Some(init())).await?;
+            let o = offer(&mut a).await?;
+            write_file(&dir.join("offer"), &serde_json::to_string(&o)?)?;
+            let ans = wait_file(&dir.join("answer")).await?;
+            a.pc.set_remote_description(serde_json::from_str(&ans)?)
                 .await?;
-            let send = rx.recv().await.ok_or("channel never opened")?;
+            opened(&dc).await?;
             let t0 = Instant::now();
-            send_all(&send, total, chunk, high).await?;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while send.buffered_amount() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            send_all(&dc, total, chunk).await?;
             let secs = t0.elapsed().as_secs_f64();
             println!(
                 "sent {} MB in {secs:.2} s: {:.1} MB/s",
@@ -127,28 +161,16 @@ async fn run() -> Res<()> {
                 total as f64 / secs / 1e6
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = a.close().await;
+            let _ = a.pc.close().await;
         }
         Some("recv") => {
             let dir = std::path::PathBuf::from(args.get(1).ok_or("recv DIR")?);
-            let b = peer().await?;
-            let (tx, mut rx) = mpsc::channel(1);
-            b.on_data_channel(Box::new(move |dc| {
-                on_open(dc, tx.clone());
-                Box::pin(async {})
-            }));
-            let offer = wait_file(&dir.join("offer")).await?;
-            b.set_remote_description(serde_json::from_str(&offer)?)
-                .await?;
-            let answer = b.create_answer(None).await?;
-            let mut done = b.gathering_complete_promise().await;
-            b.set_local_description(answer).await?;
-            let _ = done.recv().await;
-            let sdp = b.local_description().await.ok_or("no answer")?;
-            std::fs::write(dir.join("answer.tmp"), serde_json::to_string(&sdp)?)?;
-            std::fs::rename(dir.join("answer.tmp"), dir.join("answer"))?;
-            let recv = rx.recv().await.ok_or("channel never opened")?;
-            let (got, secs) = recv_all(recv, total).await;
+            let mut b = peer(high).await?;
+            let o = wait_file(&dir.join("offer")).await?;
+            let ans = answer(&mut b, serde_json::from_str(&o)?).await?;
+            write_file(&dir.join("answer"), &serde_json::to_string(&ans)?)?;
+            let dc = b.channels.recv().await.ok_or("no channel")?;
+            let (got, secs) = recv_all(dc, total).await;
             let secs = secs.map_or(0.0, |d| d.as_secs_f64());
             println!(
                 "received {} MB in {secs:.2} s: {:.1} MB/s",
@@ -157,10 +179,17 @@ async fn run() -> Res<()> {
             );
             // Let the last SACKs reach the sender before closing.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let _ = b.close().await;
+            let _ = b.pc.close().await;
         }
-        _ => one_process(total, chunk, high, init).await?,
+        _ => one_process(total, chunk, high).await?,
     }
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Res<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)?;
     Ok(())
 }
 
@@ -174,74 +203,61 @@ async fn wait_file(path: &std::path::Path) -> Res<String> {
 }
 
 /// Reads until `total` bytes arrived; the time from the first message on.
-async fn recv_all(recv: Raw, total: usize) -> (usize, Option<Duration>) {
-    let mut buf = vec![0u8; 256 * 1024];
+async fn recv_all(dc: Arc<dyn DataChannel>, total: usize) -> (usize, Option<Duration>) {
     let mut got = 0usize;
     let mut first = None;
     while got < total {
-        match recv.read_data_channel(&mut buf).await {
-            Ok((0, _)) | Err(_) => break,
-            Ok((n, _)) => {
+        match dc.poll().await {
+            Some(DataChannelEvent::OnMessage(m)) => {
                 first.get_or_insert_with(Instant::now);
-                got += n;
+                got += m.data.len();
             }
+            Some(DataChannelEvent::OnClose) | None => break,
+            Some(_) => {}
         }
     }
     (got, first.map(|t| t.elapsed()))
 }
 
-/// Sends `total` bytes in `chunk`-byte messages, never more than `high`
-/// buffered.
-async fn send_all(send: &Raw, total: usize, chunk: usize, high: usize) -> Res<()> {
-    let low = Arc::new(Notify::new());
-    send.set_buffered_amount_low_threshold(high / 4);
-    let n = low.clone();
-    send.on_buffered_amount_low(Box::new(move || {
-        let n = n.clone();
-        Box::pin(async move { n.notify_one() })
-    }));
-    let data = Bytes::from(vec![0u8; chunk]);
+/// Sends `total` bytes in `chunk`-byte messages (`send` waits while the
+/// send buffer is full), then waits until all of it was acknowledged.
+async fn send_all(dc: &Arc<dyn DataChannel>, total: usize, chunk: usize) -> Res<()> {
+    let data = BytesMut::zeroed(chunk);
     let mut sent = 0;
     while sent < total {
-        while send.buffered_amount() > high {
-            tokio::select! {
-                () = low.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
         let len = chunk.min(total - sent);
-        send.write_data_channel(&data.slice(..len), false).await?;
+        dc.send(BytesMut::from(&data[..len])).await?;
         sent += len;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dc.outstanding_bytes().await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
 }
 
-async fn one_process(total: usize, chunk: usize, high: usize, init: RTCDataChannelInit) -> Res<()> {
-    let (a, b) = (peer().await?, peer().await?);
-    let (tx_a, mut rx_a) = mpsc::channel(1);
-    let (tx_b, mut rx_b) = mpsc::channel(1);
-    on_open(a.create_data_channel("data", Some(init)).await?, tx_a);
-    b.on_data_channel(Box::new(move |dc| {
-        on_open(dc, tx_b.clone());
-        Box::pin(async {})
-    }));
-    connect(&a, &b).await?;
-    let send = rx_a.recv().await.ok_or("sender channel never opened")?;
-    let recv = rx_b.recv().await.ok_or("receiver channel never opened")?;
+async fn one_process(total: usize, chunk: usize, high: usize) -> Res<()> {
+    let (mut a, mut b) = (peer(high).await?, peer(high).await?);
+    let dc = a.pc.create_data_channel("data", Some(init())).await?;
+    let o = offer(&mut a).await?;
+    let ans = answer(&mut b, o).await?;
+    a.pc.set_remote_description(ans).await?;
+    let recv = b.channels.recv().await.ok_or("no channel")?;
+    opened(&dc).await?;
     let t0 = Instant::now();
     let reader = tokio::spawn(recv_all(recv, total));
-    send_all(&send, total, chunk, high).await?;
+    send_all(&dc, total, chunk).await?;
     let (got, secs) = reader.await?;
     let secs = secs.unwrap_or_else(|| t0.elapsed()).as_secs_f64();
     println!(
-        "{} MB in {:.2} s: {:.1} MB/s ({} B messages, {} B high water)",
+        "{} MB in {:.2} s: {:.1} MB/s ({} B messages, {} B send buffer)",
         got / 1_000_000,
         secs,
         got as f64 / secs / 1e6,
         chunk,
         high
     );
-    let _ = a.close().await;
-    let _ = b.close().await;
+    let _ = a.pc.close().await;
+    let _ = b.pc.close().await;
     Ok(())
 }

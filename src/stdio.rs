@@ -99,6 +99,27 @@ fn split_text(text: String) -> Vec<String> {
 }
 
 /// Writes one message to `out`: text with a newline, bytes as they are.
+/// What the receiver gathers before writing to stdout while messages keep
+/// coming (it flushes whenever none is waiting, so lines are not held).
+pub const OUT_BUFFER: usize = 1024 * 1024;
+
+/// Pipe size asked for when stdout is a pipe. Linux's default, 64 KiB, is
+/// one `--binary` message: every message was a write that waited for the
+/// reader (45 MB/s into `wc -c`). 1 MiB is what an unprivileged process
+/// may ask for by default (`/proc/sys/fs/pipe-max-size`).
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+/// Widens stdout's pipe, if it is one; anything else is left alone.
+pub fn widen_stdout_pipe() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on fd 1 with F_SETPIPE_SZ takes an int and touches no
+    // memory of ours; on a non-pipe it fails with EBADF/EINVAL, ignored.
+    unsafe {
+        libc::fcntl(1, libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+}
+
 pub async fn write_payload<W: AsyncWrite + Unpin>(
     out: &mut W,
     payload: &Payload,

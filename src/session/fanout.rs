@@ -21,8 +21,10 @@ use super::rtc::{short, Channel, Payload};
 /// milliseconds, a loaded relay or a slow peer a bit more.
 const DISCOVERY: Duration = Duration::from_secs(1);
 
-/// Longest wait for channels to take everything at the end.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// At the end, how long a receiver may acknowledge nothing before the
+/// sender stops waiting for it (a lossy path that still makes progress
+/// gets all the time it needs).
+const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 /// What the run loop tells the fan-out about peers.
 #[derive(Debug)]
@@ -229,7 +231,7 @@ impl Fanout {
             .filter_map(|p| p.channel.clone())
             .collect();
         for ch in &channels {
-            if !ch.drain(DRAIN_TIMEOUT).await {
+            if !ch.drain(DRAIN_STALL).await {
                 tracing::warn!(
                     "receiver {}: not everything was acknowledged before leaving",
                     short(ch.peer())

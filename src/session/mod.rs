@@ -705,7 +705,9 @@ async fn write_output(
     mut rx: mpsc::Receiver<(String, Payload)>,
     reporter: Reporter,
 ) -> std::io::Result<()> {
-    let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+    crate::stdio::widen_stdout_pipe();
+    let mut out =
+        tokio::io::BufWriter::with_capacity(crate::stdio::OUT_BUFFER, tokio::io::stdout());
     while let Some((peer, p)) = rx.recv().await {
         reporter.message(&peer, &p);
         crate::stdio::write_payload(&mut out, &p).await?;

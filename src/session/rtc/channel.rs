@@ -76,7 +76,9 @@ pub(super) fn watch(raw: Arc<dyn DataChannel>, peer: String, events: Events) {
                     let _ = events
                         .send((peer.clone(), RtcEvent::Peer(PeerEvent::ChannelOpen)))
                         .await;
-                    let _ = events.send((peer.clone(), RtcEvent::Channel(channel))).await;
+                    let _ = events
+                        .send((peer.clone(), RtcEvent::Channel(channel)))
+                        .await;
                 }
                 DataChannelEvent::OnMessage(m) => {
                     let payload = if m.is_string {
@@ -129,17 +131,24 @@ impl Channel {
         })
     }
 
-    /// Waits until everything sent was acknowledged by the peer, or
-    /// `timeout`. Returns whether it all went.
-    pub async fn drain(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Waits until everything sent was acknowledged by the peer. Gives up
+    /// only when the peer acknowledged nothing for `stall`: a slow or lossy
+    /// path that still makes progress gets all the time it needs. Returns
+    /// whether it all went.
+    pub async fn drain(&self, stall: Duration) -> bool {
+        let mut last = usize::MAX;
+        let mut since = tokio::time::Instant::now();
         loop {
-            match self.raw.outstanding_bytes().await {
+            let outstanding = match self.raw.outstanding_bytes().await {
                 Ok(0) => return true,
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(_) => return false,
+            };
+            if outstanding < last {
+                last = outstanding;
+                since = tokio::time::Instant::now();
             }
-            if self.closed.is_cancelled() || tokio::time::Instant::now() >= deadline {
+            if self.closed.is_cancelled() || since.elapsed() >= stall {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

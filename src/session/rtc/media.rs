@@ -11,6 +11,9 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::packet::Packet as RtpPacket;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
@@ -20,9 +23,6 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::PeerConnection;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::{short, Events, RtcEvent};
@@ -118,7 +118,7 @@ impl LocalMedia {
             tokio::spawn(async move {
                 // Ends when the connection closes (the track is unbound).
                 while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track2.poll().await {
-                    if packets.iter().any(is_keyframe_request) {
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                         on_keyframe();
                     }
                 }
@@ -195,7 +195,7 @@ pub(super) fn codec_of(spec: &TrackSpec) -> RTCRtpCodec {
     }
 }
 
-fn is_keyframe_request(packet: &Box<dyn rtc::rtcp::Packet>) -> bool {
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
@@ -263,7 +263,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(is_keyframe_request) {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -474,8 +474,17 @@ mod tests {
     #[test]
     fn h264_matches_on_profile_and_packetization_mode() {
         let ours = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-        assert!(fmtp_matches("profile-level-id=42e034;packetization-mode=1", ours));
-        assert!(!fmtp_matches("profile-level-id=42e01f;packetization-mode=0", ours));
-        assert!(!fmtp_matches("profile-level-id=640c1f;packetization-mode=1", ours));
+        assert!(fmtp_matches(
+            "profile-level-id=42e034;packetization-mode=1",
+            ours
+        ));
+        assert!(!fmtp_matches(
+            "profile-level-id=42e01f;packetization-mode=0",
+            ours
+        ));
+        assert!(!fmtp_matches(
+            "profile-level-id=640c1f;packetization-mode=1",
+            ours
+        ));
     }
 }

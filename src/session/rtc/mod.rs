@@ -14,8 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use tokio::sync::mpsc;
 use webrtc::data_channel::RTCDataChannelInit;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -25,8 +29,6 @@ use webrtc::peer_connection::{
     RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, SettingEngine, SettingEngineBuilder,
 };
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 
 pub use channel::{Channel, ChannelClosed, Payload};
 use media::{LocalMedia, PendingTracks, ABS_CAPTURE_TIME};
@@ -133,7 +135,7 @@ impl Rtc {
             ice_servers,
             receives_media,
             local: None,
-            runtime: net::Net::new(),
+            runtime: net::Net::runtime(),
         };
         // Fail at start, not at the first peer, on a bad setting.
         rtc.engines()?;
@@ -193,7 +195,7 @@ impl Rtc {
         Ok((media, registry))
     }
 
-    fn settings() -> SettingEngine {
+    pub(crate) fn settings() -> SettingEngine {
         SettingEngineBuilder::new()
             // No multicast: nothing leaves this machine unless told to.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -603,6 +605,19 @@ impl Driver {
             .send((self.peer.clone(), RtcEvent::Peer(desc)))
             .await;
     }
+}
+
+/// The runtime p2p gives webrtc-rs (large UDP socket buffers), for
+/// `examples/dc_loopback`'s measure of the engine alone.
+#[doc(hidden)]
+pub fn engine_runtime() -> Arc<dyn webrtc::runtime::Runtime> {
+    net::Net::runtime()
+}
+
+/// The settings p2p gives webrtc-rs, likewise.
+#[doc(hidden)]
+pub fn engine_settings() -> SettingEngine {
+    Rtc::settings()
 }
 
 /// The first 8 characters of an id, for logs.

@@ -27,7 +27,7 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 pub struct Net(TokioRuntime);
 
 impl Net {
-    pub fn new() -> Arc<dyn Runtime> {
+    pub fn runtime() -> Arc<dyn Runtime> {
         Arc::new(Self(TokioRuntime))
     }
 }
