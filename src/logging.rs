@@ -10,8 +10,11 @@ pub fn init(verbose: u8, quiet: bool) {
     } else {
         match verbose {
             // webrtc-rs (the `webrtc` layer and its `rtc*` core crates)
-            // logs routine ICE/DTLS/SRTP chatter at info and warn.
-            0 => "p2p=info,webrtc=error,rtc=error,warn",
+            // logs routine ICE/DTLS/SRTP/TURN chatter up to error level
+            // (every local socket tried against every remote candidate, a
+            // loopback candidate refused by a TURN server): p2p says what
+            // matters about a connection itself; -v shows the rest.
+            0 => "p2p=info,webrtc=off,rtc=off,warn",
             1 => "p2p=debug,webrtc=warn,rtc=warn,warn",
             2 => "debug",
             _ => "trace",
