@@ -305,6 +305,7 @@ impl Runner {
                 let actions = self.machine.peer(Instant::now(), &peer, pe);
                 self.exec(actions).await;
             }
+            RtcEvent::Ice(summary) => self.reporter.ice(&peer, summary),
             RtcEvent::Track(track) => {
                 if let Some(r) = &mut self.recordings {
                     r.track(&peer, track, self.peers.get(&peer));

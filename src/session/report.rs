@@ -1,13 +1,14 @@
 //! How session events reach the user: status lines through `tracing`, or one
 //! JSON object per line (`--events json`) on stderr or in a file.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
 use super::machine::Event;
-use super::rtc::{short, Payload};
+use super::rtc::{short, IceSummary, Payload};
 use crate::cli::EventFormat;
 
 #[derive(Clone)]
@@ -15,6 +16,8 @@ pub struct Reporter {
     /// "sender" or "receiver": names the other side in status lines.
     peer_role: &'static str,
     json: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    /// The path each peer's connection took, for its `connect` event.
+    paths: Arc<Mutex<HashMap<String, IceSummary>>>,
 }
 
 impl Reporter {
@@ -33,6 +36,7 @@ impl Reporter {
         Ok(Self {
             peer_role,
             json: json.map(|w| Arc::new(Mutex::new(w))),
+            paths: Arc::default(),
         })
     }
 
@@ -50,6 +54,24 @@ impl Reporter {
         let _ = w.flush();
     }
 
+    /// What ICE did for `id`: kept for the `connect` event that follows,
+    /// or, when nothing connected, an `ice` event with what was tried.
+    pub fn ice(&self, id: &str, summary: IceSummary) {
+        if summary.path().is_some() {
+            self.paths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned(), summary);
+            return;
+        }
+        let mut v = summary.why_not_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), json!("ice"));
+            o.insert("id".into(), json!(id));
+        }
+        self.write(v);
+    }
+
     /// The session started: our id and room.
     pub fn started(&self, role: &str, id: &str, room: &str) {
         tracing::info!("{role} {} joined room {room:?}", short(id));
@@ -60,8 +82,18 @@ impl Reporter {
         let role = self.peer_role;
         match ev {
             Event::Connect { id, state } => {
-                tracing::info!("{role} {} connected", short(id));
-                self.write(json!({"event": "connect", "id": id, "state": state}));
+                let ice = self
+                    .paths
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+                let path = ice.as_ref().and_then(IceSummary::path);
+                match &path {
+                    Some(p) => tracing::info!("{role} {} connected ({p})", short(id)),
+                    None => tracing::info!("{role} {} connected", short(id)),
+                }
+                let path = ice.as_ref().and_then(IceSummary::path_json);
+                self.write(json!({"event": "connect", "id": id, "state": state, "path": path}));
             }
             Event::Channel { id } => {
                 tracing::debug!("data channel with {role} {} open", short(id));

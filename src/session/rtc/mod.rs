@@ -8,6 +8,7 @@
 mod channel;
 mod media;
 mod net;
+mod path;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ use webrtc::peer_connection::{
 pub use channel::{Channel, ChannelClosed, Payload};
 use media::{LocalMedia, PendingTracks, ABS_CAPTURE_TIME};
 pub use media::{Received, RemoteTrack, TrackWriter};
+pub use path::IceSummary;
 
 use super::machine::PeerEvent;
 use crate::media::TrackSpec;
@@ -107,6 +109,9 @@ pub enum RtcEvent {
     Channel(Channel),
     /// A remote media track started (its first packet arrived).
     Track(RemoteTrack),
+    /// What ICE tried and chose: sent just before `Connected`, and before
+    /// the `Failed` of a connection that never came up.
+    Ice(IceSummary),
 }
 
 pub type Events = mpsc::Sender<(String, RtcEvent)>;
@@ -244,10 +249,12 @@ impl Rtc {
         let muted = Arc::new(AtomicBool::new(false));
         let events = gate(events, muted.clone());
         let shared = Shared::default();
+        let (states_tx, states) = mpsc::unbounded_channel();
         let handler = Handler {
             peer: peer.to_owned(),
             events: events.clone(),
             shared: shared.clone(),
+            states: states_tx,
         };
         let (media, registry) = self.engines()?;
         // The wildcard binds every interface but loopback; loopback too, so
@@ -277,7 +284,7 @@ impl Rtc {
             shared,
             pending,
         };
-        tokio::spawn(driver.run(rx));
+        tokio::spawn(driver.run(rx, states));
         Ok(PeerHandle { tx, muted })
     }
 }
@@ -425,6 +432,9 @@ struct Handler {
     peer: String,
     events: Events,
     shared: Shared,
+    /// Connected and failed go to the driver, which reads the statistics
+    /// first (a callback must not call back into its connection).
+    states: mpsc::UnboundedSender<RTCPeerConnectionState>,
 }
 
 impl Handler {
@@ -455,12 +465,12 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
         tracing::debug!(peer = %short(&self.peer), "peer connection {s}");
         let event = match s {
-            RTCPeerConnectionState::Connected => PeerEvent::Connected,
+            RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed => {
+                let _ = self.states.send(s);
+                return;
+            }
             RTCPeerConnectionState::Disconnected => {
                 PeerEvent::Failed("connection lost (ICE disconnected)".into())
-            }
-            RTCPeerConnectionState::Failed => {
-                PeerEvent::Failed("connection failed (ICE failed)".into())
             }
             RTCPeerConnectionState::Closed => PeerEvent::Failed("connection closed".into()),
             _ => return,
@@ -495,11 +505,60 @@ struct Driver {
     pending: Option<PendingTracks>,
 }
 
+/// A connection that never came up is explained when it is closed after
+/// this long (shorter attempts were just peers coming and going).
+const EXPLAIN_AFTER: Duration = Duration::from_secs(3);
+
 impl Driver {
-    async fn run(self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Command>,
+        mut states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    ) {
+        let started = tokio::time::Instant::now();
+        let mut connected = false;
+        loop {
+            let cmd = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+                Some(state) = states.recv() => {
+                    let up = state == RTCPeerConnectionState::Connected;
+                    if up || !connected {
+                        let summary = path::summarize(&*self.pc).await;
+                        let event = if up {
+                            if let Some(p) = summary.path() {
+                                tracing::debug!(peer = %short(&self.peer), "path: {p}");
+                            }
+                            PeerEvent::Connected
+                        } else {
+                            PeerEvent::Failed(format!("connection failed, {}", summary.why_not()))
+                        };
+                        self.send(RtcEvent::Ice(summary)).await;
+                        self.send(RtcEvent::Peer(event)).await;
+                    } else {
+                        let lost = "connection failed (ICE failed)".to_owned();
+                        self.send(RtcEvent::Peer(PeerEvent::Failed(lost))).await;
+                    }
+                    connected |= up;
+                    continue;
+                }
+            };
             let result = match cmd {
-                Command::Close => break,
+                Command::Close => {
+                    if !connected && started.elapsed() >= EXPLAIN_AFTER {
+                        let summary = path::summarize(&*self.pc).await;
+                        if summary.gathered() {
+                            tracing::warn!(
+                                "{} left before a connection was made: {}",
+                                short(&self.peer),
+                                summary.why_not()
+                            );
+                        }
+                    }
+                    break;
+                }
                 Command::CreateOffer { data_channel } => self.create_offer(data_channel).await,
                 Command::AcceptOffer(offer) => self.accept_offer(offer).await,
                 Command::ApplyAnswer(answer) => self.apply_answer(answer).await,
@@ -530,10 +589,7 @@ impl Driver {
             };
             if let Err(e) = result {
                 let failed = PeerEvent::Failed(format!("{e:#}"));
-                let _ = self
-                    .events
-                    .send((self.peer.clone(), RtcEvent::Peer(failed)))
-                    .await;
+                self.send(RtcEvent::Peer(failed)).await;
                 break;
             }
         }
@@ -543,6 +599,10 @@ impl Driver {
         if let Err(e) = self.pc.close().await {
             tracing::debug!(peer = %short(&self.peer), "closing the peer connection: {e}");
         }
+    }
+
+    async fn send(&self, event: RtcEvent) {
+        let _ = self.events.send((self.peer.clone(), event)).await;
     }
 
     async fn create_offer(&self, data_channel: bool) -> anyhow::Result<()> {
@@ -600,10 +660,7 @@ impl Driver {
             kind: kind.into(),
             sdp,
         });
-        let _ = self
-            .events
-            .send((self.peer.clone(), RtcEvent::Peer(desc)))
-            .await;
+        self.send(RtcEvent::Peer(desc)).await;
     }
 }
 

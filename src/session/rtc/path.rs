@@ -1,0 +1,221 @@
+//! What ICE tried and what it chose, read from webrtc-rs's statistics: the
+//! path a connection took, and, when none was found, why and what to do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+
+/// One side of a candidate pair: `srflx/udp 203.0.113.7:4242`.
+#[derive(Debug, Clone, PartialEq)]
+struct End {
+    typ: String,
+    protocol: String,
+    address: String,
+}
+
+impl End {
+    fn kind(&self) -> String {
+        format!("{}/{}", self.typ, self.protocol)
+    }
+}
+
+/// ICE's candidates and checks for one connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IceSummary {
+    /// Candidates by type (host, srflx, prflx, relay), loopback left out.
+    local: BTreeMap<String, usize>,
+    remote: BTreeMap<String, usize>,
+    pairs: usize,
+    /// Pairs that got at least one answer to a check.
+    answered: usize,
+    /// The pair in use, with its round-trip time.
+    selected: Option<(End, End, Option<f64>)>,
+}
+
+pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let mut ends = BTreeMap::new();
+    let mut s = IceSummary::default();
+    for entry in report.iter() {
+        let (c, side) = match entry {
+            RTCStatsReportEntry::LocalCandidate(c) => (c, true),
+            RTCStatsReportEntry::RemoteCandidate(c) => (c, false),
+            _ => continue,
+        };
+        let address = c.address.clone().unwrap_or_default();
+        let end = End {
+            typ: c.candidate_type.to_string(),
+            protocol: c.protocol.clone(),
+            address: format!("{address}:{}", c.port),
+        };
+        if !address.starts_with("127.") && address != "::1" {
+            let counts = if side { &mut s.local } else { &mut s.remote };
+            *counts.entry(end.typ.clone()).or_default() += 1;
+        }
+        ends.insert(c.stats.id.clone(), end);
+    }
+    let selected_id = report
+        .transport()
+        .map(|t| t.selected_candidate_pair_id.clone())
+        .unwrap_or_default();
+    for pair in report.candidate_pairs() {
+        s.pairs += 1;
+        if pair.responses_received > 0 {
+            s.answered += 1;
+        }
+        let chosen = if selected_id.is_empty() {
+            pair.nominated
+        } else {
+            pair.stats.id == selected_id
+        };
+        if chosen {
+            let (Some(l), Some(r)) = (
+                ends.get(&pair.local_candidate_id),
+                ends.get(&pair.remote_candidate_id),
+            ) else {
+                continue;
+            };
+            let rtt = (pair.current_round_trip_time > 0.0)
+                .then_some(pair.current_round_trip_time * 1000.0);
+            s.selected = Some((l.clone(), r.clone(), rtt));
+        }
+    }
+    s
+}
+
+fn counts(c: &BTreeMap<String, usize>) -> String {
+    if c.is_empty() {
+        return "none".into();
+    }
+    let mut out = String::new();
+    for (typ, n) in c {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{typ}×{n}");
+    }
+    out
+}
+
+impl IceSummary {
+    /// Whether this side had any candidate to try.
+    pub(super) fn gathered(&self) -> bool {
+        !self.local.is_empty()
+    }
+
+    /// "srflx/udp ↔ relay/udp, 12.3 ms", once connected.
+    pub fn path(&self) -> Option<String> {
+        let (l, r, rtt) = self.selected.as_ref()?;
+        let mut s = format!("{} ↔ {}", l.kind(), r.kind());
+        if let Some(ms) = rtt {
+            let _ = write!(s, ", round trip {ms:.1} ms");
+        }
+        Some(s)
+    }
+
+    /// The selected path for `--events json`.
+    pub fn path_json(&self) -> Option<Value> {
+        let (l, r, rtt) = self.selected.as_ref()?;
+        Some(json!({
+            "local": {"type": l.typ, "protocol": l.protocol, "address": l.address},
+            "remote": {"type": r.typ, "protocol": r.protocol, "address": r.address},
+            "rtt_ms": rtt,
+        }))
+    }
+
+    fn has(c: &BTreeMap<String, usize>, typ: &str) -> bool {
+        c.get(typ).is_some_and(|n| *n > 0)
+    }
+
+    /// What to do about a connection that never came up.
+    fn hint(&self) -> &'static str {
+        let relay = Self::has(&self.local, "relay") || Self::has(&self.remote, "relay");
+        let srflx = Self::has(&self.local, "srflx") || Self::has(&self.remote, "srflx");
+        if relay {
+            "a TURN relay was allocated but carried nothing: check that the TURN server \
+             relays between its own addresses and is reachable from both sides (or try \
+             ?transport=tcp)"
+        } else if srflx {
+            "both sides know their public address but no direct path works, as behind \
+             symmetric NATs or strict firewalls: give both sides --ice-server \
+             turn:USER:PASS@HOST:PORT (a TURN server reachable from both)"
+        } else {
+            "no side knows its public address: if the peers are on different networks, \
+             give both sides --ice-server stun:HOST:PORT, or turn:USER:PASS@HOST:PORT \
+             behind symmetric NATs"
+        }
+    }
+
+    /// One line: what was tried, and what to do.
+    pub fn why_not(&self) -> String {
+        let checks = if self.pairs == 0 || self.answered == 0 {
+            "no connectivity check was answered".to_owned()
+        } else {
+            format!("{} of {} candidate pairs answered", self.answered, self.pairs)
+        };
+        format!(
+            "no network path: candidates here {}, from the peer {}; {checks}; {}",
+            counts(&self.local),
+            counts(&self.remote),
+            self.hint()
+        )
+    }
+
+    /// The same facts for `--events json`.
+    pub fn why_not_json(&self) -> Value {
+        json!({
+            "local_candidates": self.local,
+            "remote_candidates": self.remote,
+            "pairs": self.pairs,
+            "answered": self.answered,
+            "hint": self.hint(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(local: &[(&str, usize)], remote: &[(&str, usize)]) -> IceSummary {
+        let map = |v: &[(&str, usize)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        IceSummary {
+            local: map(local),
+            remote: map(remote),
+            pairs: 4,
+            answered: 0,
+            selected: None,
+        }
+    }
+
+    #[test]
+    fn the_hint_follows_what_was_gathered() {
+        let s = summary(&[("host", 1)], &[("host", 1)]);
+        assert!(s.why_not().contains("--ice-server stun:"), "{}", s.why_not());
+        assert!(s.why_not().contains("host×1"));
+        let s = summary(&[("host", 1), ("srflx", 1)], &[("host", 1), ("srflx", 1)]);
+        assert!(s.why_not().contains("turn:USER:PASS@HOST:PORT"), "{}", s.why_not());
+        let s = summary(&[("relay", 1)], &[("host", 1)]);
+        assert!(s.why_not().contains("TURN relay was allocated"));
+        assert_eq!(s.why_not_json()["pairs"], 4);
+    }
+
+    #[test]
+    fn the_path_names_both_ends_and_the_round_trip() {
+        let end = |typ: &str| End {
+            typ: typ.into(),
+            protocol: "udp".into(),
+            address: "10.0.0.1:1".into(),
+        };
+        let s = IceSummary {
+            selected: Some((end("srflx"), end("relay"), Some(12.34))),
+            ..Default::default()
+        };
+        assert_eq!(s.path().unwrap(), "srflx/udp ↔ relay/udp, round trip 12.3 ms");
+        assert_eq!(s.path_json().unwrap()["remote"]["type"], "relay");
+        assert!(IceSummary::default().path().is_none());
+    }
+}
