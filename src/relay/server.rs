@@ -376,15 +376,16 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
                 ns,
                 to,
                 frame,
-                body,
-                ..
+                data,
             } => {
                 let frame = Utf8Bytes::from(frame);
                 for target in to {
                     hub.push(target, frame.clone());
                 }
                 if let Some(b) = &hub.bridge {
-                    b.publish(ns, body);
+                    // The emitted bytes as they came, sliced out of the
+                    // frame without a copy.
+                    b.publish(ns, bytes::Bytes::from(frame).slice(data));
                 }
             }
             Routed::Reply(error) => {
