@@ -6,6 +6,9 @@
 //! published under the same subjects the `nats://` driver uses (hex SHA-256
 //! of the namespace, JSON body), so relay clients and NATS clients meet too.
 //! `data` crosses byte for byte both ways, as it does through one relay.
+//!
+//! The bridge knows nothing of the server that owns it: it hands what
+//! arrives from NATS to a [`Deliver`], which the server implements.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -17,7 +20,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::router::message_frame;
-use super::server::Relay;
 use crate::protocol::Namespace;
 use crate::signaling::nats::{body_as_json, connect_client, NatsAuth};
 use crate::signaling::secret::subject;
@@ -31,6 +33,13 @@ enum Cmd {
     Sub(Namespace),
     Unsub(Namespace),
     Pub(Namespace, Bytes),
+}
+
+/// Where messages from NATS go: to this relay's own subscribers of `ns`.
+pub(super) trait Deliver: Send + Sync + 'static {
+    /// Queues `frame`, a `message` frame, for every local subscriber of
+    /// `ns`. Called from the bridge's tasks, never with the hub locked.
+    fn deliver(&self, ns: &Namespace, frame: Utf8Bytes);
 }
 
 /// Queues bridge work from inside the hub's lock, without waiting.
@@ -59,10 +68,12 @@ impl BridgeHandle {
     }
 }
 
-pub(super) async fn start(
+/// Connects to NATS. Messages for namespaces the bridge is subscribed to go
+/// to `relay` for as long as it lives.
+pub(super) async fn start<D: Deliver>(
     url: &str,
     creds: Option<std::path::PathBuf>,
-    relay: Weak<Relay>,
+    relay: Weak<D>,
 ) -> anyhow::Result<BridgeHandle> {
     let auth = NatsAuth {
         creds: creds.as_deref(),
@@ -95,11 +106,7 @@ pub(super) async fn start(
                                 // become a base64 string, as on a relay.
                                 let body = body_as_json(&msg.payload);
                                 let (frame, _) = message_frame(&ns2, &body);
-                                let frame = Utf8Bytes::from(frame);
-                                let mut hub = relay.hub();
-                                for conn in hub.router.subscribers(&ns2, None) {
-                                    hub.push(conn, frame.clone());
-                                }
+                                relay.deliver(&ns2, Utf8Bytes::from(frame));
                             }
                         }),
                     );
