@@ -5,13 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Peer-to-peer WebRTC broadcasting: push text, bytes (and soon camera and
-/// microphone) from one machine to many, through one signaling URL.
+/// Peer-to-peer WebRTC broadcasting: a camera and microphone, a test source
+/// or a media file, and text or bytes from stdin, from one machine to many,
+/// through one signaling URL.
 ///
-/// Start a relay with `p2p signal`, then `p2p send` on one machine and
-/// `p2p receive` on as many as you like, all with the same --signal URL and
-/// --room. Media and data flow peer to peer; the relay only carries the
-/// handshake.
+/// Start a relay with `p2p signal` (or use a NATS cluster), then `p2p send`
+/// on one machine and `p2p receive` on as many as you like, all with the same
+/// --signal URL and --room. The sender encodes its media once, whatever the
+/// number of receivers; receivers record it without re-encoding or play it,
+/// and write data to stdout. Media and data flow peer to peer; the relay only
+/// carries the handshake, and serves a web page through which browsers join
+/// the same rooms.
 #[derive(Debug, Parser)]
 #[command(name = "p2p", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -28,20 +32,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+const SEND_EXAMPLES: &str = "Examples:
+  p2p send --room demo --camera                # camera and microphone
+  p2p send --room demo --file talk.mp4 --loop  # a media file, in real time
+  tail -f app.log | p2p send --room ops        # lines to every receiver";
+
+const RECEIVE_EXAMPLES: &str = "Examples:
+  p2p receive --room demo --record out.webm    # record every sender
+  p2p receive --room demo --display            # play live
+  p2p receive --room ops                       # lines to stdout";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Broadcast to every receiver in a room: lines (or bytes) from stdin.
+    /// Broadcast to every receiver in a room: camera, microphone, test
+    /// source or media file, and/or lines (or bytes) from stdin.
     ///
-    /// Example: `tail -f app.log | p2p send --room ops`
+    /// Media comes from --camera, --mic, --test-source or --file, captured
+    /// and encoded once for all receivers; with none of them, stdin is sent
+    /// over data channels (with media too when --data is given).
+    #[command(after_help = SEND_EXAMPLES)]
     Send(SendArgs),
-    /// Connect to every sender in a room and write what arrives to stdout.
+    /// Join every sender in a room: record or play its media, write its data
+    /// to stdout.
     ///
-    /// Example: `p2p receive --room ops`
+    /// With --record, each sender's media is written to a file as it arrives
+    /// (no re-encoding); with --display, played live. Lines (or, with
+    /// --binary, bytes) from senders' data channels go to stdout.
+    #[command(after_help = RECEIVE_EXAMPLES)]
     Receive(ReceiveArgs),
-    /// Run the WebSocket signaling relay (and serve its web page).
+    /// Run the WebSocket signaling relay, and serve the web page browsers
+    /// join rooms with.
     ///
     /// Prints the ws:// URL it listens on, on stdout, once it accepts
-    /// connections.
+    /// connections. With --nats, relays share rooms through a NATS cluster.
     Signal(SignalArgs),
 }
 

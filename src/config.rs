@@ -197,10 +197,54 @@ impl ReceiveConfig {
             credentials: a.credentials.as_deref().map(json_or_string),
             ping_interval: seconds("ping-interval", a.ping_interval)?,
             ping_attempts: a.ping_attempts,
-            record: a.record.clone(),
+            record: a.record.as_deref().map(record_path).transpose()?,
             display: a.display,
         })
     }
+}
+
+/// `--record PATH`, checked now: otherwise a receiver joins the room and
+/// fails only when the first sender's media arrives.
+fn record_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let show = path.display();
+    crate::media::record::check_container(path).with_context(|| format!("--record {show}"))?;
+    // `{id}` becomes a sender id later; a directory named with it cannot be
+    // checked yet, so check the nearest one above it.
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| d.to_string_lossy().contains("{id}")) {
+        dir = d.parent();
+    }
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("--record {show}: {shown} is not a directory"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--record {show}: directory {shown} does not exist; create it (mkdir -p {shown}) or record elsewhere"
+        ),
+        Err(e) => bail!("--record {show}: cannot use directory {shown}: {e}"),
+    }
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        bail!("--record {show} is a directory: name a file in it, e.g. {show}/out.webm");
+    }
+    // Permission bits do not tell (root, ACLs, read-only mounts): try.
+    let probe = dir.join(format!(".p2p-record-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => bail!(
+            "--record {show}: cannot write in directory {shown} ({e}); make it writable or record elsewhere"
+        ),
+    }
+    Ok(path.to_owned())
 }
 
 /// The media a sender captures, from `--camera`, `--mic`, `--test-source`
@@ -273,6 +317,33 @@ mod tests {
         for bad in ["", "stun", "http://x", "turn:host:3478", "stun:"] {
             assert!(ice_server(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn record_paths_are_checked_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let err = |p: &Path| format!("{:#}", record_path(p).unwrap_err());
+        for ok in ["out.webm", "rec-{id}.mkv", "{id}/x.mp4", "{id}/{id}/x.webm"] {
+            let p = dir.join(ok);
+            assert_eq!(record_path(&p).unwrap(), p, "{ok}");
+        }
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "probe left");
+
+        let missing = dir.join("no/such");
+        let e = err(&missing.join("x.webm"));
+        assert!(
+            e.contains(&missing.display().to_string()) && e.contains("does not exist"),
+            "{e}"
+        );
+        let e = err(&missing.join("{id}").join("x.webm"));
+        assert!(e.contains("does not exist"), "{e}");
+
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(err(&file.join("x.webm")).contains("is not a directory"));
+        assert!(err(dir).contains("is a directory"));
+        assert!(err(&dir.join("x.avi")).contains(".webm, .mkv or .mp4"));
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //!
 //! Typed errors (`thiserror`) inside the library; `anyhow` with context at
 //! the edges. Bad input from the network is logged and dropped, never a
-//! panic; a user sees one line naming what to fix.
+//! panic; a user sees one line naming what to fix. A command line that
+//! cannot work (a bad value, a `--record` directory that is missing) is a
+//! [`UsageError`], found before anything starts: exit code 2, as for the
+//! usage errors clap reports; any other failure exits with 1.
 
 pub mod cli;
 pub mod config;
@@ -34,6 +37,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use cli::{Cli, Command};
+
+/// A command line that cannot work, found while checking it, before joining
+/// a room or opening a socket. `main` exits with code 2 for it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UsageError(#[from] anyhow::Error);
 
 /// Runs one command of the CLI to completion.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -53,8 +62,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nats_creds: args.nats_creds,
             tls: args.tls_cert.zip(args.tls_key),
         }),
-        Command::Send(args) => Job::Send(config::SendConfig::from_args(&args, cli.quiet)?),
-        Command::Receive(args) => Job::Receive(config::ReceiveConfig::from_args(&args, cli.quiet)?),
+        Command::Send(args) => {
+            Job::Send(config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?)
+        }
+        Command::Receive(args) => {
+            Job::Receive(config::ReceiveConfig::from_args(&args, cli.quiet).map_err(UsageError)?)
+        }
     };
     // A data-only peer runs on one thread. webrtc-rs hands every ~1.2 KB
     // SCTP packet between several tasks (SCTP write loop, DTLS writer, ICE

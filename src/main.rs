@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             // One line: the error and its causes, outermost first.
             let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
             eprintln!("p2p: error: {}", chain.join(": "));
-            ExitCode::FAILURE
+            if e.downcast_ref::<p2p::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Most strings a namespace may have (PROTOCOL.md §2).
@@ -106,50 +107,75 @@ impl fmt::Display for Namespace {
 }
 
 /// A frame from a client to the relay (PROTOCOL.md §2).
+///
+/// `D` is how `data` is held: a parsed [`Value`] on the client side, or
+/// `&RawValue`, the exact text the frame carried, on the relay, which passes
+/// `data` on byte for byte (keys in their order, numbers past 2^53, escapes
+/// and whitespace as they were) instead of rewriting it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ClientFrame {
+pub enum ClientFrame<D = Value> {
     On(Namespace),
     Off(Namespace),
-    Emit { ns: Namespace, data: Value },
+    Emit { ns: Namespace, data: D },
 }
 
-impl ClientFrame {
-    /// Parses one text frame, checking its size against `limit` first so an
+impl<'a> ClientFrame<&'a RawValue> {
+    /// Parses one text frame as the relay needs it: `op` and `ns` read and
+    /// checked, `data` checked to be one JSON value and kept as the slice of
+    /// `text` it was. The size is checked against `limit` first so an
     /// oversized frame is never parsed.
-    pub fn parse(text: &str, limit: usize) -> Result<Self, ProtocolError> {
+    pub fn parse_exact(text: &'a str, limit: usize) -> Result<Self, ProtocolError> {
         if text.len() > limit {
             return Err(ProtocolError::TooLarge {
                 size: text.len(),
                 limit,
             });
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))?;
-        Self::from_value(value)
-    }
-
-    pub fn from_value(value: Value) -> Result<Self, ProtocolError> {
-        let Value::Object(mut obj) = value else {
-            return Err(ProtocolError::NotAnObject);
+        let fields: RawFields<'a> = match serde_json::from_str(text) {
+            Ok(fields) => fields,
+            // Only bad frames get here: parse them again as any JSON to tell
+            // "not JSON" from "JSON, but not an object".
+            Err(_) => {
+                return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                    Ok(_) => ProtocolError::NotAnObject,
+                    Err(e) => ProtocolError::Json(e.to_string()),
+                })
+            }
         };
-        let op = match obj.get("op") {
-            Some(Value::String(op)) => op.clone(),
-            _ => return Err(ProtocolError::NotAnObject),
-        };
+        let op = fields
+            .op
+            .and_then(|op| json_str(op).ok())
+            .ok_or(ProtocolError::NotAnObject)?;
         let ns = || -> Result<Namespace, ProtocolError> {
-            let ns = obj.get("ns").cloned().ok_or(ProtocolError::BadNamespace)?;
-            serde_json::from_value(ns).map_err(|_| ProtocolError::BadNamespace)
+            let ns = fields.ns.ok_or(ProtocolError::BadNamespace)?;
+            serde_json::from_str(ns.get()).map_err(|_| ProtocolError::BadNamespace)
         };
-        match op.as_str() {
+        match &*op {
             "on" => Ok(Self::On(ns()?)),
             "off" => Ok(Self::Off(ns()?)),
             "emit" => {
                 let ns = ns()?;
-                let data = obj.remove("data").ok_or(ProtocolError::MissingData)?;
+                let data = fields.data.ok_or(ProtocolError::MissingData)?;
                 Ok(Self::Emit { ns, data })
             }
-            _ => Err(ProtocolError::UnknownOp(op)),
+            _ => Err(ProtocolError::UnknownOp(op.into_owned())),
         }
+    }
+}
+
+impl ClientFrame {
+    /// Parses one text frame with `data` as a [`Value`]; the same checks and
+    /// errors as [`ClientFrame::parse_exact`].
+    pub fn parse(text: &str, limit: usize) -> Result<Self, ProtocolError> {
+        Ok(match ClientFrame::parse_exact(text, limit)? {
+            ClientFrame::On(ns) => Self::On(ns),
+            ClientFrame::Off(ns) => Self::Off(ns),
+            ClientFrame::Emit { ns, data } => Self::Emit {
+                ns,
+                data: serde_json::from_str(data.get())
+                    .map_err(|e| ProtocolError::Json(e.to_string()))?,
+            },
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -159,6 +185,68 @@ impl ClientFrame {
             Self::Emit { ns, data } => serde_json::json!({"op": "emit", "ns": ns, "data": data}),
         };
         v.to_string()
+    }
+}
+
+/// A JSON string's value, borrowed from the frame unless it has escapes.
+fn json_str(raw: &RawValue) -> serde_json::Result<std::borrow::Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(s) => Ok(s.into()),
+        Err(_) => serde_json::from_str::<String>(raw.get()).map(Into::into),
+    }
+}
+
+/// The members of a client frame the relay reads, each as the text it had.
+/// Other members are checked as JSON and skipped; of a repeated member the
+/// last counts, as when a frame is parsed into a [`Value`].
+#[derive(Default)]
+struct RawFields<'a> {
+    op: Option<&'a RawValue>,
+    ns: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum FrameKey {
+    Op,
+    Ns,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawFields<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = RawFields::default();
+                while let Some(key) = map.next_key()? {
+                    let slot = match key {
+                        FrameKey::Op => &mut fields.op,
+                        FrameKey::Ns => &mut fields.ns,
+                        FrameKey::Data => &mut fields.data,
+                        FrameKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Fields)
     }
 }
 
@@ -423,6 +511,10 @@ mod tests {
                 "\"ns\"",
             ),
             (r#"{"op":"emit","ns":["a"]}"#, "\"data\""),
+            ("[1,2", "not valid JSON"),
+            (r#"{"op":"emit","ns":["a"],"data":[1,}"#, "not valid JSON"),
+            (r#"{"op":"emit","ns":["a"],"data":1} x"#, "not valid JSON"),
+            (r#"{"op":1,"ns":["a"]}"#, "JSON object"),
         ];
         for (frame, expect) in cases {
             let err = ClientFrame::parse(frame, LIMIT).unwrap_err().to_string();
@@ -436,6 +528,30 @@ mod tests {
             ClientFrame::parse(&big, LIMIT),
             Err(ProtocolError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn relay_parse_keeps_data_byte_for_byte() {
+        let data = r#"{ "z" :1,"a":[ true ,null],"big":9007199254740993,"u":"\u00e9\ud83d\ude00"
+}"#;
+        let frame = format!(
+            r#"{{"x":{{"op":"on"}},"op":"emit","ns":["a"],"data":{ws}{data}  }}"#,
+            ws = "\t\r\n "
+        );
+        let Ok(ClientFrame::Emit { ns, data: got }) = ClientFrame::parse_exact(&frame, LIMIT)
+        else {
+            panic!("{frame} did not parse as an emit");
+        };
+        assert_eq!(ns, Namespace::new(["a"]).unwrap());
+        assert_eq!(got.get(), data);
+
+        // As with a `Value`: escapes in names and the op are read through,
+        // and of repeated members the last counts.
+        let frame = r#"{"op":"on","\u006fp":"em\u0069t","ns":["a"],"data":1,"data":[2]}"#;
+        let Ok(ClientFrame::Emit { data, .. }) = ClientFrame::parse_exact(frame, LIMIT) else {
+            panic!("{frame} did not parse as an emit");
+        };
+        assert_eq!(data.get(), "[2]");
     }
 
     #[test]

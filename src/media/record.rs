@@ -76,6 +76,12 @@ impl Container {
     }
 }
 
+/// Checks that `path`'s extension names a container p2p records to, so a
+/// bad `--record` fails at start rather than when a sender arrives.
+pub fn check_container(path: &Path) -> Result<(), MediaError> {
+    Container::for_path(path).map(|_| ())
+}
+
 #[derive(Debug, Clone)]
 pub struct RecordConfig {
     pub path: Option<PathBuf>,

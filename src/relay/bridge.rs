@@ -5,19 +5,23 @@
 //! receives the whole world's traffic. Messages its clients emit are
 //! published under the same subjects the `nats://` driver uses (hex SHA-256
 //! of the namespace, JSON body), so relay clients and NATS clients meet too.
+//! `data` crosses byte for byte both ways, as it does through one relay.
+//!
+//! The bridge knows nothing of the server that owns it: it hands what
+//! arrives from NATS to a [`Deliver`], which the server implements.
 
 use std::collections::HashMap;
 use std::sync::Weak;
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::router::message_frame;
-use super::server::Relay;
 use crate::protocol::Namespace;
-use crate::signaling::nats::{body_to_value, connect_client, NatsAuth};
+use crate::signaling::nats::{body_as_json, connect_client, NatsAuth};
 use crate::signaling::secret::subject;
 
 /// Commands queued for the bridge: subscription changes and publications.
@@ -28,7 +32,14 @@ const BRIDGE_QUEUE: usize = 16 * 1024;
 enum Cmd {
     Sub(Namespace),
     Unsub(Namespace),
-    Pub(Namespace, String),
+    Pub(Namespace, Bytes),
+}
+
+/// Where messages from NATS go: to this relay's own subscribers of `ns`.
+pub(super) trait Deliver: Send + Sync + 'static {
+    /// Queues `frame`, a `message` frame, for every local subscriber of
+    /// `ns`. Called from the bridge's tasks, never with the hub locked.
+    fn deliver(&self, ns: &Namespace, frame: Utf8Bytes);
 }
 
 /// Queues bridge work from inside the hub's lock, without waiting.
@@ -51,15 +62,18 @@ impl BridgeHandle {
         self.send(Cmd::Unsub(ns));
     }
 
-    pub(super) fn publish(&self, ns: Namespace, body: String) {
+    /// Publishes `body`, the JSON text of an emitted `data`.
+    pub(super) fn publish(&self, ns: Namespace, body: Bytes) {
         self.send(Cmd::Pub(ns, body));
     }
 }
 
-pub(super) async fn start(
+/// Connects to NATS. Messages for namespaces the bridge is subscribed to go
+/// to `relay` for as long as it lives.
+pub(super) async fn start<D: Deliver>(
     url: &str,
     creds: Option<std::path::PathBuf>,
-    relay: Weak<Relay>,
+    relay: Weak<D>,
 ) -> anyhow::Result<BridgeHandle> {
     let auth = NatsAuth {
         creds: creds.as_deref(),
@@ -90,12 +104,9 @@ pub(super) async fn start(
                                 let Some(relay) = relay.upgrade() else { return };
                                 // A NATS client's body is JSON; sealed bytes
                                 // become a base64 string, as on a relay.
-                                let body = body_to_value(&msg.payload).to_string();
-                                let frame = Utf8Bytes::from(message_frame(&ns2, &body));
-                                let mut hub = relay.hub();
-                                for conn in hub.router.subscribers(&ns2, None) {
-                                    hub.push(conn, frame.clone());
-                                }
+                                let body = body_as_json(&msg.payload);
+                                let (frame, _) = message_frame(&ns2, &body);
+                                relay.deliver(&ns2, Utf8Bytes::from(frame));
                             }
                         }),
                     );
@@ -106,7 +117,7 @@ pub(super) async fn start(
                     }
                 }
                 Cmd::Pub(ns, body) => {
-                    if let Err(e) = client.publish(subject(&ns), body.into()).await {
+                    if let Err(e) = client.publish(subject(&ns), body).await {
                         tracing::warn!("NATS publish failed: {e}");
                     }
                 }

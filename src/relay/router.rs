@@ -5,6 +5,9 @@
 //! from, and carries out what [`Routed`] says.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+
+use serde_json::value::RawValue;
 
 use crate::protocol::{ClientFrame, Namespace, ServerFrame};
 
@@ -47,8 +50,9 @@ pub enum Routed {
         ns: Namespace,
         to: Vec<ConnId>,
         frame: String,
-        /// `data` alone, as JSON text: what a NATS bridge publishes.
-        body: String,
+        /// Where `data` lies in `frame`: the exact text the emitter sent,
+        /// which a NATS bridge publishes.
+        data: Range<usize>,
     },
     /// Answer the sender with this `error` frame; the connection stays open.
     Reply(String),
@@ -101,13 +105,13 @@ impl Router {
 
     /// Handles one text frame from `conn`.
     pub fn handle_text(&mut self, conn: ConnId, text: &str) -> Routed {
-        match ClientFrame::parse(text, self.limits.max_frame) {
+        match ClientFrame::parse_exact(text, self.limits.max_frame) {
             Ok(frame) => self.handle(conn, frame),
             Err(e) => Routed::Reply(ServerFrame::error(e).to_json()),
         }
     }
 
-    pub fn handle(&mut self, conn: ConnId, frame: ClientFrame) -> Routed {
+    pub fn handle(&mut self, conn: ConnId, frame: ClientFrame<&RawValue>) -> Routed {
         match frame {
             ClientFrame::On(ns) => {
                 let held = self.conns.entry(conn).or_default();
@@ -139,13 +143,12 @@ impl Router {
             }
             ClientFrame::Emit { ns, data } => {
                 let to = self.subscribers(&ns, Some(conn));
-                let body = data.to_string();
-                let frame = message_frame(&ns, &body);
+                let (frame, data) = message_frame(&ns, data.get());
                 Routed::Deliver {
                     ns,
                     to,
                     frame,
-                    body,
+                    data,
                 }
             }
         }
@@ -174,12 +177,23 @@ impl Router {
     }
 }
 
-/// A `message` frame around `body`, the already-serialized `data`: the
-/// payload is serialized once, however many receive it.
-pub fn message_frame(ns: &Namespace, body: &str) -> String {
+/// A `message` frame around `data`, JSON text passed on as it is: built
+/// once, however many receive it. Returns the frame and where `data` lies in
+/// it.
+pub fn message_frame(ns: &Namespace, data: &str) -> (String, Range<usize>) {
+    const HEAD: &str = r#"{"op":"message","ns":"#;
+    const DATA: &str = r#","data":"#;
     // A namespace is a list of strings: it always serializes.
     let ns = serde_json::to_string(ns).expect("namespace serializes");
-    format!(r#"{{"op":"message","ns":{ns},"data":{body}}}"#)
+    let mut frame = String::with_capacity(HEAD.len() + ns.len() + DATA.len() + data.len() + 1);
+    frame.push_str(HEAD);
+    frame.push_str(&ns);
+    frame.push_str(DATA);
+    let start = frame.len();
+    frame.push_str(data);
+    let range = start..frame.len();
+    frame.push('}');
+    (frame, range)
 }
 
 #[cfg(test)]
@@ -228,19 +242,28 @@ mod tests {
     }
 
     #[test]
-    fn message_frame_carries_data_unchanged() {
+    fn message_frame_carries_data_byte_for_byte() {
         let mut r = Router::default();
         on(&mut r, 2, &["a"]);
-        let data = json!({"type":"offer","nested":{"x":[1,2,{"y":null}]},"u":"ü"});
-        let Routed::Deliver { frame, .. } = emit(&mut r, 1, &["a"], data.clone()) else {
+        let data = r#"{"type":"offer", "nested":{"x":[1,2,{"y":null}]},"big":9007199254740993,"u":"ü\u00fc"}"#;
+        let emitted = format!(r#"{{"op":"emit","ns":["a"],"data": {data} }}"#);
+        let Routed::Deliver {
+            frame, data: at, ..
+        } = r.handle_text(1, &emitted)
+        else {
             panic!("no delivery")
         };
+        assert_eq!(&frame[at], data);
+        assert_eq!(
+            frame,
+            format!(r#"{{"op":"message","ns":["a"],"data":{data}}}"#)
+        );
         let parsed = ServerFrame::parse(&frame).unwrap();
         assert_eq!(
             parsed,
             ServerFrame::Message {
                 ns: Namespace::new(["a"]).unwrap(),
-                data
+                data: serde_json::from_str(data).unwrap()
             }
         );
     }

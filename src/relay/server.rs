@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::bridge::{self, BridgeHandle};
 use super::router::{ConnId, Limits, Routed, Router};
 use crate::protocol::ServerFrame;
 
@@ -65,16 +66,16 @@ pub struct RelayConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-pub(super) struct Hub {
-    pub(super) router: Router,
+struct Hub {
+    router: Router,
     outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
-    bridge: Option<super::bridge::BridgeHandle>,
+    bridge: Option<BridgeHandle>,
 }
 
 impl Hub {
     /// Queues `frame` for `conn`; a full outbox disconnects the connection
     /// (the writer task sees its channel closed and closes the socket).
-    pub(super) fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
+    fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
         let Some(tx) = self.outboxes.get(&conn) else {
             return;
         };
@@ -102,7 +103,7 @@ impl Hub {
     }
 }
 
-pub(super) struct Relay {
+struct Relay {
     hub: Mutex<Hub>,
     token: Option<String>,
     limits: Limits,
@@ -114,8 +115,17 @@ pub(super) struct Relay {
 impl Relay {
     /// Locks the hub. A poisoned lock means a panic inside the router, a bug;
     /// its state is plain maps that stay consistent, so carry on.
-    pub(super) fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl bridge::Deliver for Relay {
+    fn deliver(&self, ns: &crate::protocol::Namespace, frame: Utf8Bytes) {
+        let mut hub = self.hub();
+        for conn in hub.router.subscribers(ns, None) {
+            hub.push(conn, frame.clone());
+        }
     }
 }
 
@@ -138,7 +148,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         tasks: TaskTracker::new(),
     });
     if let Some(url) = &config.nats {
-        let handle = super::bridge::start(url, config.nats_creds.clone(), Arc::downgrade(&relay))
+        let handle = bridge::start(url, config.nats_creds.clone(), Arc::downgrade(&relay))
             .await
             .with_context(|| format!("cannot use NATS at {url}"))?;
         relay.hub().bridge = Some(handle);
@@ -376,15 +386,16 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
                 ns,
                 to,
                 frame,
-                body,
-                ..
+                data,
             } => {
                 let frame = Utf8Bytes::from(frame);
                 for target in to {
                     hub.push(target, frame.clone());
                 }
                 if let Some(b) = &hub.bridge {
-                    b.publish(ns, body);
+                    // The emitted bytes as they came, sliced out of the
+                    // frame without a copy.
+                    b.publish(ns, bytes::Bytes::from(frame).slice(data));
                 }
             }
             Routed::Reply(error) => {

@@ -721,5 +721,5 @@ impl Receiver {
 }
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
+#[path = "machine_tests/mod.rs"]
 mod tests;

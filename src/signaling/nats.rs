@@ -3,11 +3,13 @@
 //! namespace, body = the JSON text (or sealed bytes with a secret), no echo.
 //! async-nats reconnects with backoff and restores subscriptions itself.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -142,6 +144,21 @@ pub(crate) fn body_to_value(body: &[u8]) -> Value {
     }
 }
 
+/// A NATS body as the JSON text of a relay's `message` frame, the same
+/// choice as [`body_to_value`] without parsing: a body that is one JSON value
+/// is passed on byte for byte (only whitespace around it dropped); other
+/// bytes become a base64 JSON string.
+pub(crate) fn body_as_json(body: &[u8]) -> Cow<'_, str> {
+    match serde_json::from_slice::<&RawValue>(body) {
+        Ok(raw) => Cow::Borrowed(raw.get()),
+        // The base64 alphabet needs no escaping inside a JSON string.
+        Err(_) => Cow::Owned(format!(
+            "\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(body)
+        )),
+    }
+}
+
 pub(super) async fn spawn(
     url: &str,
     opts: SignalOptions,
@@ -226,5 +243,18 @@ mod tests {
         assert_eq!(body_to_value(br#"{"a":1}"#), serde_json::json!({"a":1}));
         let v = body_to_value(&[0xff, 0x00, 0x10]);
         assert_eq!(v, Value::String("/wAQ".into()));
+    }
+
+    #[test]
+    fn bodies_pass_on_as_json_text_unchanged() {
+        let body = r#"{"b":1, "a":[9007199254740993,"\u00e9"]}"#;
+        assert_eq!(body_as_json(format!(" {body}\n").as_bytes()), body);
+        for sealed in [&[0xff, 0x00, 0x10][..], b"{\"a\":", b"1 2"] {
+            assert_eq!(
+                body_as_json(sealed),
+                body_to_value(sealed).to_string(),
+                "{sealed:?}"
+            );
+        }
     }
 }

@@ -18,6 +18,11 @@ fn help_explains_every_command_and_flag() {
     for cmd in ["send", "receive", "signal"] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }
+    // What it does today, media included, not what it would do "soon".
+    for word in ["camera", "microphone", "media file", "stdin", "record"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    assert!(!text.contains("soon"), "stale --help:\n{text}");
     for (cmd, flags) in [
         (
             "signal",
@@ -106,6 +111,65 @@ fn unusable_files_are_one_line_errors() {
         assert!(
             last.starts_with("p2p: error:") && last.contains("/nonexistent"),
             "{args:?}: {err}"
+        );
+    }
+}
+
+/// Runs `p2p` with `args`, failing if it is still running after `WAIT`.
+fn p2p_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run p2p");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().expect("wait for p2p").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect p2p");
+            panic!(
+                "p2p {args:?} still running after {WAIT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect p2p")
+}
+
+#[test]
+fn an_unusable_record_directory_fails_at_start_with_code_2() {
+    // Port 1 has no relay: a receiver that tried to join would retry for
+    // ever instead of exiting.
+    for (path, dir) in [
+        ("/nonexistent/dir/x.webm", "/nonexistent/dir"),
+        ("/nonexistent/dir/{id}.webm", "/nonexistent/dir"),
+        ("/nonexistent/{id}/x.webm", "/nonexistent"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = p2p_bounded(&[
+            "receive",
+            "--signal",
+            "ws://127.0.0.1:1",
+            "--room",
+            "r",
+            "--record",
+            path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{path}: {err}");
+        assert!(
+            err.starts_with("p2p: error: --record")
+                && err.contains(&format!("directory {dir} does not exist")),
+            "{path}: {err}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}: took {:?}",
+            started.elapsed()
         );
     }
 }

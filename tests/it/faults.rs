@@ -1,5 +1,5 @@
 //! Faults a broadcaster meets unattended: the relay restarting, a sender
-//! crashing and coming back, a recording path that cannot be written.
+//! crashing and coming back, a recording path that stops being writable.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,14 +88,22 @@ async fn a_crashed_sender_is_replaced_and_its_recording_finalised() {
 }
 
 #[tokio::test]
-async fn an_unwritable_record_path_is_reported_and_data_keeps_flowing() {
+async fn a_record_path_that_fails_later_is_reported_and_data_keeps_flowing() {
     let relay = Relay::start(&[]).await;
+    // A directory missing at start is refused at once (cli.rs); this one is
+    // there when the receiver starts and gone when the sender arrives.
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = tmp.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let path = gone.join("out.webm");
     let mut rx = peer(
         &relay.url,
         "receive",
         "nodisk",
-        &["--record", "/proc/no-such-dir/out.webm"],
+        &["--record", path.to_str().unwrap()],
     );
+    rx.wait_stderr("connected to the relay").await;
+    std::fs::remove_dir(&gone).unwrap();
     let mut tx = peer(&relay.url, "send", "nodisk", &["--test-source", "--data"]);
     wait_count(&tx, CHANNEL, 1).await;
     rx.wait_stderr("cannot record").await;
@@ -109,7 +117,7 @@ async fn an_unwritable_record_path_is_reported_and_data_keeps_flowing() {
         .unwrap()
         .to_owned();
     assert!(
-        line.contains("/proc/no-such-dir/out.webm"),
+        line.contains(path.to_str().unwrap()),
         "the error names the path: {line}"
     );
 }

@@ -241,6 +241,28 @@ impl Relay {
     }
 }
 
+/// `data` as a client may write it: keys not in sorted order, a number past
+/// 2^53, `\u` escapes (one a surrogate pair), spaces inside a string and odd
+/// whitespace between tokens. A relay that parses and re-serializes `data`
+/// changes every one of these; PROTOCOL.md §2 says it is relayed unchanged.
+pub const UNUSUAL_DATA: &str = concat!(
+    r#"{ "type" :"invoke","#,
+    "\n\t",
+    r#""id":"x" , "nested":{"b":1,"a":[true ,null]},"s":"  spaces  ","#,
+    r#""big":9007199254740993,"u":"\u00e9\ud83d\ude00""#,
+    "\r\n}",
+);
+
+/// An `emit` frame of [`UNUSUAL_DATA`] to `ns`, and the `message` frame the
+/// relay must send for it, byte for byte.
+pub fn unusual_frames(ns: &[&str]) -> (String, String) {
+    let ns = serde_json::to_string(ns).unwrap();
+    (
+        format!(r#"{{"op":"emit","ns":{ns},"data":{UNUSUAL_DATA}}}"#),
+        format!(r#"{{"op":"message","ns":{ns},"data":{UNUSUAL_DATA}}}"#),
+    )
+}
+
 /// A raw WebSocket client of the relay, speaking PROTOCOL.md §2 by hand.
 pub struct WsClient {
     pub ws: tokio_tungstenite::WebSocketStream<
@@ -281,19 +303,30 @@ impl WsClient {
 
     /// The next frame as JSON, or None when nothing comes within `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let text = self.recv_text_within(wait).await?;
+        Some(serde_json::from_str(&text).expect("JSON frame"))
+    }
+
+    /// The next frame's text exactly as the relay sent it, or None when
+    /// nothing comes within `wait`.
+    pub async fn recv_text_within(&mut self, wait: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .ok()??;
             match msg.ok()? {
-                Message::Text(t) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
-                }
+                Message::Text(t) => return Some(t.as_str().to_owned()),
                 Message::Close(_) => return None,
                 _ => continue,
             }
         }
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        self.recv_text_within(WAIT)
+            .await
+            .expect("no frame from the relay within the wait")
     }
 
     pub async fn recv(&mut self) -> Value {

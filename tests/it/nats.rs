@@ -210,6 +210,56 @@ async fn two_relays_bridged_by_nats_share_a_room() {
 }
 
 #[tokio::test]
+async fn two_relays_bridged_by_nats_pass_data_byte_for_byte() {
+    let nats = Nats::start().await;
+    let spy = async_nats::connect(nats.url()).await.unwrap();
+    let mut all = spy.subscribe(">").await.unwrap();
+    spy.flush().await.unwrap();
+    let a = Relay::start(&["--nats", &nats.url()]).await;
+    let b = Relay::start(&["--nats", &nats.url()]).await;
+    let ns = ["receiver", "exact"];
+    let mut rx = WsClient::connect(&b.url).await;
+    rx.on(&ns).await;
+    let mut tx = WsClient::connect(&a.url).await;
+
+    // Relay b subscribes on NATS once rx's `on` is in; until then what a
+    // publishes reaches nobody. Ping until one crosses.
+    let ping = serde_json::json!("ping");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ping crossed from relay a to relay b"
+        );
+        tx.emit(&ns, ping.clone()).await;
+        if rx.recv_within(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+    }
+    let (emit, message) = unusual_frames(&ns);
+    tx.send_text(&emit).await;
+    let got = loop {
+        let text = rx.recv_text().await;
+        if !text.ends_with(r#""data":"ping"}"#) {
+            break text;
+        }
+    };
+    assert_eq!(got, message);
+
+    // On NATS itself, the body is `data` as it was emitted.
+    let body = loop {
+        let msg = tokio::time::timeout(WAIT, all.next())
+            .await
+            .expect("nothing more on NATS")
+            .expect("spy subscription ended");
+        if msg.payload.as_ref() != br#""ping""# {
+            break msg.payload;
+        }
+    };
+    assert_eq!(std::str::from_utf8(&body).unwrap(), UNUSUAL_DATA);
+}
+
+#[tokio::test]
 async fn sessions_survive_a_nats_restart_and_new_receivers_join_after() {
     let mut nats = Nats::start().await;
     let port = nats.port;
