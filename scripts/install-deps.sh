@@ -14,6 +14,8 @@ packages=(
   # tests: a NATS broker, a browser, process/network helpers; network
   # namespaces (iproute2) and packet loss/cuts in them (nftables)
   nats-server chromium procps iproute2 nftables socat openssl python3
+  # tests across NATs: a STUN/TURN server
+  coturn
 )
 
 sudo=""

@@ -64,6 +64,7 @@ impl Reporter {
                 .insert(id.to_owned(), summary);
             return;
         }
+        tracing::warn!("{} {}: {}", self.peer_role, short(id), summary.why_not());
         let mut v = summary.why_not_json();
         if let Some(o) = v.as_object_mut() {
             o.insert("event".into(), json!("ice"));

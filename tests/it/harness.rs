@@ -377,3 +377,75 @@ pub fn vm_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Runs a set-up command (`ip`, `nft`) to completion, `stdin` fed to it;
+/// panics with what it printed if it fails.
+pub fn run(args: &[&str], stdin: Option<&str>) {
+    let mut cmd = std::process::Command::new(args[0]);
+    cmd.args(&args[1..])
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (needs iproute2 and nftables)"));
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A name for a test's network namespace, `p2p{role}-{pid}-{n}`: unique
+/// per test process and call, and tied to the pid so a killed run's
+/// namespaces can be found.
+pub fn netns_name(role: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("p2p{role}-{}-{n}", std::process::id())
+}
+
+/// Deletes the namespaces of test runs that were killed before they could
+/// clean up (named by [`netns_name`] after a pid that no longer runs).
+pub fn remove_leftover_netns() {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    else {
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let mut parts = name.split('-');
+        let (Some(prefix), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !prefix.starts_with("p2p") || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .status();
+        }
+    }
+}

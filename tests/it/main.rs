@@ -10,6 +10,7 @@ mod interop;
 mod load;
 mod media;
 mod mediafile;
+mod nat;
 mod nats;
 mod netfaults;
 mod relay;

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -39,49 +39,12 @@ struct Net {
     b: String,
 }
 
-fn run(args: &[&str], stdin: Option<&str>) {
-    let mut cmd = std::process::Command::new(args[0]);
-    cmd.args(&args[1..])
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (needs iproute2 and nftables)"));
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Net {
     fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        remove_leftovers();
+        remove_leftover_netns();
         let net = Self {
-            a: format!("p2pA-{tag}"),
-            b: format!("p2pB-{tag}"),
+            a: netns_name("A"),
+            b: netns_name("B"),
         };
         // `net` exists before the namespaces do, so a failure below still
         // deletes whatever was made.
@@ -148,34 +111,6 @@ impl Net {
 
     fn relay_listen(&self) -> String {
         format!("{ADDR_A}:0")
-    }
-}
-
-/// Deletes the namespaces of test runs that were killed before they could
-/// clean up (named after their pid, which no longer runs).
-fn remove_leftovers() {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-    else {
-        return;
-    };
-    for name in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-    {
-        let Some(rest) = name
-            .strip_prefix("p2pA-")
-            .or_else(|| name.strip_prefix("p2pB-"))
-        else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", name])
-                .status();
-        }
     }
 }
 

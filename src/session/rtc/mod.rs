@@ -247,6 +247,7 @@ impl Rtc {
     /// Creates the peer connection for `peer` and the task that drives it.
     pub async fn peer(&self, peer: &str, events: Events) -> anyhow::Result<PeerHandle> {
         let muted = Arc::new(AtomicBool::new(false));
+        let unmuted = events.clone();
         let events = gate(events, muted.clone());
         let shared = Shared::default();
         let (states_tx, states) = mpsc::unbounded_channel();
@@ -281,6 +282,7 @@ impl Rtc {
             pc,
             peer: peer.to_owned(),
             events,
+            unmuted,
             shared,
             pending,
         };
@@ -500,6 +502,9 @@ struct Driver {
     pc: Arc<dyn PeerConnection>,
     peer: String,
     events: Events,
+    /// Past the mute: why a connection never came up is still worth
+    /// saying once its peer has left.
+    unmuted: Events,
     shared: Shared,
     /// The sender's tracks, until the answer says how to send them.
     pending: Option<PendingTracks>,
@@ -528,12 +533,9 @@ impl Driver {
                     if up || !connected {
                         let summary = path::summarize(&*self.pc).await;
                         let event = if up {
-                            if let Some(p) = summary.path() {
-                                tracing::debug!(peer = %short(&self.peer), "path: {p}");
-                            }
                             PeerEvent::Connected
                         } else {
-                            PeerEvent::Failed(format!("connection failed, {}", summary.why_not()))
+                            PeerEvent::Failed("connection failed: no network path".into())
                         };
                         self.send(RtcEvent::Ice(summary)).await;
                         self.send(RtcEvent::Peer(event)).await;
@@ -550,11 +552,8 @@ impl Driver {
                     if !connected && started.elapsed() >= EXPLAIN_AFTER {
                         let summary = path::summarize(&*self.pc).await;
                         if summary.gathered() {
-                            tracing::warn!(
-                                "{} left before a connection was made: {}",
-                                short(&self.peer),
-                                summary.why_not()
-                            );
+                            let ice = (self.peer.clone(), RtcEvent::Ice(summary));
+                            let _ = self.unmuted.send(ice).await;
                         }
                     }
                     break;

@@ -37,6 +37,8 @@ pub struct IceSummary {
 
 pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    // Candidates by the id a pair names them with (their stats id less
+    // its `RTCLocalIceCandidate_`/`RTCRemoteIceCandidate_` prefix).
     let mut ends = BTreeMap::new();
     let mut s = IceSummary::default();
     for entry in report.iter() {
@@ -55,7 +57,9 @@ pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
             let counts = if side { &mut s.local } else { &mut s.remote };
             *counts.entry(end.typ.clone()).or_default() += 1;
         }
-        ends.insert(c.stats.id.clone(), end);
+        let id = c.stats.id.as_str();
+        let id = id.split_once('_').map_or(id, |(_, rest)| rest);
+        ends.insert((side, id.to_owned()), end);
     }
     let selected_id = report
         .transport()
@@ -73,8 +77,8 @@ pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
         };
         if chosen {
             let (Some(l), Some(r)) = (
-                ends.get(&pair.local_candidate_id),
-                ends.get(&pair.remote_candidate_id),
+                ends.get(&(true, pair.local_candidate_id.clone())),
+                ends.get(&(false, pair.remote_candidate_id.clone())),
             ) else {
                 continue;
             };
@@ -154,7 +158,10 @@ impl IceSummary {
         let checks = if self.pairs == 0 || self.answered == 0 {
             "no connectivity check was answered".to_owned()
         } else {
-            format!("{} of {} candidate pairs answered", self.answered, self.pairs)
+            format!(
+                "{} of {} candidate pairs answered",
+                self.answered, self.pairs
+            )
         };
         format!(
             "no network path: candidates here {}, from the peer {}; {checks}; {}",
@@ -194,10 +201,18 @@ mod tests {
     #[test]
     fn the_hint_follows_what_was_gathered() {
         let s = summary(&[("host", 1)], &[("host", 1)]);
-        assert!(s.why_not().contains("--ice-server stun:"), "{}", s.why_not());
+        assert!(
+            s.why_not().contains("--ice-server stun:"),
+            "{}",
+            s.why_not()
+        );
         assert!(s.why_not().contains("host×1"));
         let s = summary(&[("host", 1), ("srflx", 1)], &[("host", 1), ("srflx", 1)]);
-        assert!(s.why_not().contains("turn:USER:PASS@HOST:PORT"), "{}", s.why_not());
+        assert!(
+            s.why_not().contains("turn:USER:PASS@HOST:PORT"),
+            "{}",
+            s.why_not()
+        );
         let s = summary(&[("relay", 1)], &[("host", 1)]);
         assert!(s.why_not().contains("TURN relay was allocated"));
         assert_eq!(s.why_not_json()["pairs"], 4);
@@ -214,7 +229,10 @@ mod tests {
             selected: Some((end("srflx"), end("relay"), Some(12.34))),
             ..Default::default()
         };
-        assert_eq!(s.path().unwrap(), "srflx/udp ↔ relay/udp, round trip 12.3 ms");
+        assert_eq!(
+            s.path().unwrap(),
+            "srflx/udp ↔ relay/udp, round trip 12.3 ms"
+        );
         assert_eq!(s.path_json().unwrap()["remote"]["type"], "relay");
         assert!(IceSummary::default().path().is_none());
     }

@@ -1,0 +1,299 @@
+//! Peers behind NATs: a small internet of network namespaces made by this
+//! test, with nothing leaving this machine. A "public" namespace holds the
+//! relay (`p2p signal`) and coturn (as a user runs it, from Debian's
+//! package); two home routers NAT their LAN with nftables masquerade; the
+//! sender sits behind one, the receiver behind the other.
+//!
+//! ```text
+//!  hostA 10.250.1.2 ─ routerA ─ 10.240.0.2 ┐           ┌ 10.241.0.2 ─ routerB ─ 10.250.2.2 hostB
+//!                                           └─ public ─┘
+//!                                 10.240.0.1 (relay, coturn)  10.241.0.1
+//! ```
+//!
+//! - cone: `masquerade` keeps a port per inside address (endpoint-
+//!   independent mapping), so STUN-learnt addresses work both ways;
+//! - symmetric: `masquerade random,fully-random` picks a new port per
+//!   destination, so an address learnt from STUN is useless to the peer.
+//!
+//! Both routers drop unsolicited inbound packets (forward) and new inbound
+//! flows to themselves (input), as home routers do. Needs root, iproute2,
+//! nftables and coturn.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const PUBLIC_A: &str = "10.240.0.1";
+const STUN_PORT: u16 = 3478;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Nat {
+    Cone,
+    Symmetric,
+}
+
+/// The five namespaces; deleted when dropped.
+struct Internet {
+    public: String,
+    router_a: String,
+    router_b: String,
+    host_a: String,
+    host_b: String,
+}
+
+impl Internet {
+    fn new(nat: Nat) -> Self {
+        remove_leftover_netns();
+        let net = Self {
+            public: netns_name("P"),
+            router_a: netns_name("RA"),
+            router_b: netns_name("RB"),
+            host_a: netns_name("HA"),
+            host_b: netns_name("HB"),
+        };
+        for ns in net.all() {
+            run(&["ip", "netns", "add", ns], None);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"], None);
+        }
+        // (namespace, interface, address) pairs joined by a veth each.
+        let links = [
+            (
+                (&net.public, "upa", "10.240.0.1/24"),
+                (&net.router_a, "wan", "10.240.0.2/24"),
+            ),
+            (
+                (&net.public, "upb", "10.241.0.1/24"),
+                (&net.router_b, "wan", "10.241.0.2/24"),
+            ),
+            (
+                (&net.router_a, "lan", "10.250.1.1/24"),
+                (&net.host_a, "eth", "10.250.1.2/24"),
+            ),
+            (
+                (&net.router_b, "lan", "10.250.2.1/24"),
+                (&net.host_b, "eth", "10.250.2.2/24"),
+            ),
+        ];
+        for ((ns1, if1, addr1), (ns2, if2, addr2)) in links {
+            run(
+                &[
+                    "ip", "link", "add", if1, "netns", ns1, "type", "veth", "peer", "name", if2,
+                    "netns", ns2,
+                ],
+                None,
+            );
+            for (ns, iface, addr) in [(ns1, if1, addr1), (ns2, if2, addr2)] {
+                run(&["ip", "-n", ns, "addr", "add", addr, "dev", iface], None);
+                run(&["ip", "-n", ns, "link", "set", iface, "up"], None);
+            }
+        }
+        for ns in [&net.public, &net.router_a, &net.router_b] {
+            run(
+                &[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+                None,
+            );
+        }
+        for (ns, via) in [
+            (&net.router_a, "10.240.0.1"),
+            (&net.router_b, "10.241.0.1"),
+            (&net.host_a, "10.250.1.1"),
+            (&net.host_b, "10.250.2.1"),
+        ] {
+            run(
+                &["ip", "-n", ns, "route", "add", "default", "via", via],
+                None,
+            );
+        }
+        let flags = match nat {
+            Nat::Cone => "",
+            Nat::Symmetric => "random,fully-random",
+        };
+        let rules = format!(
+            "table ip nat {{\n\
+             chain post {{ type nat hook postrouting priority srcnat; oifname \"wan\" masquerade {flags}; }}\n\
+             }}\n\
+             table inet filter {{\n\
+             chain fw {{ type filter hook forward priority 0; policy drop;\n\
+             iifname \"lan\" accept\n\
+             ct state established,related accept\n }}\n\
+             chain inp {{ type filter hook input priority 0; policy accept;\n\
+             iifname \"wan\" ct state new drop\n }}\n\
+             }}\n"
+        );
+        for ns in [&net.router_a, &net.router_b] {
+            run(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&rules));
+        }
+        net
+    }
+
+    fn all(&self) -> [&String; 5] {
+        [
+            &self.public,
+            &self.router_a,
+            &self.router_b,
+            &self.host_a,
+            &self.host_b,
+        ]
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        for ns in self.all() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// coturn in the public namespace, configured as README's "Across
+/// networks" says (long-term credentials, a user `p2p`), with its state in
+/// a temporary directory. Killed when dropped.
+struct Coturn {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    fn start(ns: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("turnserver.conf");
+        let d = dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                "listening-ip={PUBLIC_A}\nrelay-ip={PUBLIC_A}\nlistening-port={STUN_PORT}\n\
+                 realm=p2p.test\nlt-cred-mech\nuser=p2p:secret\nfingerprint\nno-cli\n\
+                 no-tls\nno-dtls\nuserdb={d}/turndb\npidfile={d}/turnserver.pid\n\
+                 log-file=stdout\nsimple-log\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "turnserver", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start turnserver (apt-get install coturn)");
+        // It answers within milliseconds; the peers retry STUN anyway.
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, _dir: dir }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peer(ns: &str, name: &str, relay: &Relay, cmd: &str, room: &str, extra: &[&str]) -> Spawn {
+    let mut args = vec![
+        cmd, "--signal", &relay.url, "--room", room, "--events", "json",
+    ];
+    args.extend_from_slice(extra);
+    Spawn::in_netns(ns, name, &args)
+}
+
+/// The `path` of the first `connect` event `p` printed.
+fn connect_path(p: &Proc) -> Value {
+    p.stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "connect")
+        .map(|v| v["path"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn cone_nats_connect_directly_with_stun() {
+    let net = Internet::new(Nat::Cone);
+    let _turn = Coturn::start(&net.public);
+    let relay = Relay::start_in(&net.public, &format!("{PUBLIC_A}:0")).await;
+    let stun = format!("stun:{PUBLIC_A}:{STUN_PORT}");
+    let ice = ["--ice-server", stun.as_str()];
+    let mut rx = peer(&net.host_b, "receiver", &relay, "receive", "cone", &ice).spawn();
+    let mut tx = peer(&net.host_a, "sender", &relay, "send", "cone", &ice).spawn();
+    tx.write_stdin(b"across two NATs\n").await;
+    assert_eq!(rx.line().await, "across two NATs");
+
+    // The path is direct: each side sees the other's address on the
+    // public side of its router, not its LAN address and not a relay.
+    for (p, peer_public) in [(&tx, "10.241.0.2"), (&rx, "10.240.0.2")] {
+        let path = connect_path(p);
+        let remote = &path["remote"];
+        assert!(
+            remote["address"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&format!("{peer_public}:"))),
+            "{}: path {path}\n{}",
+            p.name,
+            p.stderr()
+        );
+        assert_ne!(remote["type"], "relay", "{}: {path}", p.name);
+        assert_ne!(path["local"]["type"], "relay", "{}: {path}", p.name);
+        assert_eq!(remote["protocol"], "udp");
+    }
+}
+
+#[tokio::test]
+async fn symmetric_nats_without_a_turn_server_say_what_to_do() {
+    let net = Internet::new(Nat::Symmetric);
+    let _turn = Coturn::start(&net.public);
+    let relay = Relay::start_in(&net.public, &format!("{PUBLIC_A}:0")).await;
+    let stun = format!("stun:{PUBLIC_A}:{STUN_PORT}");
+    let ice = ["--ice-server", stun.as_str()];
+    let rx = peer(&net.host_b, "receiver", &relay, "receive", "sym", &ice).spawn();
+    let mut tx = peer(&net.host_a, "sender", &relay, "send", "sym", &ice).spawn();
+    tx.write_stdin(b"never arrives\n").await;
+
+    // ICE gives up after 15 s; both sides then say what was tried and what
+    // to add, in the log and in the events.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let explained = |p: &Proc| p.stderr().contains("no network path");
+    while !(explained(&tx) && explained(&rx)) {
+        if tokio::time::Instant::now() > deadline {
+            tx.fail(&format!(
+                "no explanation within 40 s\n--- receiver ---\n{}",
+                rx.stderr()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in [&tx, &rx] {
+        let err = p.stderr();
+        let line = err.lines().find(|l| l.contains("no network path")).unwrap();
+        // Both sides learnt their public address from STUN, and still no
+        // direct path: behind symmetric NATs only a relay helps.
+        assert!(line.contains("srflx"), "{}: {line}", p.name);
+        assert!(line.contains("--ice-server turn:"), "{}: {line}", p.name);
+    }
+    let failed = tx
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "ice");
+    let Some(ice) = failed else {
+        tx.fail("no ice event");
+    };
+    assert!(
+        ice["local_candidates"]["srflx"].as_u64() >= Some(1),
+        "{ice}"
+    );
+    assert!(ice["hint"].as_str().unwrap().contains("turn:"), "{ice}");
+}
