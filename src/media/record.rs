@@ -15,12 +15,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
 
-/// How long the jitter buffer waits for late or reordered packets (and
-/// retransmissions). A LAN or a continent round-trips well inside it; it is
-/// also the delay before the first key frame reaches the file (benchmarked:
-/// 200 ms here put the first recorded key frame 220 ms after the first
-/// packet).
+/// How long the jitter buffer waits for a missing packet (late, reordered
+/// or retransmitted) before giving it up. A LAN or a continent round-trips
+/// well inside it. Packets that arrive in order are passed on at once.
 const JITTER_LATENCY_MS: u32 = 100;
+
+/// Consecutive packets that let the jitter buffer start at once. Without
+/// it, it holds the very first packet for the whole latency, and the first
+/// key frame reached the file 100 ms later than it could (182 ms after
+/// `p2p receive` started, against ~80 ms).
+const JITTER_FASTSTART_PACKETS: u32 = 2;
 
 /// RTP bytes an appsrc may hold before new packets are dropped: a stalled
 /// muxer (full disk) must not grow memory.
@@ -246,6 +250,11 @@ impl Recorder {
                 .build();
             let jitter = make("rtpjitterbuffer", &format!("jitter{n}"))?;
             set(&jitter, "latency", &JITTER_LATENCY_MS.to_string());
+            set(
+                &jitter,
+                "faststart-min-packets",
+                &JITTER_FASTSTART_PACKETS.to_string(),
+            );
             jitters.push(jitter.clone());
             let depay = depayloader(spec, n)?;
             let tee = make("tee", &format!("tee{n}"))?;
