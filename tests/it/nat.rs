@@ -220,15 +220,39 @@ fn connect_path(p: &Proc) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[tokio::test]
-async fn cone_nats_connect_directly_with_stun() {
-    let net = Internet::new(Nat::Cone);
-    let _turn = Coturn::start(&net.public);
+/// A sender behind router A and a receiver behind router B, both given
+/// coturn as their STUN server. The namespaces, coturn and the relay live
+/// as long as the returned guards.
+struct Session {
+    tx: Proc,
+    rx: Proc,
+    _relay: Relay,
+    _turn: Coturn,
+    _net: Internet,
+}
+
+async fn session(nat: Nat, room: &str) -> Session {
+    let net = Internet::new(nat);
+    let turn = Coturn::start(&net.public);
     let relay = Relay::start_in(&net.public, &format!("{PUBLIC_A}:0")).await;
     let stun = format!("stun:{PUBLIC_A}:{STUN_PORT}");
     let ice = ["--ice-server", stun.as_str()];
-    let mut rx = peer(&net.host_b, "receiver", &relay, "receive", "cone", &ice).spawn();
-    let mut tx = peer(&net.host_a, "sender", &relay, "send", "cone", &ice).spawn();
+    let rx = peer(&net.host_b, "receiver", &relay, "receive", room, &ice).spawn();
+    let tx = peer(&net.host_a, "sender", &relay, "send", room, &ice).spawn();
+    Session {
+        tx,
+        rx,
+        _relay: relay,
+        _turn: turn,
+        _net: net,
+    }
+}
+
+#[tokio::test]
+async fn cone_nats_connect_directly_with_stun() {
+    // Bound whole: the guards must outlive the test, not the statement.
+    let s = session(Nat::Cone, "cone").await;
+    let (mut tx, mut rx) = (s.tx, s.rx);
     tx.write_stdin(b"across two NATs\n").await;
     assert_eq!(rx.line().await, "across two NATs");
 
@@ -253,13 +277,8 @@ async fn cone_nats_connect_directly_with_stun() {
 
 #[tokio::test]
 async fn symmetric_nats_without_a_turn_server_say_what_to_do() {
-    let net = Internet::new(Nat::Symmetric);
-    let _turn = Coturn::start(&net.public);
-    let relay = Relay::start_in(&net.public, &format!("{PUBLIC_A}:0")).await;
-    let stun = format!("stun:{PUBLIC_A}:{STUN_PORT}");
-    let ice = ["--ice-server", stun.as_str()];
-    let rx = peer(&net.host_b, "receiver", &relay, "receive", "sym", &ice).spawn();
-    let mut tx = peer(&net.host_a, "sender", &relay, "send", "sym", &ice).spawn();
+    let s = session(Nat::Symmetric, "sym").await;
+    let (mut tx, rx) = (s.tx, s.rx);
     tx.write_stdin(b"never arrives\n").await;
 
     // ICE gives up after 15 s; both sides then say what was tried and what

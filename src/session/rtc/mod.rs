@@ -620,14 +620,23 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies the peer's offer or answer; "bad offer: …" when it does not
+    /// parse or apply.
+    async fn set_remote(&self, desc: Description, offer: bool) -> anyhow::Result<()> {
+        let kind = if offer { "offer" } else { "answer" };
+        let bad = |e: webrtc::error::Error| anyhow::anyhow!("bad {kind}: {e}");
+        self.shared.set_remote(&desc.sdp);
+        let desc = if offer {
+            RTCSessionDescription::offer(desc.sdp)
+        } else {
+            RTCSessionDescription::answer(desc.sdp)
+        }
+        .map_err(bad)?;
+        self.pc.set_remote_description(desc).await.map_err(bad)
+    }
+
     async fn accept_offer(&self, offer: Description) -> anyhow::Result<()> {
-        self.shared.set_remote(&offer.sdp);
-        let desc = RTCSessionDescription::offer(offer.sdp)
-            .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
-        self.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| anyhow::anyhow!("bad offer: {e}"))?;
+        self.set_remote(offer, true).await?;
         let answer = self.pc.create_answer(None).await?;
         self.shared.set_local(&answer.sdp);
         self.pc.set_local_description(answer.clone()).await?;
@@ -637,13 +646,7 @@ impl Driver {
     }
 
     async fn apply_answer(&self, answer: Description) -> anyhow::Result<()> {
-        self.shared.set_remote(&answer.sdp);
-        let desc = RTCSessionDescription::answer(answer.sdp)
-            .map_err(|e| anyhow::anyhow!("bad answer: {e}"))?;
-        self.pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| anyhow::anyhow!("bad answer: {e}"))?;
+        self.set_remote(answer, false).await?;
         self.bind_tracks().await;
         Ok(())
     }
