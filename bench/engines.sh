@@ -17,7 +17,7 @@ git worktree add --detach "$work/old" "$OLD" >/dev/null
 (cd "$work/old" && CARGO_TARGET_DIR="$work/target-old" cargo build -q --release --example dc_loopback)
 cargo build -q --release --example dc_loopback
 old="$work/target-old/release/examples/dc_loopback"
-new="target/release/examples/dc_loopback"
+new="${CARGO_TARGET_DIR:-target}/release/examples/dc_loopback"
 
 two() { # $1: binary, rest: env; prints the receiver's MB/s and both CPU-seconds
     local bin=$1; shift
