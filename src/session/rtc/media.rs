@@ -9,14 +9,13 @@ use bytes::Bytes;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -54,6 +53,8 @@ struct Binding {
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
+    /// The id this peer gave abs-capture-time, if it takes it.
+    capture_ext: Option<u8>,
 }
 
 /// Every peer's copy of one encoded track.
@@ -135,7 +136,7 @@ impl PendingTracks {
     pub async fn bind(&self, pc: &dyn PeerConnection, peer: &str) {
         let senders = pc.get_senders().await;
         for (spec, bindings, track, ssrc) in &self.0 {
-            let Some(payload_type) = negotiated_payload_type(&senders, spec).await else {
+            let Some((payload_type, capture_ext)) = negotiated(&senders, spec).await else {
                 tracing::warn!(peer = %short(peer), "{} ({}) was not accepted by the peer", spec.kind, spec.mime);
                 continue;
             };
@@ -144,6 +145,7 @@ impl PendingTracks {
                 track: track.clone(),
                 ssrc: *ssrc,
                 payload_type,
+                capture_ext,
             });
         }
     }
@@ -155,7 +157,9 @@ impl PendingTracks {
     }
 }
 
-async fn negotiated_payload_type(senders: &[Arc<dyn RtpSender>], spec: &TrackSpec) -> Option<u8> {
+/// The payload type the peer's description settled on for `spec`, and the
+/// id it gave abs-capture-time.
+async fn negotiated(senders: &[Arc<dyn RtpSender>], spec: &TrackSpec) -> Option<(u8, Option<u8>)> {
     for sender in senders {
         let Ok(params) = sender.get_parameters().await else {
             continue;
@@ -165,7 +169,13 @@ async fn negotiated_payload_type(senders: &[Arc<dyn RtpSender>], spec: &TrackSpe
                 && (spec.fmtp.is_empty() || fmtp_matches(&c.rtp_codec.sdp_fmtp_line, &spec.fmtp))
         });
         if let Some(c) = found {
-            return Some(c.payload_type);
+            let ext = params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == ABS_CAPTURE_TIME)
+                .and_then(|e| u8::try_from(e.id).ok());
+            return Some((c.payload_type, ext));
         }
     }
     None
@@ -217,21 +227,16 @@ impl TrackWriter {
         let Ok(packet) = RtpPacket::unmarshal(&mut &rtp[..]) else {
             return;
         };
+        // Built once per packet, whatever the number of peers.
+        let stamp = captured.map(|at| Bytes::copy_from_slice(&AbsCaptureTime(at).ntp().to_be_bytes()));
         for b in peers {
             let mut p = packet.clone();
             p.header.ssrc = b.ssrc;
             p.header.payload_type = b.payload_type;
-            let result = match captured {
-                Some(at) => {
-                    let ext = HeaderExtension::Custom {
-                        uri: ABS_CAPTURE_TIME.into(),
-                        extension: Box::new(AbsCaptureTime(at)),
-                    };
-                    b.track.write_rtp_with_extensions(p, &[ext]).await
-                }
-                None => b.track.write_rtp(p).await,
-            };
-            if let Err(e) = result {
+            if let (Some(id), Some(stamp)) = (b.capture_ext, &stamp) {
+                let _ = p.header.set_extension(id, stamp.clone());
+            }
+            if let Err(e) = b.track.write_rtp(p).await {
                 tracing::trace!(peer = %short(&b.peer), "RTP not written: {e}");
             }
         }
@@ -309,20 +314,6 @@ impl AbsCaptureTime {
         let secs = (ntp >> 32).checked_sub(NTP_UNIX_OFFSET)?;
         let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
         Some(UNIX_EPOCH + Duration::new(secs, nanos as u32))
-    }
-}
-
-impl MarshalSize for AbsCaptureTime {
-    fn marshal_size(&self) -> usize {
-        8
-    }
-}
-
-impl Marshal for AbsCaptureTime {
-    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
-        let out = buf.get_mut(..8).ok_or(Error::ErrBufferTooSmall)?;
-        out.copy_from_slice(&self.ntp().to_be_bytes());
-        Ok(8)
     }
 }
 
@@ -451,16 +442,13 @@ mod tests {
     #[test]
     fn capture_time_survives_the_ntp_round_trip() {
         let at = UNIX_EPOCH + Duration::new(1_795_648_000, 123_456_789);
-        let ext = AbsCaptureTime(at);
-        let mut buf = [0u8; 8];
-        assert_eq!(ext.marshal_to(&mut buf).unwrap(), 8);
+        let buf = AbsCaptureTime(at).ntp().to_be_bytes();
         // 1970 is 2,208,988,800 s after 1900 on the NTP clock.
         assert_eq!(u64::from_be_bytes(buf) >> 32, 1_795_648_000 + 2_208_988_800);
         let back = AbsCaptureTime::parse(&buf).unwrap();
         let err = back.duration_since(at).unwrap_or_else(|e| e.duration());
         assert!(err < Duration::from_nanos(2), "{err:?}");
         assert!(AbsCaptureTime::parse(&buf[..7]).is_none());
-        assert!(ext.marshal_to(&mut [0u8; 4]).is_err());
     }
 
     #[test]
