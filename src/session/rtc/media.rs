@@ -228,7 +228,8 @@ impl TrackWriter {
             return;
         };
         // Built once per packet, whatever the number of peers.
-        let stamp = captured.map(|at| Bytes::copy_from_slice(&AbsCaptureTime(at).ntp().to_be_bytes()));
+        let stamp =
+            captured.map(|at| Bytes::copy_from_slice(&AbsCaptureTime(at).ntp().to_be_bytes()));
         for b in peers {
             let mut p = packet.clone();
             p.header.ssrc = b.ssrc;
