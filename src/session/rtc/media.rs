@@ -72,11 +72,13 @@ impl Bindings {
         all.push(Arc::new(binding));
     }
 
-    pub(super) fn remove(&self, peer: &str) {
+    /// Stops writing `track` (one connection's copy). A peer that came
+    /// back under the same id keeps its new connection's copy.
+    fn remove(&self, track: &Arc<TrackLocalStaticRTP>) {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|b| b.peer != peer);
+            .retain(|b| !Arc::ptr_eq(&b.track, track));
     }
 }
 
@@ -150,9 +152,9 @@ impl PendingTracks {
         }
     }
 
-    pub fn unbind(&self, peer: &str) {
-        for (_, bindings, _, _) in &self.0 {
-            bindings.remove(peer);
+    pub fn unbind(&self) {
+        for (_, bindings, track, _) in &self.0 {
+            bindings.remove(track);
         }
     }
 }

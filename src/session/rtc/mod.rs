@@ -593,7 +593,7 @@ impl Driver {
             }
         }
         if let Some(pending) = &self.pending {
-            pending.unbind(&self.peer);
+            pending.unbind();
         }
         if let Err(e) = self.pc.close().await {
             tracing::debug!(peer = %short(&self.peer), "closing the peer connection: {e}");
