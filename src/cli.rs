@@ -105,7 +105,10 @@ pub struct PeerArgs {
 
     /// STUN/TURN server for NAT traversal, repeatable: stun:HOST:PORT,
     /// turn:USER:PASS@HOST:PORT, turns:…. None by default: on one network,
-    /// host candidates suffice and nothing is contacted.
+    /// host candidates suffice and nothing is contacted. STUN is enough
+    /// across most home NATs; relaying through TURN (coturn) does not work
+    /// yet, so peers behind symmetric NATs do not connect (README, "Across
+    /// networks").
     #[arg(
         long = "ice-server",
         value_name = "URL",
