@@ -298,6 +298,7 @@ fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
         fps: m.fps,
         video_kbps: m.video_bitrate,
         audio_kbps: m.audio_bitrate,
+        layers: usize::from(m.layers),
     }))
 }
 

@@ -24,6 +24,13 @@ const PACKET_QUEUE: usize = 512;
 /// answered with one key frame per this interval.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 
+/// While requests keep coming (a lossy path asks again for every frame it
+/// cannot decode), one key frame per this: at 300 ms, a path too slow for
+/// its layer spent most of its rate on key frames that were lost in turn
+/// (measured at 300 kbit/s: the smallest layer grew from 150 to 300
+/// kbit/s, and nothing was ever decoded).
+const KEYFRAME_INTERVAL_BUSY: Duration = Duration::from_secs(1);
+
 /// Payload sizes that fit any path's MTU after SRTP and UDP/IP headers.
 const RTP_MTU: u32 = 1200;
 
@@ -61,6 +68,58 @@ pub struct CaptureConfig {
     pub fps: u32,
     pub video_kbps: u32,
     pub audio_kbps: u32,
+    /// Simulcast layers asked for (1 = a single encoding); see [`ladder`].
+    pub layers: usize,
+}
+
+/// One simulcast layer: its size and its encoder's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub kbps: u32,
+}
+
+/// Smallest layer worth sending: below this a picture says little.
+const MIN_LAYER_WIDTH: u32 = 160;
+
+/// The layers to encode, best first: full, half and quarter size, each
+/// with a share of `--video-bitrate` close to what browsers give their
+/// simulcast layers (a quarter of the pixels needs about a quarter of the
+/// bits). The smallest of three also halves the frame rate, so a path of
+/// a few hundred kbit/s still gets a picture that moves. VP9 is sent as one
+/// layer: the forwarder switches only VP8 and H.264.
+pub fn ladder(cfg: &CaptureConfig) -> Vec<Layer> {
+    const SHARE: [f64; 3] = [1.0, 0.25, 0.05];
+    let mut layers = Vec::new();
+    let wanted = if cfg.codec == VideoCodec::Vp9 {
+        1
+    } else {
+        cfg.layers.clamp(1, SHARE.len())
+    };
+    for (k, share) in SHARE.iter().enumerate().take(wanted) {
+        let (width, height) = (even(cfg.width >> k), even(cfg.height >> k));
+        if k > 0 && width < MIN_LAYER_WIDTH {
+            break;
+        }
+        layers.push(Layer {
+            width,
+            height,
+            fps: cfg.fps,
+            kbps: ((f64::from(cfg.video_kbps) * share) as u32).max(30),
+        });
+    }
+    if layers.len() == SHARE.len() {
+        if let Some(last) = layers.last_mut() {
+            last.fps = (cfg.fps / 2).max(1);
+        }
+    }
+    layers
+}
+
+fn even(n: u32) -> u32 {
+    (n & !1).max(2)
 }
 
 /// RTP out of the pipeline for one track.
@@ -74,6 +133,8 @@ pub struct Output {
 pub struct RtpOut {
     pub data: Bytes,
     pub captured: Option<SystemTime>,
+    /// The simulcast layer it belongs to (0: the best; always 0 for audio).
+    pub layer: usize,
 }
 
 #[derive(Debug, Default)]
@@ -87,8 +148,11 @@ pub struct CaptureStats {
 /// The running capture pipeline. Set to `Null` when dropped.
 pub struct Capture {
     pipeline: gst::Pipeline,
-    video_sink: Option<gst_app::AppSink>,
-    last_keyframe: Mutex<Option<Instant>>,
+    /// One per layer, best first.
+    video_sinks: Vec<gst_app::AppSink>,
+    /// Per layer: the last key frame request answered, and the one before.
+    last_keyframe: Mutex<Vec<(Option<Instant>, Option<Instant>)>>,
+    layers: Vec<Layer>,
     pub stats: Arc<CaptureStats>,
 }
 
@@ -138,21 +202,30 @@ impl Capture {
         let pipeline = gst::Pipeline::with_name("p2p-capture");
         let stats = Arc::new(CaptureStats::default());
         let mut outputs = Vec::new();
-        let mut video_sink = None;
+        let mut video_sinks = Vec::new();
         let mut decode_pads: Vec<(MediaKind, gst::Element)> = Vec::new();
+        let layers = if cfg.video.is_some() {
+            ladder(cfg)
+        } else {
+            vec![]
+        };
 
         if let Some(src) = &cfg.video {
             let spec = video_spec(cfg.codec);
-            let (sink, rx) = rtp_sink("video-out", &stats, *src != VideoSource::File);
-            let head = video_branch(&pipeline, cfg, src, &sink)?;
+            let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE * layers.len());
+            for k in 0..layers.len() {
+                let name = format!("video-out{k}");
+                video_sinks.push(rtp_sink(&name, &stats, *src != VideoSource::File, k, &tx));
+            }
+            let head = video_branch(&pipeline, cfg, src, &layers, &video_sinks)?;
             if let Some(head) = head {
                 decode_pads.push((MediaKind::Video, head));
             }
             outputs.push(Output { spec, packets: rx });
-            video_sink = Some(sink);
         }
         if let Some(src) = &cfg.audio {
-            let (sink, rx) = rtp_sink("audio-out", &stats, *src != AudioSource::File);
+            let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE);
+            let sink = rtp_sink("audio-out", &stats, *src != AudioSource::File, 0, &tx);
             if let Some(head) = audio_branch(&pipeline, cfg, src, &sink)? {
                 decode_pads.push((MediaKind::Audio, head));
             }
@@ -181,25 +254,39 @@ impl Capture {
         Ok((
             Self {
                 pipeline,
-                video_sink,
-                last_keyframe: Mutex::new(None),
+                last_keyframe: Mutex::new(vec![(None, None); video_sinks.len()]),
+                video_sinks,
+                layers,
                 stats,
             },
             outputs,
         ))
     }
 
-    /// Asks the encoder for a key frame, at most once per
+    /// The simulcast layers being encoded, best first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Asks one layer's encoder for a key frame, at most once per
     /// [`KEYFRAME_INTERVAL`]. Returns whether one was requested.
-    pub fn request_keyframe(&self) -> bool {
-        let Some(sink) = &self.video_sink else {
+    pub fn request_keyframe(&self, layer: usize) -> bool {
+        let Some(sink) = self.video_sinks.get(layer) else {
             return false;
         };
         {
             let mut last = self.last_keyframe.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL) {
+            let (last, before) = &mut last[layer];
+            let busy = before.is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL_BUSY * 2);
+            let gap = if busy {
+                KEYFRAME_INTERVAL_BUSY
+            } else {
+                KEYFRAME_INTERVAL
+            };
+            if last.is_some_and(|t| t.elapsed() < gap) {
                 return false;
             }
+            *before = *last;
             *last = Some(Instant::now());
         }
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
@@ -211,7 +298,19 @@ impl Capture {
         sink.send_event(event)
     }
 
-    /// Video encoders in the pipeline: one, however many receivers.
+    /// Tells the audio encoder how much loss the receivers see, in
+    /// percent, so its in-band FEC protects against that much.
+    pub fn set_audio_loss(&self, percent: u32) {
+        if let Some(enc) = self.pipeline.by_name("aenc") {
+            let percent = percent.min(100) as i32;
+            if enc.property::<i32>("packet-loss-percentage") != percent {
+                enc.set_property("packet-loss-percentage", percent);
+            }
+        }
+    }
+
+    /// Video encoders in the pipeline: one per layer, however many
+    /// receivers.
     pub fn video_encoders(&self) -> usize {
         self.pipeline
             .iterate_elements()
@@ -273,13 +372,15 @@ fn has_video_device() -> bool {
         .unwrap_or(false)
 }
 
-/// An appsink handing RTP packets to a bounded channel.
+/// An appsink handing RTP packets of `layer` to a bounded channel.
 fn rtp_sink(
     name: &str,
     stats: &Arc<CaptureStats>,
     live: bool,
-) -> (gst_app::AppSink, mpsc::Receiver<RtpOut>) {
-    let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE);
+    layer: usize,
+    tx: &mpsc::Sender<RtpOut>,
+) -> gst_app::AppSink {
+    let tx = tx.clone();
     let sink = gst_app::AppSink::builder()
         .name(name)
         .caps(&gst::Caps::builder("application/x-rtp").build())
@@ -302,7 +403,11 @@ fn rtp_sink(
                 stats.packets.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 let captured = capture_time(sink, &sample, buffer);
-                match tx.try_send(RtpOut { data, captured }) {
+                match tx.try_send(RtpOut {
+                    data,
+                    captured,
+                    layer,
+                }) {
                     Ok(()) => Ok(gst::FlowSuccess::Ok),
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +419,7 @@ fn rtp_sink(
             })
             .build(),
     );
-    (sink, rx)
+    sink
 }
 
 /// When the media in `buffer` was captured, on the wall clock: its running
@@ -339,7 +444,8 @@ fn video_branch(
     pipeline: &gst::Pipeline,
     cfg: &CaptureConfig,
     src: &VideoSource,
-    sink: &gst_app::AppSink,
+    layers: &[Layer],
+    sinks: &[gst_app::AppSink],
 ) -> Result<Option<gst::Element>, MediaError> {
     let convert = make("videoconvert", "vconvert")?;
     let scale = make("videoscale", "vscale")?;
@@ -359,17 +465,6 @@ fn video_branch(
         set(&rate, "max-rate", &cfg.fps.to_string());
     }
     caps.set_property("caps", want.build());
-    // A live source never queues raw frames behind a busy encoder: the
-    // oldest are dropped. A file waits instead (it is paced at the sink).
-    let queue = make("queue", "vqueue")?;
-    if *src != VideoSource::File {
-        set(&queue, "leaky", "downstream");
-        set(&queue, "max-size-buffers", "2");
-        set(&queue, "max-size-bytes", "0");
-        set(&queue, "max-size-time", "0");
-    }
-    let (encoder, pay) = video_encoder(cfg)?;
-    let sink_el: gst::Element = sink.clone().upcast();
 
     let mut elements: Vec<gst::Element> = Vec::new();
     let head = match src {
@@ -411,24 +506,94 @@ fn video_branch(
         let post = make("videoconvert", "vconvert2")?;
         elements.extend([clock, post]);
     }
-    elements.push(queue);
-    elements.extend(encoder);
-    elements.push(pay);
-    elements.push(sink_el);
+    let tee = make("tee", "vtee")?;
+    elements.push(tee.clone());
     let refs: Vec<&gst::Element> = elements.iter().collect();
     chain(pipeline, &refs)?;
+    // The layers share one RTP clock, so a receiver switched between them
+    // sees one timeline.
+    let timestamp_offset = rand::random::<u32>().to_string();
+    for (k, (layer, sink)) in layers.iter().zip(sinks).enumerate() {
+        let branch = layer_branch(cfg, src, k, layer, sink, &timestamp_offset)?;
+        let refs: Vec<&gst::Element> = branch.iter().collect();
+        chain(pipeline, &refs)?;
+        tee.link(&branch[0])
+            .map_err(|_| MediaError::Pipeline(format!("cannot link layer {k}")))?;
+    }
     Ok(is_file.then_some(convert).or(head))
 }
 
-fn video_encoder(cfg: &CaptureConfig) -> Result<(Vec<gst::Element>, gst::Element), MediaError> {
-    let gop = (cfg.fps * 10).to_string();
-    let bits = (cfg.video_kbps * 1000).to_string();
+/// One simulcast layer after the tee: queue → scale → encode → pay → sink.
+fn layer_branch(
+    cfg: &CaptureConfig,
+    src: &VideoSource,
+    k: usize,
+    layer: &Layer,
+    sink: &gst_app::AppSink,
+    timestamp_offset: &str,
+) -> Result<Vec<gst::Element>, MediaError> {
+    // A live source never queues raw frames behind a busy encoder: the
+    // oldest are dropped. A file waits instead (it is paced at the sink).
+    let queue = make("queue", &format!("vqueue{k}"))?;
+    if *src != VideoSource::File {
+        set(&queue, "leaky", "downstream");
+        set(&queue, "max-size-buffers", "2");
+        set(&queue, "max-size-bytes", "0");
+        set(&queue, "max-size-time", "0");
+    }
+    let mut branch = vec![queue];
+    if (layer.width, layer.height) != (cfg.width, cfg.height) {
+        let scale = make("videoscale", &format!("vscale{k}"))?;
+        let caps = make("capsfilter", &format!("vcaps{k}"))?;
+        caps.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("width", layer.width as i32)
+                .field("height", layer.height as i32)
+                .build(),
+        );
+        branch.extend([scale, caps]);
+    }
+    if layer.fps < cfg.fps {
+        // Every n-th frame, counted, not `videorate`: its caps would
+        // travel up through the tee and hold every layer to this rate.
+        let keep_one_in = u64::from((cfg.fps / layer.fps.max(1)).max(1));
+        let seen = AtomicU64::new(0);
+        if let Some(pad) = branch[0].static_pad("src") {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if seen
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(keep_one_in)
+                {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    gst::PadProbeReturn::Drop
+                }
+            });
+        }
+    }
+    let (encoder, pay) = video_encoder(cfg, layer, k)?;
+    set(&pay, "timestamp-offset", timestamp_offset);
+    branch.extend(encoder);
+    branch.push(pay);
+    branch.push(sink.clone().upcast());
+    Ok(branch)
+}
+
+fn video_encoder(
+    cfg: &CaptureConfig,
+    layer: &Layer,
+    k: usize,
+) -> Result<(Vec<gst::Element>, gst::Element), MediaError> {
+    let gop = (layer.fps * 10).to_string();
+    let bits = (layer.kbps * 1000).to_string();
+    let (venc, vpay) = (format!("venc{k}"), format!("vpay{k}"));
     Ok(match cfg.codec {
         VideoCodec::Vp8 | VideoCodec::Vp9 => {
             let (enc, pay) = if cfg.codec == VideoCodec::Vp8 {
-                (make("vp8enc", "venc")?, make("rtpvp8pay", "vpay")?)
+                (make("vp8enc", &venc)?, make("rtpvp8pay", &vpay)?)
             } else {
-                (make("vp9enc", "venc")?, make("rtpvp9pay", "vpay")?)
+                (make("vp9enc", &venc)?, make("rtpvp9pay", &vpay)?)
             };
             // Realtime: no lookahead, a fast speed setting, constant
             // bitrate, key frames on request (and at least every 10 s).
@@ -451,7 +616,7 @@ fn video_encoder(cfg: &CaptureConfig) -> Result<(Vec<gst::Element>, gst::Element
             // measured here, two 640x480 encoders with threads=2 on 2 cores
             // each burn a full core and drop to 16 fps; with one thread each
             // takes ~10 %. One thread is enough up to 720p.
-            let threads = if cfg.width * cfg.height > 1280 * 720 {
+            let threads = if layer.width * layer.height > 1280 * 720 {
                 "2"
             } else {
                 "1"
@@ -467,20 +632,20 @@ fn video_encoder(cfg: &CaptureConfig) -> Result<(Vec<gst::Element>, gst::Element
             (vec![enc], pay)
         }
         VideoCodec::H264 => {
-            let enc = make("x264enc", "venc")?;
+            let enc = make("x264enc", &venc)?;
             set(&enc, "tune", "zerolatency");
             set(&enc, "speed-preset", "ultrafast");
-            set(&enc, "bitrate", &cfg.video_kbps.to_string());
+            set(&enc, "bitrate", &layer.kbps.to_string());
             set(&enc, "key-int-max", &gop);
             set(&enc, "bframes", "0");
-            let caps = make("capsfilter", "h264caps")?;
+            let caps = make("capsfilter", &format!("h264caps{k}"))?;
             caps.set_property(
                 "caps",
                 gst::Caps::builder("video/x-h264")
                     .field("profile", "constrained-baseline")
                     .build(),
             );
-            let pay = make("rtph264pay", "vpay")?;
+            let pay = make("rtph264pay", &vpay)?;
             set(&pay, "config-interval", "-1");
             set(&pay, "aggregate-mode", "zero-latency");
             set(&pay, "mtu", &RTP_MTU.to_string());
@@ -510,6 +675,10 @@ fn audio_branch(
     let enc = make("opusenc", "aenc")?;
     set(&enc, "bitrate", &(cfg.audio_kbps * 1000).to_string());
     set(&enc, "frame-size", "20");
+    // In-band FEC: a lost packet is rebuilt from the next one, at a cost
+    // in bits that opus sizes from the loss the receivers report
+    // (`set_audio_loss`); with no loss it costs nothing.
+    set(&enc, "inband-fec", "true");
     let pay = make("rtpopuspay", "apay")?;
     set(&pay, "pt", "111");
     set(&pay, "mtu", &RTP_MTU.to_string());

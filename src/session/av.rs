@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::latency::Latency;
 use super::report::Reporter;
-use super::rtc::{short, PeerHandle, RemoteTrack, Rtc};
+use super::rtc::{short, PeerHandle, RemoteTrack, Rtc, TrackWriter};
 use crate::media::capture::{Capture, CaptureConfig};
 use crate::media::record::{RecordConfig, Recorder, TrackInput};
 use crate::media::MediaKind;
@@ -31,37 +31,80 @@ const LOSS_PLI_GAP: Duration = Duration::from_millis(250);
 const TRACK_WAIT: Duration = Duration::from_secs(3);
 
 /// Starts capture and encoding, and declares the encoded tracks to `rtc`
-/// so that every peer connection carries them.
+/// so that every peer connection carries them. Returns the pipeline and
+/// the video track's writer (which knows each receiver's layer).
 pub fn start_sender_media(
     cfg: &CaptureConfig,
     rtc: &mut Rtc,
     stream_id: &str,
-) -> anyhow::Result<Arc<Capture>> {
+) -> anyhow::Result<(Arc<Capture>, Option<TrackWriter>)> {
     let (capture, outputs) = Capture::start(cfg)?;
     let capture = Arc::new(capture);
     let weak = Arc::downgrade(&capture);
-    let on_keyframe: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+    let on_keyframe: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |layer| {
         if let Some(c) = weak.upgrade() {
-            if c.request_keyframe() {
-                tracing::debug!("key frame requested by a receiver");
+            if c.request_keyframe(layer) {
+                tracing::debug!("key frame requested for layer {layer}");
             }
         }
     });
-    let specs: Vec<_> = outputs.iter().map(|o| o.spec.clone()).collect();
-    let writers = rtc.set_local_tracks(&specs, stream_id, on_keyframe);
-    for (mut out, writer) in outputs.into_iter().zip(writers) {
+    let layers = capture.layers().to_vec();
+    let audio_bps = if cfg.audio.is_some() {
+        f64::from(cfg.audio_kbps) * 1000.0
+    } else {
+        0.0
+    };
+    let tracks: Vec<_> = outputs
+        .iter()
+        .map(|o| {
+            let targets = if o.spec.kind == MediaKind::Video {
+                layers.iter().map(|l| f64::from(l.kbps) * 1000.0).collect()
+            } else {
+                vec![audio_bps]
+            };
+            (o.spec.clone(), targets)
+        })
+        .collect();
+    let video_bps = layers.first().map_or(0.0, |l| f64::from(l.kbps) * 1000.0);
+    let writers = rtc.set_local_tracks(
+        &tracks,
+        stream_id,
+        on_keyframe,
+        video_bps + audio_bps,
+        audio_bps,
+    );
+    for (mut out, writer) in outputs.into_iter().zip(writers.clone()) {
         tokio::spawn(async move {
             while let Some(packet) = out.packets.recv().await {
-                writer.write(&packet.data, packet.captured).await;
+                writer
+                    .write(&packet.data, packet.captured, packet.layer)
+                    .await;
             }
         });
     }
-    let kinds: Vec<String> = specs.iter().map(|s| s.mime.clone()).collect();
-    tracing::info!(
-        "sending {} (encoded once for every receiver)",
-        kinds.join(" + ")
-    );
-    Ok(capture)
+    let kinds: Vec<String> = tracks.iter().map(|(s, _)| s.mime.clone()).collect();
+    if layers.len() > 1 {
+        let sizes: Vec<String> = layers
+            .iter()
+            .map(|l| format!("{}x{}@{} {} kbit/s", l.width, l.height, l.fps, l.kbps))
+            .collect();
+        tracing::info!(
+            "sending {} in {} layers ({}), each encoded once for every receiver",
+            kinds.join(" + "),
+            layers.len(),
+            sizes.join(", ")
+        );
+    } else {
+        tracing::info!(
+            "sending {} (encoded once for every receiver)",
+            kinds.join(" + ")
+        );
+    }
+    let video = tracks
+        .iter()
+        .position(|(s, _)| s.kind == MediaKind::Video)
+        .map(|i| writers[i].clone());
+    Ok((capture, video))
 }
 
 /// Media sections in an SDP offer: the tracks a sender will send.

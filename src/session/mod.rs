@@ -8,6 +8,7 @@ mod latency;
 pub mod machine;
 pub mod report;
 pub mod rtc;
+pub mod simulcast;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
@@ -105,6 +106,8 @@ struct Runner {
     ever_connected: bool,
     /// Sender: the capture pipeline, asked for key frames as peers join.
     capture: Option<Arc<Capture>>,
+    /// Sender: the video track's writer (each receiver's estimate and layer).
+    video: Option<rtc::TrackWriter>,
     /// Receiver: recordings per sender.
     recordings: Option<av::Recordings>,
     status: Status,
@@ -178,6 +181,7 @@ impl Runner {
             readers: HashMap::new(),
             ever_connected: false,
             capture: None,
+            video: None,
             recordings: None,
             status: Status::new(false, ""),
         }
@@ -297,8 +301,9 @@ impl Runner {
             RtcEvent::Peer(pe) => {
                 if pe == PeerEvent::Connected {
                     if let Some(c) = &self.capture {
-                        // A new receiver starts decoding at once.
-                        c.request_keyframe();
+                        // A new receiver starts decoding at once (at the
+                        // best layer, until its feedback says otherwise).
+                        c.request_keyframe(0);
                         c.dump_graph(&format!("p2p-send-{}-peers", self.peers.len()));
                     }
                 }
@@ -357,11 +362,67 @@ impl Runner {
         Ok(())
     }
 
+    /// Sender: the layers being sent, and each receiver's estimate, loss
+    /// and layer, as `stats` fields; one status line per receiver. The
+    /// worst loss a receiver reports sets the audio's FEC.
+    fn receiver_media(&mut self) -> (Value, Value) {
+        let (Some(video), Some(capture)) = (&self.video, &self.capture) else {
+            return (Value::Null, Value::Null);
+        };
+        let rates = video.layer_rates();
+        let layers = capture.layers();
+        let layer_json: Vec<Value> = layers
+            .iter()
+            .zip(&rates)
+            .map(|(l, r)| {
+                serde_json::json!({
+                    "width": l.width, "height": l.height, "fps": l.fps,
+                    "target_bitrate": l.kbps * 1000, "bitrate": r.round(),
+                })
+            })
+            .collect();
+        let mut keys = vec!["sender".to_owned()];
+        let mut worst = 0.0f64;
+        let mut peers = Vec::new();
+        for p in video.peers() {
+            worst = worst.max(p.loss);
+            let size = p
+                .layer
+                .and_then(|k| layers.get(k))
+                .map(|l| format!("{}×{}", l.width, l.height));
+            let estimate = p
+                .estimate
+                .map_or_else(|| "no estimate".to_owned(), crate::progress::bitrate);
+            self.status.line(
+                &p.peer,
+                format!(
+                    "  receiver {} · {} · path {estimate} · loss {:.0} %",
+                    short(&p.peer),
+                    size.as_deref().unwrap_or("waiting for a key frame"),
+                    p.loss * 100.0
+                ),
+            );
+            keys.push(p.peer.clone());
+            peers.push(serde_json::json!({
+                "id": p.peer,
+                "estimate": p.estimate.map(f64::round),
+                "loss": (p.loss * 1000.0).round() / 1000.0,
+                "layer": p.layer,
+                "width": p.layer.and_then(|k| layers.get(k)).map(|l| l.width),
+                "height": p.layer.and_then(|k| layers.get(k)).map(|l| l.height),
+            }));
+        }
+        self.status.retain(&keys);
+        capture.set_audio_loss((worst * 100.0).round() as u32);
+        (Value::Array(layer_json), Value::Array(peers))
+    }
+
     fn refresh_status(&mut self) {
         let secs = self.status.last.elapsed().as_secs_f64();
         self.status.last = Instant::now();
         let data = self.status.data_bytes.load(Ordering::Relaxed);
         let data_rate = self.status.rate("data", data, secs);
+        let (layers, peers) = self.receiver_media();
         match &self.machine {
             Machine::Sender(m) => {
                 let (media, dropped, keyframes) = self.capture.as_ref().map_or((0, 0, 0), |c| {
@@ -400,6 +461,8 @@ impl Runner {
                     "media_bitrate": media_rate.round(),
                     "media_packets_dropped": dropped,
                     "keyframes": keyframes,
+                    "layers": layers,
+                    "peers": peers,
                     "data_bytes": data,
                     "data_bitrate": data_rate.round(),
                 }));
@@ -507,9 +570,12 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
     let mut rtc = Rtc::new(&cfg.peer.ice_servers, false)?;
-    let capture = match &cfg.media {
-        Some(m) => Some(av::start_sender_media(m, &mut rtc, &id)?),
-        None => None,
+    let (capture, video) = match &cfg.media {
+        Some(m) => {
+            let (capture, video) = av::start_sender_media(m, &mut rtc, &id)?;
+            (Some(capture), video)
+        }
+        None => (None, None),
     };
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
@@ -546,6 +612,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let mut runner = Runner::new(Machine::Sender(machine), signaling, rtc, rtc_tx, &reporter);
     runner.fanout = cfg.data.then_some(ctl_tx);
     runner.capture = capture;
+    runner.video = video;
     runner.status = status;
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {

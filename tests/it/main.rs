@@ -1,6 +1,7 @@
 //! One integration-test binary: the real `p2p` executable, real relays and
 //! real peers on this machine. One module per behaviour.
 
+mod bandwidth;
 mod cli;
 mod data;
 mod drivers;

@@ -170,13 +170,14 @@ async fn three_recorders_share_one_encoder() {
         inspect(path).assert_valid("VP8", Some("Opus"), 5.0, 30.0);
     }
     // The sender's pipeline, as GStreamer dumped it with 3 peers: one
-    // video encoder, one audio encoder.
+    // video encoder per simulcast layer (3 at 640x480), one audio encoder,
+    // whatever the number of receivers.
     let dot = std::fs::read_to_string(dots.join("p2p-send-3-peers.dot"))
         .unwrap_or_else(|e| tx.fail(&format!("no pipeline dump: {e}")));
     assert_eq!(
         dot.matches("GstVP8Enc").count(),
-        1,
-        "video encoders in the pipeline"
+        3,
+        "video encoders in the pipeline (one per layer)"
     );
     assert_eq!(
         dot.matches("GstOpusEnc").count(),

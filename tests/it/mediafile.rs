@@ -19,6 +19,8 @@ pub struct Report {
     /// Presentation time of the first and last decoded video frame.
     pub first_pts: f64,
     pub last_pts: f64,
+    /// Every decoded video frame: presentation time and picture size.
+    pub frames: Vec<(f64, i32, i32)>,
     pub errors: Vec<String>,
     pub discoverer: String,
 }
@@ -92,6 +94,12 @@ fn decode(path: &Path, r: &mut Report) {
             first.get_or_insert(pts);
             r.last_pts = pts;
             r.video_frames += 1;
+            let size = s
+                .caps()
+                .and_then(|c| c.structure(0))
+                .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)))
+                .unwrap_or((0, 0));
+            r.frames.push((pts, size.0, size.1));
         }
         while audio.try_pull_sample(gst::ClockTime::ZERO).is_some() {
             r.audio_buffers += 1;
@@ -124,6 +132,27 @@ fn decode(path: &Path, r: &mut Report) {
 }
 
 impl Report {
+    /// Frames per second, and the longest gap between two frames in
+    /// seconds, over the frames shown from `from` seconds on.
+    pub fn fps_and_gap_from(&self, from: f64) -> (f64, f64) {
+        let times: Vec<f64> = self
+            .frames
+            .iter()
+            .map(|f| f.0)
+            .filter(|&t| t >= from)
+            .collect();
+        let (Some(first), Some(last)) = (times.first(), times.last()) else {
+            return (0.0, f64::INFINITY);
+        };
+        // The gap before the first frame of the window counts too.
+        let mut gap = first - from;
+        for w in times.windows(2) {
+            gap = gap.max(w[1] - w[0]);
+        }
+        let span = (self.last_pts.max(*last) - from).max(0.001);
+        (times.len() as f64 / span, gap)
+    }
+
     /// Fails with the whole report when the file is not what a user wants.
     pub fn assert_valid(&self, video: &str, audio: Option<&str>, min_secs: f64, fps: f64) {
         let ctx = format!(

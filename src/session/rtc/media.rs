@@ -2,13 +2,15 @@
 //! tracks a receiver gets.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -26,6 +28,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::{short, Events, RtcEvent};
 use crate::media::{MediaKind, TrackSpec};
+use crate::session::simulcast::{self, Chooser, Forward, Forwarder};
 
 /// The header extension that carries when a frame was captured
 /// (webrtc.org's abs-capture-time; Chromium reads it too).
@@ -38,6 +41,36 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// Packets of one remote track read from the network but not yet taken
 /// by the recorder (about a second of 720p video).
 const TRACK_QUEUE: usize = 512;
+
+/// How often a receiver's layer is chosen again from its estimate: often
+/// enough to step down within a few frames of the estimate falling.
+const CHOOSE_EVERY: Duration = Duration::from_millis(100);
+
+/// Window over which each layer's sent rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// What one receiver's feedback says about its path, written by the
+/// connection's interceptors and read by the tracks' writers.
+#[derive(Debug, Default)]
+pub struct Feedback {
+    /// Bandwidth estimate in bit/s (as f64 bits); 0 until the first
+    /// transport-wide feedback.
+    estimate: AtomicU64,
+    /// Fraction lost in the latest receiver report, in 1/256.
+    loss: AtomicU32,
+}
+
+impl Feedback {
+    pub fn estimate(&self) -> Option<f64> {
+        let e = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        (e > 0.0).then_some(e)
+    }
+
+    /// Fraction of packets lost, 0..=1.
+    pub fn loss(&self) -> f64 {
+        f64::from(self.loss.load(Ordering::Relaxed)) / 256.0
+    }
+}
 
 pub(super) fn codec_kind(kind: MediaKind) -> RtpCodecKind {
     match kind {
@@ -55,6 +88,17 @@ struct Binding {
     payload_type: u8,
     /// The id this peer gave abs-capture-time, if it takes it.
     capture_ext: Option<u8>,
+    feedback: Arc<Feedback>,
+    /// The layer this peer is forwarded (for its key-frame requests).
+    layer: Arc<AtomicUsize>,
+    /// Layer choice and renumbering, when the track has several layers.
+    switch: Option<Mutex<Switch>>,
+}
+
+struct Switch {
+    chooser: Chooser,
+    forwarder: Forwarder,
+    next_choice: Instant,
 }
 
 /// Every peer's copy of one encoded track.
@@ -83,24 +127,32 @@ impl Bindings {
 }
 
 /// The sender's tracks, shared by every peer connection: each packet is
-/// encoded once and written to all of them.
+/// encoded once (per layer) and written to all of them.
 #[derive(Clone)]
 pub(super) struct LocalMedia {
     pub specs: Vec<TrackSpec>,
-    pub bindings: Vec<Bindings>,
+    pub writers: Vec<TrackWriter>,
     pub stream_id: String,
-    pub on_keyframe: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A peer's tracks, added to its connection but not yet negotiated.
-pub(super) struct PendingTracks(Vec<(TrackSpec, Bindings, Arc<TrackLocalStaticRTP>, u32)>);
+pub(super) struct PendingTracks {
+    tracks: Vec<(TrackSpec, TrackWriter, Arc<TrackLocalStaticRTP>, u32)>,
+    feedback: Arc<Feedback>,
+    layer: Arc<AtomicUsize>,
+}
 
 impl LocalMedia {
     /// Adds one track per spec to `pc`, each with an SSRC of its own. PLI
     /// and FIR from the peer become key-frame requests.
-    pub async fn add_to(&self, pc: &dyn PeerConnection) -> anyhow::Result<PendingTracks> {
+    pub async fn add_to(
+        &self,
+        pc: &dyn PeerConnection,
+        feedback: Arc<Feedback>,
+    ) -> anyhow::Result<PendingTracks> {
         let mut pending = Vec::new();
-        for (spec, bindings) in self.specs.iter().zip(&self.bindings) {
+        let layer = Arc::new(AtomicUsize::new(0));
+        for (spec, writer) in self.specs.iter().zip(&self.writers) {
             let ssrc = rand::random::<u32>();
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 self.stream_id.clone(),
@@ -117,18 +169,23 @@ impl LocalMedia {
                 }],
             )));
             pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-            let (track2, on_keyframe) = (track.clone(), self.on_keyframe.clone());
+            let (track2, on_keyframe) = (track.clone(), writer.on_keyframe.clone());
+            let layer2 = layer.clone();
             tokio::spawn(async move {
                 // Ends when the connection closes (the track is unbound).
                 while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track2.poll().await {
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        on_keyframe();
+                        on_keyframe(layer2.load(Ordering::Relaxed));
                     }
                 }
             });
-            pending.push((spec.clone(), bindings.clone(), track, ssrc));
+            pending.push((spec.clone(), writer.clone(), track, ssrc));
         }
-        Ok(PendingTracks(pending))
+        Ok(PendingTracks {
+            tracks: pending,
+            feedback,
+            layer,
+        })
     }
 }
 
@@ -137,24 +194,34 @@ impl PendingTracks {
     /// its description settled on.
     pub async fn bind(&self, pc: &dyn PeerConnection, peer: &str) {
         let senders = pc.get_senders().await;
-        for (spec, bindings, track, ssrc) in &self.0 {
+        for (spec, writer, track, ssrc) in &self.tracks {
             let Some((payload_type, capture_ext)) = negotiated(&senders, spec).await else {
                 tracing::warn!(peer = %short(peer), "{} ({}) was not accepted by the peer", spec.kind, spec.mime);
                 continue;
             };
-            bindings.add(Binding {
+            let switch = (writer.layers > 1).then(|| {
+                Mutex::new(Switch {
+                    chooser: Chooser::default(),
+                    forwarder: Forwarder::new(simulcast::Payload::from_mime(&spec.mime)),
+                    next_choice: Instant::now(),
+                })
+            });
+            writer.bindings.add(Binding {
                 peer: peer.to_owned(),
                 track: track.clone(),
                 ssrc: *ssrc,
                 payload_type,
                 capture_ext,
+                feedback: self.feedback.clone(),
+                layer: self.layer.clone(),
+                switch,
             });
         }
     }
 
     pub fn unbind(&self) {
-        for (_, bindings, track, _) in &self.0 {
-            bindings.remove(track);
+        for (_, writer, track, _) in &self.tracks {
+            writer.bindings.remove(track);
         }
     }
 }
@@ -212,16 +279,143 @@ fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Writes one encoded track's RTP packets to every peer connection.
+/// Writes one encoded track's RTP packets to every peer connection; with
+/// several layers, each peer gets the one its path carries.
 #[derive(Clone)]
 pub struct TrackWriter {
     pub(super) bindings: Bindings,
+    /// Layers encoded for this track (1 for audio).
+    layers: usize,
+    /// Each layer's encoder target, bit/s.
+    targets: Vec<f64>,
+    meter: Arc<Mutex<LayerMeter>>,
+    /// Asks a layer's encoder for a key frame.
+    on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
+    /// What the other tracks (audio) take from each path, in bit/s.
+    others_bps: f64,
+}
+
+/// One receiver as its video writer sees it.
+#[derive(Debug, Clone)]
+pub struct PeerMedia {
+    pub peer: String,
+    /// Bandwidth estimate, bit/s, once the receiver sends feedback.
+    pub estimate: Option<f64>,
+    /// Fraction lost in its latest report.
+    pub loss: f64,
+    /// Layer it is forwarded (0: the best), once it gets one.
+    pub layer: Option<usize>,
+}
+
+/// Each layer's sent rate, measured over [`RATE_WINDOW`].
+struct LayerMeter {
+    bytes: Vec<u64>,
+    rates: Vec<f64>,
+    since: Instant,
+}
+
+impl LayerMeter {
+    fn new(layers: usize) -> Self {
+        Self {
+            bytes: vec![0; layers],
+            rates: vec![0.0; layers],
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, now: Instant, layer: usize, len: usize) {
+        if let Some(b) = self.bytes.get_mut(layer) {
+            *b += len as u64;
+        }
+        let elapsed = now.duration_since(self.since);
+        if elapsed >= RATE_WINDOW {
+            for (rate, bytes) in self.rates.iter_mut().zip(&mut self.bytes) {
+                let now_rate = *bytes as f64 * 8.0 / elapsed.as_secs_f64();
+                // Smoothed: one key frame does not make a layer "too big".
+                *rate = if *rate == 0.0 {
+                    now_rate
+                } else {
+                    0.5 * *rate + 0.5 * now_rate
+                };
+                *bytes = 0;
+            }
+            self.since = now;
+        }
+    }
 }
 
 impl TrackWriter {
-    /// Writes one RTP packet to every bound peer (each gets its own SSRC and
-    /// payload type), stamped with its capture time when known.
-    pub async fn write(&self, rtp: &[u8], captured: Option<SystemTime>) {
+    /// `targets`: each layer's encoder target in bit/s, best first.
+    pub(super) fn new(
+        targets: Vec<f64>,
+        on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
+        others_bps: f64,
+    ) -> Self {
+        let layers = targets.len().max(1);
+        Self {
+            bindings: Bindings::default(),
+            layers,
+            targets,
+            meter: Arc::new(Mutex::new(LayerMeter::new(layers))),
+            on_keyframe,
+            others_bps,
+        }
+    }
+
+    /// What each layer needs of a path: its measured rate, but never more
+    /// than its encoder's target (a burst of key frames is not the
+    /// layer's rate), and the target until measured.
+    fn needs(&self, measured: &[f64]) -> Vec<f64> {
+        self.targets
+            .iter()
+            .zip(measured)
+            .map(|(&t, &m)| if m > 0.0 { m.min(t) } else { t })
+            .collect()
+    }
+
+    /// Each layer's sent rate in bit/s, best first.
+    pub fn layer_rates(&self) -> Vec<f64> {
+        self.meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rates
+            .clone()
+    }
+
+    /// The receivers, their estimates and layers.
+    pub fn peers(&self) -> Vec<PeerMedia> {
+        self.bindings
+            .snapshot()
+            .iter()
+            .map(|b| {
+                let layer = match &b.switch {
+                    Some(s) => s
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forwarder
+                        .current(),
+                    None => Some(0),
+                };
+                PeerMedia {
+                    peer: b.peer.clone(),
+                    estimate: b.feedback.estimate(),
+                    loss: b.feedback.loss(),
+                    layer,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes one RTP packet of `layer` to every bound peer that takes
+    /// that layer (each gets its own SSRC and payload type), stamped with
+    /// its capture time when known.
+    pub async fn write(&self, rtp: &[u8], captured: Option<SystemTime>, layer: usize) {
+        let now = Instant::now();
+        let rates = {
+            let mut meter = self.meter.lock().unwrap_or_else(|e| e.into_inner());
+            meter.add(now, layer, rtp.len());
+            self.needs(&meter.rates)
+        };
         let peers = self.bindings.snapshot();
         if peers.is_empty() {
             return;
@@ -234,6 +428,34 @@ impl TrackWriter {
             captured.map(|at| Bytes::copy_from_slice(&AbsCaptureTime(at).ntp().to_be_bytes()));
         for b in peers {
             let mut p = packet.clone();
+            if let Some(switch) = &b.switch {
+                let forward = {
+                    let mut s = switch.lock().unwrap_or_else(|e| e.into_inner());
+                    self.forward(&mut s, &b, now, &rates, layer, &p)
+                };
+                match forward {
+                    Forward::Drop => continue,
+                    Forward::Send { seq, ts } => {
+                        p.header.sequence_number = seq;
+                        p.header.timestamp = ts;
+                    }
+                    Forward::SendWithPictureId {
+                        seq,
+                        ts,
+                        offset,
+                        id,
+                        long,
+                    } => {
+                        p.header.sequence_number = seq;
+                        p.header.timestamp = ts;
+                        let mut payload = BytesMut::from(&p.payload[..]);
+                        simulcast::set_picture_id(&mut payload, offset, id, long);
+                        p.payload = payload.freeze();
+                    }
+                }
+            } else if layer != 0 {
+                continue;
+            }
             p.header.ssrc = b.ssrc;
             p.header.payload_type = b.payload_type;
             if let (Some(id), Some(stamp)) = (b.capture_ext, &stamp) {
@@ -244,25 +466,63 @@ impl TrackWriter {
             }
         }
     }
+
+    /// Chooses this peer's layer again when due, and decides for one packet.
+    fn forward(
+        &self,
+        s: &mut Switch,
+        b: &Binding,
+        now: Instant,
+        rates: &[f64],
+        layer: usize,
+        p: &RtpPacket,
+    ) -> Forward {
+        if now >= s.next_choice {
+            s.next_choice = now + CHOOSE_EVERY;
+            let target = s
+                .chooser
+                .update(now, b.feedback.estimate(), rates, self.others_bps);
+            s.forwarder.set_target(target);
+        }
+        let decision = s.forwarder.packet(
+            layer,
+            p.header.sequence_number,
+            p.header.timestamp,
+            &p.payload,
+        );
+        if let Some(current) = s.forwarder.current() {
+            b.layer.store(current, Ordering::Relaxed);
+        }
+        if s.forwarder.waiting() && p.header.marker {
+            // Once per frame until it comes; the encoder rate-limits.
+            (self.on_keyframe)(s.chooser.layer());
+        }
+        decision
+    }
 }
 
-/// Marks RTCP that asks for a key frame for delivery to the application
-/// (webrtc-rs keeps RTCP to its interceptors otherwise).
-pub(super) struct KeyframeRequests {
+/// A sender's view of one receiver's RTCP: marks key-frame requests for
+/// delivery to the application (webrtc-rs keeps RTCP to its interceptors
+/// otherwise), and keeps the bandwidth estimate that congestion control
+/// attaches to transport feedback, and the loss receiver reports tell.
+/// Sits application-ward of congestion control, so it sees the estimate.
+pub(super) struct SenderFeedback {
+    feedback: Arc<Feedback>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl KeyframeRequests {
-    pub fn new() -> Self {
+impl SenderFeedback {
+    pub fn new(feedback: Arc<Feedback>) -> Self {
         Self {
+            feedback,
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -270,10 +530,29 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        let mut deliver = false;
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                msg.message.add(Attribute::DeliverToApplication);
+            deliver = packets.iter().any(|p| is_keyframe_request(p.as_ref()));
+            let lost = packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+                .flat_map(|rr| rr.reports.iter().map(|r| r.fraction_lost))
+                .max();
+            if let Some(lost) = lost {
+                self.feedback.loss.store(u32::from(lost), Ordering::Relaxed);
             }
+        }
+        if deliver {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        let changed = Attribute::TargetBitrateChanged {
+            bits_per_second: 0.0,
+        };
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) = msg.message.get(&changed)
+        {
+            self.feedback
+                .estimate
+                .store(bits_per_second.to_bits(), Ordering::Relaxed);
         }
         self.read.push_back(msg);
         Ok(())
@@ -293,7 +572,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl Interceptor for SenderFeedback {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

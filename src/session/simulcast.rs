@@ -1,0 +1,546 @@
+//! Simulcast inside the sender, the way an SFU does it: the capture is
+//! encoded once per layer (full, half, quarter resolution), and each
+//! receiver is forwarded the one layer its path carries.
+//!
+//! Two pure pieces, both without sockets or clocks of their own:
+//! - [`Chooser`] turns a receiver's bandwidth estimate (from its transport
+//!   feedback) and the layers' measured rates into the layer it should get,
+//!   stepping down at once and up only after the path has shown headroom
+//!   for a while, with a growing back-off after an attempt that failed.
+//! - [`Forwarder`] switches a receiver between layers at key frames and
+//!   rewrites RTP sequence numbers, timestamps and VP8 picture ids so the
+//!   receiver sees one continuous stream whatever layer it comes from.
+
+use std::time::{Duration, Instant};
+
+/// Part of the estimate video may use: the rest is left for audio, RTCP,
+/// retransmissions and the estimate's own error.
+const HEADROOM: f64 = 0.85;
+
+/// How long the estimate must show room for a better layer before the
+/// receiver is moved up to it.
+const UP_AFTER: Duration = Duration::from_secs(2);
+
+/// Least wait between stepping down from a layer (the estimate fell) and
+/// trying it again.
+const UP_BACKOFF: Duration = Duration::from_secs(4);
+
+/// A layer the path could not carry (left within [`UP_TRIAL`] of being
+/// reached) is tried again only after this, doubled at each further
+/// failure up to [`RETRY_MAX`]. Without probing, a trial is the real
+/// layer: on a path that cannot carry it, its key frame alone can take a
+/// second to cross, and the picture freezes until the smaller layer's
+/// next key frame gets through (1–4 s measured on a 1 Mbit/s link). So
+/// such trials are rare: a viewer on a slow link sees a freeze a minute
+/// or more apart, at the cost of a slower return when the link improves.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+const RETRY_MAX: Duration = Duration::from_secs(240);
+const UP_TRIAL: Duration = Duration::from_secs(8);
+
+/// Which codec's payload the forwarder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    Vp8,
+    H264,
+    /// Anything else: forwarded from one layer only, never switched.
+    Other,
+}
+
+impl Payload {
+    pub fn from_mime(mime: &str) -> Self {
+        match mime.to_ascii_lowercase().as_str() {
+            "video/vp8" => Self::Vp8,
+            "video/h264" => Self::H264,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether this RTP payload starts a key frame a decoder can begin at.
+    pub fn starts_keyframe(self, payload: &[u8]) -> bool {
+        match self {
+            Self::Vp8 => vp8_keyframe_start(payload),
+            Self::H264 => h264_keyframe_start(payload),
+            Self::Other => false,
+        }
+    }
+}
+
+/// VP8 (RFC 7741): the first packet of a frame (S set, partition 0) whose
+/// frame header says key frame (P bit clear).
+fn vp8_keyframe_start(p: &[u8]) -> bool {
+    let Some(header) = vp8_descriptor_len(p) else {
+        return false;
+    };
+    let start = p[0] & 0x10 != 0 && p[0] & 0x07 == 0;
+    start && p.get(header).is_some_and(|b| b & 0x01 == 0)
+}
+
+/// Length of a VP8 payload descriptor, `None` when truncated.
+fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
+    let first = *p.first()?;
+    if first & 0x80 == 0 {
+        return Some(1);
+    }
+    let ext = *p.get(1)?;
+    let mut len = 2;
+    if ext & 0x80 != 0 {
+        len += if *p.get(len)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if ext & 0x40 != 0 {
+        len += 1;
+    }
+    if ext & 0x30 != 0 {
+        len += 1;
+    }
+    (p.len() > len).then_some(len)
+}
+
+/// Where the VP8 picture id sits: offset, and whether it is 15 bits.
+fn vp8_picture_id(p: &[u8]) -> Option<(usize, bool)> {
+    vp8_descriptor_len(p)?;
+    if p[0] & 0x80 == 0 || p[1] & 0x80 == 0 {
+        return None;
+    }
+    Some((2, p[2] & 0x80 != 0))
+}
+
+/// H.264 (RFC 6184): a new decoder needs the sequence parameter set, which
+/// the encoder sends just before each IDR frame, alone or aggregated.
+fn h264_keyframe_start(p: &[u8]) -> bool {
+    match p.first().map(|b| b & 0x1f) {
+        Some(7) => true,
+        // STAP-A: the first aggregated unit's type, after a 2-byte size.
+        Some(24) => p.get(3).is_some_and(|b| b & 0x1f == 7),
+        _ => false,
+    }
+}
+
+/// Picks the layer for one receiver. Layer 0 is the best (full
+/// resolution); higher indices are smaller.
+///
+/// A receiver steps down as soon as its estimate has no room for its
+/// layer, and up one layer at a time once the estimate has had room for
+/// the better one for [`UP_AFTER`]. webrtc-rs's congestion control has no
+/// probing, and its estimate keeps rising while a path carries all it is
+/// sent; so a step up is a trial, and a layer that fails one waits long
+/// before the next ([`RETRY_AFTER_FAILURE`]). Each layer keeps its own
+/// wait: a path that cannot carry full size still moves freely between
+/// the smaller layers. A receiver starts at the best layer, and that start
+/// counts as a trial.
+#[derive(Debug, Clone, Default)]
+pub struct Chooser {
+    layer: usize,
+    /// Since when the estimate has had room for the layer above.
+    room_since: Option<Instant>,
+    /// Per layer: no step up to it before this, and the wait after its
+    /// next failure.
+    next_up: Vec<Option<Instant>>,
+    retry: Vec<Duration>,
+    /// When the receiver last reached a layer by stepping up (or started).
+    last_up: Option<(Instant, usize)>,
+}
+
+impl Chooser {
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// The layer for a receiver whose path is estimated at `estimate` bit/s
+    /// (`None`: it sends no congestion feedback, so it gets the best),
+    /// given the bit/s each layer needs and the audio's.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        estimate: Option<f64>,
+        rates: &[f64],
+        audio: f64,
+    ) -> usize {
+        if self.retry.len() != rates.len() {
+            self.retry = vec![RETRY_AFTER_FAILURE; rates.len()];
+            self.next_up = vec![None; rates.len()];
+            self.last_up = Some((now, 0));
+            self.layer = 0;
+        }
+        let Some(estimate) = estimate else {
+            self.layer = 0;
+            return 0;
+        };
+        let lowest = rates.len().saturating_sub(1);
+        let budget = estimate * HEADROOM - audio;
+        let fits = rates.iter().position(|&r| r <= budget).unwrap_or(lowest);
+        if fits > self.layer {
+            let failed = self
+                .last_up
+                .filter(|(t, _)| now.duration_since(*t) < UP_TRIAL)
+                .map(|(_, layer)| layer);
+            for l in self.layer..fits {
+                let wait = if failed == Some(l) {
+                    let wait = self.retry[l];
+                    self.retry[l] = (wait * 2).min(RETRY_MAX);
+                    wait
+                } else {
+                    UP_BACKOFF
+                };
+                let until = now + wait;
+                self.next_up[l] = Some(self.next_up[l].map_or(until, |t| t.max(until)));
+            }
+            self.layer = fits;
+            self.room_since = None;
+            self.last_up = None;
+        } else if fits < self.layer {
+            let up = self.layer - 1;
+            let since = *self.room_since.get_or_insert(now);
+            let waited = now.duration_since(since) >= UP_AFTER;
+            let allowed = self.next_up[up].is_none_or(|t| now >= t);
+            if waited && allowed {
+                self.layer = up;
+                self.last_up = Some((now, up));
+                self.room_since = None;
+            }
+        } else {
+            self.room_since = None;
+        }
+        self.layer
+    }
+}
+
+/// One receiver's view of the layers: which one it is forwarded, and how
+/// its packets are renumbered to make one stream.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    payload: Payload,
+    /// The layer being forwarded, once its first key frame came.
+    current: Option<usize>,
+    /// The layer wanted; differs from `current` while waiting for its key
+    /// frame.
+    target: usize,
+    seq_delta: u16,
+    ts_delta: u32,
+    pid_delta: u16,
+    /// Last values written out.
+    last_seq: Option<u16>,
+    last_ts: u32,
+    last_pid: Option<u16>,
+}
+
+/// What to do with one packet for one receiver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forward {
+    Drop,
+    /// Send it as it is but with these sequence number and timestamp.
+    Send {
+        seq: u16,
+        ts: u32,
+    },
+    /// Likewise, with the VP8 picture id at this offset rewritten.
+    SendWithPictureId {
+        seq: u16,
+        ts: u32,
+        offset: usize,
+        id: u16,
+        long: bool,
+    },
+}
+
+impl Forwarder {
+    pub fn new(payload: Payload) -> Self {
+        Self {
+            payload,
+            current: None,
+            target: 0,
+            seq_delta: 0,
+            ts_delta: 0,
+            pid_delta: 0,
+            last_seq: None,
+            last_ts: 0,
+            last_pid: None,
+        }
+    }
+
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// Asks for `layer`; the switch happens at its next key frame.
+    pub fn set_target(&mut self, layer: usize) {
+        self.target = layer;
+    }
+
+    /// Whether the receiver waits for a key frame of its target layer.
+    pub fn waiting(&self) -> bool {
+        self.current != Some(self.target)
+    }
+
+    /// Decides for one packet of `layer` (sequence number `seq`, timestamp
+    /// `ts`, RTP `payload`).
+    pub fn packet(&mut self, layer: usize, seq: u16, ts: u32, payload: &[u8]) -> Forward {
+        if self.current != Some(self.target)
+            && layer == self.target
+            && (self.payload.starts_keyframe(payload) || self.payload == Payload::Other)
+        {
+            self.switch(seq, ts, payload);
+        }
+        if self.current != Some(layer) {
+            return Forward::Drop;
+        }
+        let seq = seq.wrapping_add(self.seq_delta);
+        let ts = ts.wrapping_add(self.ts_delta);
+        self.last_seq = Some(seq);
+        self.last_ts = ts;
+        if self.payload == Payload::Vp8 {
+            if let Some((offset, long)) = vp8_picture_id(payload) {
+                let raw = picture_id(payload, offset, long);
+                let id = raw.wrapping_add(self.pid_delta) & pid_mask(long);
+                self.last_pid = Some(id);
+                return Forward::SendWithPictureId {
+                    seq,
+                    ts,
+                    offset,
+                    id,
+                    long,
+                };
+            }
+        }
+        Forward::Send { seq, ts }
+    }
+
+    /// Starts forwarding the target layer at this key frame: its numbers
+    /// continue from the last ones sent, and time never runs backwards
+    /// (the layers share a clock, but one may be a frame behind another).
+    fn switch(&mut self, seq: u16, ts: u32, payload: &[u8]) {
+        self.current = Some(self.target);
+        let Some(last_seq) = self.last_seq else {
+            return;
+        };
+        self.seq_delta = last_seq.wrapping_add(1).wrapping_sub(seq);
+        let ahead = ts.wrapping_sub(self.last_ts) as i32 > 0;
+        self.ts_delta = if ahead {
+            0
+        } else {
+            self.last_ts.wrapping_add(1).wrapping_sub(ts)
+        };
+        if let (Some((offset, long)), Some(last)) = (vp8_picture_id(payload), self.last_pid) {
+            let raw = picture_id(payload, offset, long);
+            self.pid_delta = last.wrapping_add(1).wrapping_sub(raw);
+        }
+    }
+}
+
+fn pid_mask(long: bool) -> u16 {
+    if long {
+        0x7fff
+    } else {
+        0x7f
+    }
+}
+
+fn picture_id(p: &[u8], offset: usize, long: bool) -> u16 {
+    if long {
+        u16::from_be_bytes([p[offset] & 0x7f, p[offset + 1]])
+    } else {
+        u16::from(p[offset] & 0x7f)
+    }
+}
+
+/// Writes a picture id chosen by [`Forwarder::packet`] into `payload`.
+pub fn set_picture_id(payload: &mut [u8], offset: usize, id: u16, long: bool) {
+    if long {
+        let [hi, lo] = id.to_be_bytes();
+        payload[offset] = 0x80 | (hi & 0x7f);
+        payload[offset + 1] = lo;
+    } else {
+        payload[offset] = (id & 0x7f) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 payload with a 15-bit picture id; `key` sets a key frame
+    /// start, `start` the first packet of a frame.
+    fn vp8(pid: u16, start: bool, key: bool) -> Vec<u8> {
+        let [hi, lo] = pid.to_be_bytes();
+        let s = if start { 0x10 } else { 0 };
+        let frame = if key { 0x10 } else { 0x11 };
+        vec![0x80 | s, 0x80, 0x80 | hi, lo, frame, 0, 0]
+    }
+
+    #[test]
+    fn vp8_key_frames_are_found_at_their_first_packet_only() {
+        assert!(Payload::Vp8.starts_keyframe(&vp8(5, true, true)));
+        assert!(!Payload::Vp8.starts_keyframe(&vp8(5, false, true)));
+        assert!(!Payload::Vp8.starts_keyframe(&vp8(5, true, false)));
+        // 7-bit picture id, no extension, truncated.
+        assert!(Payload::Vp8.starts_keyframe(&[0x90, 0x80, 0x05, 0x10]));
+        assert!(Payload::Vp8.starts_keyframe(&[0x10, 0x10]));
+        assert!(!Payload::Vp8.starts_keyframe(&[0x90, 0x80]));
+        assert!(!Payload::Vp8.starts_keyframe(&[]));
+    }
+
+    #[test]
+    fn h264_switches_at_the_parameter_sets() {
+        assert!(Payload::H264.starts_keyframe(&[0x67, 0x42]));
+        assert!(Payload::H264.starts_keyframe(&[0x78, 0x00, 0x0a, 0x67]));
+        assert!(!Payload::H264.starts_keyframe(&[0x65, 0x88]));
+        assert!(!Payload::H264.starts_keyframe(&[0x7c, 0x85]));
+    }
+
+    #[test]
+    fn a_switch_waits_for_the_key_frame_and_keeps_numbers_continuous() {
+        let mut f = Forwarder::new(Payload::Vp8);
+        // Layer 0 starts at a key frame: numbers pass as they are.
+        assert_eq!(f.packet(0, 100, 9000, &vp8(10, true, false)), Forward::Drop);
+        let first = f.packet(0, 101, 12000, &vp8(11, true, true));
+        assert!(matches!(
+            first,
+            Forward::SendWithPictureId {
+                seq: 101,
+                ts: 12000,
+                id: 11,
+                ..
+            }
+        ));
+        f.packet(0, 102, 12000, &vp8(11, false, true));
+        // Asked for layer 2: layer 0 goes on until layer 2's key frame.
+        f.set_target(2);
+        assert!(f.waiting());
+        assert_eq!(
+            f.packet(2, 7000, 15000, &vp8(500, true, false)),
+            Forward::Drop
+        );
+        assert!(matches!(
+            f.packet(0, 103, 15000, &vp8(12, true, false)),
+            Forward::SendWithPictureId { seq: 103, .. }
+        ));
+        let switched = f.packet(2, 7001, 18000, &vp8(501, true, true));
+        assert_eq!(
+            switched,
+            Forward::SendWithPictureId {
+                seq: 104,
+                ts: 18000,
+                offset: 2,
+                id: 13,
+                long: true
+            }
+        );
+        assert!(!f.waiting());
+        assert_eq!(
+            f.packet(0, 104, 18000, &vp8(13, true, false)),
+            Forward::Drop
+        );
+        assert!(matches!(
+            f.packet(2, 7002, 21000, &vp8(502, true, false)),
+            Forward::SendWithPictureId {
+                seq: 105,
+                ts: 21000,
+                id: 14,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn time_never_runs_backwards_across_a_switch() {
+        let mut f = Forwarder::new(Payload::Vp8);
+        f.set_target(1);
+        assert_ne!(f.packet(1, 10, 30000, &vp8(1, true, true)), Forward::Drop);
+        f.set_target(0);
+        // Layer 0's key frame is a frame older than what was sent.
+        let Forward::SendWithPictureId { ts, .. } = f.packet(0, 500, 27000, &vp8(90, true, true))
+        else {
+            panic!("not forwarded");
+        };
+        assert_eq!(ts, 30001);
+    }
+
+    #[test]
+    fn sequence_numbers_and_picture_ids_wrap() {
+        let mut f = Forwarder::new(Payload::Vp8);
+        f.packet(0, 65535, 0, &vp8(0x7fff, true, true));
+        assert!(matches!(
+            f.packet(0, 0, 3000, &vp8(0, true, false)),
+            Forward::SendWithPictureId { seq: 0, id: 0, .. }
+        ));
+        f.set_target(1);
+        assert!(matches!(
+            f.packet(1, 40000, 6000, &vp8(0x7ffe, true, true)),
+            Forward::SendWithPictureId { seq: 1, id: 1, .. }
+        ));
+        let mut p = vp8(0, true, false);
+        set_picture_id(&mut p, 2, 0x1234, true);
+        assert_eq!(picture_id(&p, 2, true), 0x1234);
+        assert!(Payload::Vp8.starts_keyframe(&vp8(0, true, true)));
+    }
+
+    const RATES: [f64; 3] = [2_400_000.0, 650_000.0, 180_000.0];
+
+    fn at(start: Instant, secs: f64) -> Instant {
+        start + Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn no_feedback_gets_the_best_layer() {
+        let mut c = Chooser::default();
+        assert_eq!(c.update(Instant::now(), None, &RATES, 50_000.0), 0);
+    }
+
+    #[test]
+    fn a_slow_path_steps_down_at_once_and_up_after_showing_room() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64| {
+            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+        };
+        assert_eq!(up(&mut c, 0.0, 3_500_000.0), 0);
+        // 1 Mbit/s at 10 s (the start's trial is over): the middle layer,
+        // at once; 300 kbit/s: the lowest.
+        assert_eq!(up(&mut c, 10.0, 1_000_000.0), 1);
+        assert_eq!(up(&mut c, 11.0, 300_000.0), 2);
+        // Room again: not before the back-off, then one step at a time.
+        assert_eq!(up(&mut c, 12.0, 5_000_000.0), 2);
+        assert_eq!(up(&mut c, 14.5, 5_000_000.0), 2);
+        assert_eq!(up(&mut c, 15.1, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 15.2, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 17.3, 5_000_000.0), 0);
+    }
+
+    #[test]
+    fn a_layer_the_path_cannot_carry_is_tried_again_rarely() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64| {
+            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+        };
+        // The start at full size fails at once: retried after 30 s.
+        assert_eq!(up(&mut c, 0.0, 3_500_000.0), 0);
+        assert_eq!(up(&mut c, 1.0, 1_000_000.0), 1);
+        up(&mut c, 2.0, 5_000_000.0);
+        assert_eq!(up(&mut c, 29.0, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 31.1, 5_000_000.0), 0);
+        // Fails again: 60 s this time.
+        assert_eq!(up(&mut c, 32.0, 1_000_000.0), 1);
+        up(&mut c, 33.0, 5_000_000.0);
+        assert_eq!(up(&mut c, 91.0, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 92.1, 5_000_000.0), 0);
+    }
+
+    #[test]
+    fn a_failed_trial_of_one_layer_does_not_hold_back_the_others() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64| {
+            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, 3_500_000.0);
+        assert_eq!(up(&mut c, 1.0, 1_000_000.0), 1);
+        // A dip to the lowest layer and back: the middle one returns after
+        // the short back-off, full size stays out for its 30 s.
+        assert_eq!(up(&mut c, 10.0, 300_000.0), 2);
+        up(&mut c, 11.0, 5_000_000.0);
+        assert_eq!(up(&mut c, 14.1, 5_000_000.0), 1);
+        up(&mut c, 14.2, 5_000_000.0);
+        assert_eq!(up(&mut c, 20.0, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 31.1, 5_000_000.0), 0);
+    }
+}

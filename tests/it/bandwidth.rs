@@ -1,0 +1,298 @@
+//! Receivers on links slower than the stream: a sender encodes three
+//! simulcast layers once, and every receiver is forwarded the layer its
+//! own path carries, from the bandwidth estimate its transport feedback
+//! gives the sender.
+//!
+//! A star of network namespaces this test creates: the relay and the
+//! sender in the hub, each receiver in a leaf behind its own veth pair.
+//! A slow link is a token bucket (`tc qdisc … tbf`) on the hub's side of a
+//! leaf's pair, so it shapes what the sender sends to that receiver and
+//! nothing else. Needs root and `ip`/`tc` (iproute2).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::mediafile::inspect;
+
+/// Bucket depth and queue of every shaped link: a home router's, about
+/// 150 ms of queue at the shaped rate.
+const TBF: [&str; 4] = ["burst", "10kb", "latency", "150ms"];
+
+/// A hub namespace and leaves, leaf `k` joined to the hub by a veth pair
+/// on 10.233.{k+1}.0/24 (hub .1, leaf .2). Deleted when dropped.
+struct Star {
+    hub: String,
+    leaves: Vec<String>,
+}
+
+impl Star {
+    fn new(leaves: usize) -> Self {
+        remove_leftover_netns();
+        let star = Self {
+            hub: netns_name("H"),
+            leaves: (0..leaves).map(|k| netns_name(&format!("L{k}"))).collect(),
+        };
+        run(&["ip", "netns", "add", &star.hub], None);
+        run(&["ip", "-n", &star.hub, "link", "set", "lo", "up"], None);
+        for (k, leaf) in star.leaves.iter().enumerate() {
+            let dev = Self::dev(k);
+            run(&["ip", "netns", "add", leaf], None);
+            run(
+                &[
+                    "ip", "link", "add", &dev, "netns", &star.hub, "type", "veth", "peer", "name",
+                    "eth0", "netns", leaf,
+                ],
+                None,
+            );
+            let (hub_addr, leaf_addr) = (Self::hub_addr(k), format!("10.233.{}.2", k + 1));
+            for (ns, dev, addr) in [
+                (&star.hub, dev.as_str(), hub_addr),
+                (leaf, "eth0", leaf_addr),
+            ] {
+                run(
+                    &[
+                        "ip",
+                        "-n",
+                        ns,
+                        "addr",
+                        "add",
+                        &format!("{addr}/24"),
+                        "dev",
+                        dev,
+                    ],
+                    None,
+                );
+                run(&["ip", "-n", ns, "link", "set", dev, "up"], None);
+            }
+            run(&["ip", "-n", leaf, "link", "set", "lo", "up"], None);
+        }
+        star
+    }
+
+    fn dev(k: usize) -> String {
+        format!("leaf{k}")
+    }
+
+    fn hub_addr(k: usize) -> String {
+        format!("10.233.{}.1", k + 1)
+    }
+
+    /// Limits what the hub sends to leaf `k` to `rate` (`1mbit`), or
+    /// changes the limit already there.
+    fn cap(&self, k: usize, rate: &str) {
+        let dev = Self::dev(k);
+        let mut args = vec![
+            "ip", "netns", "exec", &self.hub, "tc", "qdisc", "replace", "dev", &dev, "root", "tbf",
+            "rate", rate,
+        ];
+        args.extend(TBF);
+        run(&args, None);
+    }
+}
+
+impl Drop for Star {
+    fn drop(&mut self) {
+        for ns in std::iter::once(&self.hub).chain(&self.leaves) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+/// A 720p zone plate asked for 2.5 Mbit/s: the hardest thing to fit into
+/// a slow link.
+fn sender(star: &Star, relay: &Relay, room: &str) -> Proc {
+    let local = format!("ws://127.0.0.1:{}", relay.port());
+    Spawn::in_netns(
+        &star.hub,
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &local,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--test-source",
+            "--test-pattern",
+            "zone-plate",
+            "--width",
+            "1280",
+            "--height",
+            "720",
+            "--video-bitrate",
+            "2500",
+        ],
+    )
+    .spawn()
+}
+
+fn receiver(star: &Star, k: usize, relay: &Relay, room: &str, record: &Path) -> Proc {
+    let url = format!("ws://{}:{}", Star::hub_addr(k), relay.port());
+    Spawn::in_netns(
+        &star.leaves[k],
+        &format!("receiver{k}"),
+        &[
+            "receive",
+            "--signal",
+            &url,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+}
+
+/// The sender's `stats` events: (seconds since the first, that receiver's
+/// entry in `peers`) for the receiver that connected `n`th… found by the
+/// receiver's own id.
+fn peer_stats(sender: &Proc, id: &str) -> Vec<(f64, Value)> {
+    let stats: Vec<Value> = sender
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "stats")
+        .collect();
+    let t0 = stats.first().and_then(|v| v["ts"].as_f64()).unwrap_or(0.0);
+    stats
+        .iter()
+        .filter_map(|v| {
+            let p = v["peers"].as_array()?.iter().find(|p| p["id"] == id)?;
+            Some(((v["ts"].as_f64()? - t0) / 1000.0, p.clone()))
+        })
+        .collect()
+}
+
+/// The id a process announced in its `start` event.
+fn own_id(p: &Proc) -> String {
+    p.stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "start")
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| p.fail("no start event"))
+}
+
+/// Stops a receiver as a user would and waits for its recording.
+async fn stop(p: &mut Proc) {
+    p.signal("INT");
+    let status = p.wait_exit().await;
+    if !status.success() {
+        p.fail(&format!("receiver exit after SIGINT: {status}"));
+    }
+}
+
+/// Bytes per second of a recording over its last `secs` seconds, from the
+/// file size and duration (the whole file: a floor for the late rate when
+/// the start was slower).
+fn file_bitrate(path: &Path, duration: f64) -> f64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 * 8.0 / duration.max(0.001)
+}
+
+#[tokio::test]
+async fn a_receiver_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_best() {
+    let star = Star::new(2);
+    star.cap(1, "1mbit");
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fast_file, slow_file) = (dir.path().join("fast.webm"), dir.path().join("slow.webm"));
+    let tx = sender(&star, &relay, "bw");
+    let mut fast = receiver(&star, 0, &relay, "bw", &fast_file);
+    let mut slow = receiver(&star, 1, &relay, "bw", &slow_file);
+    fast.wait_stderr(r#""event":"track""#).await;
+    slow.wait_stderr(r#""event":"track""#).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (fast_id, slow_id) = (own_id(&fast), own_id(&slow));
+    stop(&mut fast).await;
+    stop(&mut slow).await;
+
+    let context = |what: &str| {
+        format!(
+            "{what}\nsender's view of the slow receiver: {:?}\nof the fast one: {:?}",
+            peer_stats(&tx, &slow_id)
+                .iter()
+                .map(|(t, p)| format!("{t:.0}s {} L{}", p["estimate"], p["layer"]))
+                .collect::<Vec<_>>(),
+            peer_stats(&tx, &fast_id)
+                .iter()
+                .map(|(t, p)| format!("{t:.0}s {} L{}", p["estimate"], p["layer"]))
+                .collect::<Vec<_>>(),
+        )
+    };
+
+    // The slow receiver: a picture that keeps moving over the last 15 s,
+    // decoded without error, smaller than the sender's best.
+    let s = inspect(&slow_file);
+    assert!(
+        s.errors.is_empty(),
+        "{}",
+        context(&format!("decode errors: {:?}", s.errors))
+    );
+    let from = s.last_pts - 15.0;
+    let (fps, gap) = s.fps_and_gap_from(from);
+    assert!(
+        fps >= 15.0 && gap <= 0.5,
+        "{}",
+        context(&format!(
+            "slow receiver: {fps:.1} fps, longest gap {gap:.2} s over its last 15 s"
+        ))
+    );
+    assert!(
+        s.frames.iter().filter(|f| f.0 >= from).all(|f| f.1 < 1280),
+        "{}",
+        context("the slow receiver got full-size frames late in the session")
+    );
+    // What the sender's estimate says of that path: under the cap.
+    let late: Vec<f64> = peer_stats(&tx, &slow_id)
+        .iter()
+        .filter_map(|(_, p)| p["estimate"].as_f64())
+        .collect();
+    assert!(
+        !late.is_empty(),
+        "{}",
+        context("no estimate for the slow receiver")
+    );
+
+    let slow_rate = file_bitrate(&slow_file, s.duration);
+    eprintln!(
+        "slow receiver (1 Mbit/s): {fps:.1} fps, longest gap {gap:.2} s over its last 15 s, \
+         {slow_rate:.0} bit/s recorded, sizes {:?}",
+        s.frames
+            .iter()
+            .filter(|f| f.0 >= from)
+            .map(|f| f.1)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+
+    // The fast receiver: full size, full rate.
+    let f = inspect(&fast_file);
+    f.assert_valid("VP8", Some("Opus"), 25.0, 25.0);
+    let (fps, gap) = f.fps_and_gap_from(f.last_pts - 15.0);
+    let rate = file_bitrate(&fast_file, f.duration);
+    assert!(
+        fps >= 25.0 && gap <= 0.5 && rate >= 1_400_000.0,
+        "{}",
+        context(&format!(
+            "fast receiver: {fps:.1} fps, gap {gap:.2} s, {rate:.0} bit/s"
+        ))
+    );
+    eprintln!("fast receiver: {fps:.1} fps, longest gap {gap:.2} s, {rate:.0} bit/s recorded");
+    assert!(
+        f.frames
+            .iter()
+            .filter(|x| x.0 >= f.last_pts - 15.0)
+            .all(|x| x.1 == 1280),
+        "{}",
+        context("the fast receiver did not stay at full size")
+    );
+    drop(tx);
+}
