@@ -298,6 +298,22 @@ impl Capture {
         sink.send_event(event)
     }
 
+    /// Sets layer `layer`'s encoder target, in kbit/s (held within what
+    /// the layer was configured with by the caller).
+    pub fn set_layer_bitrate(&self, layer: usize, kbps: u32) {
+        let Some(enc) = self.pipeline.by_name(&format!("venc{layer}")) else {
+            return;
+        };
+        if enc.find_property("target-bitrate").is_some() {
+            let bits = i32::try_from(u64::from(kbps) * 1000).unwrap_or(i32::MAX);
+            if enc.property::<i32>("target-bitrate") != bits {
+                enc.set_property("target-bitrate", bits);
+            }
+        } else if enc.find_property("bitrate").is_some() && enc.property::<u32>("bitrate") != kbps {
+            enc.set_property("bitrate", kbps);
+        }
+    }
+
     /// Tells the audio encoder how much loss the receivers see, in
     /// percent, so its in-band FEC protects against that much.
     pub fn set_audio_loss(&self, percent: u32) {
@@ -622,7 +638,20 @@ fn video_encoder(
                 "1"
             };
             set(&enc, "threads", threads);
+            // Rate control as libwebrtc sets libvpx for real time: a 1 s
+            // buffer starting half full (the defaults, 4 s initial and 5 s
+            // optimal, exceed the buffer itself and let the encoder spend
+            // freely: measured 2.2–2.4 Mbit/s asked for 1), overshoot held to
+            // 15 %, frames dropped when the buffer runs low rather than the
+            // rate exceeded, and a key frame at most 9 average frames' worth
+            // (on a lossy path, key frames asked for again and again were
+            // the bulk of a small layer's rate).
             set(&enc, "buffer-size", "1000");
+            set(&enc, "buffer-initial-size", "500");
+            set(&enc, "buffer-optimal-size", "600");
+            set(&enc, "overshoot", "15");
+            set(&enc, "dropframe-threshold", "30");
+            set(&enc, "max-intra-bitrate", "900");
             if cfg.codec == VideoCodec::Vp9 {
                 set(&enc, "row-mt", "true");
             }

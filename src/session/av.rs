@@ -127,6 +127,21 @@ pub struct RecordingStatus {
     /// started: (p50, p95) in ms, and how many frames that covers.
     pub latency: Option<(f64, f64)>,
     pub frames: u64,
+    /// Video frames received whole (last packet arrived), and the picture
+    /// size of the latest key frame (VP8).
+    pub video_frames: u64,
+    pub size: Option<(u32, u32)>,
+}
+
+/// What a video track's pump keeps up to date: frame latencies, and the
+/// picture.
+type VideoWatch = (Arc<Mutex<Latency>>, Arc<Mutex<Picture>>);
+
+/// What the video of one recording looks like as it arrives.
+#[derive(Debug, Default)]
+struct Picture {
+    frames: u64,
+    size: Option<(u32, u32)>,
 }
 
 struct Pending {
@@ -140,6 +155,7 @@ struct Active {
     sender: String,
     started: Instant,
     latency: Arc<Mutex<Latency>>,
+    picture: Arc<Mutex<Picture>>,
 }
 
 /// The receiver's recordings, one per sender.
@@ -285,6 +301,7 @@ impl Recordings {
             );
         }
         let latency = Arc::new(Mutex::new(Latency::default()));
+        let picture = Arc::new(Mutex::new(Picture::default()));
         for (track, input) in p.tracks.into_iter().zip(inputs) {
             let video = input.kind == MediaKind::Video;
             if video {
@@ -297,7 +314,8 @@ impl Recordings {
                     );
                 }
             }
-            tokio::spawn(pump(track, input, video.then(|| latency.clone())));
+            let watch = video.then(|| (latency.clone(), picture.clone()));
+            tokio::spawn(pump(track, input, watch));
         }
         self.active.insert(
             peer.to_owned(),
@@ -306,6 +324,7 @@ impl Recordings {
                 sender: peer.to_owned(),
                 started: Instant::now(),
                 latency,
+                picture,
             },
         );
     }
@@ -334,6 +353,7 @@ impl Recordings {
             .values()
             .map(|a| {
                 let latency = a.latency.lock().unwrap_or_else(|e| e.into_inner());
+                let picture = a.picture.lock().unwrap_or_else(|e| e.into_inner());
                 RecordingStatus {
                     sender: a.sender.clone(),
                     path: a.recorder.path.clone(),
@@ -346,6 +366,8 @@ impl Recordings {
                     lost: a.recorder.packets_lost(),
                     latency: latency.percentile(50.0).zip(latency.percentile(95.0)),
                     frames: latency.frames(),
+                    video_frames: picture.frames,
+                    size: picture.size,
                 }
             })
             .collect();
@@ -388,12 +410,24 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Feeds a track into its recorder; for video, times each frame from
-/// capture to the arrival of its last packet.
-async fn pump(track: RemoteTrack, input: TrackInput, latency: Option<Arc<Mutex<Latency>>>) {
+/// capture to the arrival of its last packet, counts frames and reads the
+/// picture size from key frames.
+async fn pump(track: RemoteTrack, input: TrackInput, video: Option<VideoWatch>) {
+    let vp8 = track.spec.encoding_name().eq_ignore_ascii_case("VP8");
     while let Some(packet) = track.read().await {
-        if let (Some(l), Some(at), true) = (&latency, packet.captured, packet.marker) {
-            let d = SystemTime::now().duration_since(at).unwrap_or_default();
-            l.lock().unwrap_or_else(|e| e.into_inner()).add(d);
+        if let Some((latency, picture)) = &video {
+            if let (Some(at), true) = (packet.captured, packet.marker) {
+                let d = SystemTime::now().duration_since(at).unwrap_or_default();
+                latency.lock().unwrap_or_else(|e| e.into_inner()).add(d);
+            }
+            let size = vp8.then(|| super::simulcast::vp8_keyframe_size(&packet.rtp));
+            if packet.marker || size.flatten().is_some() {
+                let mut p = picture.lock().unwrap_or_else(|e| e.into_inner());
+                p.frames += u64::from(packet.marker);
+                if let Some(size) = size.flatten() {
+                    p.size = Some(size);
+                }
+            }
         }
         input.push(packet.rtp);
     }

@@ -108,6 +108,8 @@ struct Runner {
     capture: Option<Arc<Capture>>,
     /// Sender: the video track's writer (each receiver's estimate and layer).
     video: Option<rtc::TrackWriter>,
+    /// Sender: what audio takes from every path, bit/s.
+    audio_bps: f64,
     /// Receiver: recordings per sender.
     recordings: Option<av::Recordings>,
     status: Status,
@@ -140,10 +142,15 @@ impl Status {
         }
     }
 
-    /// Bits per second for counter `key` since the last refresh.
+    /// Bits per second for byte counter `key` since the last refresh.
     fn rate(&mut self, key: &str, bytes: u64, secs: f64) -> f64 {
-        let prev = self.before.insert(key.to_owned(), bytes).unwrap_or(bytes);
-        bytes.saturating_sub(prev) as f64 * 8.0 / secs.max(0.001)
+        self.per_second(key, bytes, secs) * 8.0
+    }
+
+    /// Counter `key`'s increase per second since the last refresh.
+    fn per_second(&mut self, key: &str, count: u64, secs: f64) -> f64 {
+        let prev = self.before.insert(key.to_owned(), count).unwrap_or(count);
+        count.saturating_sub(prev) as f64 / secs.max(0.001)
     }
 
     fn line(&mut self, key: &str, msg: String) {
@@ -182,6 +189,7 @@ impl Runner {
             ever_connected: false,
             capture: None,
             video: None,
+            audio_bps: 0.0,
             recordings: None,
             status: Status::new(false, ""),
         }
@@ -414,6 +422,18 @@ impl Runner {
         }
         self.status.retain(&keys);
         capture.set_audio_loss((worst * 100.0).round() as u32);
+        if layers.len() > 1 {
+            let estimates: Vec<f64> = video.peers().iter().filter_map(|p| p.estimate).collect();
+            let kbps = |l: &crate::media::capture::Layer| f64::from(l.kbps) * 1000.0;
+            let top = simulcast::top_target(
+                &estimates,
+                self.audio_bps,
+                kbps(&layers[0]),
+                2.0 * kbps(&layers[1]),
+            );
+            capture.set_layer_bitrate(0, (top / 1000.0) as u32);
+            video.set_target(0, top);
+        }
         (Value::Array(layer_json), Value::Array(peers))
     }
 
@@ -494,10 +514,19 @@ impl Runner {
                         .latency
                         .map(|(p50, _)| format!(" · latency {p50:.0} ms"))
                         .unwrap_or_default();
+                    let fps = self.status.per_second(
+                        &format!("{}/frames", r.sender),
+                        r.video_frames,
+                        secs,
+                    );
+                    let picture = r
+                        .size
+                        .map(|(w, h)| format!(" · {w}×{h} {fps:.0} fps"))
+                        .unwrap_or_default();
                     self.status.line(
                         &r.sender,
                         format!(
-                            "  sender {} → {target} · {:.1} s · {} · {} · lost {}{delay}",
+                            "  sender {} → {target} · {:.1} s{picture} · {} · {} · lost {}{delay}",
                             short(&r.sender),
                             r.seconds,
                             crate::progress::size(r.bytes),
@@ -514,6 +543,9 @@ impl Runner {
                         "bytes": r.bytes,
                         "bitrate": rate.round(),
                         "packets_lost": r.lost,
+                        "fps": (fps * 10.0).round() / 10.0,
+                        "width": r.size.map(|s| s.0),
+                        "height": r.size.map(|s| s.1),
                         "latency_ms": r.latency.map(|(p50, p95)| serde_json::json!({
                             "p50": (p50 * 10.0).round() / 10.0,
                             "p95": (p95 * 10.0).round() / 10.0,
@@ -613,6 +645,11 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     runner.fanout = cfg.data.then_some(ctl_tx);
     runner.capture = capture;
     runner.video = video;
+    runner.audio_bps = cfg
+        .media
+        .as_ref()
+        .filter(|m| m.audio.is_some())
+        .map_or(0.0, |m| f64::from(m.audio_kbps) * 1000.0);
     runner.status = status;
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {

@@ -75,6 +75,42 @@ fn vp8_keyframe_start(p: &[u8]) -> bool {
     start && p.get(header).is_some_and(|b| b & 0x01 == 0)
 }
 
+/// The picture size a VP8 key frame starts with, read from a whole RTP
+/// packet (RFC 6386 §9.1: a 3-byte frame tag, the start code 9d 01 2a,
+/// then 14-bit width and height).
+pub fn vp8_keyframe_size(rtp: &[u8]) -> Option<(u32, u32)> {
+    let payload = rtp_payload(rtp)?;
+    if !vp8_keyframe_start(payload) {
+        return None;
+    }
+    let frame = payload.get(vp8_descriptor_len(payload)?..)?;
+    if frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let dim = |i: usize| {
+        Some(u32::from(
+            u16::from_le_bytes([frame[i], *frame.get(i + 1)?]) & 0x3fff,
+        ))
+    };
+    Some((dim(6)?, dim(8)?))
+}
+
+/// The payload of an RTP packet (after CSRCs and header extensions,
+/// before padding).
+fn rtp_payload(rtp: &[u8]) -> Option<&[u8]> {
+    let first = *rtp.first()?;
+    let mut at = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words = u16::from_be_bytes([*rtp.get(at + 2)?, *rtp.get(at + 3)?]);
+        at += 4 + 4 * usize::from(words);
+    }
+    let mut end = rtp.len();
+    if first & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*rtp.last()?))?;
+    }
+    rtp.get(at..end)
+}
+
 /// Length of a VP8 payload descriptor, `None` when truncated.
 fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
     let first = *p.first()?;
@@ -136,8 +172,8 @@ pub struct Chooser {
     /// next failure.
     next_up: Vec<Option<Instant>>,
     retry: Vec<Duration>,
-    /// When the receiver last reached a layer by stepping up (or started).
-    last_up: Option<(Instant, usize)>,
+    /// When the receiver last stepped up (or started).
+    last_up: Option<Instant>,
 }
 
 impl Chooser {
@@ -158,7 +194,7 @@ impl Chooser {
         if self.retry.len() != rates.len() {
             self.retry = vec![RETRY_AFTER_FAILURE; rates.len()];
             self.next_up = vec![None; rates.len()];
-            self.last_up = Some((now, 0));
+            self.last_up = Some(now);
             self.layer = 0;
         }
         let Some(estimate) = estimate else {
@@ -169,12 +205,15 @@ impl Chooser {
         let budget = estimate * HEADROOM - audio;
         let fits = rates.iter().position(|&r| r <= budget).unwrap_or(lowest);
         if fits > self.layer {
+            // Falling soon after a step up (or the start) fails the trial,
+            // and says the layers between it and the one that fits are too
+            // much as well (a start at full size that ends at a quarter,
+            // in one step or two, has tried half size too).
             let failed = self
                 .last_up
-                .filter(|(t, _)| now.duration_since(*t) < UP_TRIAL)
-                .map(|(_, layer)| layer);
+                .is_some_and(|t| now.duration_since(t) < UP_TRIAL);
             for l in self.layer..fits {
-                let wait = if failed == Some(l) {
+                let wait = if failed {
                     let wait = self.retry[l];
                     self.retry[l] = (wait * 2).min(RETRY_MAX);
                     wait
@@ -186,7 +225,6 @@ impl Chooser {
             }
             self.layer = fits;
             self.room_since = None;
-            self.last_up = None;
         } else if fits < self.layer {
             let up = self.layer - 1;
             let since = *self.room_since.get_or_insert(now);
@@ -194,7 +232,7 @@ impl Chooser {
             let allowed = self.next_up[up].is_none_or(|t| now >= t);
             if waited && allowed {
                 self.layer = up;
-                self.last_up = Some((now, up));
+                self.last_up = Some(now);
                 self.room_since = None;
             }
         } else {
@@ -202,6 +240,18 @@ impl Chooser {
         }
         self.layer
     }
+}
+
+/// The best layer's encoder target, bit/s: what the best receiver's path
+/// carries, so that a viewer whose path falls a little short of
+/// `--video-bitrate` keeps full size at a lower rate instead of dropping to
+/// half size. Never above `configured`, never below `floor` (the layers
+/// stay apart), and `configured` while no receiver has an estimate.
+pub fn top_target(estimates: &[f64], audio: f64, configured: f64, floor: f64) -> f64 {
+    let Some(best) = estimates.iter().copied().reduce(f64::max) else {
+        return configured;
+    };
+    (best * HEADROOM - audio).clamp(floor.min(configured), configured)
 }
 
 /// One receiver's view of the layers: which one it is forwarded, and how
@@ -379,6 +429,22 @@ mod tests {
     }
 
     #[test]
+    fn the_picture_size_is_read_from_a_key_frame() {
+        // RTP header with one extension word, then descriptor and frame.
+        let mut rtp = vec![
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0, 1, 0x10, 0, 0, 0,
+        ];
+        let mut key = vp8(3, true, true);
+        key.truncate(4);
+        key.extend([0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+        rtp.extend(&key);
+        assert_eq!(vp8_keyframe_size(&rtp), Some((640, 360)));
+        rtp[16 + 4] = 0x11; // not a key frame
+        assert_eq!(vp8_keyframe_size(&rtp[..]), None);
+        assert_eq!(vp8_keyframe_size(&rtp[..14]), None);
+    }
+
+    #[test]
     fn h264_switches_at_the_parameter_sets() {
         assert!(Payload::H264.starts_keyframe(&[0x67, 0x42]));
         assert!(Payload::H264.starts_keyframe(&[0x78, 0x00, 0x0a, 0x67]));
@@ -480,6 +546,18 @@ mod tests {
     }
 
     #[test]
+    fn the_best_layer_follows_the_best_path_within_its_bounds() {
+        let top = |e: &[f64]| top_target(e, 50_000.0, 2_500_000.0, 1_250_000.0);
+        assert_eq!(top(&[]), 2_500_000.0);
+        assert_eq!(top(&[9_000_000.0, 800_000.0]), 2_500_000.0);
+        assert_eq!(
+            top(&[2_000_000.0, 800_000.0]),
+            2_000_000.0 * HEADROOM - 50_000.0
+        );
+        assert_eq!(top(&[800_000.0]), 1_250_000.0);
+    }
+
+    #[test]
     fn no_feedback_gets_the_best_layer() {
         let mut c = Chooser::default();
         assert_eq!(c.update(Instant::now(), None, &RATES, 50_000.0), 0);
@@ -523,6 +601,22 @@ mod tests {
         up(&mut c, 33.0, 5_000_000.0);
         assert_eq!(up(&mut c, 91.0, 5_000_000.0), 1);
         assert_eq!(up(&mut c, 92.1, 5_000_000.0), 0);
+    }
+
+    #[test]
+    fn a_fall_past_a_layer_counts_against_that_layer_too() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64| {
+            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, 3_500_000.0);
+        // Full size fails at once on a very slow path: straight to the
+        // smallest, and half size is not tried for 30 s either.
+        assert_eq!(up(&mut c, 1.0, 300_000.0), 2);
+        up(&mut c, 2.0, 1_000_000.0);
+        assert_eq!(up(&mut c, 30.0, 1_000_000.0), 2);
+        assert_eq!(up(&mut c, 31.1, 1_000_000.0), 1);
     }
 
     #[test]

@@ -17,6 +17,11 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::mediafile::inspect;
 
+/// One 720p sender at a time: two at once on a 2-core machine starve each
+/// other (and the tests running beside them) of CPU, and frame rates then
+/// measure the machine, not the network.
+static ONE_SENDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Bucket depth and queue of every shaped link: a home router's, about
 /// 150 ms of queue at the shaped rate.
 const TBF: [&str; 4] = ["burst", "10kb", "latency", "150ms"];
@@ -90,6 +95,18 @@ impl Star {
         ];
         args.extend(TBF);
         run(&args, None);
+    }
+}
+
+impl Star {
+    fn uncap(&self, k: usize) {
+        let dev = Self::dev(k);
+        run(
+            &[
+                "ip", "netns", "exec", &self.hub, "tc", "qdisc", "del", "dev", &dev, "root",
+            ],
+            None,
+        );
     }
 }
 
@@ -200,6 +217,7 @@ fn file_bitrate(path: &Path, duration: f64) -> f64 {
 
 #[tokio::test]
 async fn a_receiver_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_best() {
+    let _one = ONE_SENDER.lock().await;
     let star = Star::new(2);
     star.cap(1, "1mbit");
     let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
@@ -293,6 +311,145 @@ async fn a_receiver_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_
             .all(|x| x.1 == 1280),
         "{}",
         context("the fast receiver did not stay at full size")
+    );
+    drop(tx);
+}
+
+/// Milliseconds since the Unix epoch, the clock of the events' `ts`.
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+}
+
+#[tokio::test]
+async fn when_the_link_narrows_and_widens_the_estimate_follows_and_the_video_goes_on() {
+    let _one = ONE_SENDER.lock().await;
+    let star = Star::new(1);
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rx.webm");
+    let tx = sender(&star, &relay, "narrow");
+    let mut rx = receiver(&star, 0, &relay, "narrow", &file);
+    rx.wait_stderr(r#""event":"track""#).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let capped = now_ms();
+    star.cap(0, "600kbit");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let uncapped = now_ms();
+    star.uncap(0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let id = own_id(&rx);
+    stop(&mut rx).await;
+
+    // (ms, estimate, layer) as the sender reported them every second.
+    let trace: Vec<(f64, f64, i64)> = tx
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "stats")
+        .filter_map(|v| {
+            let p = v["peers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["id"] == id)?
+                .clone();
+            Some((
+                v["ts"].as_f64()?,
+                p["estimate"].as_f64()?,
+                p["layer"].as_i64().unwrap_or(-1),
+            ))
+        })
+        .collect();
+    let shown: Vec<String> = trace
+        .iter()
+        .map(|(t, e, l)| format!("{:+.0}s {:.0}k L{l}", (t - capped) / 1000.0, e / 1000.0))
+        .collect();
+    let within = |from: f64, secs: f64, ok: &dyn Fn(f64) -> bool| {
+        trace
+            .iter()
+            .any(|(t, e, _)| *t >= from && *t <= from + secs * 1000.0 && ok(*e))
+    };
+    assert!(
+        within(capped, 5.0, &|e| e <= 900_000.0),
+        "the estimate did not fall toward 600 kbit/s within 5 s: {shown:?}"
+    );
+    // Up again: measured 3–7 s (webrtc-rs's GCC grows about a quarter a
+    // second once it has fallen; the aim is 5 s).
+    assert!(
+        within(uncapped, 9.0, &|e| e >= 1_500_000.0),
+        "the estimate did not rise again within 9 s: {shown:?}"
+    );
+
+    let r = inspect(&file);
+    assert!(
+        r.errors.is_empty(),
+        "decode errors: {:?} ({shown:?})",
+        r.errors
+    );
+    let (fps, gap) = r.fps_and_gap_from(r.first_pts + 2.0);
+    eprintln!("narrow and widen: {fps:.1} fps, longest gap {gap:.2} s; {shown:?}");
+    // The picture freezes while the sender finds out and the smaller
+    // layer's key frame gets through the congested link: 3–4 s measured
+    // (the aim is well under a second; see bench/NOTES.md). It must come
+    // back, and the session must keep its frame rate overall.
+    assert!(
+        gap <= 5.0 && fps >= 15.0,
+        "video stopped: {fps:.1} fps, longest gap {gap:.2} s ({shown:?})"
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
+    let _one = ONE_SENDER.lock().await;
+    let star = Star::new(1);
+    star.cap(0, "300kbit");
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.webm");
+    let tx = sender(&star, &relay, "bw300");
+    let mut rx = receiver(&star, 0, &relay, "bw300", &file);
+    rx.wait_stderr(r#""event":"track""#).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let id = own_id(&rx);
+    stop(&mut rx).await;
+    let trace: Vec<String> = peer_stats(&tx, &id)
+        .iter()
+        .map(|(t, p)| format!("{t:.0}s {} L{}", p["estimate"], p["layer"]))
+        .collect();
+
+    let r = inspect(&file);
+    assert!(
+        r.errors.is_empty(),
+        "decode errors: {:?} ({trace:?})",
+        r.errors
+    );
+    let from = r.last_pts - 12.0;
+    let (fps, gap) = r.fps_and_gap_from(from);
+    let sizes: std::collections::BTreeSet<i32> = r
+        .frames
+        .iter()
+        .filter(|f| f.0 >= from)
+        .map(|f| f.1)
+        .collect();
+    eprintln!(
+        "300 kbit/s: {fps:.1} fps, longest gap {gap:.2} s over the last 12 s, widths {sizes:?}, \
+         {} audio buffers in {:.1} s",
+        r.audio_buffers, r.duration
+    );
+    // The smallest layer (a quarter size, at half the frame rate), moving.
+    assert!(
+        sizes.iter().all(|&w| w == 320) && fps >= 8.0 && gap <= 1.0,
+        "video at 300 kbit/s: {fps:.1} fps, gap {gap:.2} s, widths {sizes:?} ({trace:?})"
+    );
+    // Audio: 20 ms Opus frames over the whole recording, nearly all there.
+    let expected = r.duration / 0.02;
+    assert!(
+        r.audio_buffers as f64 >= 0.9 * expected,
+        "audio at 300 kbit/s: {} buffers, expected about {expected:.0} ({trace:?})",
+        r.audio_buffers
     );
     drop(tx);
 }

@@ -286,8 +286,9 @@ pub struct TrackWriter {
     pub(super) bindings: Bindings,
     /// Layers encoded for this track (1 for audio).
     layers: usize,
-    /// Each layer's encoder target, bit/s.
-    targets: Vec<f64>,
+    /// Each layer's encoder target, bit/s (the best layer's follows the
+    /// receivers).
+    targets: Arc<RwLock<Vec<f64>>>,
     meter: Arc<Mutex<LayerMeter>>,
     /// Asks a layer's encoder for a key frame.
     on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
@@ -355,7 +356,7 @@ impl TrackWriter {
         Self {
             bindings: Bindings::default(),
             layers,
-            targets,
+            targets: Arc::new(RwLock::new(targets)),
             meter: Arc::new(Mutex::new(LayerMeter::new(layers))),
             on_keyframe,
             others_bps,
@@ -367,10 +368,24 @@ impl TrackWriter {
     /// layer's rate), and the target until measured.
     fn needs(&self, measured: &[f64]) -> Vec<f64> {
         self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .zip(measured)
             .map(|(&t, &m)| if m > 0.0 { m.min(t) } else { t })
             .collect()
+    }
+
+    /// Records that `layer`'s encoder now aims at `bps`.
+    pub fn set_target(&self, layer: usize, bps: f64) {
+        if let Some(t) = self
+            .targets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(layer)
+        {
+            *t = bps;
+        }
     }
 
     /// Each layer's sent rate in bit/s, best first.
