@@ -16,6 +16,8 @@ packages=(
   nats-server chromium procps iproute2 nftables socat openssl python3
   # tests across NATs: a STUN/TURN server
   coturn
+  # tests: recordings must decode with an independent decoder too
+  ffmpeg
 )
 
 sudo=""

@@ -238,6 +238,23 @@ impl Capture {
             file_source(&pipeline, cfg, decode_pads)?;
         }
 
+        if cfg.looped {
+            // Looping plays the file as segments: a flushing seek at each
+            // end would restart the running time, and with it the RTP
+            // timestamps every receiver plays and records by.
+            pipeline.set_state(gst::State::Paused).map_err(|_| {
+                MediaError::Pipeline(
+                    first_error(&pipeline).unwrap_or_else(|| "cannot open --file".into()),
+                )
+            })?;
+            let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+            pipeline
+                .seek_simple(
+                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                    gst::ClockTime::ZERO,
+                )
+                .map_err(|_| MediaError::Pipeline("--loop: the file cannot be seeked".into()))?;
+        }
         pipeline.set_state(gst::State::Playing).map_err(|_| {
             MediaError::Pipeline(
                 first_error(&pipeline).unwrap_or_else(|| "capture pipeline failed to start".into()),
@@ -797,7 +814,8 @@ fn file_source(
     Ok(())
 }
 
-/// `--loop`: seek back to the start at the end of the file.
+/// `--loop`: at the end of each pass, play the file again as the next
+/// segment (no flush: time runs on).
 fn watch_loop(pipeline: &gst::Pipeline) {
     let Some(bus) = pipeline.bus() else { return };
     let weak = pipeline.downgrade();
@@ -807,12 +825,9 @@ fn watch_loop(pipeline: &gst::Pipeline) {
                 return;
             };
             match msg.view() {
-                gst::MessageView::Eos(_)
+                gst::MessageView::SegmentDone(_)
                     if pipeline
-                        .seek_simple(
-                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                            gst::ClockTime::ZERO,
-                        )
+                        .seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)
                         .is_err() =>
                 {
                     tracing::warn!("--loop: cannot seek back to the start");

@@ -250,6 +250,15 @@ impl Recorder {
                 .build();
             let jitter = make("rtpjitterbuffer", &format!("jitter{n}"))?;
             set(&jitter, "latency", &JITTER_LATENCY_MS.to_string());
+            if !cfg.display {
+                // A file's timestamps come from the sender's RTP clock
+                // alone. Slaving them to arrival (the default, for live
+                // play) bunched frames that arrived in a burst after
+                // congestion into the same millisecond, and once stepped
+                // back 121 ms: players and ffmpeg complain of
+                // non-monotonic timestamps.
+                set(&jitter, "mode", "none");
+            }
             set(
                 &jitter,
                 "faststart-min-packets",

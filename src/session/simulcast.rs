@@ -37,6 +37,11 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 const RETRY_MAX: Duration = Duration::from_secs(240);
 const UP_TRIAL: Duration = Duration::from_secs(8);
 
+/// How far after the last frame sent a switched-to layer's key frame is
+/// put when its own timestamp is not later: 10 ms at video's 90 kHz, so a
+/// recording's millisecond clock still sees time move on.
+const SWITCH_STEP: u32 = 900;
+
 /// Which codec's payload the forwarder reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
@@ -172,8 +177,8 @@ pub struct Chooser {
     /// next failure.
     next_up: Vec<Option<Instant>>,
     retry: Vec<Duration>,
-    /// When the receiver last stepped up (or started).
-    last_up: Option<Instant>,
+    /// When the receiver last stepped up (or started), and to which layer.
+    last_up: Option<(Instant, usize)>,
 }
 
 impl Chooser {
@@ -194,7 +199,7 @@ impl Chooser {
         if self.retry.len() != rates.len() {
             self.retry = vec![RETRY_AFTER_FAILURE; rates.len()];
             self.next_up = vec![None; rates.len()];
-            self.last_up = Some(now);
+            self.last_up = Some((now, 0));
             self.layer = 0;
         }
         let Some(estimate) = estimate else {
@@ -205,15 +210,16 @@ impl Chooser {
         let budget = estimate * HEADROOM - audio;
         let fits = rates.iter().position(|&r| r <= budget).unwrap_or(lowest);
         if fits > self.layer {
-            // Falling soon after a step up (or the start) fails the trial,
-            // and says the layers between it and the one that fits are too
-            // much as well (a start at full size that ends at a quarter,
-            // in one step or two, has tried half size too).
+            // Leaving a layer soon after stepping up to it (or starting at
+            // it) fails that layer's trial. The layers fallen through on
+            // the way down were not tried: the estimate is still settling
+            // after the failure, so they get the short wait.
             let failed = self
                 .last_up
-                .is_some_and(|t| now.duration_since(t) < UP_TRIAL);
+                .filter(|(t, _)| now.duration_since(*t) < UP_TRIAL)
+                .map(|(_, layer)| layer);
             for l in self.layer..fits {
-                let wait = if failed {
+                let wait = if failed == Some(l) {
                     let wait = self.retry[l];
                     self.retry[l] = (wait * 2).min(RETRY_MAX);
                     wait
@@ -225,6 +231,7 @@ impl Chooser {
             }
             self.layer = fits;
             self.room_since = None;
+            self.last_up = None;
         } else if fits < self.layer {
             let up = self.layer - 1;
             let since = *self.room_since.get_or_insert(now);
@@ -232,7 +239,7 @@ impl Chooser {
             let allowed = self.next_up[up].is_none_or(|t| now >= t);
             if waited && allowed {
                 self.layer = up;
-                self.last_up = Some(now);
+                self.last_up = Some((now, up));
                 self.room_since = None;
             }
         } else {
@@ -367,7 +374,7 @@ impl Forwarder {
         self.ts_delta = if ahead {
             0
         } else {
-            self.last_ts.wrapping_add(1).wrapping_sub(ts)
+            self.last_ts.wrapping_add(SWITCH_STEP).wrapping_sub(ts)
         };
         if let (Some((offset, long)), Some(last)) = (vp8_picture_id(payload), self.last_pid) {
             let raw = picture_id(payload, offset, long);
@@ -517,7 +524,7 @@ mod tests {
         else {
             panic!("not forwarded");
         };
-        assert_eq!(ts, 30001);
+        assert_eq!(ts, 30000 + SWITCH_STEP);
     }
 
     #[test]
@@ -604,19 +611,23 @@ mod tests {
     }
 
     #[test]
-    fn a_fall_past_a_layer_counts_against_that_layer_too() {
+    fn layers_fallen_through_are_not_held_back_like_the_one_that_failed() {
         let t = Instant::now();
         let mut c = Chooser::default();
         let up = |c: &mut Chooser, secs: f64, est: f64| {
             c.update(at(t, secs), Some(est), &RATES, 50_000.0)
         };
         up(&mut c, 0.0, 3_500_000.0);
-        // Full size fails at once on a very slow path: straight to the
-        // smallest, and half size is not tried for 30 s either.
-        assert_eq!(up(&mut c, 1.0, 300_000.0), 2);
-        up(&mut c, 2.0, 1_000_000.0);
-        assert_eq!(up(&mut c, 30.0, 1_000_000.0), 2);
-        assert_eq!(up(&mut c, 31.1, 1_000_000.0), 1);
+        // Full size fails at once, and the estimate overshoots downwards
+        // on its way: half size, then a quarter.
+        assert_eq!(up(&mut c, 1.0, 1_000_000.0), 1);
+        assert_eq!(up(&mut c, 2.0, 600_000.0), 2);
+        // Half size comes back after the short wait; full size waits 30 s.
+        up(&mut c, 3.0, 1_000_000.0);
+        assert_eq!(up(&mut c, 6.1, 1_000_000.0), 1);
+        up(&mut c, 7.0, 5_000_000.0);
+        assert_eq!(up(&mut c, 29.0, 5_000_000.0), 1);
+        assert_eq!(up(&mut c, 31.1, 5_000_000.0), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::mediafile::inspect;
+use crate::mediafile::{ffmpeg_errors, inspect};
 
 /// One 720p sender at a time: two at once on a 2-core machine starve each
 /// other (and the tests running beside them) of CPU, and frame rates then
@@ -41,40 +41,27 @@ impl Star {
             leaves: (0..leaves).map(|k| netns_name(&format!("L{k}"))).collect(),
         };
         run(&["ip", "netns", "add", &star.hub], None);
-        run(&["ip", "-n", &star.hub, "link", "set", "lo", "up"], None);
         for (k, leaf) in star.leaves.iter().enumerate() {
             let dev = Self::dev(k);
             run(&["ip", "netns", "add", leaf], None);
-            run(
-                &[
-                    "ip", "link", "add", &dev, "netns", &star.hub, "type", "veth", "peer", "name",
-                    "eth0", "netns", leaf,
-                ],
-                None,
+            let leaf_addr = format!("10.233.{}.2", k + 1);
+            veth_pair(
+                (&star.hub, &dev, &Self::hub_addr(k)),
+                (leaf, "eth0", &leaf_addr),
             );
-            let (hub_addr, leaf_addr) = (Self::hub_addr(k), format!("10.233.{}.2", k + 1));
-            for (ns, dev, addr) in [
-                (&star.hub, dev.as_str(), hub_addr),
-                (leaf, "eth0", leaf_addr),
-            ] {
-                run(
-                    &[
-                        "ip",
-                        "-n",
-                        ns,
-                        "addr",
-                        "add",
-                        &format!("{addr}/24"),
-                        "dev",
-                        dev,
-                    ],
-                    None,
-                );
-                run(&["ip", "-n", ns, "link", "set", dev, "up"], None);
-            }
-            run(&["ip", "-n", leaf, "link", "set", "lo", "up"], None);
         }
         star
+    }
+
+    /// Lifts leaf `k`'s limit.
+    fn uncap(&self, k: usize) {
+        let dev = Self::dev(k);
+        run(
+            &[
+                "ip", "netns", "exec", &self.hub, "tc", "qdisc", "del", "dev", &dev, "root",
+            ],
+            None,
+        );
     }
 
     fn dev(k: usize) -> String {
@@ -95,18 +82,6 @@ impl Star {
         ];
         args.extend(TBF);
         run(&args, None);
-    }
-}
-
-impl Star {
-    fn uncap(&self, k: usize) {
-        let dev = Self::dev(k);
-        run(
-            &[
-                "ip", "netns", "exec", &self.hub, "tc", "qdisc", "del", "dev", &dev, "root",
-            ],
-            None,
-        );
     }
 }
 
@@ -208,9 +183,7 @@ async fn stop(p: &mut Proc) {
     }
 }
 
-/// Bytes per second of a recording over its last `secs` seconds, from the
-/// file size and duration (the whole file: a floor for the late rate when
-/// the start was slower).
+/// Bits per second of a whole recording, from its size and duration.
 fn file_bitrate(path: &Path, duration: f64) -> f64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 * 8.0 / duration.max(0.001)
 }
@@ -312,6 +285,16 @@ async fn a_receiver_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_
         "{}",
         context("the fast receiver did not stay at full size")
     );
+    // Layer switches change the picture size inside one file: ffmpeg
+    // decodes both files without complaint as well.
+    for file in [&slow_file, &fast_file] {
+        let errors = ffmpeg_errors(file);
+        assert!(
+            errors.trim().is_empty(),
+            "ffmpeg on {}: {errors}",
+            file.display()
+        );
+    }
     drop(tx);
 }
 
@@ -391,11 +374,11 @@ async fn when_the_link_narrows_and_widens_the_estimate_follows_and_the_video_goe
     let (fps, gap) = r.fps_and_gap_from(r.first_pts + 2.0);
     eprintln!("narrow and widen: {fps:.1} fps, longest gap {gap:.2} s; {shown:?}");
     // The picture freezes while the sender finds out and the smaller
-    // layer's key frame gets through the congested link: 3–4 s measured
+    // layer's key frame gets through the congested link: 2.5–4 s measured
     // (the aim is well under a second; see bench/NOTES.md). It must come
-    // back, and the session must keep its frame rate overall.
+    // back and keep moving: the smallest layer runs at half the frame rate.
     assert!(
-        gap <= 5.0 && fps >= 15.0,
+        gap <= 5.0 && fps >= 8.0,
         "video stopped: {fps:.1} fps, longest gap {gap:.2} s ({shown:?})"
     );
     drop(tx);
@@ -412,7 +395,10 @@ async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
     let tx = sender(&star, &relay, "bw300");
     let mut rx = receiver(&star, 0, &relay, "bw300", &file);
     rx.wait_stderr(r#""event":"track""#).await;
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    // The first 20 s settle: the start at full size fails at once, and the
+    // middle layer is tried once when the estimate has room for it; a
+    // failed layer is not tried again for 30 s.
+    tokio::time::sleep(Duration::from_secs(32)).await;
     let id = own_id(&rx);
     stop(&mut rx).await;
     let trace: Vec<String> = peer_stats(&tx, &id)

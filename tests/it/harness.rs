@@ -411,6 +411,25 @@ pub fn run(args: &[&str], stdin: Option<&str>) {
     );
 }
 
+/// Joins namespaces `a` and `b` with a veth pair (`dev_a` in `a`, `dev_b`
+/// in `b`), gives each end its address on a /24, and brings both ends and
+/// both loopbacks up.
+pub fn veth_pair((a, dev_a, addr_a): (&str, &str, &str), (b, dev_b, addr_b): (&str, &str, &str)) {
+    run(
+        &[
+            "ip", "link", "add", dev_a, "netns", a, "type", "veth", "peer", "name", dev_b, "netns",
+            b,
+        ],
+        None,
+    );
+    for (ns, dev, addr) in [(a, dev_a, addr_a), (b, dev_b, addr_b)] {
+        let cidr = format!("{addr}/24");
+        run(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev], None);
+        run(&["ip", "-n", ns, "link", "set", dev, "up"], None);
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"], None);
+    }
+}
+
 /// A name for a test's network namespace, `p2p{role}-{pid}-{n}`: unique
 /// per test process and call, and tied to the pid so a killed run's
 /// namespaces can be found.

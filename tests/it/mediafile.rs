@@ -49,6 +49,22 @@ pub fn inspect(path: &Path) -> Report {
     r
 }
 
+/// Decodes the whole file with ffmpeg, an independent decoder: what it
+/// reports at error level (empty when the file is clean).
+pub fn ffmpeg_errors(path: &Path) -> String {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg (apt-get install ffmpeg)");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        text.push_str(&format!("\nffmpeg exited with {}", out.status));
+    }
+    text
+}
+
 fn parse_clock(s: &str) -> f64 {
     let parts: Vec<f64> = s.split(':').filter_map(|p| p.trim().parse().ok()).collect();
     match parts.as_slice() {

@@ -50,30 +50,7 @@ impl Net {
         // deletes whatever was made.
         run(&["ip", "netns", "add", &net.a], None);
         run(&["ip", "netns", "add", &net.b], None);
-        run(
-            &[
-                "ip", "link", "add", LINK, "netns", &net.a, "type", "veth", "peer", "name", LINK,
-                "netns", &net.b,
-            ],
-            None,
-        );
-        for (ns, addr) in [(&net.a, ADDR_A), (&net.b, ADDR_B)] {
-            run(
-                &[
-                    "ip",
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{addr}/24"),
-                    "dev",
-                    LINK,
-                ],
-                None,
-            );
-            run(&["ip", "-n", ns, "link", "set", LINK, "up"], None);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"], None);
-        }
+        veth_pair((&net.a, LINK, ADDR_A), (&net.b, LINK, ADDR_B));
         net
     }
 
