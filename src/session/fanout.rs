@@ -26,10 +26,6 @@ const DISCOVERY: Duration = Duration::from_secs(1);
 /// gets all the time it needs).
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
-/// Wait between the last acknowledgement and closing the channels (see
-/// `finish`).
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
-
 /// What the run loop tells the fan-out about peers.
 #[derive(Debug)]
 pub enum Ctl {
@@ -241,14 +237,6 @@ impl Fanout {
                     short(ch.peer())
                 );
             }
-        }
-        if !channels.is_empty() {
-            // Acknowledged is not yet read: a receiver whose application
-            // is behind keeps acknowledged messages parked in webrtc-rs,
-            // and a stream reset arriving then discards them (seen under
-            // load: 972 of 1,000 lines arrived). A moment's grace lets it
-            // catch up; the fix belongs in webrtc-rs's SCTP handler.
-            tokio::time::sleep(CLOSE_GRACE).await;
         }
         for ch in &channels {
             ch.close().await;
