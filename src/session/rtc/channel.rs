@@ -86,9 +86,24 @@ pub(super) fn watch(raw: Arc<dyn DataChannel>, peer: String, events: Events) {
                     } else {
                         Payload::Binary(m.data.freeze())
                     };
-                    // The application is gone: keep draining so the
-                    // connection is never held up by this channel.
-                    let _ = tx.send(payload).await;
+                    match tx.try_send(payload) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(payload)) => {
+                            // The application is behind. Once it has made
+                            // room, wake the connection's driver: webrtc-rs
+                            // holds back what it could not deliver meanwhile
+                            // and otherwise picks it up only at the next
+                            // packet, and a stream reset arriving first (the
+                            // sender done) discarded it: lines lost at the
+                            // end of a burst.
+                            if tx.send(payload).await.is_ok() {
+                                let _ = raw.set_buffered_amount_low_threshold(0).await;
+                            }
+                        }
+                        // The application is gone: keep draining so the
+                        // connection is never held up by this channel.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
                 DataChannelEvent::OnClose => break,
                 DataChannelEvent::OnError => {
