@@ -429,7 +429,12 @@ impl TrackWriter {
         let rates = {
             let mut meter = self.meter.lock().unwrap_or_else(|e| e.into_inner());
             meter.add(now, layer, rtp.len());
-            self.needs(&meter.rates)
+            // Only a layered track chooses per peer; the rest need no copy.
+            if self.layers > 1 {
+                self.needs(&meter.rates)
+            } else {
+                Vec::new()
+            }
         };
         let peers = self.bindings.snapshot();
         if peers.is_empty() {
