@@ -70,9 +70,20 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 for r in "${recorders[@]}"; do kill -INT "$r" 2>/dev/null || true; wait "$r" 2>/dev/null || true; done
 
-# Every finished recording must decode to VP8 + Opus.
+# Every finished recording must decode to VP8 + Opus. A recorder stopped
+# before its first key frame keeps no file and says so; only the last one to
+# join (stopped at once when the run ends) may.
 bad=0
-for f in "$out"/rec-*.webm; do
+for i in $(seq "$n"); do
+  f="$out/rec-$i.webm"
+  if [ ! -e "$f" ]; then
+    if [ "$i" -lt "$n" ] || ! grep -q "nothing saved" "$out/rec-$i.log"; then
+      echo "soak: recorder $i left no file; it logged:" >&2
+      sed 's/^/  /' "$out/rec-$i.log" >&2
+      bad=1
+    fi
+    continue
+  fi
   info=$(gst-discoverer-1.0 -t 60 "$f" 2>&1 || true)
   if ! grep -q "video #.*VP8" <<<"$info"; then
     echo "soak: $f is not a valid recording; gst-discoverer said:" >&2

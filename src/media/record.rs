@@ -129,6 +129,9 @@ pub struct Recorder {
     jitters: Vec<gst::Element>,
     inputs: Vec<TrackInput>,
     keyframe: watch::Receiver<bool>,
+    /// False until the file has its first picture (always true without
+    /// video): until then nothing at all goes into the file.
+    started: Arc<AtomicBool>,
     /// Signalled when a video depayloader lost a frame it could not
     /// repair (see [`Recorder::take_keyframe_requests`]).
     keyframe_wanted: Option<mpsc::Receiver<()>>,
@@ -368,6 +371,7 @@ impl Recorder {
                 jitters,
                 inputs: inputs.clone(),
                 keyframe: kf_rx,
+                started: video_started,
                 keyframe_wanted: has_video.then_some(want_rx),
                 path: cfg.path.clone(),
                 stats,
@@ -379,6 +383,12 @@ impl Recorder {
     /// Becomes true once the first video key frame went into the file.
     pub fn keyframe_seen(&self) -> watch::Receiver<bool> {
         self.keyframe.clone()
+    }
+
+    /// Whether anything went into the file: with video, nothing does
+    /// before the first key frame.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Fires each time the video lost a frame that retransmission did not

@@ -379,7 +379,22 @@ impl Recordings {
 async fn finish(a: Active) {
     let path = a.recorder.path.clone();
     let secs = a.started.elapsed().as_secs_f64();
+    let started = a.recorder.started();
     match a.recorder.finish().await {
+        Ok(()) if !started => {
+            // Ended before the first key frame: the file holds no picture
+            // and no sound, only headers no player opens. Say so and leave
+            // nothing behind.
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!(
+                    "nothing saved from sender {}: no key frame arrived in the {:.1} s it was recorded ({} not kept)",
+                    short(&a.sender),
+                    secs,
+                    path.display()
+                );
+            }
+        }
         Ok(()) => {
             if let Some(path) = path {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
