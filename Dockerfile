@@ -4,7 +4,7 @@ WORKDIR /src
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh
 COPY . .
-RUN cargo build --release --locked
+RUN bash scripts/patch-deps.sh && cargo build --release --locked
 
 FROM debian:bookworm-slim
 COPY --from=build /src/scripts/install-deps.sh /usr/local/share/p2p/install-deps.sh

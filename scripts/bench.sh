@@ -50,6 +50,7 @@ fi
 
 TARGET="${CARGO_TARGET_DIR:-target}"
 echo "[bench] cargo build --release (p2p, examples/loadgen, examples/dc_loopback)" >&2
+bash scripts/patch-deps.sh
 cargo build --release --quiet --bin p2p --example loadgen --example dc_loopback
 
 # Ends the driver and everything it started (its children run in their own

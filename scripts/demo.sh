@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-6}
 bash scripts/install-deps.sh
+bash scripts/patch-deps.sh
 cargo build --release --quiet
 p2p=target/release/p2p
 out=${OUT_DIR:-out}

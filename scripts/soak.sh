@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-2}
 churn=${CHURN:-5}
+bash scripts/patch-deps.sh
 cargo build --bins --quiet
 p2p=$PWD/target/debug/p2p
 out=${SOAK_DIR:-$(mktemp -d)}

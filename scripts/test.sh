@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+bash scripts/patch-deps.sh
 cargo build --bins
 # The constrained-link tests run alone afterwards: each encodes 720p in
 # three layers, and beside other tests on a 2-core machine their frame

@@ -91,8 +91,8 @@ pub struct PeerArgs {
     #[arg(long, value_name = "PATH", env = "P2P_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
 
-    /// Extra certificate authority (PEM) to trust for wss:// and tls://
-    /// (e.g. a relay's self-signed certificate).
+    /// Extra certificate authority (PEM) to trust for wss://, tls:// and
+    /// turns: (e.g. a relay's or TURN server's self-signed certificate).
     #[arg(long, value_name = "PATH", env = "P2P_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
@@ -104,11 +104,12 @@ pub struct PeerArgs {
     pub secret: Option<String>,
 
     /// STUN/TURN server for NAT traversal, repeatable: stun:HOST:PORT,
-    /// turn:USER:PASS@HOST:PORT, turns:…. None by default: on one network,
-    /// host candidates suffice and nothing is contacted. STUN is enough
-    /// across most home NATs; relaying through TURN (coturn) does not work
-    /// yet, so peers behind symmetric NATs do not connect (README, "Across
-    /// networks").
+    /// turn:USER:PASS@HOST:PORT, turn:…?transport=tcp, turns:…:5349 (TLS;
+    /// --ca-file trusts a self-signed certificate). None by default: on one
+    /// network, host candidates suffice and nothing is contacted. STUN is
+    /// enough across most home NATs; symmetric NATs need TURN, firewalls
+    /// that drop UDP TURN over TCP or TLS (README, "Across networks"). A
+    /// relay run with --turn-secret hands out TURN credentials itself.
     #[arg(
         long = "ice-server",
         value_name = "URL",
@@ -348,4 +349,33 @@ pub struct SignalArgs {
     /// NATS credentials file (JWT and NKey seed) for --nats.
     #[arg(long, value_name = "PATH", env = "P2P_NATS_CREDS", requires = "nats")]
     pub nats_creds: Option<PathBuf>,
+
+    /// Secret shared with a TURN server run with coturn's `use-auth-secret`
+    /// and `static-auth-secret=SECRET`: every client gets TURN credentials
+    /// of its own, valid --turn-ttl seconds, with its connection (the page
+    /// and `p2p send`/`receive` use them at once). The secret itself never
+    /// leaves the relay. Needs --turn-url.
+    #[arg(
+        long,
+        env = "P2P_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_urls"
+    )]
+    pub turn_secret: Option<String>,
+
+    /// The TURN server(s) sharing --turn-secret, repeatable:
+    /// turn:HOST:PORT, turn:HOST:PORT?transport=tcp, turns:HOST:PORT.
+    #[arg(
+        long = "turn-url",
+        value_name = "URL",
+        env = "P2P_TURN_URLS",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    pub turn_urls: Vec<String>,
+
+    /// Seconds the credentials of --turn-secret stay valid; clients
+    /// connected longer get fresh ones every half of it.
+    #[arg(long, value_name = "SECS", default_value_t = 86400)]
+    pub turn_ttl: u64,
 }

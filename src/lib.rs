@@ -31,6 +31,7 @@ pub mod relay;
 pub mod session;
 pub mod signaling;
 pub mod stdio;
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let job = match cli.command {
         Command::Signal(args) => Job::Signal(relay::RelayConfig {
+            turn: match args.turn_secret.filter(|s| !s.is_empty()) {
+                Some(secret) => Some(
+                    relay::TurnIssuer::new(
+                        secret,
+                        args.turn_urls,
+                        std::time::Duration::from_secs(args.turn_ttl),
+                    )
+                    .map_err(UsageError)?,
+                ),
+                None => None,
+            },
             listen: args.listen,
             token: args.token,
             limits: relay::Limits {

@@ -254,8 +254,31 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum ServerFrame {
-    Message { ns: Namespace, data: Value },
-    Error { error: String },
+    Message {
+        ns: Namespace,
+        data: Value,
+    },
+    Error {
+        error: String,
+    },
+    /// ICE servers with credentials of their own for this client, valid
+    /// for `ttl` seconds (PROTOCOL.md §2, "ICE servers"): only to clients
+    /// that asked with `?ice=1`.
+    Ice {
+        #[serde(rename = "iceServers")]
+        ice_servers: Vec<IceServerJson>,
+        ttl: u64,
+    },
+}
+
+/// One entry of `RTCConfiguration.iceServers`, as browsers take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerJson {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl ServerFrame {

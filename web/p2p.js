@@ -175,7 +175,10 @@ class Base extends EventTarget {
   }
 
   newPeer(id) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    // The driver's are TURN credentials the relay handed out (`p2p signal
+    // --turn-secret`); they join the ones given here.
+    const issued = Array.isArray(this.driver.iceServers) ? this.driver.iceServers : [];
+    const pc = new RTCPeerConnection({ iceServers: [...this.iceServers, ...issued] });
     const peer = new Peer(id, pc);
     this.peers.set(id, peer);
     pc.addEventListener('icecandidate', (e) => {
@@ -520,7 +523,8 @@ const MAX_BACKLOG = 256; // frames kept while the relay is away; signaling goes 
  * A driver over one WebSocket: `on`/`off`/`emit` as the library expects.
  * Reconnects with exponential backoff and re-subscribes. Emits events
  * 'status' ({state: 'connecting'|'open'|'closed', error?, attempt}) and
- * 'relay-error' ({error}) for `error` frames.
+ * 'relay-error' ({error}) for `error` frames, and 'ice-servers' ({iceServers, ttl})
+ * when the relay hands out TURN credentials (kept in `driver.iceServers`).
  *
  * With `secret`, namespaces are hashed and payloads encrypted (section 3).
  */
@@ -529,7 +533,11 @@ export class WebSocketDriver extends EventTarget {
     super();
     const u = new URL(url);
     if (token) u.searchParams.set('token', token);
+    // Ask for ICE servers with credentials of our own (section 2): a relay
+    // with --turn-secret sends them first, others ignore the parameter.
+    u.searchParams.set('ice', '1');
     this.url = u.toString();
+    this.iceServers = [];
     this.secret = secret || null;
     this.keyPromise = secret ? deriveKey(secret) : null;
     this.minBackoff = minBackoff;
@@ -660,6 +668,11 @@ export class WebSocketDriver extends EventTarget {
     if (frame.op === 'error') {
       console.warn('p2p relay error:', frame.error);
       this.dispatchEvent(new CustomEvent('relay-error', { detail: { error: frame.error } }));
+      return;
+    }
+    if (frame.op === 'ice' && Array.isArray(frame.iceServers)) {
+      this.iceServers = frame.iceServers;
+      this.dispatchEvent(new CustomEvent('ice-servers', { detail: { iceServers: frame.iceServers, ttl: frame.ttl } }));
       return;
     }
     if (frame.op !== 'message' || !Array.isArray(frame.ns)) return;

@@ -64,6 +64,8 @@ pub struct RelayConfig {
     pub nats_creds: Option<std::path::PathBuf>,
     /// Serve wss:// and https:// with this certificate chain and key (PEM).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Hand clients that ask (`?ice=1`) TURN credentials of their own.
+    pub turn: Option<super::TurnIssuer>,
 }
 
 struct Hub {
@@ -110,6 +112,7 @@ struct Relay {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    turn: Option<super::TurnIssuer>,
 }
 
 impl Relay {
@@ -146,6 +149,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         next_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        turn: config.turn.clone(),
     });
     if let Some(url) = &config.nats {
         let handle = bridge::start(url, config.nats_creds.clone(), Arc::downgrade(&relay))
@@ -153,6 +157,12 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use NATS at {url}"))?;
         relay.hub().bridge = Some(handle);
         tracing::info!("sharing rooms with other relays through NATS at {url}");
+    }
+    if let Some(turn) = &config.turn {
+        tracing::info!(
+            "handing out TURN credentials valid {} s to clients that ask (?ice=1)",
+            turn.ttl().as_secs()
+        );
     }
     let app = axum::Router::new()
         .route("/", axum::routing::get(root))
@@ -263,6 +273,7 @@ async fn root(
     // frame gets a polite `error` frame from the router instead of a dropped
     // connection; past this hard cap the socket is closed.
     let hard_cap = (relay.limits.max_frame * 4).max(1 << 20);
+    let wants_ice = query.get("ice").is_some_and(|v| v == "1" || v == "true");
     // tungstenite reads through a 128 KiB buffer per connection by default:
     // measured with massif, 96 % of an idle relay's heap. Signaling frames
     // are small; 4 KiB reads are plenty and keep 10,000 idle clients cheap.
@@ -271,7 +282,7 @@ async fn root(
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| {
             let tasks = relay.tasks.clone();
-            tasks.track_future(connection(relay, socket, peer))
+            tasks.track_future(connection(relay, socket, peer, wants_ice))
         })
 }
 
@@ -282,11 +293,39 @@ async fn asset(uri: axum::http::Uri) -> Response {
     }
 }
 
+/// Sends `conn` TURN credentials at once, then fresh ones every half TTL
+/// for as long as it stays connected, so a long-lived client always holds
+/// valid ones for its next peer.
+async fn hand_out_credentials(
+    relay: Arc<Relay>,
+    conn: ConnId,
+    turn: super::TurnIssuer,
+    gone: CancellationToken,
+) {
+    let name = format!("p2p-{conn}");
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let frame = ServerFrame::Ice {
+            ice_servers: vec![turn.issue(now, &name)],
+            ttl: turn.ttl().as_secs(),
+        }
+        .to_json();
+        relay.hub().push(conn, frame.into());
+        tokio::select! {
+            () = tokio::time::sleep(turn.ttl() / 2) => {}
+            () = gone.cancelled() => return,
+        }
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
+async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, wants_ice: bool) {
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
     {
@@ -341,6 +380,15 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr) {
         }
         let _ = sink.close().await;
     });
+
+    if let (true, Some(turn)) = (wants_ice, relay.turn.clone()) {
+        tokio::spawn(hand_out_credentials(
+            relay.clone(),
+            conn,
+            turn,
+            writer_done.clone(),
+        ));
+    }
 
     let shutdown = relay.shutdown.clone();
     let mut bucket = super::limit::Bucket::new(relay.limits.rate, std::time::Instant::now());

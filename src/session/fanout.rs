@@ -222,8 +222,12 @@ impl Fanout {
         }
     }
 
-    /// Waits until every open channel has had everything acknowledged, then
-    /// closes them: the receivers read all of it, then end of stream.
+    /// Waits until every open channel has had everything acknowledged.
+    /// The channels stay open: the sender then tells each receiver it is
+    /// leaving and waits for it to close the connection once it has read
+    /// everything (`Runner::leave`). Closing them here (a stream reset) lost
+    /// the last messages a receiver held back while its output was behind:
+    /// rtc 0.21 can report the stream closed ahead of them.
     async fn finish(&mut self) {
         let channels: Vec<Channel> = self
             .peers
@@ -237,9 +241,6 @@ impl Fanout {
                     short(ch.peer())
                 );
             }
-        }
-        for ch in &channels {
-            ch.close().await;
         }
     }
 }

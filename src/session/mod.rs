@@ -44,7 +44,12 @@ const OUTPUT_QUEUE: usize = 64;
 
 /// How long a receiver waits for a leaving sender's last data before it
 /// closes the connection.
-const LAST_DATA_WAIT: Duration = Duration::from_secs(3);
+const LAST_DATA_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a sender that is done waits for its receivers to close first
+/// (see `Runner::leave`): a receiver waits up to `LAST_DATA_WAIT` for its
+/// reader before it closes.
+const LINGER: Duration = Duration::from_secs(8);
 
 /// Which machine a run loop drives.
 enum Machine {
@@ -102,7 +107,7 @@ struct Runner {
     fanout: Option<mpsc::Sender<fanout::Ctl>>,
     /// Receiver: where channel readers put messages.
     output: Option<mpsc::Sender<(String, Payload)>>,
-    readers: HashMap<String, JoinHandle<()>>,
+    readers: HashMap<String, Reader>,
     ever_connected: bool,
     /// Sender: the capture pipeline, asked for key frames as peers join.
     capture: Option<Arc<Capture>>,
@@ -282,8 +287,9 @@ impl Runner {
             // Receiver: let the reader take what the sender sent before it
             // left (its channel ends after the last message), then close.
             Some(reader) => {
+                reader.leaving.cancel();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(LAST_DATA_WAIT, reader).await;
+                    let _ = tokio::time::timeout(LAST_DATA_WAIT, reader.task).await;
                     if let Some(ch) = channel {
                         ch.close().await;
                     }
@@ -335,8 +341,9 @@ impl Runner {
                 } else if let Some(out) = &self.output {
                     let out = out.clone();
                     let counter = self.status.data_bytes.clone();
-                    let reader = tokio::spawn(read_channel(ch, out, counter));
-                    self.readers.insert(peer, reader);
+                    let leaving = tokio_util::sync::CancellationToken::new();
+                    let task = tokio::spawn(read_channel(ch, out, counter, leaving.clone()));
+                    self.readers.insert(peer, Reader { task, leaving });
                 }
             }
         }
@@ -348,6 +355,18 @@ impl Runner {
             SignalEvent::Connected { reconnect: true } => self.machine.reconnected(),
             SignalEvent::Connected { reconnect: false } => vec![],
             SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],
+            SignalEvent::IceServers(servers) => {
+                let urls: Vec<&str> = servers
+                    .iter()
+                    .flat_map(|s| s.urls.iter().map(String::as_str))
+                    .collect();
+                tracing::info!(
+                    "the relay handed us TURN credentials for {}",
+                    urls.join(", ")
+                );
+                self.rtc.set_issued_ice_servers(&servers);
+                vec![]
+            }
         };
         self.exec(actions).await;
     }
@@ -564,6 +583,45 @@ impl Runner {
         }
     }
 
+    /// A sender done with its input leaves: it tells every receiver first
+    /// and gives each up to `limit` to close the connection, which a
+    /// receiver does once it has read everything, then closes what is left.
+    /// Closing first lost the last lines a receiver still held: webrtc-rs
+    /// drops the messages it has read out of SCTP but not yet handed to the
+    /// application when the association is aborted (1,000 lines, loopback:
+    /// 100–300 lost in about one run in five; through a TURN relay in most).
+    async fn leave(&mut self, rtc_rx: &mut mpsc::Receiver<(String, RtcEvent)>, limit: Duration) {
+        let (closes, rest): (Vec<Action>, Vec<Action>) = self
+            .machine
+            .stop()
+            .into_iter()
+            .partition(|a| matches!(a, Action::ClosePeer { .. }));
+        let mut open: std::collections::HashSet<String> = closes
+            .iter()
+            .filter_map(|a| match a {
+                Action::ClosePeer { peer } => Some(peer.clone()),
+                _ => None,
+            })
+            .collect();
+        self.exec(rest).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        while !open.is_empty() {
+            match tokio::time::timeout_at(deadline, rtc_rx.recv()).await {
+                Ok(Some((peer, RtcEvent::Peer(PeerEvent::Failed(_))))) => {
+                    open.remove(&peer);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !open.is_empty() {
+            tracing::debug!("{} receiver(s) did not close within {limit:?}", open.len());
+        }
+        self.exec(closes).await;
+        self.signaling.close().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     /// Leaves the room: disposes every peer, tells the others, closes
     /// signaling after what was queued went out.
     async fn stop(&mut self) {
@@ -575,9 +633,46 @@ impl Runner {
     }
 }
 
-async fn read_channel(ch: Channel, out: mpsc::Sender<(String, Payload)>, counter: Arc<AtomicU64>) {
+/// A receiver's task that moves one sender's messages to stdout.
+struct Reader {
+    task: JoinHandle<()>,
+    /// Cancelled when the sender left: the task then ends once the channel
+    /// has been quiet for `QUIET` (see `read_channel`).
+    leaving: tokio_util::sync::CancellationToken,
+}
+
+/// A leaving sender's channel is read out once nothing came for this long.
+/// Long, because what webrtc-rs 0.21 held back while this receiver was
+/// behind (it parks the SCTP stream) moves again only at the connection's
+/// next timer, the 2 s ICE keep-alive: measured, 200 ms lost the tail of
+/// 1,000 lines in 4 runs of 10, 2.5 s in none of 8 (bench/NOTES.md).
+const QUIET: Duration = Duration::from_millis(2500);
+
+/// Moves `ch`'s messages to `out` until the channel ends, or, once the
+/// sender said it is leaving (`leaving`), until nothing came for `QUIET`.
+/// A sender leaves only when everything it sent was acknowledged, so what
+/// is still to come is already in this process; the sender keeps the
+/// connection open until we close it (`Runner::leave`).
+async fn read_channel(
+    ch: Channel,
+    out: mpsc::Sender<(String, Payload)>,
+    counter: Arc<AtomicU64>,
+    leaving: tokio_util::sync::CancellationToken,
+) {
     let peer = ch.peer().to_owned();
-    while let Some(p) = ch.recv().await {
+    loop {
+        let next = if leaving.is_cancelled() {
+            match tokio::time::timeout(QUIET, ch.recv()).await {
+                Ok(p) => p,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                p = ch.recv() => p,
+                () = leaving.cancelled() => continue,
+            }
+        };
+        let Some(p) = next else { break };
         counter.fetch_add(p.len() as u64, Ordering::Relaxed);
         if out.send((peer.clone(), p)).await.is_err() {
             break;
@@ -601,7 +696,11 @@ async fn connect_signaling(
 pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
-    let mut rtc = Rtc::new(&cfg.peer.ice_servers, false)?;
+    let mut rtc = Rtc::new(
+        &cfg.peer.ice_servers,
+        cfg.peer.signal_opts.ca_file.as_deref(),
+        false,
+    )?;
     let (capture, video) = match &cfg.media {
         Some(m) => {
             let (capture, video) = av::start_sender_media(m, &mut rtc, &id)?;
@@ -662,6 +761,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(TICK);
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
+    let mut left = false;
     loop {
         tokio::select! {
             Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
@@ -674,6 +774,8 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             }
             _ = &mut fanout => {
                 tracing::debug!("everything read from stdin was delivered");
+                runner.leave(&mut rtc_rx, LINGER).await;
+                left = true;
                 break;
             }
             Some(()) = recv_hangup(&mut hangup) => {
@@ -695,7 +797,9 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             () = &mut shutdown => break,
         }
     }
-    runner.stop().await;
+    if !left {
+        runner.stop().await;
+    }
     if let Some(c) = &runner.capture {
         use std::sync::atomic::Ordering::Relaxed;
         tracing::debug!(
@@ -714,7 +818,11 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
 pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
     let id = new_id();
     let reporter = Reporter::new("sender", cfg.peer.events, cfg.peer.events_file.as_deref())?;
-    let rtc = Rtc::new(&cfg.peer.ice_servers, true)?;
+    let rtc = Rtc::new(
+        &cfg.peer.ice_servers,
+        cfg.peer.signal_opts.ca_file.as_deref(),
+        true,
+    )?;
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
@@ -777,7 +885,14 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         }
     }
     // Let readers finish what their senders sent, then flush stdout.
-    let readers: Vec<JoinHandle<()>> = runner.readers.drain().map(|(_, r)| r).collect();
+    let readers: Vec<JoinHandle<()>> = runner
+        .readers
+        .drain()
+        .map(|(_, r)| {
+            r.leaving.cancel();
+            r.task
+        })
+        .collect();
     let closing = runner.peers.is_empty();
     if closing {
         for r in readers {

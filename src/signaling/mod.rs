@@ -72,6 +72,9 @@ pub enum SignalEvent {
     Disconnected { reason: String },
     /// The relay reported an error about something we sent.
     RelayError(String),
+    /// The relay handed us ICE servers with credentials of our own
+    /// (`p2p signal --turn-secret`): they replace any it sent before.
+    IceServers(Vec<crate::protocol::IceServerJson>),
 }
 
 #[derive(Debug)]

@@ -91,7 +91,11 @@ pub(super) async fn spawn(
 
 impl Driver {
     async fn attempt(&self) -> Attempt {
-        let mut request = match self.url.as_str().into_client_request() {
+        // Ask for ICE servers with credentials of our own (PROTOCOL.md §2):
+        // a relay with --turn-secret sends them first; others ignore this.
+        let mut url = self.url.clone();
+        url.query_pairs_mut().append_pair("ice", "1");
+        let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => return Attempt::Refused(e.to_string()),
         };
@@ -143,24 +147,8 @@ impl Driver {
         let Some(path) = &self.opts.ca_file else {
             return Ok(None);
         };
-        use rustls_pki_types::pem::PemObject as _;
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| format!("bad certificate in --ca-file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("bad certificate in --ca-file {}: {e}", path.display()))?;
-        }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Ok(Some(tokio_tungstenite::Connector::Rustls(
-            std::sync::Arc::new(config),
+            crate::tls::client_config(Some(path))?,
         )))
     }
 
@@ -301,6 +289,10 @@ impl Driver {
                     };
                     let event = match ServerFrame::parse(text.as_str()) {
                         Ok(ServerFrame::Message { ns, data }) => SignalEvent::Message { ns, data },
+                        Ok(ServerFrame::Ice { ice_servers, ttl }) => {
+                            tracing::debug!("the relay handed us ICE servers valid {ttl} s");
+                            SignalEvent::IceServers(ice_servers)
+                        }
                         Ok(ServerFrame::Error { error }) => {
                             tracing::warn!("relay says: {error}");
                             SignalEvent::RelayError(error)

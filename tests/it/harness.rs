@@ -209,12 +209,14 @@ impl Relay {
 
     /// A relay inside network namespace `netns`, listening on `listen`.
     pub async fn start_in(netns: &str, listen: &str) -> Self {
-        Self::started(Spawn::in_netns(
-            netns,
-            "relay",
-            &["signal", "--listen", listen],
-        ))
-        .await
+        Self::start_in_with(netns, listen, &[]).await
+    }
+
+    /// [`Relay::start_in`] with more options.
+    pub async fn start_in_with(netns: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["signal", "--listen", listen];
+        args.extend_from_slice(extra);
+        Self::started(Spawn::in_netns(netns, "relay", &args)).await
     }
 
     async fn started(spawn: Spawn) -> Self {
@@ -467,4 +469,40 @@ pub fn remove_leftover_netns() {
                 .status();
         }
     }
+}
+
+/// A self-signed certificate for `san` (e.g. `DNS:localhost,IP:127.0.0.1`),
+/// made with the openssl command line: (certificate, key) in `dir`.
+pub fn self_signed(dir: &std::path::Path, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=p2p test server",
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
 }

@@ -409,46 +409,10 @@ fn case_relay() -> CaseRelay {
     CaseRelay(child, line.trim().to_owned())
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, made with the
-/// openssl command line.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=p2p test relay",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl")
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
-}
-
 #[tokio::test]
 async fn serves_wss_with_a_certificate_and_clients_trust_it_with_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = self_signed(dir.path(), "DNS:localhost,IP:127.0.0.1");
     let relay = Relay::start_tls(&cert, &key).await;
     assert!(relay.url.starts_with("wss://"), "{}", relay.url);
     let ca = cert.to_str().unwrap();

@@ -9,6 +9,7 @@ mod channel;
 mod media;
 mod net;
 mod path;
+mod turn_tcp;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,6 +110,9 @@ const MIN_ESTIMATE: f64 = 100_000.0;
 /// Events queued from one connection's callbacks to the shared channel.
 const RTC_EVENTS_PER_PEER: usize = 128;
 
+/// How long ICE waits before it may take a relayed pair (see `settings`).
+const RELAY_ACCEPTANCE: Duration = Duration::from_millis(500);
+
 /// Commands queued for one peer: a handful per negotiation plus trickled
 /// candidates.
 const PEER_COMMANDS: usize = 128;
@@ -140,6 +144,15 @@ pub type Events = mpsc::Sender<(String, RtcEvent)>;
 /// Builds peer connections with the settings measured to work here.
 pub struct Rtc {
     ice_servers: Vec<RTCIceServer>,
+    /// Handed to us by the relay (`p2p signal --turn-secret`), used beside
+    /// the user's own.
+    issued: Vec<RTCIceServer>,
+    /// Loopback bridges to TURN servers over TCP or TLS, by URL (see
+    /// [`turn_tcp`]); the servers above name the bridge instead.
+    bridges: HashMap<String, turn_tcp::TurnBridge>,
+    /// Trust for `turns:` servers (`--ca-file`).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    ca_file: Option<std::path::PathBuf>,
     receives_media: bool,
     local: Option<LocalMedia>,
     /// What the sender sends at its best, bit/s: where each receiver's
@@ -151,8 +164,24 @@ pub struct Rtc {
 impl Rtc {
     /// `receives_media`: this side takes media in (a receiver), so it
     /// asks for lost packets and reports congestion; a sender only answers.
-    pub fn new(ice_servers: &[IceServer], receives_media: bool) -> anyhow::Result<Self> {
-        let ice_servers = ice_servers
+    /// `ca_file`: extra trust for `turns:` servers.
+    pub fn new(
+        ice_servers: &[IceServer],
+        ca_file: Option<&std::path::Path>,
+        receives_media: bool,
+    ) -> anyhow::Result<Self> {
+        let mut rtc = Self {
+            ice_servers: Vec::new(),
+            issued: Vec::new(),
+            bridges: HashMap::new(),
+            tls: None,
+            ca_file: ca_file.map(Into::into),
+            receives_media,
+            local: None,
+            send_bps: 0.0,
+            runtime: net::Net::runtime(),
+        };
+        let given = ice_servers
             .iter()
             .map(|s| RTCIceServer {
                 urls: vec![s.url.clone()],
@@ -160,21 +189,78 @@ impl Rtc {
                 credential: s.credential.clone().unwrap_or_default(),
             })
             .collect();
-        let rtc = Self {
-            ice_servers,
-            receives_media,
-            local: None,
-            send_bps: 0.0,
-            runtime: net::Net::runtime(),
-        };
+        rtc.ice_servers = rtc.bridged(given)?;
         // Fail at start, not at the first peer, on a bad setting.
         rtc.engines(&Default::default())?;
         Ok(rtc)
     }
 
+    /// ICE servers the relay handed us: peers created from now on use
+    /// them (with the user's `--ice-server`s); they replace earlier ones.
+    pub fn set_issued_ice_servers(&mut self, servers: &[crate::protocol::IceServerJson]) {
+        let issued = servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        match self.bridged(issued) {
+            Ok(issued) => self.issued = issued,
+            Err(e) => tracing::warn!("cannot use the ICE servers the relay handed us: {e:#}"),
+        }
+    }
+
+    /// `servers` with every TURN URL over TCP or TLS replaced by a loopback
+    /// bridge to it (one per URL, kept for later peers).
+    fn bridged(&mut self, servers: Vec<RTCIceServer>) -> anyhow::Result<Vec<RTCIceServer>> {
+        let mut out = Vec::with_capacity(servers.len());
+        for mut server in servers {
+            for url in &mut server.urls {
+                let Some(target) = turn_tcp::stream_server(url) else {
+                    continue;
+                };
+                if !self.bridges.contains_key(url.as_str()) {
+                    let transport = if target.tls {
+                        if self.tls.is_none() {
+                            let config = crate::tls::client_config(self.ca_file.as_deref())
+                                .map_err(anyhow::Error::msg)?;
+                            self.tls = Some(config);
+                        }
+                        let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+                            .map_err(|e| anyhow::anyhow!("bad TURN host in {url}: {e}"))?;
+                        turn_tcp::Transport::Tls {
+                            name,
+                            config: self.tls.clone().expect("set above"),
+                        }
+                    } else {
+                        turn_tcp::Transport::Tcp
+                    };
+                    let bridge = turn_tcp::TurnBridge::start(&target, transport).map_err(|e| {
+                        anyhow::anyhow!("cannot open a local port for TURN over TCP: {e}")
+                    })?;
+                    tracing::debug!(
+                        "TURN over {} to {} through {}",
+                        if target.tls { "TLS" } else { "TCP" },
+                        target.addr,
+                        bridge.local_addr()
+                    );
+                    self.bridges.insert(url.clone(), bridge);
+                }
+                let local = self.bridges[url.as_str()].local_addr();
+                *url = format!("turn:{local}?transport=udp");
+            }
+            out.push(server);
+        }
+        Ok(out)
+    }
+
     fn configuration(&self) -> RTCConfiguration {
+        let mut servers = self.ice_servers.clone();
+        servers.extend(self.issued.iter().cloned());
         RTCConfigurationBuilder::new()
-            .with_ice_servers(self.ice_servers.clone())
+            .with_ice_servers(servers)
             .build()
     }
 
@@ -274,6 +360,13 @@ impl Rtc {
             // Browsers that hide their addresses show up as peer-reflexive
             // candidates; accept them at once instead of after 1 s.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A working relay pair is taken after 0.5 s, as a server-
+            // reflexive one is, not after webrtc-rs's default 2 s: across
+            // symmetric NATs through coturn that wait was most of the time
+            // to connect (2.6 s → measured in bench/NOTES.md, "TURN"). A
+            // direct pair that works is found well within 0.5 s, and ranks
+            // above any relay pair anyway.
+            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE))
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED),
                 Some(ICE_FAILED),
