@@ -30,6 +30,12 @@
 //
 // Prints one JSON object on stdout: {chromium, runs: [{…ms}], page_load_ms}.
 // Needs playwright-core (tests/browser/node_modules) and /usr/bin/chromium.
+//
+// Across NATs (figure 7), A and B run in different network namespaces, so
+// in two processes against a relay started elsewhere (`--signal`):
+//   --role publish   page A only: prints {"ready":true} once it publishes,
+//                    then runs until SIGTERM
+//   --role receive   the measuring tab B only (`--runs` times, 1.5 s apart)
 
 import { parseArgs } from 'node:util';
 import path from 'node:path';
@@ -40,8 +46,13 @@ const { values: opt } = parseArgs({
     runs: { type: 'string', default: '10' },
     settle: { type: 'string', default: '2000' }, // ms the publisher runs before the first receiver
     timeout: { type: 'string', default: '30000' },
+    signal: { type: 'string', default: '' }, // a relay already running (else one is started)
+    room: { type: 'string', default: '' },
+    role: { type: 'string', default: 'both' }, // both | publish | receive
   },
 });
+const publishes = opt.role !== 'receive';
+const receives = opt.role !== 'publish';
 process.env.P2P_BIN = path.resolve(opt.p2p);
 const { Session } = await import('../tests/browser/harness.mjs');
 
@@ -158,14 +169,27 @@ async function measureInPage({ signal, room, timeoutMs }) {
 const s = new Session('bench-ttm');
 let failed = false;
 try {
-  await s.relay(['-q']);
-  const room = `ttm-${process.pid}`;
-  await s.browserStart();
-  const pub = await s.page(s.pageUrl(room, { nick: 'bench-cam' }), 'publisher');
-  await pub.click('#publish');
-  await s.waitFor(() => pub.evaluate(() => !!window.p2pApp.stream && !!window.p2pApp.sender), 15000,
-    'the fake camera to start');
-  await sleep(Number(opt.settle));
+  if (opt.signal) s.relayUrl = opt.signal.replace(/\/$/, '');
+  else await s.relay(['-q']);
+  const room = opt.room || `ttm-${process.pid}`;
+  const page = new URL(s.relayUrl.replace(/^ws/, 'http'));
+  await s.browserStart({ allowHosts: [page.hostname], secureOrigins: [page.origin] });
+  let pub = null;
+  if (publishes) {
+    pub = await s.page(s.pageUrl(room, { nick: 'bench-cam' }), 'publisher');
+    await pub.click('#publish');
+    await s.waitFor(() => pub.evaluate(() => !!window.p2pApp.stream && !!window.p2pApp.sender), 15000,
+      'the fake camera to start');
+    await sleep(Number(opt.settle));
+  }
+  if (!receives) {
+    console.log(JSON.stringify({ ready: true }));
+    await new Promise((resolve) => {
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
+    });
+    throw Object.assign(new Error('stopped'), { quiet: true });
+  }
 
   const out = [];
   const loads = [];
@@ -188,10 +212,19 @@ try {
       driver.close();
     });
     await page.close();
-    // The publisher has dropped this receiver before the next one comes.
-    await s.waitFor(() => pub.evaluate(() => window.p2pApp.sender.peers.size === 0), 30000,
-      'the publisher to drop the receiver');
-    await sleep(300);
+    // The publisher has dropped this receiver before the next one comes
+    // (in another process: give it the time it takes here).
+    if (pub) {
+      await s.waitFor(() => pub.evaluate(() => window.p2pApp.sender.peers.size === 0), 30000,
+        'the publisher to drop the receiver');
+      await sleep(300);
+    } else {
+      await sleep(1500);
+    }
+  }
+  if (!pub) {
+    console.log(JSON.stringify({ runs: out, page_load_ms: loads }));
+    throw Object.assign(new Error('done'), { quiet: true });
   }
   const cdp = await s.context.newCDPSession(pub);
   const { product } = await cdp.send('Browser.getVersion');
@@ -203,8 +236,10 @@ try {
     page_load_ms: loads,
   }));
 } catch (e) {
-  failed = true;
-  console.error(e?.stack || String(e));
+  if (!e?.quiet) {
+    failed = true;
+    console.error(e?.stack || String(e));
+  }
 } finally {
   await s.close();
 }

@@ -167,6 +167,63 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
+class Internet:
+    """Two homes behind NATs and a public network, in network namespaces, as
+    tests/it/nat.rs builds them (see there): hostA ─ routerA ─ public ─
+    routerB ─ hostB, the public side's default route into "beyond"."""
+
+    def __init__(self, nat, block_udp=False):
+        tag = uuid.uuid4().hex[:6]
+        self.ns = {k: f"p2pbench{k}-{tag}" for k in ("public", "router_a", "router_b", "host_a", "host_b",
+                                                     "beyond")}
+        try:
+            self._build(nat, block_udp)
+        except Exception:
+            self.close()
+            raise
+
+    def _ip(self, *args):
+        subprocess.run(["ip", *args], check=True, stdout=subprocess.DEVNULL)
+
+    def _build(self, nat, block_udp):
+        n = self.ns
+        for name in n.values():
+            self._ip("netns", "add", name)
+            self._ip("-n", name, "link", "set", "lo", "up")
+        links = [(("public", "upa", "10.240.0.1/24"), ("router_a", "wan", "10.240.0.2/24")),
+                 (("public", "upb", "10.241.0.1/24"), ("router_b", "wan", "10.241.0.2/24")),
+                 (("router_a", "lan", "10.250.1.1/24"), ("host_a", "eth", "10.250.1.2/24")),
+                 (("router_b", "lan", "10.250.2.1/24"), ("host_b", "eth", "10.250.2.2/24")),
+                 (("public", "isp", "10.239.0.1/24"), ("beyond", "edge", "10.239.0.2/24"))]
+        for (a, ia, aa), (b, ib, ab) in links:
+            self._ip("link", "add", ia, "netns", n[a], "type", "veth", "peer", "name", ib, "netns", n[b])
+            for ns, dev, addr in ((a, ia, aa), (b, ib, ab)):
+                self._ip("-n", n[ns], "addr", "add", addr, "dev", dev)
+                self._ip("-n", n[ns], "link", "set", dev, "up")
+        for ns in ("public", "router_a", "router_b"):
+            subprocess.run(["ip", "netns", "exec", n[ns], "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        for ns, via in (("router_a", "10.240.0.1"), ("router_b", "10.241.0.1"), ("host_a", "10.250.1.1"),
+                        ("host_b", "10.250.2.1"), ("public", "10.239.0.2")):
+            self._ip("-n", n[ns], "route", "add", "default", "via", via)
+        flags = "random,fully-random" if nat == "symmetric" else ""
+        drop_udp = 'iifname "lan" meta l4proto udp drop\n' if block_udp else ""
+        rules = (f'table ip nat {{\nchain post {{ type nat hook postrouting priority srcnat; '
+                 f'oifname "wan" masquerade {flags}; }}\n}}\n'
+                 f'table inet filter {{\nchain fw {{ type filter hook forward priority 0; policy drop;\n'
+                 f'{drop_udp}iifname "lan" accept\nct state established,related accept\n}}\n'
+                 f'chain inp {{ type filter hook input priority 0; policy accept;\n'
+                 f'iifname "wan" ct state new drop\n}}\n}}\n')
+        for ns in ("router_a", "router_b"):
+            subprocess.run(["ip", "netns", "exec", n[ns], "nft", "-f", "-"], input=rules, text=True, check=True)
+
+    def exec(self, ns, args):
+        return ["ip", "netns", "exec", self.ns[ns], *args]
+
+    def close(self):
+        for name in self.ns.values():
+            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -556,6 +613,93 @@ class Bench:
                  baseline=base("decoded", "(Chromium, first video frame decoded)"),
                  ratio=ratio(m["keyframe"], "decoded"))
 
+    # ------------------------------------------------------------ (7) across NATs
+
+    def across_nats(self):
+        """Time to connect across two NATs (the topology of tests/it/nat.rs),
+        through Debian's coturn, p2p next to Chromium in the same topology with
+        the same servers: both get them from the relay (`--turn-secret`)."""
+        runs = 3 if self.quick else 10
+        secret = uuid.uuid4().hex
+        cases = [
+            ("cone NATs, STUN", "cone", False, "stun:10.240.0.1:3478", False),
+            ("symmetric NATs, TURN over UDP", "symmetric", False, "turn:10.240.0.1:3478", True),
+            ("symmetric NATs, UDP dropped, TURN over TCP", "symmetric", True,
+             "turn:10.240.0.1:3478?transport=tcp", True),
+        ]
+        self.raw["across_nats"] = {}
+        for label, nat, block_udp, server, relayed in cases:
+            net = Internet(nat, block_udp)
+            try:
+                conf = os.path.join(self.tmp, "turnserver.conf")
+                with open(conf, "w") as f:
+                    f.write("listening-ip=10.240.0.1\nrelay-ip=10.240.0.1\nlistening-port=3478\n"
+                            f"realm=p2p.bench\nuse-auth-secret\nstatic-auth-secret={secret}\n"
+                            f"fingerprint\nno-cli\nno-tls\nno-dtls\nuserdb={self.tmp}/turndb\n"
+                            f"pidfile={self.tmp}/turnserver.pid\nlog-file=stdout\nsimple-log\n")
+                spawn(net.exec("public", ["turnserver", "-c", conf]),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                relay = spawn(net.exec("public", [self.p2p, "signal", "--listen", "10.240.0.1:0", "-q",
+                                                  "--turn-secret", secret, "--turn-url", server]),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                url = relay.stdout.readline().strip()
+                room = f"nat-{uuid.uuid4().hex[:8]}"
+                p2p = self.nat_connect_times(net, url, room, runs)
+                chromium = self.nat_connect_times_chromium(net, url, room + "-c", runs)
+            finally:
+                cleanup()
+                net.close()
+            m = median([r["connect"] for r in p2p])
+            c = median([r["connect"] for r in chromium])
+            paths = sorted({r["path"] for r in p2p})
+            self.raw["across_nats"][label] = dict(p2p=p2p, chromium=chromium)
+            log(f"  {label}: p2p {m:.0f} ms ({', '.join(paths)}), Chromium {c:.0f} ms")
+            ok = all(("relay" in r["path"]) == relayed for r in p2p)
+            self.row("7 across NATs",
+                     f"→ connected, {label} (median of {runs}, from spawning `p2p receive`; "
+                     f"path {', '.join(paths)})",
+                     f"{m:.0f} ms", "",
+                     baseline=f"{c:.0f} ms (Chromium ↔ Chromium, same topology and servers)",
+                     ratio=m / c if c else None,
+                     target="relayed" if relayed else "direct", met=ok)
+
+    def nat_connect_times(self, net, url, room, runs):
+        sev = os.path.join(self.tmp, f"{room}.sender")
+        spawn(net.exec("host_a", [self.p2p, "send", "--test-source", "--layers", "1", "--room", room,
+                                  "--signal", url, "-q", "--events-file", sev]))
+        wait_for(lambda: any(e.get("event") == "start" for e in read_events(sev)), 30, "sender start")
+        time.sleep(2)
+        rows = []
+        for i in range(runs):
+            ev = os.path.join(self.tmp, f"{room}.r{i}")
+            t_spawn = time.time() * 1000
+            recv = spawn(net.exec("host_b", [self.p2p, "receive", "--room", room, "--signal", url, "-q",
+                                             "--events-file", ev]), stdout=subprocess.DEVNULL)
+            evs = wait_for(lambda: (lambda e: e if any(x.get("event") == "connect" for x in e) else None)(
+                read_events(ev)), 30, "connect across the NATs")
+            stop(recv)
+            c = next(e for e in evs if e.get("event") == "connect")
+            path = c.get("path") or {}
+            kind = f"{path.get('local', {}).get('type')}↔{path.get('remote', {}).get('type')}"
+            rows.append(dict(connect=c["ts"] - t_spawn, path=kind))
+            wait_for(lambda: sum(1 for e in read_events(sev) if e.get("event") == "dispose") > i,
+                     30, "the sender to drop the receiver")
+            time.sleep(0.3)
+        return rows
+
+    def nat_connect_times_chromium(self, net, url, room, runs):
+        script = os.path.join(ROOT, "bench", "chromium_ttm.mjs")
+        pub = spawn(net.exec("host_a", ["node", script, "--signal", url, "--room", room,
+                                        "--role", "publish"]), stdout=subprocess.PIPE, text=True)
+        line = pub.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"the Chromium publisher did not start: {line!r}")
+        res = self.run_json(net.exec("host_b", ["node", script, "--signal", url, "--room", room,
+                                                "--role", "receive", "--runs", str(runs)]),
+                            timeout=60 + 20 * runs)
+        stop(pub, signal.SIGTERM)
+        return [dict(connect=r["connect"]) for r in res["runs"]]
+
     # ------------------------------------------------------------ (2) fan-out
 
     def fanout(self):
@@ -784,6 +928,7 @@ class Bench:
             "2": ("2 fan-out", self.fanout),
             "3": ("3 capture-to-receiver latency", self.capture_latency),
             "6": ("6 memory", self.memory),
+            "7": ("7 across NATs", self.across_nats),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -877,7 +1022,7 @@ def main():
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--dc-loopback", default=None)
-    ap.add_argument("--only", default="4,5,1,2,3,6")
+    ap.add_argument("--only", default="4,5,1,2,3,6,7")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/patch-deps.sh
 cargo build --bins
+# Before the Rust tests: tests/it/nat.rs drives a page through it too.
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 # The constrained-link tests run alone afterwards: each encodes 720p in
 # three layers, and beside other tests on a 2-core machine their frame
 # rates would measure the machine, not the network.
 cargo test --all-targets -- --test-threads=2 --skip bandwidth:: "$@"
 cargo test --test it bandwidth:: -- --test-threads=1 "$@"
-npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 P2P_BIN="$PWD/target/debug/p2p" node --test --test-concurrency=1 tests/browser/

@@ -6,7 +6,8 @@ use tracing_subscriber::EnvFilter;
 /// `-q` only errors. `RUST_LOG` overrides all of it.
 pub fn init(verbose: u8, quiet: bool) {
     let default = if quiet {
-        "error"
+        // webrtc-rs's own "errors" are its routine chatter (see below).
+        "p2p=error,webrtc=off,rtc=off,error"
     } else {
         match verbose {
             // webrtc-rs (the `webrtc` layer and its `rtc*` core crates)

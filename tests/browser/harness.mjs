@@ -118,7 +118,12 @@ export class Session {
     return `${base}/?${q}`;
   }
 
-  async browserStart({ fakeUi = '--use-fake-ui-for-media-stream' } = {}) {
+  /**
+   * `allowHosts`: hosts besides localhost the browser may reach (nothing else
+   * resolves). `secureOrigins`: plain-http origins to treat as secure (the
+   * camera needs a secure context; only localhost is one by default).
+   */
+  async browserStart({ fakeUi = '--use-fake-ui-for-media-stream', allowHosts = [], secureOrigins = [] } = {}) {
     const userDataDir = path.join(this.tmp, 'chromium-profile');
     mkdirSync(userDataDir, { recursive: true });
     this.context = await chromium.launchPersistentContext(userDataDir, {
@@ -136,11 +141,13 @@ export class Session {
         '--disable-sync',
         '--use-fake-device-for-media-stream',
         fakeUi,
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
+        `--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1${
+          allowHosts.map((h) => `, EXCLUDE ${h}`).join('')}`,
         // Never multicast mDNS: host candidates as plain addresses.
         '--disable-features=WebRtcHideLocalIpsWithMdns',
         '--allow-loopback-in-peer-connection',
         '--autoplay-policy=no-user-gesture-required',
+        ...(secureOrigins.length ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`] : []),
       ],
     });
     return this.context;

@@ -528,9 +528,22 @@ async fn relayed_over_a_stream(turn_url: &str, tls: bool, room: &str) {
     wait_for(&tx, &rx, CHANNEL).await;
     tx.write_stdin(b"over a stream\n").await;
     assert_eq!(rx.line().await, "over a stream");
+    // The path says so: a local relay candidate that reaches coturn over
+    // TCP or TLS.
+    let want = if tls { "tls" } else { "tcp" };
     for p in [&tx, &rx] {
-        assert!(relayed(p), "{}: path {}", p.name, connect_path(p));
+        let path = connect_path(p);
+        assert!(relayed(p), "{}: path {path}", p.name);
+        if path["local"]["type"] == "relay" {
+            assert_eq!(path["local"]["relay_protocol"], want, "{}: {path}", p.name);
+        }
     }
+    assert!(
+        [&tx, &rx]
+            .iter()
+            .any(|p| connect_path(p)["local"]["type"] == "relay"),
+        "neither side used its own relay"
+    );
 }
 
 #[tokio::test]
@@ -543,4 +556,61 @@ async fn turn_over_tcp_gets_through_a_firewall_that_drops_udp() {
 async fn turn_over_tls_with_a_self_signed_certificate_and_ca_file() {
     let url = format!("turns:{TURN_USER}@{PUBLIC_A}:{TLS_PORT}");
     relayed_over_a_stream(&url, true, "tls").await;
+}
+
+#[tokio::test]
+async fn a_browser_behind_a_symmetric_nat_watches_with_credentials_from_the_relay() {
+    let net = Internet::new(Nat::Symmetric);
+    let _turn = Coturn::start(&net.public, Auth::Secret);
+    let turn_url = format!("turn:{PUBLIC_A}:{STUN_PORT}");
+    let relay = Relay::start_in_with(
+        &net.public,
+        &format!("{PUBLIC_A}:0"),
+        &["--turn-secret", TURN_SECRET, "--turn-url", &turn_url],
+    )
+    .await;
+    let _tx = peer(
+        &net.host_a,
+        "sender",
+        &relay,
+        "send",
+        "page",
+        &["--test-source"],
+    )
+    .spawn();
+
+    // Our page in headless Chromium behind the other NAT, with no ICE
+    // server of its own: it gets TURN credentials from the relay.
+    let page = format!("{}/?room=page&nick=viewer", relay.http_url());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch-page.mjs");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", &net.host_b, "node", script, &page])
+            .output(),
+    )
+    .await
+    .expect("the page did not finish in 120 s")
+    .expect("run node (tests/browser needs `npm ci`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("the page behind the NAT: {result}");
+    assert!(out.status.success(), "the page failed: {result}");
+    assert!(result["issued"].as_u64() >= Some(1), "{result}");
+    assert!(
+        result["local"] == "relay" || result["remote"] == "relay",
+        "not relayed: {result}"
+    );
+    // 3 s of video: at least 10 frames a second decoded, with a size.
+    assert!(result["frames"].as_u64() >= Some(30), "{result}");
+    assert!(result["width"].as_u64() > Some(0), "{result}");
 }

@@ -110,8 +110,10 @@ const MIN_ESTIMATE: f64 = 100_000.0;
 /// Events queued from one connection's callbacks to the shared channel.
 const RTC_EVENTS_PER_PEER: usize = 128;
 
-/// How long ICE waits before it may take a relayed pair (see `settings`).
-const RELAY_ACCEPTANCE: Duration = Duration::from_millis(500);
+/// How long ICE waits before it may take a server-reflexive or a relayed
+/// pair (see `settings`).
+const SRFLX_ACCEPTANCE: Duration = Duration::from_millis(100);
+const RELAY_ACCEPTANCE: Duration = Duration::from_millis(250);
 
 /// Commands queued for one peer: a handful per negotiation plus trickled
 /// candidates.
@@ -248,8 +250,7 @@ impl Rtc {
                     );
                     self.bridges.insert(url.clone(), bridge);
                 }
-                let local = self.bridges[url.as_str()].local_addr();
-                *url = format!("turn:{local}?transport=udp");
+                *url = self.bridges[url.as_str()].engine_url();
             }
             out.push(server);
         }
@@ -360,12 +361,15 @@ impl Rtc {
             // Browsers that hide their addresses show up as peer-reflexive
             // candidates; accept them at once instead of after 1 s.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            // A working relay pair is taken after 0.5 s, as a server-
-            // reflexive one is, not after webrtc-rs's default 2 s: across
-            // symmetric NATs through coturn that wait was most of the time
-            // to connect (2.6 s → measured in bench/NOTES.md, "TURN"). A
-            // direct pair that works is found well within 0.5 s, and ranks
-            // above any relay pair anyway.
+            // A working server-reflexive pair is taken 0.1 s after ICE
+            // starts, a relayed one after 0.25 s, not after webrtc-rs's
+            // defaults of 0.5 s and 2 s: across NATs those waits were most
+            // of the time to connect (bench/NOTES.md, "TURN"; Chromium does
+            // not wait at all). A host pair that works is found within
+            // milliseconds on one network, and a relayed pair needs an
+            // allocation and a permission first, so a better pair that
+            // works has almost always been found by then.
+            .with_srflx_acceptance_min_wait(Some(SRFLX_ACCEPTANCE))
             .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE))
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED),
@@ -453,6 +457,12 @@ impl Rtc {
             unmuted,
             shared,
             pending,
+            relays: Arc::new(
+                self.bridges
+                    .values()
+                    .map(|b| (b.local_addr().to_string(), b.transport_name()))
+                    .collect(),
+            ),
         };
         tokio::spawn(driver.run(rx, states));
         Ok(PeerHandle { tx, muted })
@@ -676,6 +686,9 @@ struct Driver {
     shared: Shared,
     /// The sender's tracks, until the answer says how to send them.
     pending: Option<PendingTracks>,
+    /// How each TURN bridge reaches its server, by its loopback address,
+    /// for the path report.
+    relays: Arc<path::RelayTransports>,
 }
 
 /// A connection that never came up is explained when it is closed after
@@ -699,7 +712,7 @@ impl Driver {
                 Some(state) = states.recv() => {
                     let up = state == RTCPeerConnectionState::Connected;
                     if up || !connected {
-                        let summary = path::summarize(&*self.pc).await;
+                        let summary = path::summarize(&*self.pc, &self.relays).await;
                         let event = if up {
                             PeerEvent::Connected
                         } else {
@@ -718,7 +731,7 @@ impl Driver {
             let result = match cmd {
                 Command::Close => {
                     if !connected && started.elapsed() >= EXPLAIN_AFTER {
-                        let summary = path::summarize(&*self.pc).await;
+                        let summary = path::summarize(&*self.pc, &self.relays).await;
                         if summary.gathered() {
                             let ice = (self.peer.clone(), RtcEvent::Ice(summary));
                             let _ = self.unmuted.send(ice).await;

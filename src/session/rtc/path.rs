@@ -14,11 +14,49 @@ struct End {
     typ: String,
     protocol: String,
     address: String,
+    /// A local relay candidate: how it reaches its TURN server (udp, tcp,
+    /// tls).
+    relay: Option<String>,
 }
 
 impl End {
     fn kind(&self) -> String {
-        format!("{}/{}", self.typ, self.protocol)
+        match &self.relay {
+            Some(t) if t != "udp" => format!("{}/{} (TURN over {t})", self.typ, self.protocol),
+            _ => format!("{}/{}", self.typ, self.protocol),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut v = json!({"type": self.typ, "protocol": self.protocol, "address": self.address});
+        if let Some(t) = &self.relay {
+            v["relay_protocol"] = json!(t);
+        }
+        v
+    }
+}
+
+/// How each TURN bridge reaches its server (`tcp`, `tls`), by the
+/// `HOST:PORT` webrtc-rs was given for it (see `turn_tcp`).
+pub(super) type RelayTransports = std::collections::HashMap<String, &'static str>;
+
+/// How a local relay candidate gathered through `url` reaches its server.
+fn relay_transport(url: &str, bridges: &RelayTransports) -> String {
+    let server = url
+        .split_once(':')
+        .map_or("", |(_, rest)| rest)
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if let Some(t) = bridges.get(server) {
+        return (*t).to_owned();
+    }
+    if url.starts_with("turns:") {
+        "tls".into()
+    } else if url.contains("transport=tcp") {
+        "tcp".into()
+    } else {
+        "udp".into()
     }
 }
 
@@ -35,7 +73,7 @@ pub struct IceSummary {
     selected: Option<(End, End, Option<f64>)>,
 }
 
-pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
+pub(super) async fn summarize(pc: &dyn PeerConnection, bridges: &RelayTransports) -> IceSummary {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     // Candidates by the id a pair names them with (their stats id less
     // its `RTCLocalIceCandidate_`/`RTCRemoteIceCandidate_` prefix).
@@ -48,10 +86,13 @@ pub(super) async fn summarize(pc: &dyn PeerConnection) -> IceSummary {
             _ => continue,
         };
         let address = c.address.clone().unwrap_or_default();
+        let typ = c.candidate_type.to_string();
+        let relay = (side && typ == "relay").then(|| relay_transport(&c.url, bridges));
         let end = End {
-            typ: c.candidate_type.to_string(),
+            typ,
             protocol: c.protocol.clone(),
             address: format!("{address}:{}", c.port),
+            relay,
         };
         if !address.starts_with("127.") && address != "::1" {
             let counts = if side { &mut s.local } else { &mut s.remote };
@@ -124,8 +165,8 @@ impl IceSummary {
     pub fn path_json(&self) -> Option<Value> {
         let (l, r, rtt) = self.selected.as_ref()?;
         Some(json!({
-            "local": {"type": l.typ, "protocol": l.protocol, "address": l.address},
-            "remote": {"type": r.typ, "protocol": r.protocol, "address": r.address},
+            "local": l.json(),
+            "remote": r.json(),
             "rtt_ms": rtt,
         }))
     }
@@ -224,6 +265,7 @@ mod tests {
             typ: typ.into(),
             protocol: "udp".into(),
             address: "10.0.0.1:1".into(),
+            relay: None,
         };
         let s = IceSummary {
             selected: Some((end("srflx"), end("relay"), Some(12.34))),
@@ -235,5 +277,27 @@ mod tests {
         );
         assert_eq!(s.path_json().unwrap()["remote"]["type"], "relay");
         assert!(IceSummary::default().path().is_none());
+    }
+
+    #[test]
+    fn a_relay_says_how_it_reaches_its_turn_server() {
+        let bridges: RelayTransports = [("127.0.0.1:5000".to_owned(), "tls")].into();
+        assert_eq!(
+            relay_transport("turn:127.0.0.1:5000?transport=udp", &bridges),
+            "tls"
+        );
+        assert_eq!(relay_transport("turn:10.0.0.1:3478", &bridges), "udp");
+        assert_eq!(
+            relay_transport("turn:10.0.0.1:3478?transport=tcp", &bridges),
+            "tcp"
+        );
+        let relayed = End {
+            typ: "relay".into(),
+            protocol: "udp".into(),
+            address: "10.0.0.1:50000".into(),
+            relay: Some("tcp".into()),
+        };
+        assert_eq!(relayed.kind(), "relay/udp (TURN over tcp)");
+        assert_eq!(relayed.json()["relay_protocol"], "tcp");
     }
 }

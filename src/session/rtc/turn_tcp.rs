@@ -94,6 +94,7 @@ pub fn stream_server(url: &str) -> Option<StreamServer> {
 /// Stops when dropped.
 pub struct TurnBridge {
     local: SocketAddr,
+    tls: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -110,13 +111,28 @@ impl TurnBridge {
         std.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std)?);
         let local = socket.local_addr()?;
+        let tls = matches!(transport, Transport::Tls { .. });
         let task = tokio::spawn(accept(socket, server.addr.clone(), transport));
-        Ok(Self { local, task })
+        Ok(Self { local, tls, task })
     }
 
     /// Where the engine sends its TURN datagrams.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The TURN URL the engine is given in place of the server's.
+    pub fn engine_url(&self) -> String {
+        format!("turn:{}?transport=udp", self.local)
+    }
+
+    /// How the bridge reaches the server: `tcp` or `tls`.
+    pub fn transport_name(&self) -> &'static str {
+        if self.tls {
+            "tls"
+        } else {
+            "tcp"
+        }
     }
 }
 
