@@ -12,7 +12,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
-use super::{chain, make, set, MediaError, MediaKind, TrackSpec, VideoCodec};
+use super::{chain, make, set, KeyframeReason, MediaError, MediaKind, TrackSpec, VideoCodec};
 
 /// RTP packets queued between GStreamer's streaming thread and the task
 /// that writes them to the peer connections: about half a second of 720p
@@ -30,6 +30,14 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 /// (measured at 300 kbit/s: the smallest layer grew from 150 to 300
 /// kbit/s, and nothing was ever decoded).
 const KEYFRAME_INTERVAL_BUSY: Duration = Duration::from_secs(1);
+
+/// One layer's key-frame requests that were passed on to its encoder.
+#[derive(Debug, Clone, Copy, Default)]
+struct Keyframes {
+    last: Option<Instant>,
+    /// The two latest repairs, older first.
+    repairs: [Option<Instant>; 2],
+}
 
 /// Payload sizes that fit any path's MTU after SRTP and UDP/IP headers.
 const RTP_MTU: u32 = 1200;
@@ -151,7 +159,7 @@ pub struct Capture {
     /// One per layer, best first.
     video_sinks: Vec<gst_app::AppSink>,
     /// Per layer: the last key frame request answered, and the one before.
-    last_keyframe: Mutex<Vec<(Option<Instant>, Option<Instant>)>>,
+    last_keyframe: Mutex<Vec<Keyframes>>,
     layers: Vec<Layer>,
     pub stats: Arc<CaptureStats>,
 }
@@ -271,7 +279,7 @@ impl Capture {
         Ok((
             Self {
                 pipeline,
-                last_keyframe: Mutex::new(vec![(None, None); video_sinks.len()]),
+                last_keyframe: Mutex::new(vec![Keyframes::default(); video_sinks.len()]),
                 video_sinks,
                 layers,
                 stats,
@@ -286,15 +294,20 @@ impl Capture {
     }
 
     /// Asks one layer's encoder for a key frame, at most once per
-    /// [`KEYFRAME_INTERVAL`]. Returns whether one was requested.
-    pub fn request_keyframe(&self, layer: usize) -> bool {
+    /// [`KEYFRAME_INTERVAL`], or per [`KEYFRAME_INTERVAL_BUSY`] for repairs
+    /// while repairs keep coming. A receiver that joins is not made to wait
+    /// for others' repairs (it was: ~600 ms to a first picture whenever
+    /// another receiver had joined in the last two seconds). Returns
+    /// whether one was requested.
+    pub fn request_keyframe(&self, layer: usize, reason: KeyframeReason) -> bool {
         let Some(sink) = self.video_sinks.get(layer) else {
             return false;
         };
         {
-            let mut last = self.last_keyframe.lock().unwrap_or_else(|e| e.into_inner());
-            let (last, before) = &mut last[layer];
-            let busy = before.is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL_BUSY * 2);
+            let mut state = self.last_keyframe.lock().unwrap_or_else(|e| e.into_inner());
+            let Keyframes { last, repairs } = &mut state[layer];
+            let busy = reason == KeyframeReason::Repair
+                && repairs[0].is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL_BUSY * 2);
             let gap = if busy {
                 KEYFRAME_INTERVAL_BUSY
             } else {
@@ -303,8 +316,11 @@ impl Capture {
             if last.is_some_and(|t| t.elapsed() < gap) {
                 return false;
             }
-            *before = *last;
-            *last = Some(Instant::now());
+            let now = Instant::now();
+            *last = Some(now);
+            if reason == KeyframeReason::Repair {
+                *repairs = [repairs[1], Some(now)];
+            }
         }
         let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)

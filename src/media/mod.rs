@@ -10,6 +10,17 @@ use std::fmt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+/// Why a key frame is asked for: the encoder answers a receiver that is
+/// starting (or switching layers) at once, and throttles one whose
+/// decoder keeps losing frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeReason {
+    /// A receiver's first picture, or its first at a new layer.
+    Join,
+    /// A receiver lost a frame it could not repair (PLI/FIR).
+    Repair,
+}
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::latency::Latency;
 use super::report::Reporter;
-use super::rtc::{short, PeerHandle, RemoteTrack, Rtc, TrackWriter};
+use super::rtc::{short, OnKeyframe, PeerHandle, RemoteTrack, Rtc, TrackWriter};
 use crate::media::capture::{Capture, CaptureConfig};
 use crate::media::record::{RecordConfig, Recorder, TrackInput};
 use crate::media::MediaKind;
@@ -41,10 +41,10 @@ pub fn start_sender_media(
     let (capture, outputs) = Capture::start(cfg)?;
     let capture = Arc::new(capture);
     let weak = Arc::downgrade(&capture);
-    let on_keyframe: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |layer| {
+    let on_keyframe: OnKeyframe = Arc::new(move |layer, reason| {
         if let Some(c) = weak.upgrade() {
-            if c.request_keyframe(layer) {
-                tracing::debug!("key frame requested for layer {layer}");
+            if c.request_keyframe(layer, reason) {
+                tracing::debug!("key frame requested for layer {layer} ({reason:?})");
             }
         }
     });

@@ -315,9 +315,9 @@ impl Runner {
             RtcEvent::Peer(pe) => {
                 if pe == PeerEvent::Connected {
                     if let Some(c) = &self.capture {
-                        // A new receiver starts decoding at once (at the
-                        // best layer, until its feedback says otherwise).
-                        c.request_keyframe(0);
+                        // No key frame yet: one now would come before the
+                        // receiver's track is bound and be wasted. Its first
+                        // PLI (or, with layers, its forwarder) asks for one.
                         c.dump_graph(&format!("p2p-send-{}-peers", self.peers.len()));
                     }
                 }

@@ -26,9 +26,13 @@ use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::{short, Events, RtcEvent};
-use crate::media::{MediaKind, TrackSpec};
+use super::{short, Events, OnKeyframe, RtcEvent};
+use crate::media::{KeyframeReason, MediaKind, TrackSpec};
 use crate::session::simulcast::{self, Chooser, Forward, Forwarder};
+
+/// How long after a receiver's track is bound its key-frame requests count
+/// as its start, not as repairs (see `KeyframeReason`).
+const JOINING: Duration = Duration::from_secs(2);
 
 /// The header extension that carries when a frame was captured
 /// (webrtc.org's abs-capture-time; Chromium reads it too).
@@ -172,10 +176,19 @@ impl LocalMedia {
             let (track2, on_keyframe) = (track.clone(), writer.on_keyframe.clone());
             let layer2 = layer.clone();
             tokio::spawn(async move {
+                // A receiver's requests in its first seconds are its start
+                // (a decoder, or a recorder, with nothing to begin with
+                // yet); later ones are repairs.
+                let joined = Instant::now();
                 // Ends when the connection closes (the track is unbound).
                 while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track2.poll().await {
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        on_keyframe(layer2.load(Ordering::Relaxed));
+                        let reason = if joined.elapsed() < JOINING {
+                            KeyframeReason::Join
+                        } else {
+                            KeyframeReason::Repair
+                        };
+                        on_keyframe(layer2.load(Ordering::Relaxed), reason);
                     }
                 }
             });
@@ -291,7 +304,7 @@ pub struct TrackWriter {
     targets: Arc<RwLock<Vec<f64>>>,
     meter: Arc<Mutex<LayerMeter>>,
     /// Asks a layer's encoder for a key frame.
-    on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
+    on_keyframe: OnKeyframe,
     /// What the other tracks (audio) take from each path, in bit/s.
     others_bps: f64,
 }
@@ -347,11 +360,7 @@ impl LayerMeter {
 
 impl TrackWriter {
     /// `targets`: each layer's encoder target in bit/s, best first.
-    pub(super) fn new(
-        targets: Vec<f64>,
-        on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
-        others_bps: f64,
-    ) -> Self {
+    pub(super) fn new(targets: Vec<f64>, on_keyframe: OnKeyframe, others_bps: f64) -> Self {
         let layers = targets.len().max(1);
         Self {
             bindings: Bindings::default(),
@@ -515,7 +524,7 @@ impl TrackWriter {
         }
         if s.forwarder.waiting() && p.header.marker {
             // Once per frame until it comes; the encoder rate-limits.
-            (self.on_keyframe)(s.chooser.layer());
+            (self.on_keyframe)(s.chooser.layer(), KeyframeReason::Join);
         }
         decision
     }

@@ -119,6 +119,9 @@ const RELAY_ACCEPTANCE: Duration = Duration::from_millis(250);
 /// candidates.
 const PEER_COMMANDS: usize = 128;
 
+/// Asks the encoder of a video layer for a key frame, saying why.
+pub type OnKeyframe = Arc<dyn Fn(usize, crate::media::KeyframeReason) + Send + Sync>;
+
 /// An ICE server as the user gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceServer {
@@ -391,7 +394,7 @@ impl Rtc {
         &mut self,
         tracks: &[(TrackSpec, Vec<f64>)],
         stream_id: &str,
-        on_keyframe: Arc<dyn Fn(usize) + Send + Sync>,
+        on_keyframe: OnKeyframe,
         send_bps: f64,
         audio_bps: f64,
     ) -> Vec<TrackWriter> {
