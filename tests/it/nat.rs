@@ -460,17 +460,22 @@ async fn symmetric_nats_relay_media_and_text_through_turn() {
     crate::mediafile::inspect(&path).assert_valid("VP8", Some("Opus"), 5.0, 25.0);
 }
 
+/// Symmetric NATs, coturn with `use-auth-secret`, and a relay (with
+/// `extra` options) that hands out credentials for it. Dropped in reverse:
+/// relay, coturn, then the namespaces.
+async fn with_issued_credentials(extra: &[&str]) -> (Internet, Coturn, Relay) {
+    let net = Internet::new(Nat::Symmetric);
+    let turn = Coturn::start(&net.public, Auth::Secret);
+    let turn_url = format!("turn:{PUBLIC_A}:{STUN_PORT}");
+    let mut args = vec!["--turn-secret", TURN_SECRET, "--turn-url", &turn_url];
+    args.extend_from_slice(extra);
+    let relay = Relay::start_in_with(&net.public, &format!("{PUBLIC_A}:0"), &args).await;
+    (net, turn, relay)
+}
+
 #[tokio::test]
 async fn the_relay_hands_out_turn_credentials_that_coturn_accepts() {
-    let net = Internet::new(Nat::Symmetric);
-    let _turn = Coturn::start(&net.public, Auth::Secret);
-    let turn_url = format!("turn:{PUBLIC_A}:{STUN_PORT}");
-    let relay = Relay::start_in_with(
-        &net.public,
-        &format!("{PUBLIC_A}:0"),
-        &["-v", "--turn-secret", TURN_SECRET, "--turn-url", &turn_url],
-    )
-    .await;
+    let (net, _turn, relay) = with_issued_credentials(&["-v"]).await;
     // No --ice-server on either side: what they need comes from the relay.
     let mut rx = peer(&net.host_b, "receiver", &relay, "receive", "rest", &["-v"]).spawn();
     let mut tx = peer(&net.host_a, "sender", &relay, "send", "rest", &["-v"]).spawn();
@@ -560,15 +565,7 @@ async fn turn_over_tls_with_a_self_signed_certificate_and_ca_file() {
 
 #[tokio::test]
 async fn a_browser_behind_a_symmetric_nat_watches_with_credentials_from_the_relay() {
-    let net = Internet::new(Nat::Symmetric);
-    let _turn = Coturn::start(&net.public, Auth::Secret);
-    let turn_url = format!("turn:{PUBLIC_A}:{STUN_PORT}");
-    let relay = Relay::start_in_with(
-        &net.public,
-        &format!("{PUBLIC_A}:0"),
-        &["--turn-secret", TURN_SECRET, "--turn-url", &turn_url],
-    )
-    .await;
+    let (net, _turn, relay) = with_issued_credentials(&[]).await;
     let _tx = peer(
         &net.host_a,
         "sender",
