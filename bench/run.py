@@ -224,6 +224,38 @@ class Internet:
             subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
 
 
+class LossyLink:
+    """Two network namespaces joined by a veth pair; each side drops
+    `percent` % of what it receives, as tests/it/netfaults.rs does."""
+
+    def __init__(self, percent):
+        tag = uuid.uuid4().hex[:6]
+        self.ns = {k: f"p2pbench{k}-{tag}" for k in ("a", "b")}
+        self.addr = {"a": "10.238.0.1", "b": "10.238.0.2"}
+        try:
+            for name in self.ns.values():
+                subprocess.run(["ip", "netns", "add", name], check=True)
+                subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            subprocess.run(["ip", "link", "add", "lossy", "netns", self.ns["a"], "type", "veth",
+                            "peer", "name", "lossy", "netns", self.ns["b"]], check=True)
+            rule = (f"table inet lossy {{\nchain in {{ type filter hook input priority 0; policy accept;\n"
+                    f'iifname "lossy" numgen random mod 100 < {percent} drop\n}}\n}}\n')
+            for k, name in self.ns.items():
+                subprocess.run(["ip", "-n", name, "addr", "add", f"{self.addr[k]}/24", "dev", "lossy"], check=True)
+                subprocess.run(["ip", "-n", name, "link", "set", "lossy", "up"], check=True)
+                subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], input=rule, text=True, check=True)
+        except Exception:
+            self.close()
+            raise
+
+    def exec(self, side, args):
+        return ["ip", "netns", "exec", self.ns[side], *args]
+
+    def close(self):
+        for name in self.ns.values():
+            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -354,6 +386,8 @@ class Bench:
                  "two processes, no p2p code)", f"{lib:.0f} MB/s", "",
                  baseline=f"{p:.0f} MB/s (p2p, above)", ratio=lib / p)
 
+        self.data_over_loss()
+
         # small messages: one-way latency, lines stamped with the send time
         count = 500 if self.quick else 2000
         rate = 200
@@ -404,6 +438,64 @@ class Bench:
         self.row("4 data", "64-byte line one-way latency p99",
                  f"{r['p99_ms']:.2f} ms", "", baseline=f"{b['p99_ms']:.2f} ms (socat)",
                  ratio=r["p99_ms"] / max(b["p99_ms"], 1e-6))
+
+    def data_over_loss(self):
+        """`--binary` through a link that drops 5 % of packets each way
+        (everything: signaling, data and acknowledgements), next to TCP
+        through the same link."""
+        mb = 20 if self.quick else 50
+        nbytes = mb * 1_000_000
+        net = LossyLink(5)
+        mine = []  # the figure's own processes: the caller's relay lives on
+
+        def run(args, **kw):
+            p = spawn(args, **kw)
+            mine.append(p)
+            return p
+
+        try:
+            a, b = net.addr["a"], net.addr["b"]
+            relay = run(net.exec("a", [self.p2p, "signal", "--listen", f"{a}:0", "-q"]),
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            url = relay.stdout.readline().strip()
+            room = f"loss-{uuid.uuid4().hex[:8]}"
+            recv = run(net.exec("b", [self.p2p, "receive", "--binary", "--room", room, "--signal", url, "-q"]),
+                       stdout=subprocess.PIPE)
+            sink = run([self.loadgen, "sink"], stdin=recv.stdout, stdout=subprocess.PIPE, text=True)
+            recv.stdout.close()
+            src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
+            run(net.exec("a", [self.p2p, "send", "--binary", "--room", room, "--signal", url, "-q"]),
+                stdin=src.stdout)
+            src.stdout.close()
+            out, _ = sink.communicate(timeout=600)
+            p2p = json.loads(out)
+            if p2p["bytes"] != nbytes:
+                raise RuntimeError(f"over loss, p2p delivered {p2p['bytes']} of {nbytes} bytes")
+            for p in mine:
+                stop(p)
+            port = free_port()
+            lst = run(net.exec("b", ["socat", "-u", "-b", "262144", f"TCP-LISTEN:{port},bind={b},reuseaddr",
+                                     "STDOUT"]), stdout=subprocess.PIPE)
+            sink = run([self.loadgen, "sink"], stdin=lst.stdout, stdout=subprocess.PIPE, text=True)
+            lst.stdout.close()
+            src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
+            run(net.exec("a", ["socat", "-u", "-b", "262144", "STDIN",
+                               f"TCP:{b}:{port},retry=100,interval=0.02"]), stdin=src.stdout)
+            src.stdout.close()
+            out, _ = sink.communicate(timeout=600)
+            tcp = json.loads(out)
+            if tcp["bytes"] != nbytes:
+                raise RuntimeError(f"over loss, socat delivered {tcp['bytes']} of {nbytes} bytes")
+        finally:
+            for p in mine:
+                stop(p)
+            net.close()
+        self.raw["data_over_loss"] = dict(p2p=p2p, tcp=tcp, mb=mb, loss_percent=5)
+        log(f"  5 % loss: p2p {p2p['mb_per_s']:.1f} MB/s, tcp {tcp['mb_per_s']:.1f} MB/s")
+        self.row("4 data", f"`--binary` throughput through 5 % loss each way, {mb} MB (two namespaces, nftables)",
+                 f"{p2p['mb_per_s']:.1f} MB/s", "",
+                 baseline=f"{tcp['mb_per_s']:.1f} MB/s (socat TCP, same link)",
+                 ratio=p2p["mb_per_s"] / tcp["mb_per_s"])
 
     def webrtc_rs_alone(self, mb):
         """The library's own ceiling: two processes, one detached data

@@ -57,6 +57,17 @@ const SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// webrtc-rs's default (1 MiB) halves loopback throughput.
 const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
 
+/// Floor under SCTP's retransmission timeout. RFC 9260's 1 s bounded a data
+/// channel over 5 % loss on a LAN to ~65 KB/s: every lost retransmission
+/// and every loss at the tail of a burst (too few packets follow it to
+/// trigger a fast retransmit) waited the full second. Throughput there goes
+/// as the inverse of the floor (200 MB: 167 s at 50 ms, 76 s at 20 ms); the
+/// RTO itself still follows the path's RTT samples, so a slow or jittery
+/// path keeps a long one. A lone message answered by the peer's 200 ms
+/// delayed SACK is sent again a few times until those samples raise the
+/// RTO past it. Needs `third_party/rtc*-rto-min.patch` (bench/NOTES.md).
+const SCTP_RTO_MIN: Duration = Duration::from_millis(20);
+
 /// How often a receiver asks again for the video packets it is missing
 /// (NACK). webrtc-rs's default, 100 ms, is the recorder's whole jitter
 /// buffer latency: half the retransmissions came too late to be used. At
@@ -381,6 +392,7 @@ impl Rtc {
             )
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
             .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
+            .with_sctp_rto_min(SCTP_RTO_MIN)
             .build()
     }
 
