@@ -843,13 +843,15 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         &reporter,
     );
     runner.output = Some(out_tx);
-    runner.recordings = Some(av::Recordings::new(
-        RecordConfig {
-            path: cfg.record.clone(),
-            display: cfg.display,
-        },
-        reporter.clone(),
-    ));
+    let record = RecordConfig {
+        path: cfg.record.clone(),
+        display: cfg.display,
+    };
+    if record.path.is_some() || record.display {
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || crate::media::record::Recorder::warm_up(&record));
+    }
+    runner.recordings = Some(av::Recordings::new(record, reporter.clone()));
     runner.status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
     reporter.started("receiver", &id, &cfg.peer.room);
     let start = match &mut runner.machine {

@@ -323,6 +323,12 @@ impl Forwarder {
         self.target = layer;
     }
 
+    /// Starts over: nothing more is forwarded until the target layer's
+    /// next key frame (numbering continues from the last packet written).
+    pub fn restart(&mut self) {
+        self.current = None;
+    }
+
     /// Whether the receiver waits for a key frame of its target layer.
     pub fn waiting(&self) -> bool {
         self.current != Some(self.target)

@@ -2,7 +2,7 @@
 //! tracks a receiver gets.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,12 @@ use crate::session::simulcast::{self, Chooser, Forward, Forwarder};
 /// How long after a receiver's track is bound its key-frame requests count
 /// as its start, not as repairs (see `KeyframeReason`).
 const JOINING: Duration = Duration::from_secs(2);
+
+/// Packets a binding holds for its peer between the answer and the
+/// connection coming up (~2.5 s of the best layer at 1 Mbit/s, 5 s of
+/// audio). Past that it starts over, and a layered peer starts from a key
+/// frame asked for when it is up.
+const HOLD: usize = 256;
 
 /// The header extension that carries when a frame was captured
 /// (webrtc.org's abs-capture-time; Chromium reads it too).
@@ -97,6 +103,15 @@ struct Binding {
     layer: Arc<AtomicUsize>,
     /// Layer choice and renumbering, when the track has several layers.
     switch: Option<Mutex<Switch>>,
+    /// Whether the connection is up: RTP written to the track before
+    /// that is lost.
+    live: AtomicBool,
+    /// Until `live`, the packets since the answer came (for a layered
+    /// track, from the key frame asked for then): the peer gets them the
+    /// moment it is up, instead of waiting for a key frame asked for then
+    /// (one capture interval plus an encode later) and for its first
+    /// audio packet before its recording can start.
+    held: tokio::sync::Mutex<Vec<RtpPacket>>,
 }
 
 struct Switch {
@@ -118,6 +133,15 @@ impl Bindings {
         let mut all = self.0.write().unwrap_or_else(|e| e.into_inner());
         all.retain(|b| b.peer != binding.peer);
         all.push(Arc::new(binding));
+    }
+
+    fn find(&self, track: &Arc<TrackLocalStaticRTP>) -> Option<Arc<Binding>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|b| Arc::ptr_eq(&b.track, track))
+            .cloned()
     }
 
     /// Stops writing `track` (one connection's copy). A peer that came
@@ -144,6 +168,9 @@ pub(super) struct PendingTracks {
     tracks: Vec<(TrackSpec, TrackWriter, Arc<TrackLocalStaticRTP>, u32)>,
     feedback: Arc<Feedback>,
     layer: Arc<AtomicUsize>,
+    /// Whether the connection is up; bindings made after that are live
+    /// at once.
+    up: tokio::sync::Mutex<bool>,
 }
 
 impl LocalMedia {
@@ -198,6 +225,7 @@ impl LocalMedia {
             tracks: pending,
             feedback,
             layer,
+            up: tokio::sync::Mutex::new(false),
         })
     }
 }
@@ -207,6 +235,7 @@ impl PendingTracks {
     /// its description settled on.
     pub async fn bind(&self, pc: &dyn PeerConnection, peer: &str) {
         let senders = pc.get_senders().await;
+        let up = self.up.lock().await;
         for (spec, writer, track, ssrc) in &self.tracks {
             let Some((payload_type, capture_ext)) = negotiated(&senders, spec).await else {
                 tracing::warn!(peer = %short(peer), "{} ({}) was not accepted by the peer", spec.kind, spec.mime);
@@ -228,7 +257,46 @@ impl PendingTracks {
                 feedback: self.feedback.clone(),
                 layer: self.layer.clone(),
                 switch,
+                live: AtomicBool::new(*up),
+                held: tokio::sync::Mutex::new(Vec::new()),
             });
+            if spec.kind == MediaKind::Video {
+                // The picture this peer starts with: encoded while its
+                // connection comes up, held until then.
+                (writer.on_keyframe)(self.layer.load(Ordering::Relaxed), KeyframeReason::Join);
+            }
+        }
+    }
+
+    /// The connection is up: each track's held packets go out, in order
+    /// and ahead of any later one, and tracks with nothing to start from
+    /// ask for a key frame now.
+    pub async fn go_live(&self) {
+        let mut up = self.up.lock().await;
+        *up = true;
+        for (spec, writer, track, _) in &self.tracks {
+            let Some(b) = writer.bindings.find(track) else {
+                continue; // not negotiated
+            };
+            let mut held = b.held.lock().await;
+            if !held.is_empty() {
+                tracing::debug!(peer = %short(&b.peer), "connected: {} {} packets held for it go out", held.len(), spec.kind);
+            }
+            for p in held.drain(..) {
+                if let Err(e) = b.track.write_rtp(p).await {
+                    tracing::trace!(peer = %short(&b.peer), "RTP not written: {e}");
+                }
+            }
+            b.live.store(true, Ordering::Release);
+            let waiting = b.switch.as_ref().is_none_or(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forwarder
+                    .waiting()
+            });
+            if spec.kind == MediaKind::Video && waiting {
+                (writer.on_keyframe)(self.layer.load(Ordering::Relaxed), KeyframeReason::Join);
+            }
         }
     }
 
@@ -490,10 +558,37 @@ impl TrackWriter {
             if let (Some(id), Some(stamp)) = (b.capture_ext, &stamp) {
                 let _ = p.header.set_extension(id, stamp.clone());
             }
+            if !b.live.load(Ordering::Acquire) && self.hold(&b, p.clone()).await {
+                continue;
+            }
             if let Err(e) = b.track.write_rtp(p).await {
                 tracing::trace!(peer = %short(&b.peer), "RTP not written: {e}");
             }
         }
+    }
+
+    /// Keeps one packet for a peer whose connection is not up yet (past
+    /// [`HOLD`], starts over: a layered peer then starts from a key frame
+    /// asked for when it is up). False if the connection came up
+    /// meanwhile: send it.
+    async fn hold(&self, b: &Binding, p: RtpPacket) -> bool {
+        let mut held = b.held.lock().await;
+        if b.live.load(Ordering::Acquire) {
+            return false;
+        }
+        if held.len() < HOLD {
+            held.push(p);
+        } else {
+            held.clear();
+            if let Some(switch) = &b.switch {
+                switch
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forwarder
+                    .restart();
+            }
+        }
+        true
     }
 
     /// Chooses this peer's layer again when due, and decides for one packet.
@@ -522,8 +617,10 @@ impl TrackWriter {
         if let Some(current) = s.forwarder.current() {
             b.layer.store(current, Ordering::Relaxed);
         }
-        if s.forwarder.waiting() && p.header.marker {
+        if s.forwarder.waiting() && p.header.marker && b.live.load(Ordering::Relaxed) {
             // Once per frame until it comes; the encoder rate-limits.
+            // (Before the connection is up, the one asked for at binding
+            // will do.)
             (self.on_keyframe)(s.chooser.layer(), KeyframeReason::Join);
         }
         decision

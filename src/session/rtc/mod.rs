@@ -21,6 +21,7 @@ use rtc::interceptor::{
     CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
     TwccSenderBuilder,
 };
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -393,6 +394,14 @@ impl Rtc {
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
             .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
             .with_sctp_rto_min(SCTP_RTO_MIN)
+            // Answer as the DTLS server, so the offerer (a sender) is the
+            // side that finishes the handshake last: webrtc-rs takes its
+            // SRTP keys in an event handled after the rest of the packets
+            // read with the last flight, and SRTP that arrives with it is
+            // dropped. A sender that finished first sent its first picture
+            // into that gap; the receiver then waited ~0.5 s for another
+            // (bench/NOTES.md, "first key frame").
+            .with_answering_dtls_role(RTCDtlsRole::Server)
             .build()
     }
 
@@ -726,6 +735,11 @@ impl Driver {
                 },
                 Some(state) = states.recv() => {
                     let up = state == RTCPeerConnectionState::Connected;
+                    if up && !connected {
+                        if let Some(pending) = &self.pending {
+                            pending.go_live().await;
+                        }
+                    }
                     if up || !connected {
                         let summary = path::summarize(&*self.pc, &self.relays).await;
                         let event = if up {
