@@ -205,17 +205,23 @@ export async function countFrames(page, selector, ms) {
     const video = document.querySelector(selector);
     if (!video) throw new Error(`no element ${selector}`);
     let frames = 0;
+    let maxGapMs = 0;
     const start = performance.now();
+    let last = start;
     await new Promise((resolve) => {
-      const step = () => {
-        if (performance.now() - start >= ms) return resolve();
+      const step = (now) => {
+        maxGapMs = Math.max(maxGapMs, now - last);
+        last = now;
+        if (now - start >= ms) return resolve();
         frames++;
         video.requestVideoFrameCallback(step);
       };
       video.requestVideoFrameCallback(step);
       setTimeout(resolve, ms + 500);
     });
-    return { frames, width: video.videoWidth, height: video.videoHeight };
+    // A picture that stopped for good shows as a gap up to the end.
+    maxGapMs = Math.max(maxGapMs, Math.min(performance.now(), start + ms) - last);
+    return { frames, maxGapMs, width: video.videoWidth, height: video.videoHeight };
   }, { selector, ms });
 }
 

@@ -1,20 +1,34 @@
-// A viewer for tests that build their own network (tests/it/nat.rs runs it
-// inside a network namespace): opens the page at URL in headless Chromium,
-// waits for the first sender's video to play, counts its frames for 3 s and
-// reads which ICE candidate pair carries it. Prints one JSON line on stdout:
-//   {"frames":…, "width":…, "height":…, "local":"relay", "remote":"relay",
-//    "issued":1}
+// A viewer for tests that build their own network (tests/it/nat.rs and
+// tests/it/bandwidth.rs run it inside a network namespace): opens the page
+// at URL in headless Chromium, waits for the first sender's video to play,
+// lets it run SETTLE ms, counts its frames for WATCH ms (3 s by default)
+// and reads which ICE candidate pair carries it and how many bytes of
+// video came meanwhile. Prints one JSON line on stdout:
+//   {"frames":…, "maxGapMs":…, "width":…, "height":…, "videoBps":…,
+//    "local":"relay", "remote":"relay", "issued":1}
 // ("issued": ICE servers the relay handed the page), or {"error":…} and
 // exits with 1.
 //
-//   node tests/browser/watch-page.mjs 'http://10.240.0.1:8000/?room=r'
+//   node tests/browser/watch-page.mjs 'http://10.240.0.1:8000/?room=r' [SETTLE_MS WATCH_MS]
 import { Session, countFrames } from './harness.mjs';
 
 const url = process.argv[2];
-if (!url) {
-  console.error('usage: node watch-page.mjs PAGE_URL');
+const settleMs = Number(process.argv[3] || 0);
+const watchMs = Number(process.argv[4] || 3000);
+if (!url || !(settleMs >= 0) || !(watchMs > 0)) {
+  console.error('usage: node watch-page.mjs PAGE_URL [SETTLE_MS WATCH_MS]');
   process.exit(2);
 }
+
+// Bytes of video received so far by the first sender's connection.
+const videoBytes = (page) => page.evaluate(async () => {
+  const peer = [...window.p2pApp.receiver.peers.values()][0];
+  let bytes = 0;
+  (await peer.pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') bytes += r.bytesReceived;
+  });
+  return bytes;
+});
 
 const s = new Session('watch-page');
 let result;
@@ -26,7 +40,10 @@ try {
     const v = document.querySelector(sel);
     return !!v && !!v.srcObject && v.srcObject.getVideoTracks().length > 0 && v.readyState >= 2;
   }, tileVideo), 45000, 'the sender\'s tile to play video');
-  const { frames, width, height } = await countFrames(page, tileVideo, 3000);
+  await new Promise((r) => setTimeout(r, settleMs));
+  const before = await videoBytes(page);
+  const { frames, maxGapMs, width, height } = await countFrames(page, tileVideo, watchMs);
+  const videoBps = ((await videoBytes(page)) - before) * 8 / (watchMs / 1000);
   const path = await page.evaluate(async () => {
     const app = window.p2pApp;
     const peer = [...app.receiver.peers.values()][0];
@@ -47,7 +64,7 @@ try {
       issued: (app.driver.iceServers || []).length,
     };
   });
-  result = { frames, width, height, ...path };
+  result = { frames, maxGapMs: Math.round(maxGapMs), width, height, videoBps: Math.round(videoBps), ...path };
 } catch (e) {
   result = { error: `${e.message}` };
 }

@@ -64,6 +64,27 @@ impl Star {
         );
     }
 
+    /// Limits what leaf `k` sends to the hub to `rate`: its uplink.
+    fn cap_uplink(&self, k: usize, rate: &str) {
+        let mut args = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.leaves[k],
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            rate,
+        ];
+        args.extend(TBF);
+        run(&args, None);
+    }
+
     fn dev(k: usize) -> String {
         format!("leaf{k}")
     }
@@ -447,4 +468,163 @@ async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
         r.audio_buffers
     );
     drop(tx);
+}
+
+/// Our page in headless Chromium, in a leaf behind a 1 Mbit/s link,
+/// watching the 720p sender: Chromium's transport feedback gives the
+/// sender an estimate for it, and it is forwarded the layer that fits.
+#[tokio::test]
+async fn a_browser_behind_a_slow_link_plays_smoothly_under_the_cap() {
+    let _one = ONE_SENDER.lock().await;
+    let star = Star::new(1);
+    star.cap(0, "1mbit");
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let tx = sender(&star, &relay, "bwpage");
+    let page = format!(
+        "http://{}:{}/?room=bwpage&nick=viewer",
+        Star::hub_addr(0),
+        relay.port()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch-page.mjs");
+    // 12 s to settle (the start at full size fails at once), then 10 s
+    // watched.
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", &star.leaves[0], "node", script, &page])
+            .args(["12000", "10000"])
+            .output(),
+    )
+    .await
+    .expect("the page did not finish in 120 s")
+    .expect("run node (tests/browser needs `npm ci`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            tx.fail(&format!(
+                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        });
+    let layers: Vec<String> = tx
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "stats")
+        .filter_map(|v| {
+            let p = v["peers"].as_array()?.first()?.clone();
+            Some(format!("{} L{}", p["estimate"], p["layer"]))
+        })
+        .collect();
+    eprintln!("the page behind 1 Mbit/s: {result} (sender saw {layers:?})");
+    assert!(out.status.success(), "the page failed: {result}");
+    let frames = result["frames"].as_f64().unwrap_or(0.0);
+    let gap = result["maxGapMs"].as_f64().unwrap_or(f64::MAX);
+    let bps = result["videoBps"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        frames >= 150.0 && gap <= 1000.0,
+        "the page played {frames} frames in 10 s, longest gap {gap} ms: {result} ({layers:?})"
+    );
+    assert!(
+        bps < 1_000_000.0 && result["width"].as_u64() < Some(1280),
+        "the page got {bps} bit/s of video (cap 1 Mbit/s): {result} ({layers:?})"
+    );
+}
+
+/// The other direction: our page in headless Chromium publishes its fake
+/// camera from behind a 400 kbit/s uplink to `p2p receive --record`. The
+/// feedback p2p receive sends (transport-wide congestion control and
+/// receiver reports) lets Chromium's own congestion control find the
+/// path, and the recording stays watchable.
+#[tokio::test]
+async fn a_browser_publishing_through_a_slow_uplink_adapts_to_the_receivers_feedback() {
+    let star = Star::new(1);
+    star.cap_uplink(0, "400kbit");
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-browser.webm");
+    let local = format!("ws://127.0.0.1:{}", relay.port());
+    let mut rx = Spawn::in_netns(
+        &star.hub,
+        "receiver",
+        &[
+            "receive",
+            "--signal",
+            &local,
+            "--room",
+            "bwup",
+            "--events",
+            "json",
+            "--record",
+            file.to_str().unwrap(),
+        ],
+    )
+    .spawn();
+    let page = format!(
+        "http://{}:{}/?room=bwup&nick=camera",
+        Star::hub_addr(0),
+        relay.port()
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/publish-page.mjs"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &star.leaves[0],
+                "node",
+                script,
+                &page,
+                "20000",
+            ])
+            .output(),
+    )
+    .await
+    .expect("the page did not finish in 120 s")
+    .expect("run node (tests/browser needs `npm ci`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            rx.fail(&format!(
+                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        });
+    stop(&mut rx).await;
+    eprintln!("Chromium publishing through 400 kbit/s: {result}");
+    assert!(out.status.success(), "the page failed: {result}");
+    // Chromium's estimate found the path, and its encoder kept under it.
+    let estimate = result["estimateBps"].as_f64().unwrap_or(f64::MAX);
+    let sent = result["videoBps"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        estimate <= 500_000.0 && sent < 400_000.0,
+        "Chromium did not adapt to 400 kbit/s: {result}"
+    );
+    // The recording decodes, and its last 8 s move.
+    let r = inspect(&file);
+    assert!(
+        r.errors.is_empty(),
+        "decode errors: {:?} ({result})",
+        r.errors
+    );
+    let (fps, gap) = r.fps_and_gap_from(r.last_pts - 8.0);
+    eprintln!(
+        "recorded {:.1} s, {fps:.1} fps and longest gap {gap:.2} s over the last 8 s",
+        r.duration
+    );
+    assert!(
+        r.duration >= 15.0 && fps >= 10.0 && gap <= 1.0,
+        "recording through 400 kbit/s: {:.1} s, {fps:.1} fps, gap {gap:.2} s ({result})",
+        r.duration
+    );
 }
