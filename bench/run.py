@@ -256,6 +256,72 @@ class LossyLink:
             subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
 
 
+class CappedStar:
+    """A hub namespace and leaves, as tests/it/bandwidth.rs builds them: leaf
+    k behind its own veth pair on 10.234.{k+1}.0/24 (hub .1, leaf .2), what
+    the hub sends it shaped by a token bucket (a home router's: 10 kB burst,
+    150 ms of queue)."""
+
+    def __init__(self, rates):
+        tag = uuid.uuid4().hex[:6]
+        self.hub = f"p2pbenchH-{tag}"
+        self.leaves = [f"p2pbenchL{k}-{tag}" for k in range(len(rates))]
+        try:
+            for ns in [self.hub, *self.leaves]:
+                subprocess.run(["ip", "netns", "add", ns], check=True)
+                subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+            for k, (leaf, rate) in enumerate(zip(self.leaves, rates)):
+                dev = f"leaf{k}"
+                subprocess.run(["ip", "link", "add", dev, "netns", self.hub, "type", "veth",
+                                "peer", "name", "eth0", "netns", leaf], check=True)
+                for ns, d, addr in ((self.hub, dev, self.hub_addr(k)), (leaf, "eth0", f"10.234.{k + 1}.2")):
+                    subprocess.run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", d], check=True)
+                    subprocess.run(["ip", "-n", ns, "link", "set", d, "up"], check=True)
+                subprocess.run(["ip", "netns", "exec", self.hub, "tc", "qdisc", "replace", "dev", dev, "root",
+                                "tbf", "rate", rate, "burst", "10kb", "latency", "150ms"], check=True)
+        except Exception:
+            self.close()
+            raise
+
+    @staticmethod
+    def hub_addr(k):
+        return f"10.234.{k + 1}.1"
+
+    def exec(self, ns, args):
+        return ["ip", "netns", "exec", ns, *args]
+
+    def close(self):
+        for ns in [self.hub, *self.leaves]:
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+
+def video_window(path, secs):
+    """(fps, bit/s, longest gap in s, width) of a recording's video over its
+    last `secs` seconds, from ffprobe's packet list."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "packet=pts_time,size", "-of", "csv=p=0", path],
+                         capture_output=True, text=True, timeout=60).stdout
+    pkts = []
+    for line in out.splitlines():
+        parts = line.split(",")
+        try:
+            pkts.append((float(parts[0]), int(parts[1])))
+        except (ValueError, IndexError):
+            continue
+    if not pkts:
+        raise RuntimeError(f"no video in {path}")
+    pkts.sort()
+    end = pkts[-1][0]
+    start = end - secs
+    win = [p for p in pkts if p[0] >= start]
+    times = [start] + [t for t, _ in win] + [end]
+    gap = max(b - a for a, b in zip(times, times[1:]))
+    width = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width", "-of", "csv=p=0", path],
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    return len(win) / secs, sum(n for _, n in win) * 8 / secs, gap, width
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -725,6 +791,86 @@ class Bench:
                      f"{wm:.0f} ms", "", baseline=base("decoded", "(Chromium watching Chromium)"),
                      ratio=ratio(wm, "decoded"), target="≤ 150 ms, every run < 300", met=wm <= 150 and max(w) < 300)
 
+    # ------------------------------------------------------------ (8) constrained links
+
+    def constrained_links(self):
+        """Receivers behind 1 Mbit/s and 300 kbit/s links watching a 640x480
+        zone plate asked for 2.5 Mbit/s: p2p send → p2p receive, next to
+        Chromium → Chromium (our page) through the same links with the same
+        picture (a .y4m of the same zone plate as Chromium's fake camera)."""
+        caps = [("1 Mbit/s", "1mbit"), ("300 kbit/s", "300kbit")]
+        settle, window = 12, 10
+        y4m = os.path.join(self.tmp, "zone-plate.y4m")
+        subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "pattern=zone-plate", "kt=4", "kx2=40", "ky2=40",
+                        "num-buffers=150", "!", "video/x-raw,format=I420,width=640,height=480,framerate=30/1",
+                        "!", "y4menc", "!", "filesink", f"location={y4m}"], check=True, timeout=120)
+        star = CappedStar([rate for _, rate in caps])
+        p2p, chromium = [], []
+        try:
+            relay = spawn(star.exec(star.hub, [self.p2p, "signal", "--listen", "0.0.0.0:0", "-q"]),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            port = relay.stdout.readline().strip().rsplit(":", 1)[-1]
+            room = f"cap-{uuid.uuid4().hex[:8]}"
+            sender = spawn(star.exec(star.hub, [self.p2p, "send", "--test-source", "--test-pattern", "zone-plate",
+                                                "--width", "640", "--height", "480", "--video-bitrate", "2500",
+                                                "--room", room, "--signal", f"ws://127.0.0.1:{port}", "-q"]),
+                           stdin=subprocess.DEVNULL)
+            recvs = []
+            for k, leaf in enumerate(star.leaves):
+                rec = os.path.join(self.tmp, f"{room}-{k}.webm")
+                ev = os.path.join(self.tmp, f"{room}-{k}.events")
+                recvs.append((spawn(star.exec(leaf, [self.p2p, "receive", "--room", room, "--record", rec,
+                                                     "--signal", f"ws://{star.hub_addr(k)}:{port}", "-q",
+                                                     "--events-file", ev]), stdout=subprocess.DEVNULL), rec, ev))
+            time.sleep(settle + window)
+            for proc, rec, ev in recvs:
+                stop(proc, wait=15)
+                fps, bps, gap, width = video_window(rec, window)
+                lat = [e["latency_ms"]["p50"] for e in read_events(ev)
+                       if e.get("event") == "stats" and e.get("latency_ms")]
+                p2p.append(dict(fps=fps, bps=bps, gap=gap, width=width, latency_ms=lat[-1] if lat else None))
+            stop(sender)
+            # Chromium → Chromium: one publishing page in the hub, one
+            # watching page per leaf.
+            croom = room + "-c"
+            pub = spawn(star.exec(star.hub, ["node", os.path.join(ROOT, "tests", "browser", "publish-page.mjs"),
+                                             f"http://{star.hub_addr(0)}:{port}/?room={croom}&nick=cam",
+                                             str((settle + window + 20) * 1000)]),
+                        env=dict(os.environ, FAKE_VIDEO=y4m), stdout=subprocess.DEVNULL)
+            time.sleep(3)
+            viewers = [spawn(star.exec(leaf, ["node", os.path.join(ROOT, "tests", "browser", "watch-page.mjs"),
+                                              f"http://{star.hub_addr(k)}:{port}/?room={croom}&nick=v{k}",
+                                              str(settle * 1000), str(window * 1000)]),
+                             stdout=subprocess.PIPE, text=True)
+                       for k, leaf in enumerate(star.leaves)]
+            for v in viewers:
+                out, _ = v.communicate(timeout=180)
+                r = json.loads(out.strip().splitlines()[-1])
+                if "error" in r:
+                    raise RuntimeError(f"Chromium viewer: {r['error']}")
+                chromium.append(dict(fps=r["frames"] / window, bps=r["videoBps"], gap=r["maxGapMs"] / 1000,
+                                     width=str(r["width"])))
+            stop(pub)
+        finally:
+            cleanup()
+            star.close()
+        self.raw["constrained_links"] = dict(p2p=p2p, chromium=chromium, caps=[c for c, _ in caps])
+        for (label, _), p, c in zip(caps, p2p, chromium):
+            log(f"  {label}: p2p {p}, Chromium {c}")
+            lat = f", glass→receiver p50 {p['latency_ms']:.0f} ms" if p["latency_ms"] is not None else ""
+            self.row("8 constrained links", f"behind {label}: frames/s over the last {window} s "
+                     f"(after {settle} s; p2p {p['width']} wide{lat})",
+                     f"{p['fps']:.1f} fps", "",
+                     baseline=f"{c['fps']:.1f} fps (Chromium → Chromium, {c['width']} wide)",
+                     ratio=p["fps"] / c["fps"] if c["fps"] else None, target="≥ 15 fps" if "1 M" in label else "",
+                     met=p["fps"] >= 15 if "1 M" in label else None)
+            self.row("8 constrained links", f"behind {label}: longest freeze", f"{p['gap']:.2f} s", "",
+                     baseline=f"{c['gap']:.2f} s (Chromium → Chromium)",
+                     ratio=p["gap"] / c["gap"] if c["gap"] else None, target="≤ 0.5 s", met=p["gap"] <= 0.5)
+            self.row("8 constrained links", f"behind {label}: video received", f"{p['bps'] / 1000:.0f} kbit/s", "",
+                     baseline=f"{c['bps'] / 1000:.0f} kbit/s (Chromium → Chromium)",
+                     ratio=p["bps"] / c["bps"] if c["bps"] else None)
+
     # ------------------------------------------------------------ (7) across NATs
 
     def across_nats(self):
@@ -1041,6 +1187,7 @@ class Bench:
             "3": ("3 capture-to-receiver latency", self.capture_latency),
             "6": ("6 memory", self.memory),
             "7": ("7 across NATs", self.across_nats),
+            "8": ("8 constrained links", self.constrained_links),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -1134,7 +1281,7 @@ def main():
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--dc-loopback", default=None)
-    ap.add_argument("--only", default="4,5,1,2,3,6,7")
+    ap.add_argument("--only", default="4,5,1,2,3,6,7,8")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")

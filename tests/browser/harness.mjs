@@ -123,7 +123,9 @@ export class Session {
    * resolves). `secureOrigins`: plain-http origins to treat as secure (the
    * camera needs a secure context; only localhost is one by default).
    */
-  async browserStart({ fakeUi = '--use-fake-ui-for-media-stream', allowHosts = [], secureOrigins = [] } = {}) {
+  async browserStart({
+    fakeUi = '--use-fake-ui-for-media-stream', allowHosts = [], secureOrigins = [], fakeVideo = null,
+  } = {}) {
     const userDataDir = path.join(this.tmp, 'chromium-profile');
     mkdirSync(userDataDir, { recursive: true });
     this.context = await chromium.launchPersistentContext(userDataDir, {
@@ -148,6 +150,8 @@ export class Session {
         '--allow-loopback-in-peer-connection',
         '--autoplay-policy=no-user-gesture-required',
         ...(secureOrigins.length ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigins.join(',')}`] : []),
+        // The fake camera plays this .y4m (looped) instead of its own picture.
+        ...(fakeVideo ? [`--use-file-for-fake-video-capture=${fakeVideo}`] : []),
       ],
     });
     return this.context;

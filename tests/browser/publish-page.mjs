@@ -10,6 +10,9 @@
 // {"error":…} and exits with 1.
 //
 //   node tests/browser/publish-page.mjs 'http://10.233.1.1:8000/?room=r' RUN_MS
+//
+// With FAKE_VIDEO=file.y4m in the environment, the fake camera plays that
+// file (looped).
 import { Session } from './harness.mjs';
 
 const url = process.argv[2];
@@ -45,7 +48,9 @@ let result;
 try {
   const host = new URL(url).hostname;
   // getUserMedia needs a secure origin; this one is a test network's.
-  await s.browserStart({ allowHosts: [host], secureOrigins: [new URL(url).origin] });
+  await s.browserStart({
+    allowHosts: [host], secureOrigins: [new URL(url).origin], fakeVideo: process.env.FAKE_VIDEO || null,
+  });
   const page = await s.page(url, 'publisher');
   await page.click('#publish');
   await s.waitFor(() => page.evaluate(() => !!window.p2pApp.stream), 15000, 'the camera to start');
