@@ -20,11 +20,14 @@ use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
 /// well inside it. Packets that arrive in order are passed on at once.
 const JITTER_LATENCY_MS: u32 = 100;
 
-/// Consecutive packets that let the jitter buffer start at once. Without
-/// it, it holds the very first packet for the whole latency, and the first
-/// key frame reached the file 100 ms later than it could (182 ms after
-/// `p2p receive` started, against ~80 ms).
-const JITTER_FASTSTART_PACKETS: u32 = 2;
+/// Consecutive packets after the first that let the jitter buffer start at
+/// once. Without it, it holds the very first packet for the whole latency,
+/// and the first key frame reached the file 100 ms later than it could
+/// (182 ms after `p2p receive` started, against ~80 ms). At 2, a key frame
+/// of two packets (a simple picture at 640x480) waited for the next frame's
+/// first packet, one frame interval (GST_DEBUG=rtpjitterbuffer:6: "found 1
+/// consecutive packet, start now" comes with the second packet).
+const JITTER_FASTSTART_PACKETS: u32 = 1;
 
 /// RTP bytes an appsrc may hold before new packets are dropped: a stalled
 /// muxer (full disk) must not grow memory.
