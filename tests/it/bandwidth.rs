@@ -485,30 +485,15 @@ async fn a_browser_behind_a_slow_link_plays_smoothly_under_the_cap() {
         Star::hub_addr(0),
         relay.port()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch-page.mjs");
     // 12 s to settle (the start at full size fails at once), then 10 s
     // watched.
-    let out = tokio::time::timeout(
+    let (ok, result) = page_script(
+        &star.leaves[0],
+        "watch-page.mjs",
+        &[&page, "12000", "10000"],
         Duration::from_secs(120),
-        tokio::process::Command::new("ip")
-            .args(["netns", "exec", &star.leaves[0], "node", script, &page])
-            .args(["12000", "10000"])
-            .output(),
     )
-    .await
-    .expect("the page did not finish in 120 s")
-    .expect("run node (tests/browser needs `npm ci`)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            tx.fail(&format!(
-                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        });
+    .await;
     let layers: Vec<String> = tx
         .stderr()
         .lines()
@@ -520,7 +505,7 @@ async fn a_browser_behind_a_slow_link_plays_smoothly_under_the_cap() {
         })
         .collect();
     eprintln!("the page behind 1 Mbit/s: {result} (sender saw {layers:?})");
-    assert!(out.status.success(), "the page failed: {result}");
+    assert!(ok, "the page failed: {result}");
     let frames = result["frames"].as_f64().unwrap_or(0.0);
     let gap = result["maxGapMs"].as_f64().unwrap_or(f64::MAX);
     let bps = result["videoBps"].as_f64().unwrap_or(f64::MAX);
@@ -568,41 +553,16 @@ async fn a_browser_publishing_through_a_slow_uplink_adapts_to_the_receivers_feed
         Star::hub_addr(0),
         relay.port()
     );
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/browser/publish-page.mjs"
-    );
-    let out = tokio::time::timeout(
+    let (ok, result) = page_script(
+        &star.leaves[0],
+        "publish-page.mjs",
+        &[&page, "20000"],
         Duration::from_secs(120),
-        tokio::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &star.leaves[0],
-                "node",
-                script,
-                &page,
-                "20000",
-            ])
-            .output(),
     )
-    .await
-    .expect("the page did not finish in 120 s")
-    .expect("run node (tests/browser needs `npm ci`)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            rx.fail(&format!(
-                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        });
+    .await;
     stop(&mut rx).await;
     eprintln!("Chromium publishing through 400 kbit/s: {result}");
-    assert!(out.status.success(), "the page failed: {result}");
+    assert!(ok, "the page failed: {result}");
     // Chromium's estimate found the path, and its encoder kept under it.
     let estimate = result["estimateBps"].as_f64().unwrap_or(f64::MAX);
     let sent = result["videoBps"].as_f64().unwrap_or(f64::MAX);

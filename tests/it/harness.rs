@@ -506,3 +506,38 @@ pub fn self_signed(dir: &std::path::Path, san: &str) -> (std::path::PathBuf, std
     assert!(ok, "openssl could not make a certificate");
     (cert, key)
 }
+
+/// Runs one of the page scripts of `tests/browser` (`script`, e.g.
+/// `watch-page.mjs`) with node inside network namespace `netns`, and returns
+/// whether it succeeded and the JSON line it printed last. Fails the test,
+/// with the script's output, if it printed none or ran past `within`.
+pub async fn page_script(
+    netns: &str,
+    script: &str,
+    args: &[&str],
+    within: Duration,
+) -> (bool, Value) {
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::time::timeout(
+        within,
+        Command::new("ip")
+            .args(["netns", "exec", netns, "node", &path])
+            .args(args)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} did not finish in {within:?}"))
+    .expect("run node (tests/browser needs `npm ci`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from {script}\nstdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (out.status.success(), result)
+}

@@ -579,29 +579,15 @@ async fn a_browser_behind_a_symmetric_nat_watches_with_credentials_from_the_rela
     // Our page in headless Chromium behind the other NAT, with no ICE
     // server of its own: it gets TURN credentials from the relay.
     let page = format!("{}/?room=page&nick=viewer", relay.http_url());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/watch-page.mjs");
-    let out = tokio::time::timeout(
+    let (ok, result) = page_script(
+        &net.host_b,
+        "watch-page.mjs",
+        &[&page],
         Duration::from_secs(120),
-        tokio::process::Command::new("ip")
-            .args(["netns", "exec", &net.host_b, "node", script, &page])
-            .output(),
     )
-    .await
-    .expect("the page did not finish in 120 s")
-    .expect("run node (tests/browser needs `npm ci`)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no result from the page\nstdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    .await;
     eprintln!("the page behind the NAT: {result}");
-    assert!(out.status.success(), "the page failed: {result}");
+    assert!(ok, "the page failed: {result}");
     assert!(result["issued"].as_u64() >= Some(1), "{result}");
     assert!(
         result["local"] == "relay" || result["remote"] == "relay",
