@@ -8,7 +8,9 @@ mod latency;
 pub mod machine;
 pub mod report;
 pub mod rtc;
+pub mod settings;
 pub mod simulcast;
+pub mod stdio;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
@@ -22,13 +24,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{ReceiveConfig, SendConfig};
 use crate::media::capture::Capture;
 use crate::media::record::RecordConfig;
 use crate::signaling::{self, SignalEvent, Signaling};
 use machine::{Action, PeerEvent};
 use report::Reporter;
 use rtc::{short, Channel, Payload, PeerHandle, Rtc, RtcEvent};
+use settings::{ReceiveConfig, SendConfig};
 
 /// How often timeouts and pings are checked. Both are counted in seconds;
 /// a tenth of one is precise enough and costs nothing.
@@ -686,7 +688,7 @@ fn new_id() -> String {
 }
 
 async fn connect_signaling(
-    cfg: &crate::config::PeerConfig,
+    cfg: &settings::PeerConfig,
 ) -> anyhow::Result<(Signaling, mpsc::Receiver<SignalEvent>)> {
     Ok(signaling::connect(&cfg.signal, cfg.signal_opts.clone()).await?)
 }
@@ -716,7 +718,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     // With media, the session lasts until Ctrl-C; stdin feeds data channels
     // only when they are on.
     let mut fanout = if cfg.data {
-        let input = crate::stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
+        let input = stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
         tokio::spawn(fanout::run(
             fanout::FanoutConfig {
                 queue_size: cfg.queue_size,
@@ -780,7 +782,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             }
             Some(()) = recv_hangup(&mut hangup) => {
                 if let Some(path) = &cfg.state_file {
-                    match crate::config::read_state_file(path) {
+                    match settings::read_state_file(path) {
                         Ok(state) => {
                             tracing::info!("state reloaded from {}: {}", path.display(), serde_json::Value::Object(state.clone()));
                             if let Machine::Sender(m) = &mut runner.machine {
@@ -927,12 +929,11 @@ async fn write_output(
     mut rx: mpsc::Receiver<(String, Payload)>,
     reporter: Reporter,
 ) -> std::io::Result<()> {
-    crate::stdio::widen_stdout_pipe();
-    let mut out =
-        tokio::io::BufWriter::with_capacity(crate::stdio::OUT_BUFFER, tokio::io::stdout());
+    stdio::widen_stdout_pipe();
+    let mut out = tokio::io::BufWriter::with_capacity(stdio::OUT_BUFFER, tokio::io::stdout());
     while let Some((peer, p)) = rx.recv().await {
         reporter.message(&peer, &p);
-        crate::stdio::write_payload(&mut out, &p).await?;
+        stdio::write_payload(&mut out, &p).await?;
         // Flush when nothing else is waiting: lines appear at once, bulk
         // data still goes out in large writes.
         if rx.is_empty() {
