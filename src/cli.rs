@@ -1,4 +1,4 @@
-//! The raw command line, as clap parses it. [`crate::config`] turns it into
+//! The raw command line, as clap parses it. `config` turns it into
 //! validated settings.
 
 use std::path::PathBuf;

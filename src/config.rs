@@ -7,50 +7,13 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 
-use crate::cli::{EventFormat, MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
+use crate::cli::{MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
 use crate::media::capture::{AudioSource, CaptureConfig, VideoSource};
 use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
+use crate::session::settings::state_object;
+pub use crate::session::settings::{read_state_file, PeerConfig, ReceiveConfig, SendConfig};
 use crate::signaling::SignalOptions;
-
-/// Settings shared by `send` and `receive`.
-#[derive(Debug, Clone)]
-pub struct PeerConfig {
-    pub signal: String,
-    pub signal_opts: SignalOptions,
-    pub room: String,
-    pub ice_servers: Vec<IceServer>,
-    pub connection_timeout: Duration,
-    pub binary: bool,
-    pub events: EventFormat,
-    pub events_file: Option<PathBuf>,
-    pub quiet: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct SendConfig {
-    pub peer: PeerConfig,
-    pub to: Option<String>,
-    pub state: Map<String, Value>,
-    pub state_file: Option<PathBuf>,
-    pub verify: Option<Verify>,
-    pub queue_size: usize,
-    pub keep_open: bool,
-    pub media: Option<CaptureConfig>,
-    /// Open data channels (stdin → receivers).
-    pub data: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReceiveConfig {
-    pub peer: PeerConfig,
-    pub credentials: Option<Value>,
-    pub ping_interval: Duration,
-    pub ping_attempts: u32,
-    pub once: bool,
-    pub record: Option<PathBuf>,
-    pub display: bool,
-}
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
     if !v.is_finite() || v <= 0.0 {
@@ -62,21 +25,6 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 /// A value given on the command line: JSON if it parses, else the string.
 pub fn json_or_string(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
-}
-
-fn state_object(text: &str, what: &str) -> anyhow::Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => bail!("{what} must be a JSON object, e.g. '{{\"nickname\":\"cam 1\"}}'"),
-        Err(e) => bail!("{what} is not valid JSON: {e}"),
-    }
-}
-
-/// Reads a `--state-file`.
-pub fn read_state_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --state-file {}", path.display()))?;
-    state_object(&text, &format!("--state-file {}", path.display()))
 }
 
 /// Parses `stun:host:port`, `turn:user:pass@host:port?transport=udp`, ….

@@ -5,6 +5,7 @@
 //! - [`protocol`]: the wire types of `PROTOCOL.md`, shared by everything.
 //! - [`relay`]: `p2p signal`, a pure router (frames in, deliveries out)
 //!   wrapped by an axum WebSocket server.
+//! - [`router`]: that router, shared with the `memory:` driver.
 //! - [`signaling`]: the client drivers (`ws://`, `memory:`) behind one small
 //!   handle + event-stream interface.
 //! - `session`: the Sender and Receiver state machines, which take
@@ -28,10 +29,12 @@ pub mod media;
 pub mod progress;
 pub mod protocol;
 pub mod relay;
+pub mod router;
 pub mod session;
 pub mod signaling;
-pub mod stdio;
 pub mod tls;
+
+pub use session::stdio;
 
 use std::process::ExitCode;
 

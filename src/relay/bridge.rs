@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::router::message_frame;
 use crate::protocol::Namespace;
+use crate::router::message_frame;
 use crate::signaling::nats::{body_as_json, connect_client, NatsAuth};
 use crate::signaling::secret::subject;
 

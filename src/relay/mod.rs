@@ -8,10 +8,10 @@
 
 mod bridge;
 pub mod limit;
-pub mod router;
 mod server;
 pub mod turn;
 
+pub use crate::router;
 pub use router::Limits;
 pub use server::{run, RelayConfig};
 pub use turn::TurnIssuer;

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bridge::{self, BridgeHandle};
-use super::router::{ConnId, Limits, Routed, Router};
 use crate::protocol::ServerFrame;
+use crate::router::{ConnId, Limits, Routed, Router};
 
 /// Frames queued for one client before it counts as a slow consumer and is
 /// disconnected. A session's whole handshake is a few dozen frames; 1,024

@@ -8,8 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{Command, SignalEvent};
 use crate::protocol::ClientFrame;
-use crate::relay::router::{ConnId, Router};
-use crate::relay::Limits;
+use crate::router::{ConnId, Limits, Router};
 
 #[derive(Default)]
 struct Hub {

@@ -1,5 +1,7 @@
 //! Both machines end to end, through a minimal relay played by the test.
 
+use std::collections::VecDeque;
+
 use super::*;
 
 /// A minimal relay: delivers what each machine emits to the other when the

@@ -1,0 +1,398 @@
+//! Capture and encode once: one pipeline per sender, whatever the number of
+//! receivers, ending in appsinks that hand RTP packets to the session.
+
+mod branch;
+mod sink;
+mod source;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+
+use super::{KeyframeReason, MediaError, MediaKind, TrackSpec, VideoCodec};
+use branch::{audio_branch, video_branch};
+use sink::rtp_sink;
+use source::{check_devices, file_source, watch_loop};
+
+/// RTP packets queued between GStreamer's streaming thread and the task
+/// that writes them to the peer connections: about half a second of 720p
+/// video. Past that, packets are dropped (and counted) rather than let a
+/// stalled writer grow memory.
+const PACKET_QUEUE: usize = 512;
+
+/// Key frames are expensive; a burst of receivers joining (or of PLIs) is
+/// answered with one key frame per this interval.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+
+/// While requests keep coming (a lossy path asks again for every frame it
+/// cannot decode), one key frame per this: at 300 ms, a path too slow for
+/// its layer spent most of its rate on key frames that were lost in turn
+/// (measured at 300 kbit/s: the smallest layer grew from 150 to 300
+/// kbit/s, and nothing was ever decoded).
+const KEYFRAME_INTERVAL_BUSY: Duration = Duration::from_secs(1);
+
+/// One layer's key-frame requests that were passed on to its encoder.
+#[derive(Debug, Clone, Copy, Default)]
+struct Keyframes {
+    last: Option<Instant>,
+    /// The two latest repairs, older first.
+    repairs: [Option<Instant>; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSource {
+    /// A moving test pattern with a clock.
+    Test,
+    /// A V4L2 device, or the system's default camera.
+    Camera(Option<String>),
+    /// The video of a media file.
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    /// A test tone.
+    Test,
+    /// A microphone: a PulseAudio/ALSA device, or the default.
+    Mic(Option<String>),
+    /// The audio of a media file.
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub video: Option<VideoSource>,
+    pub audio: Option<AudioSource>,
+    /// For `VideoSource::File` / `AudioSource::File`.
+    pub file: Option<PathBuf>,
+    pub looped: bool,
+    pub pattern: super::TestPattern,
+    pub codec: VideoCodec,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+    pub audio_kbps: u32,
+    /// Simulcast layers asked for (1 = a single encoding); see [`ladder`].
+    pub layers: usize,
+}
+
+/// One simulcast layer: its size and its encoder's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub kbps: u32,
+}
+
+/// Smallest layer worth sending: below this a picture says little.
+const MIN_LAYER_WIDTH: u32 = 160;
+
+/// The layers to encode, best first: full, half and quarter size, each
+/// with a share of `--video-bitrate` close to what browsers give their
+/// simulcast layers (a quarter of the pixels needs about a quarter of the
+/// bits). The smallest of three also halves the frame rate, so a path of
+/// a few hundred kbit/s still gets a picture that moves. VP9 is sent as one
+/// layer: the forwarder switches only VP8 and H.264.
+pub fn ladder(cfg: &CaptureConfig) -> Vec<Layer> {
+    const SHARE: [f64; 3] = [1.0, 0.25, 0.05];
+    let mut layers = Vec::new();
+    let wanted = if cfg.codec == VideoCodec::Vp9 {
+        1
+    } else {
+        cfg.layers.clamp(1, SHARE.len())
+    };
+    for (k, share) in SHARE.iter().enumerate().take(wanted) {
+        let (width, height) = (even(cfg.width >> k), even(cfg.height >> k));
+        if k > 0 && width < MIN_LAYER_WIDTH {
+            break;
+        }
+        layers.push(Layer {
+            width,
+            height,
+            fps: cfg.fps,
+            kbps: ((f64::from(cfg.video_kbps) * share) as u32).max(30),
+        });
+    }
+    if layers.len() == SHARE.len() {
+        if let Some(last) = layers.last_mut() {
+            last.fps = (cfg.fps / 2).max(1);
+        }
+    }
+    layers
+}
+
+fn even(n: u32) -> u32 {
+    (n & !1).max(2)
+}
+
+/// RTP out of the pipeline for one track.
+pub struct Output {
+    pub spec: TrackSpec,
+    pub packets: mpsc::Receiver<RtpOut>,
+}
+
+/// One RTP packet and, when the pipeline clock tells, the wall-clock time
+/// its media was captured (for the abs-capture-time header extension).
+pub struct RtpOut {
+    pub data: Bytes,
+    pub captured: Option<SystemTime>,
+    /// The simulcast layer it belongs to (0: the best; always 0 for audio).
+    pub layer: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    pub bytes: AtomicU64,
+    pub packets: AtomicU64,
+    pub dropped: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+}
+
+/// The running capture pipeline. Set to `Null` when dropped.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    /// One per layer, best first.
+    video_sinks: Vec<gst_app::AppSink>,
+    /// Per layer: the last key frame request answered, and the one before.
+    last_keyframe: Mutex<Vec<Keyframes>>,
+    layers: Vec<Layer>,
+    pub stats: Arc<CaptureStats>,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn video_spec(codec: VideoCodec) -> TrackSpec {
+    let (mime, fmtp) = match codec {
+        VideoCodec::Vp8 => ("video/VP8", ""),
+        VideoCodec::Vp9 => ("video/VP9", "profile-id=0"),
+        // Constrained baseline, what every browser decodes.
+        VideoCodec::H264 => (
+            "video/H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+    };
+    TrackSpec {
+        kind: MediaKind::Video,
+        mime: mime.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        fmtp: fmtp.into(),
+        payload_type: 96,
+    }
+}
+
+fn audio_spec() -> TrackSpec {
+    TrackSpec {
+        kind: MediaKind::Audio,
+        mime: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: "minptime=10;useinbandfec=1".into(),
+        payload_type: 111,
+    }
+}
+
+impl Capture {
+    /// Builds and starts the pipeline. Fails with a one-line reason when a
+    /// device or element is missing.
+    pub fn start(cfg: &CaptureConfig) -> Result<(Self, Vec<Output>), MediaError> {
+        super::init()?;
+        check_devices(cfg)?;
+        let pipeline = gst::Pipeline::with_name("p2p-capture");
+        let stats = Arc::new(CaptureStats::default());
+        let mut outputs = Vec::new();
+        let mut video_sinks = Vec::new();
+        let mut decode_pads: Vec<(MediaKind, gst::Element)> = Vec::new();
+        let layers = if cfg.video.is_some() {
+            ladder(cfg)
+        } else {
+            vec![]
+        };
+
+        if let Some(src) = &cfg.video {
+            let spec = video_spec(cfg.codec);
+            let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE * layers.len());
+            for k in 0..layers.len() {
+                let name = format!("video-out{k}");
+                video_sinks.push(rtp_sink(&name, &stats, *src != VideoSource::File, k, &tx));
+            }
+            let head = video_branch(&pipeline, cfg, src, &layers, &video_sinks)?;
+            if let Some(head) = head {
+                decode_pads.push((MediaKind::Video, head));
+            }
+            outputs.push(Output { spec, packets: rx });
+        }
+        if let Some(src) = &cfg.audio {
+            let (tx, rx) = mpsc::channel::<RtpOut>(PACKET_QUEUE);
+            let sink = rtp_sink("audio-out", &stats, *src != AudioSource::File, 0, &tx);
+            if let Some(head) = audio_branch(&pipeline, cfg, src, &sink)? {
+                decode_pads.push((MediaKind::Audio, head));
+            }
+            outputs.push(Output {
+                spec: audio_spec(),
+                packets: rx,
+            });
+        }
+        if !decode_pads.is_empty() {
+            file_source(&pipeline, cfg, decode_pads)?;
+        }
+
+        if cfg.looped {
+            // Looping plays the file as segments: a flushing seek at each
+            // end would restart the running time, and with it the RTP
+            // timestamps every receiver plays and records by.
+            pipeline.set_state(gst::State::Paused).map_err(|_| {
+                MediaError::Pipeline(
+                    first_error(&pipeline).unwrap_or_else(|| "cannot open --file".into()),
+                )
+            })?;
+            let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+            pipeline
+                .seek_simple(
+                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                    gst::ClockTime::ZERO,
+                )
+                .map_err(|_| MediaError::Pipeline("--loop: the file cannot be seeked".into()))?;
+        }
+        pipeline.set_state(gst::State::Playing).map_err(|_| {
+            MediaError::Pipeline(
+                first_error(&pipeline).unwrap_or_else(|| "capture pipeline failed to start".into()),
+            )
+        })?;
+        // A device that cannot be opened fails within the first moments.
+        if let Some(err) = wait_for_error(&pipeline, Duration::from_millis(300)) {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(MediaError::Pipeline(err));
+        }
+        if cfg.looped {
+            watch_loop(&pipeline);
+        }
+        Ok((
+            Self {
+                pipeline,
+                last_keyframe: Mutex::new(vec![Keyframes::default(); video_sinks.len()]),
+                video_sinks,
+                layers,
+                stats,
+            },
+            outputs,
+        ))
+    }
+
+    /// The simulcast layers being encoded, best first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Asks one layer's encoder for a key frame, at most once per
+    /// [`KEYFRAME_INTERVAL`], or per [`KEYFRAME_INTERVAL_BUSY`] for repairs
+    /// while repairs keep coming. A receiver that joins is not made to wait
+    /// for others' repairs (it was: ~600 ms to a first picture whenever
+    /// another receiver had joined in the last two seconds). Returns
+    /// whether one was requested.
+    pub fn request_keyframe(&self, layer: usize, reason: KeyframeReason) -> bool {
+        let Some(sink) = self.video_sinks.get(layer) else {
+            return false;
+        };
+        {
+            let mut state = self.last_keyframe.lock().unwrap_or_else(|e| e.into_inner());
+            let Keyframes { last, repairs } = &mut state[layer];
+            let busy = reason == KeyframeReason::Repair
+                && repairs[0].is_some_and(|t| t.elapsed() < KEYFRAME_INTERVAL_BUSY * 2);
+            let gap = if busy {
+                KEYFRAME_INTERVAL_BUSY
+            } else {
+                KEYFRAME_INTERVAL
+            };
+            if last.is_some_and(|t| t.elapsed() < gap) {
+                return false;
+            }
+            let now = Instant::now();
+            *last = Some(now);
+            if reason == KeyframeReason::Repair {
+                *repairs = [repairs[1], Some(now)];
+            }
+        }
+        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        self.stats
+            .keyframes_requested
+            .fetch_add(1, Ordering::Relaxed);
+        sink.send_event(event)
+    }
+
+    /// Sets layer `layer`'s encoder target, in kbit/s (held within what
+    /// the layer was configured with by the caller).
+    pub fn set_layer_bitrate(&self, layer: usize, kbps: u32) {
+        let Some(enc) = self.pipeline.by_name(&format!("venc{layer}")) else {
+            return;
+        };
+        if enc.find_property("target-bitrate").is_some() {
+            let bits = i32::try_from(u64::from(kbps) * 1000).unwrap_or(i32::MAX);
+            if enc.property::<i32>("target-bitrate") != bits {
+                enc.set_property("target-bitrate", bits);
+            }
+        } else if enc.find_property("bitrate").is_some() && enc.property::<u32>("bitrate") != kbps {
+            enc.set_property("bitrate", kbps);
+        }
+    }
+
+    /// Tells the audio encoder how much loss the receivers see, in
+    /// percent, so its in-band FEC protects against that much.
+    pub fn set_audio_loss(&self, percent: u32) {
+        if let Some(enc) = self.pipeline.by_name("aenc") {
+            let percent = percent.min(100) as i32;
+            if enc.property::<i32>("packet-loss-percentage") != percent {
+                enc.set_property("packet-loss-percentage", percent);
+            }
+        }
+    }
+
+    /// Video encoders in the pipeline: one per layer, however many
+    /// receivers.
+    pub fn video_encoders(&self) -> usize {
+        self.pipeline
+            .iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.factory()
+                    .is_some_and(|f| f.has_type(gst::ElementFactoryType::VIDEO_ENCODER))
+            })
+            .count()
+    }
+
+    /// Writes the pipeline graph to `$GST_DEBUG_DUMP_DOT_DIR/NAME.dot` when
+    /// that variable is set (GStreamer's own convention; a no-op otherwise).
+    pub fn dump_graph(&self, name: &str) {
+        self.pipeline
+            .debug_to_dot_file(gst::DebugGraphDetails::all(), name);
+    }
+
+    /// An error the pipeline reported since the last call, if any.
+    pub fn poll_error(&self) -> Option<String> {
+        wait_for_error(&self.pipeline, Duration::ZERO)
+    }
+}
+
+fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
+    wait_for_error(pipeline, Duration::ZERO)
+}
+
+fn wait_for_error(pipeline: &gst::Pipeline, wait: Duration) -> Option<String> {
+    super::pipeline_error(pipeline, wait)
+}

@@ -1,0 +1,298 @@
+//! The answering side's state machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::{
+    accept, candidate_for, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
+    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES,
+};
+use crate::protocol::{Candidate, Message, Namespace};
+
+/// The answering side: one peer connection per sender in the room.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    peers: HashMap<String, Peer>,
+    /// Candidates from senders whose offer has not arrived yet, oldest
+    /// peer first.
+    early: VecDeque<(String, Vec<Candidate>)>,
+    next_ping: Option<Instant>,
+    pings_left: u32,
+}
+
+impl Receiver {
+    pub fn new(cfg: ReceiverConfig) -> Self {
+        let pings_left = cfg.ping_attempts;
+        Self {
+            cfg,
+            peers: HashMap::new(),
+            early: VecDeque::new(),
+            next_ping: None,
+            pings_left,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn connected(&self) -> usize {
+        self.peers.values().filter(|p| p.connected).count()
+    }
+
+    pub fn state_of(&self, peer: &str) -> Option<&Map<String, Value>> {
+        self.peers.get(peer).map(|p| &p.state)
+    }
+
+    fn own(&self) -> Namespace {
+        Namespace::receiver(&self.cfg.room, Some(&self.cfg.id))
+    }
+
+    fn to(&self, peer: &str) -> Namespace {
+        Namespace::sender(&self.cfg.room, Some(peer))
+    }
+
+    fn invoke(&self, to: Namespace) -> Action {
+        Action::Emit(
+            to,
+            Message::Invoke {
+                id: self.cfg.id.clone(),
+                credentials: self.cfg.credentials.clone(),
+            },
+        )
+    }
+
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        // A start after a stop gets the full budget again.
+        self.pings_left = self.cfg.ping_attempts;
+        self.next_ping = Some(now + self.cfg.ping_interval);
+        vec![
+            Action::Subscribe(Namespace::receiver(&self.cfg.room, None)),
+            Action::Subscribe(self.own()),
+            self.invoke(Namespace::sender(&self.cfg.room, None)),
+        ]
+    }
+
+    pub fn reconnected(&mut self) -> Vec<Action> {
+        vec![self.invoke(Namespace::sender(&self.cfg.room, None))]
+    }
+
+    pub fn handle_signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+        let msg = match accept(&self.cfg.id, data) {
+            Ok(Some(m)) => m,
+            Ok(None) => return vec![],
+            Err(ev) => return vec![Action::Event(ev)],
+        };
+        match msg {
+            // A sender announced itself: ask it directly for an offer.
+            Message::Invoke { id, .. } => vec![self.invoke(self.to(&id))],
+            Message::Offer { id, offer, state } => {
+                if state_too_large(&state) {
+                    return vec![Action::Event(Event::Error {
+                        id: Some(id),
+                        error: format!(
+                            "ignored an offer whose state is over {MAX_STATE_BYTES} bytes"
+                        ),
+                    })];
+                }
+                let mut out = Vec::new();
+                if self.peers.contains_key(&id) {
+                    // The sender started over with us (e.g. after a failed
+                    // connection on its side): replace the old peer.
+                    self.peers.remove(&id);
+                    out.push(Action::ClosePeer { peer: id.clone() });
+                }
+                let mut peer = Peer::new(now);
+                peer.remote_set = true;
+                peer.state = state;
+                self.peers.insert(id.clone(), peer);
+                out.push(Action::AcceptOffer {
+                    peer: id.clone(),
+                    offer,
+                });
+                if let Some(pos) = self.early.iter().position(|(p, _)| *p == id) {
+                    let (_, cands) = self.early.remove(pos).unwrap_or_default();
+                    out.extend(cands.into_iter().map(|candidate| Action::AddCandidate {
+                        peer: id.clone(),
+                        candidate,
+                    }));
+                }
+                out
+            }
+            Message::Candidate { id, candidate } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    return candidate_for(peer, id, candidate);
+                }
+                if candidate.candidate.is_empty() || candidate.is_mdns() {
+                    return vec![];
+                }
+                // Before the offer: keep it, bounded.
+                match self.early.iter_mut().find(|(p, _)| *p == id) {
+                    Some((_, list)) if list.len() < MAX_EARLY_CANDIDATES => list.push(candidate),
+                    Some(_) => {}
+                    None => {
+                        if self.early.len() == MAX_EARLY_PEERS {
+                            self.early.pop_front();
+                        }
+                        self.early.push_back((id, vec![candidate]));
+                    }
+                }
+                vec![]
+            }
+            Message::Sync { id, state } => {
+                if state_too_large(&state) {
+                    return vec![Action::Event(Event::Error {
+                        id: Some(id),
+                        error: format!(
+                            "ignored a sync whose state is over {MAX_STATE_BYTES} bytes"
+                        ),
+                    })];
+                }
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return vec![];
+                };
+                peer.state = state.clone();
+                vec![Action::Event(Event::Sync { id, state })]
+            }
+            Message::Dispose { id, .. } => {
+                if !self.peers.contains_key(&id) {
+                    return vec![];
+                }
+                self.remove(now, &id);
+                vec![
+                    Action::ClosePeer { peer: id.clone() },
+                    Action::Event(Event::Dispose { id, reason: None }),
+                ]
+            }
+            Message::Answer { .. } => vec![],
+        }
+    }
+
+    pub fn handle_peer(&mut self, now: Instant, peer_id: &str, event: PeerEvent) -> Vec<Action> {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
+            return vec![];
+        };
+        let id = self.cfg.id.clone();
+        match event {
+            PeerEvent::LocalDescription(answer) => vec![Action::Emit(
+                self.to(peer_id),
+                Message::Answer { id, answer },
+            )],
+            PeerEvent::LocalCandidate(candidate) => vec![Action::Emit(
+                self.to(peer_id),
+                Message::Candidate { id, candidate },
+            )],
+            PeerEvent::Connected => {
+                if peer.connected {
+                    return vec![];
+                }
+                peer.connected = true;
+                vec![Action::Event(Event::Connect {
+                    id: peer_id.to_owned(),
+                    state: peer.state.clone(),
+                })]
+            }
+            PeerEvent::ChannelOpen => vec![Action::Event(Event::Channel {
+                id: peer_id.to_owned(),
+            })],
+            PeerEvent::Failed(reason) => self.dispose(now, peer_id, Some(reason)),
+        }
+    }
+
+    fn remove(&mut self, now: Instant, peer_id: &str) {
+        self.peers.remove(peer_id);
+        if self.peers.is_empty() {
+            // Look for the sender again: it may be restarting.
+            self.pings_left = self.cfg.ping_attempts;
+            self.next_ping = Some(now + self.cfg.ping_interval.min(Duration::from_secs(1)));
+        }
+    }
+
+    /// Closes one peer and tells its sender we are gone.
+    fn dispose(&mut self, now: Instant, peer_id: &str, reason: Option<String>) -> Vec<Action> {
+        if !self.peers.contains_key(peer_id) {
+            return vec![];
+        }
+        self.remove(now, peer_id);
+        vec![
+            Action::ClosePeer {
+                peer: peer_id.to_owned(),
+            },
+            Action::Emit(
+                self.to(peer_id),
+                Message::Dispose {
+                    id: self.cfg.id.clone(),
+                    state: None,
+                },
+            ),
+            Action::Event(Event::Dispose {
+                id: peer_id.to_owned(),
+                reason,
+            }),
+        ]
+    }
+
+    /// Connection timeouts and pings.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let late: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out: Vec<Action> = late
+            .into_iter()
+            .flat_map(|id| self.dispose(now, &id, Some("did not connect in time".into())))
+            .collect();
+        if let Some(at) = self.next_ping {
+            if now >= at {
+                if !self.peers.is_empty() {
+                    out.push(self.invoke(Namespace::sender(&self.cfg.room, None)));
+                    self.pings_left = self.cfg.ping_attempts;
+                } else if self.pings_left > 0 {
+                    out.push(self.invoke(Namespace::sender(&self.cfg.room, None)));
+                    self.pings_left -= 1;
+                }
+                self.next_ping = Some(now + self.cfg.ping_interval);
+            }
+        }
+        out
+    }
+
+    /// Tells every sender we leave, closes every peer, leaves the room.
+    pub fn stop(&mut self) -> Vec<Action> {
+        // No more pings: an invoke after we left would make senders offer
+        // to a receiver that is gone, each peer lingering until its timeout.
+        self.next_ping = None;
+        let mut ids: Vec<String> = self.peers.keys().cloned().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            self.peers.remove(&id);
+            out.push(Action::Emit(
+                self.to(&id),
+                Message::Dispose {
+                    id: self.cfg.id.clone(),
+                    state: None,
+                },
+            ));
+            out.push(Action::ClosePeer { peer: id.clone() });
+            out.push(Action::Event(Event::Dispose { id, reason: None }));
+        }
+        out.push(Action::Unsubscribe(Namespace::receiver(
+            &self.cfg.room,
+            None,
+        )));
+        out.push(Action::Unsubscribe(self.own()));
+        out
+    }
+}

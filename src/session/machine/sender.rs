@@ -1,0 +1,251 @@
+//! The broadcasting side's state machine.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::{accept, candidate_for, Action, Event, Peer, PeerEvent, SenderConfig};
+use crate::protocol::{Message, Namespace};
+
+/// The broadcasting side: one peer connection per receiver.
+#[derive(Debug)]
+pub struct Sender {
+    cfg: SenderConfig,
+    peers: HashMap<String, Peer>,
+}
+
+impl Sender {
+    pub fn new(cfg: SenderConfig) -> Self {
+        Self {
+            cfg,
+            peers: HashMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn state(&self) -> &Map<String, Value> {
+        &self.cfg.state
+    }
+
+    /// Peers that exist (offered, connecting or connected).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Peers still connecting.
+    pub fn connecting(&self) -> usize {
+        self.peers.values().filter(|p| !p.connected).count()
+    }
+
+    fn own(&self) -> Namespace {
+        Namespace::sender(&self.cfg.room, Some(&self.cfg.id))
+    }
+
+    fn to(&self, peer: &str) -> Namespace {
+        Namespace::receiver(&self.cfg.room, Some(peer))
+    }
+
+    fn invoke(&self) -> Action {
+        Action::Emit(
+            Namespace::receiver(&self.cfg.room, None),
+            Message::Invoke {
+                id: self.cfg.id.clone(),
+                credentials: None,
+            },
+        )
+    }
+
+    pub fn start(&mut self) -> Vec<Action> {
+        vec![
+            Action::Subscribe(Namespace::sender(&self.cfg.room, None)),
+            Action::Subscribe(self.own()),
+            self.invoke(),
+        ]
+    }
+
+    /// The signaling transport is back after an outage: announce ourselves
+    /// again so receivers that came meanwhile find us.
+    pub fn reconnected(&mut self) -> Vec<Action> {
+        vec![self.invoke()]
+    }
+
+    pub fn handle_signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+        let msg = match accept(&self.cfg.id, data) {
+            Ok(Some(m)) => m,
+            Ok(None) => return vec![],
+            Err(ev) => return vec![Action::Event(ev)],
+        };
+        match msg {
+            Message::Invoke { id, credentials } => {
+                if self.peers.contains_key(&id) {
+                    return vec![];
+                }
+                if let Some(verify) = &self.cfg.verify {
+                    if !verify.accepts(credentials.as_ref()) {
+                        return vec![Action::Event(Event::Rejected { id })];
+                    }
+                }
+                self.peers.insert(id.clone(), Peer::new(now));
+                vec![Action::CreateOffer {
+                    peer: id,
+                    data_channel: self.cfg.data,
+                }]
+            }
+            Message::Answer { id, answer } => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return vec![unknown(&id, "answer")];
+                };
+                if peer.remote_set {
+                    return vec![Action::Event(Event::Error {
+                        id: Some(id),
+                        error: "ignored a second answer".into(),
+                    })];
+                }
+                peer.remote_set = true;
+                let mut out = vec![Action::ApplyAnswer {
+                    peer: id.clone(),
+                    answer,
+                }];
+                out.extend(peer.early.drain(..).map(|candidate| Action::AddCandidate {
+                    peer: id.clone(),
+                    candidate,
+                }));
+                out
+            }
+            Message::Candidate { id, candidate } => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return vec![unknown(&id, "candidate")];
+                };
+                candidate_for(peer, id, candidate)
+            }
+            Message::Dispose { id, .. } => match self.peers.remove(&id) {
+                Some(_) => vec![
+                    Action::ClosePeer { peer: id.clone() },
+                    Action::Event(Event::Dispose {
+                        id,
+                        reason: Some("receiver left".into()),
+                    }),
+                ],
+                None => vec![],
+            },
+            // Other senders' traffic is not for us.
+            Message::Offer { .. } | Message::Sync { .. } => vec![],
+        }
+    }
+
+    pub fn handle_peer(&mut self, peer_id: &str, event: PeerEvent) -> Vec<Action> {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
+            return vec![];
+        };
+        let id = self.cfg.id.clone();
+        match event {
+            PeerEvent::LocalDescription(offer) => vec![Action::Emit(
+                self.to(peer_id),
+                Message::Offer {
+                    id,
+                    offer,
+                    state: self.cfg.state.clone(),
+                },
+            )],
+            PeerEvent::LocalCandidate(candidate) => vec![Action::Emit(
+                self.to(peer_id),
+                Message::Candidate { id, candidate },
+            )],
+            PeerEvent::Connected => {
+                if peer.connected {
+                    return vec![];
+                }
+                peer.connected = true;
+                vec![Action::Event(Event::Connect {
+                    id: peer_id.to_owned(),
+                    state: Map::new(),
+                })]
+            }
+            PeerEvent::ChannelOpen => vec![Action::Event(Event::Channel {
+                id: peer_id.to_owned(),
+            })],
+            PeerEvent::Failed(reason) => self.dispose(peer_id, Some(reason)),
+        }
+    }
+
+    /// Gives up peers that did not connect within the timeout.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let late: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        late.into_iter()
+            .flat_map(|id| self.dispose(&id, Some("did not connect in time".into())))
+            .collect()
+    }
+
+    /// Replaces (or with `merge`, updates) the state and tells every receiver.
+    pub fn sync(&mut self, state: Map<String, Value>, merge: bool) -> Vec<Action> {
+        if merge {
+            self.cfg.state.extend(state);
+        } else {
+            self.cfg.state = state;
+        }
+        let mut ids: Vec<&String> = self.peers.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|peer| {
+                Action::Emit(
+                    self.to(peer),
+                    Message::Sync {
+                        id: self.cfg.id.clone(),
+                        state: self.cfg.state.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Closes one peer and tells its receiver.
+    pub fn dispose(&mut self, peer_id: &str, reason: Option<String>) -> Vec<Action> {
+        if self.peers.remove(peer_id).is_none() {
+            return vec![];
+        }
+        vec![
+            Action::ClosePeer {
+                peer: peer_id.to_owned(),
+            },
+            Action::Emit(
+                self.to(peer_id),
+                Message::Dispose {
+                    id: self.cfg.id.clone(),
+                    state: Some(self.cfg.state.clone()),
+                },
+            ),
+            Action::Event(Event::Dispose {
+                id: peer_id.to_owned(),
+                reason,
+            }),
+        ]
+    }
+
+    /// Disposes every peer and leaves the room.
+    pub fn stop(&mut self) -> Vec<Action> {
+        let mut ids: Vec<String> = self.peers.keys().cloned().collect();
+        ids.sort();
+        let mut out: Vec<Action> = ids.iter().flat_map(|id| self.dispose(id, None)).collect();
+        out.push(Action::Unsubscribe(Namespace::sender(&self.cfg.room, None)));
+        out.push(Action::Unsubscribe(self.own()));
+        out
+    }
+}
+
+fn unknown(id: &str, what: &str) -> Action {
+    Action::Event(Event::Error {
+        id: Some(id.to_owned()),
+        error: format!("ignored a {what} from a peer we have no connection with"),
+    })
+}

@@ -1,0 +1,300 @@
+//! The entry points, `p2p send` and `p2p receive`: each sets up its side's
+//! parts around a `Runner` and runs its loop until the session ends.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::output::write_output;
+use super::report::Reporter;
+use super::rtc::Rtc;
+use super::settings::{self, ReceiveConfig, SendConfig};
+use super::status::Status;
+use super::{av, fanout, machine, stdio, Machine, Runner, LAST_DATA_WAIT};
+use crate::media::record::RecordConfig;
+use crate::signaling::{self, SignalEvent, Signaling};
+
+/// How often timeouts and pings are checked. Both are counted in seconds;
+/// a tenth of one is precise enough and costs nothing.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Events queued from peer connections to the run loop: candidates and state
+/// changes for many peers at once.
+const RTC_EVENTS: usize = 1024;
+
+/// Messages from data channels waiting to be written to stdout. Small, so a
+/// stdout that does not keep up holds back the channels (and the senders).
+const OUTPUT_QUEUE: usize = 64;
+
+/// How long a sender that is done waits for its receivers to close first
+/// (see `Runner::leave`): a receiver waits up to `LAST_DATA_WAIT` for its
+/// reader before it closes.
+const LINGER: Duration = Duration::from_secs(8);
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn connect_signaling(
+    cfg: &settings::PeerConfig,
+) -> anyhow::Result<(Signaling, mpsc::Receiver<SignalEvent>)> {
+    Ok(signaling::connect(&cfg.signal, cfg.signal_opts.clone()).await?)
+}
+
+/// `p2p send`: offers a data channel to every receiver in the room and
+/// fans stdin out to them.
+pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
+    let id = new_id();
+    let reporter = Reporter::new("receiver", cfg.peer.events, cfg.peer.events_file.as_deref())?;
+    let mut rtc = Rtc::new(
+        &cfg.peer.ice_servers,
+        cfg.peer.signal_opts.ca_file.as_deref(),
+        false,
+    )?;
+    let (capture, video) = match &cfg.media {
+        Some(m) => {
+            let (capture, video) = av::start_sender_media(m, &mut rtc, &id)?;
+            (Some(capture), video)
+        }
+        None => (None, None),
+    };
+    let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
+    let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
+    let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
+    let status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
+    let data_bytes = status.data_bytes.clone();
+    // With media, the session lasts until Ctrl-C; stdin feeds data channels
+    // only when they are on.
+    let mut fanout = if cfg.data {
+        let input = stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
+        tokio::spawn(fanout::run(
+            fanout::FanoutConfig {
+                queue_size: cfg.queue_size,
+                to: cfg.to.clone(),
+                binary: cfg.peer.binary,
+                keep_open: cfg.keep_open || cfg.media.is_some(),
+                sent: data_bytes.clone(),
+            },
+            input,
+            ctl_rx,
+        ))
+    } else {
+        drop(ctl_rx);
+        tokio::spawn(std::future::pending::<()>())
+    };
+    let machine = machine::Sender::new(machine::SenderConfig {
+        id: id.clone(),
+        room: cfg.peer.room.clone(),
+        state: cfg.state.clone(),
+        data: cfg.data,
+        verify: cfg.verify.clone(),
+        connection_timeout: cfg.peer.connection_timeout,
+    });
+    let mut runner = Runner::new(Machine::Sender(machine), signaling, rtc, rtc_tx, &reporter);
+    runner.fanout = cfg.data.then_some(ctl_tx);
+    runner.capture = capture;
+    runner.video = video;
+    runner.audio_bps = cfg
+        .media
+        .as_ref()
+        .filter(|m| m.audio.is_some())
+        .map_or(0.0, |m| f64::from(m.audio_kbps) * 1000.0);
+    runner.status = status;
+    reporter.started("sender", &id, &cfg.peer.room);
+    let start = match &mut runner.machine {
+        Machine::Sender(m) => m.start(),
+        Machine::Receiver(_) => unreachable!("built as a sender above"),
+    };
+    runner.exec(start).await;
+
+    let mut hangup = hangup_signal();
+    let mut tick = tokio::time::interval(TICK);
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut left = false;
+    loop {
+        tokio::select! {
+            Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
+            Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
+            _ = tick.tick() => {
+                if let Err(e) = runner.tick().await {
+                    runner.stop().await;
+                    return Err(e);
+                }
+            }
+            _ = &mut fanout => {
+                tracing::debug!("everything read from stdin was delivered");
+                runner.leave(&mut rtc_rx, LINGER).await;
+                left = true;
+                break;
+            }
+            Some(()) = recv_hangup(&mut hangup) => {
+                if let Some(path) = &cfg.state_file {
+                    match settings::read_state_file(path) {
+                        Ok(state) => {
+                            tracing::info!("state reloaded from {}: {}", path.display(), serde_json::Value::Object(state.clone()));
+                            if let Machine::Sender(m) = &mut runner.machine {
+                                let actions = m.sync(state, false);
+                                runner.exec(actions).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!("{e:#}; keeping the current state"),
+                    }
+                } else {
+                    tracing::warn!("SIGHUP ignored: no --state-file to reload");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    if !left {
+        runner.stop().await;
+    }
+    if let Some(c) = &runner.capture {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::debug!(
+            "sent {} RTP packets ({} bytes), {} dropped, {} key frames requested",
+            c.stats.packets.load(Relaxed),
+            c.stats.bytes.load(Relaxed),
+            c.stats.dropped.load(Relaxed),
+            c.stats.keyframes_requested.load(Relaxed)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `p2p receive`: answers every sender in the room and writes what arrives
+/// to stdout.
+pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
+    let id = new_id();
+    let reporter = Reporter::new("sender", cfg.peer.events, cfg.peer.events_file.as_deref())?;
+    let rtc = Rtc::new(
+        &cfg.peer.ice_servers,
+        cfg.peer.signal_opts.ca_file.as_deref(),
+        true,
+    )?;
+    let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
+    let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
+    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+    let mut writer = tokio::spawn(write_output(out_rx, reporter.clone()));
+    let machine = machine::Receiver::new(machine::ReceiverConfig {
+        id: id.clone(),
+        room: cfg.peer.room.clone(),
+        credentials: cfg.credentials.clone(),
+        connection_timeout: cfg.peer.connection_timeout,
+        ping_interval: cfg.ping_interval,
+        ping_attempts: cfg.ping_attempts,
+    });
+    let mut runner = Runner::new(
+        Machine::Receiver(machine),
+        signaling,
+        rtc,
+        rtc_tx,
+        &reporter,
+    );
+    runner.output = Some(out_tx);
+    let record = RecordConfig {
+        path: cfg.record.clone(),
+        display: cfg.display,
+    };
+    if record.path.is_some() || record.display {
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || crate::media::record::Recorder::warm_up(&record));
+    }
+    runner.recordings = Some(av::Recordings::new(record, reporter.clone()));
+    runner.status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
+    reporter.started("receiver", &id, &cfg.peer.room);
+    let start = match &mut runner.machine {
+        Machine::Receiver(m) => m.start(Instant::now()),
+        Machine::Sender(_) => unreachable!("built as a receiver above"),
+    };
+    runner.exec(start).await;
+
+    let mut tick = tokio::time::interval(TICK);
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut write_result = None;
+    loop {
+        tokio::select! {
+            Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
+            Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
+            _ = tick.tick() => {
+                if let Err(e) = runner.tick().await {
+                    runner.stop().await;
+                    return Err(e);
+                }
+            }
+            r = &mut writer => {
+                // stdout closed (e.g. `| head`): a normal end.
+                write_result = Some(r);
+                break;
+            }
+            () = &mut shutdown => break,
+        }
+        if cfg.once && runner.ever_connected && runner.peers.is_empty() {
+            tracing::debug!("every sender has left (--once)");
+            break;
+        }
+    }
+    // Let readers finish what their senders sent, then flush stdout.
+    let readers: Vec<JoinHandle<()>> = runner
+        .readers
+        .drain()
+        .map(|(_, r)| {
+            r.leaving.cancel();
+            r.task
+        })
+        .collect();
+    let closing = runner.peers.is_empty();
+    if closing {
+        for r in readers {
+            let _ = tokio::time::timeout(LAST_DATA_WAIT, r).await;
+        }
+    }
+    runner.stop().await;
+    if let Some(r) = &mut runner.recordings {
+        r.finish_all().await;
+    }
+    runner.output = None;
+    let result = match write_result {
+        Some(r) => r,
+        None => match tokio::time::timeout(LAST_DATA_WAIT, &mut writer).await {
+            Ok(r) => r,
+            Err(_) => {
+                writer.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    match result.context("stdout writer failed")? {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+async fn recv_hangup(h: &mut Hangup) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(s) = h {
+        return s.recv().await;
+    }
+    let _ = h;
+    std::future::pending().await
+}
