@@ -1,0 +1,223 @@
+//! What p2p asks of webrtc-rs: the ICE, SCTP and RTP constants (with
+//! why each has its value), the `SettingEngine`, and the codecs, header
+//! extensions and interceptors of each connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
+use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use webrtc::peer_connection::{
+    configure_rtcp_reports, configure_twcc_receiver_only, MediaEngine, SettingEngine,
+    SettingEngineBuilder,
+};
+
+use super::media::{self, Feedback, ABS_CAPTURE_TIME};
+use super::Rtc;
+
+/// SCTP receive window: how much the peer may send ahead of our reading.
+/// webrtc-rs's default (1 MiB) halves loopback throughput.
+const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
+
+/// Floor under SCTP's retransmission timeout. RFC 9260's 1 s bounded a data
+/// channel over 5 % loss on a LAN to ~65 KB/s: every lost retransmission
+/// and every loss at the tail of a burst (too few packets follow it to
+/// trigger a fast retransmit) waited the full second. Throughput there goes
+/// as the inverse of the floor (200 MB: 167 s at 50 ms, 76 s at 20 ms); the
+/// RTO itself still follows the path's RTT samples, so a slow or jittery
+/// path keeps a long one. A lone message answered by the peer's 200 ms
+/// delayed SACK is sent again a few times until those samples raise the
+/// RTO past it. Needs `third_party/rtc*-rto-min.patch` (bench/NOTES.md).
+const SCTP_RTO_MIN: Duration = Duration::from_millis(20);
+
+/// How often a receiver asks again for the video packets it is missing
+/// (NACK). webrtc-rs's default, 100 ms, is the recorder's whole jitter
+/// buffer latency: half the retransmissions came too late to be used. At
+/// 20 ms a lost packet (or a lost retransmission) is asked for again well
+/// inside it on a LAN or a continent.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How many times a receiver asks for one lost packet. Unlimited (the
+/// default) turned a congested path into a storm: every packet the
+/// bottleneck dropped was asked for every 20 ms, each answer dropped in
+/// turn, until retransmissions alone filled the link (measured: 15,000
+/// packets a second dropped on a 1 Mbit/s link carrying 200 kbit/s of
+/// video). Three tries spread over 60 ms recover a packet lost at 5 %
+/// all but once in 8,000.
+const NACKS_PER_PACKET: u16 = 3;
+
+/// ICE: silence before a connection counts as lost (webrtc-rs's default;
+/// the session gives the peer up then), and keep-alive interval (default).
+const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// ICE: added to `ICE_DISCONNECTED`, how long connectivity checks may go
+/// without an answer before a new connection fails. webrtc-rs stops
+/// retrying a candidate pair after a few unanswered checks, so an attempt
+/// made while the network is down never connects once it is back; it
+/// must fail for the peers to try again. webrtc-rs's default, 25 s, kept
+/// sessions down for half a minute after a 10 s outage; 15 s in all is
+/// still far beyond what checks take on any working path.
+const ICE_FAILED: Duration = Duration::from_secs(10);
+
+/// ICE: time between connectivity checks, and how many a candidate pair
+/// gets. webrtc-rs's 200 ms tick also paces every handshake step after
+/// ICE (DTLS, SCTP, the channel's open): a data channel took 400–600 ms
+/// to open. At 20 ms it opens in 50–70 ms; 100 checks keep a pair alive
+/// for the same 2 s a slow path needs.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+const ICE_CHECKS_PER_PAIR: u16 = 100;
+
+/// Interceptor slot of [`media::SenderFeedback`] (past the built-in ones,
+/// so application-ward of congestion control).
+const FEEDBACK_SLOT: usize = 14_000;
+
+/// The transport-wide congestion control extension and feedback.
+const TRANSPORT_CC: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// Lowest bandwidth estimate: below it, even audio and the smallest
+/// layer do not fit, and a lower number would only slow the recovery.
+const MIN_ESTIMATE: f64 = 100_000.0;
+
+/// How long ICE waits before it may take a server-reflexive or a relayed
+/// pair (see `settings`).
+const SRFLX_ACCEPTANCE: Duration = Duration::from_millis(100);
+const RELAY_ACCEPTANCE: Duration = Duration::from_millis(250);
+
+impl Rtc {
+    /// Codecs, header extensions and interceptors, split by direction.
+    /// Both sides: RTCP sender and receiver reports, and video codecs with
+    /// `nack`, `nack pli` and `ccm fir` feedback. The sending side keeps
+    /// what it sent to answer NACKs, hands key-frame requests to the
+    /// encoder, numbers its packets for transport-wide feedback and runs
+    /// Google Congestion Control on that feedback, one estimate per
+    /// receiver (into `feedback`). The receiving side asks for what it lost
+    /// and sends that transport-wide feedback. Each of those two wakes up
+    /// on a timer per connection (NACK every 20 ms, TWCC every 100 ms)
+    /// whether or not media comes in: on a sender with 20 receivers that
+    /// was 1,200 idle wake-ups a second, so a sender runs neither.
+    ///
+    /// No pacer: packets leave as the encoder makes them, and each
+    /// receiver is kept under its estimate by the layer it is forwarded,
+    /// not by queueing (which would add delay to every frame).
+    pub(super) fn engines(
+        &self,
+        feedback: &Arc<Feedback>,
+    ) -> anyhow::Result<(MediaEngine, Registry)> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: ABS_CAPTURE_TIME.into(),
+                },
+                kind,
+                None,
+            )?;
+        }
+        for parameter in ["", "pli"] {
+            media.register_feedback(
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: parameter.into(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        let registry = configure_rtcp_reports(Registry::new());
+        if !self.receives_media {
+            let mut registry = registry
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(
+                    Slot::from(FEEDBACK_SLOT),
+                    media::SenderFeedback::new(feedback.clone()),
+                );
+            if self.send_bps > 0.0 {
+                for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+                    media.register_feedback(
+                        RTCPFeedback {
+                            typ: "transport-cc".into(),
+                            parameter: String::new(),
+                        },
+                        kind,
+                    );
+                    media.register_header_extension(
+                        RTCRtpHeaderExtensionCapability {
+                            uri: TRANSPORT_CC.into(),
+                        },
+                        kind,
+                        None,
+                    )?;
+                }
+                // Starts above the full rate: a path is assumed to carry
+                // the stream until its feedback shows otherwise (GCC has no
+                // probing here, and ramping up from a guess takes tens of
+                // seconds), with room for the first key frames' burst.
+                let start = (self.send_bps * 2.0).max(MIN_ESTIMATE);
+                let gcc = Gcc::new(start, MIN_ESTIMATE, start * 2.0);
+                registry = registry
+                    .with(
+                        Slot::CongestionControl,
+                        CongestionControlBuilder::new(gcc).build(),
+                    )
+                    .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+            }
+            return Ok((media, registry));
+        }
+        let registry = registry.with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        );
+        let registry = configure_twcc_receiver_only(registry, &mut media)?;
+        Ok((media, registry))
+    }
+
+    pub(crate) fn settings() -> SettingEngine {
+        SettingEngineBuilder::new()
+            // No multicast: nothing leaves this machine unless told to.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            // Two processes on one machine meet over loopback.
+            .with_include_loopback_candidate(true)
+            // Browsers that hide their addresses show up as peer-reflexive
+            // candidates; accept them at once instead of after 1 s.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A working server-reflexive pair is taken 0.1 s after ICE
+            // starts, a relayed one after 0.25 s, not after webrtc-rs's
+            // defaults of 0.5 s and 2 s: across NATs those waits were most
+            // of the time to connect (bench/NOTES.md, "TURN"; Chromium does
+            // not wait at all). A host pair that works is found within
+            // milliseconds on one network, and a relayed pair needs an
+            // allocation and a permission first, so a better pair that
+            // works has almost always been found by then.
+            .with_srflx_acceptance_min_wait(Some(SRFLX_ACCEPTANCE))
+            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE))
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED),
+                Some(ICE_FAILED),
+                Some(ICE_KEEPALIVE),
+            )
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS_PER_PAIR))
+            .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
+            .with_sctp_rto_min(SCTP_RTO_MIN)
+            // Answer as the DTLS server, so the offerer (a sender) is the
+            // side that finishes the handshake last: webrtc-rs takes its
+            // SRTP keys in an event handled after the rest of the packets
+            // read with the last flight, and SRTP that arrives with it is
+            // dropped. A sender that finished first sent its first picture
+            // into that gap; the receiver then waited ~0.5 s for another
+            // (bench/NOTES.md, "first key frame").
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .build()
+    }
+}
