@@ -289,7 +289,22 @@ impl Recorder {
                 .do_timestamp(true)
                 .build();
             let jitter = make("rtpjitterbuffer", &format!("jitter{n}"))?;
-            set(&jitter, "latency", &JITTER_LATENCY_MS.to_string());
+            // The first packet goes through at once, whatever follows it:
+            // at the full latency, fast start still waits for a second
+            // packet, and a one-packet first key frame (a simple picture)
+            // sat until the next frame's. The latency is set once the first
+            // packet is through.
+            set(&jitter, "latency", "0");
+            let weak = jitter.downgrade();
+            jitter
+                .static_pad("src")
+                .ok_or_else(|| MediaError::Pipeline("jitter buffer has no src pad".into()))?
+                .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    if let Some(j) = weak.upgrade() {
+                        j.set_property("latency", JITTER_LATENCY_MS);
+                    }
+                    gst::PadProbeReturn::Remove
+                });
             if !cfg.display {
                 // A file's timestamps come from the sender's RTP clock
                 // alone. Slaving them to arrival (the default, for live
