@@ -230,37 +230,18 @@ impl TrackWriter {
             if let (Some(id), Some(stamp)) = (b.capture_ext, &stamp) {
                 let _ = p.header.set_extension(id, stamp.clone());
             }
-            if !b.live.load(Ordering::Acquire) && self.hold(&b, p.clone()).await {
-                continue;
-            }
+            let p = if b.live.load(Ordering::Acquire) {
+                p
+            } else {
+                match hold(&b, p).await {
+                    Some(p) => p,
+                    None => continue,
+                }
+            };
             if let Err(e) = b.track.write_rtp(p).await {
                 tracing::trace!(peer = %short(&b.peer), "RTP not written: {e}");
             }
         }
-    }
-
-    /// Keeps one packet for a peer whose connection is not up yet (past
-    /// [`HOLD`], starts over: a layered peer then starts from a key frame
-    /// asked for when it is up). False if the connection came up
-    /// meanwhile: send it.
-    async fn hold(&self, b: &Binding, p: RtpPacket) -> bool {
-        let mut held = b.held.lock().await;
-        if b.live.load(Ordering::Acquire) {
-            return false;
-        }
-        if held.len() < HOLD {
-            held.push(p);
-        } else {
-            held.clear();
-            if let Some(switch) = &b.switch {
-                switch
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forwarder
-                    .restart();
-            }
-        }
-        true
     }
 
     /// Chooses this peer's layer again when due, and decides for one packet.
@@ -297,4 +278,28 @@ impl TrackWriter {
         }
         decision
     }
+}
+
+/// Keeps one packet for a peer whose connection is not up yet (past
+/// [`HOLD`], starts over: a layered peer then starts from a key frame asked
+/// for when it is up). Gives the packet back if the connection came up
+/// meanwhile: send it.
+async fn hold(b: &Binding, p: RtpPacket) -> Option<RtpPacket> {
+    let mut held = b.held.lock().await;
+    if b.live.load(Ordering::Acquire) {
+        return Some(p);
+    }
+    if held.len() < HOLD {
+        held.push(p);
+    } else {
+        held.clear();
+        if let Some(switch) = &b.switch {
+            switch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forwarder
+                .restart();
+        }
+    }
+    None
 }
