@@ -187,12 +187,14 @@ impl Chooser {
     }
 
     /// The layer for a receiver whose path is estimated at `estimate` bit/s
-    /// (`None`: it sends no congestion feedback, so it gets the best),
-    /// given the bit/s each layer needs and the audio's.
+    /// (`None`: it sends no congestion feedback, so it gets the best), and
+    /// while it is full (losing a good share of what it is sent) carries
+    /// `carried` bit/s, given the bit/s each layer needs and the audio's.
     pub fn update(
         &mut self,
         now: Instant,
         estimate: Option<f64>,
+        carried: Option<f64>,
         rates: &[f64],
         audio: f64,
     ) -> usize {
@@ -213,16 +215,20 @@ impl Chooser {
             // Leaving a layer soon after stepping up to it (or starting at
             // it) fails that layer's trial. The layers fallen through on
             // the way down were not tried: the estimate is still settling
-            // after the failure, so they get the short wait.
+            // after the failure, so they get the short wait, unless the
+            // path is full and carries less than they need (then it has
+            // just shown it cannot take them).
             let failed = self
                 .last_up
                 .filter(|(t, _)| now.duration_since(*t) < UP_TRIAL)
                 .map(|(_, layer)| layer);
-            for l in self.layer..fits {
+            for (l, rate) in rates.iter().enumerate().take(fits).skip(self.layer) {
                 let wait = if failed == Some(l) {
                     let wait = self.retry[l];
                     self.retry[l] = (wait * 2).min(RETRY_MAX);
                     wait
+                } else if carried.is_some_and(|c| rate + audio > c) {
+                    RETRY_AFTER_FAILURE
                 } else {
                     UP_BACKOFF
                 };
@@ -573,7 +579,7 @@ mod tests {
     #[test]
     fn no_feedback_gets_the_best_layer() {
         let mut c = Chooser::default();
-        assert_eq!(c.update(Instant::now(), None, &RATES, 50_000.0), 0);
+        assert_eq!(c.update(Instant::now(), None, None, &RATES, 50_000.0), 0);
     }
 
     #[test]
@@ -581,7 +587,7 @@ mod tests {
         let t = Instant::now();
         let mut c = Chooser::default();
         let up = |c: &mut Chooser, secs: f64, est: f64| {
-            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+            c.update(at(t, secs), Some(est), None, &RATES, 50_000.0)
         };
         assert_eq!(up(&mut c, 0.0, 3_500_000.0), 0);
         // 1 Mbit/s at 10 s (the start's trial is over): the middle layer,
@@ -601,7 +607,7 @@ mod tests {
         let t = Instant::now();
         let mut c = Chooser::default();
         let up = |c: &mut Chooser, secs: f64, est: f64| {
-            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+            c.update(at(t, secs), Some(est), None, &RATES, 50_000.0)
         };
         // The start at full size fails at once: retried after 30 s.
         assert_eq!(up(&mut c, 0.0, 3_500_000.0), 0);
@@ -621,7 +627,7 @@ mod tests {
         let t = Instant::now();
         let mut c = Chooser::default();
         let up = |c: &mut Chooser, secs: f64, est: f64| {
-            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+            c.update(at(t, secs), Some(est), None, &RATES, 50_000.0)
         };
         up(&mut c, 0.0, 3_500_000.0);
         // Full size fails at once, and the estimate overshoots downwards
@@ -641,7 +647,7 @@ mod tests {
         let t = Instant::now();
         let mut c = Chooser::default();
         let up = |c: &mut Chooser, secs: f64, est: f64| {
-            c.update(at(t, secs), Some(est), &RATES, 50_000.0)
+            c.update(at(t, secs), Some(est), None, &RATES, 50_000.0)
         };
         up(&mut c, 0.0, 3_500_000.0);
         assert_eq!(up(&mut c, 1.0, 1_000_000.0), 1);
@@ -653,5 +659,37 @@ mod tests {
         up(&mut c, 14.2, 5_000_000.0);
         assert_eq!(up(&mut c, 20.0, 5_000_000.0), 1);
         assert_eq!(up(&mut c, 31.1, 5_000_000.0), 0);
+    }
+
+    #[test]
+    fn layers_a_full_path_cannot_carry_wait_like_the_one_that_failed() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64, full: Option<f64>| {
+            c.update(at(t, secs), Some(est), full, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, 3_500_000.0, None);
+        // 300 kbit/s: full size fails at its start, and half size, passed
+        // on the way down, needs twice what the full path carries: both
+        // wait 30 s, however high the estimate climbs meanwhile.
+        assert_eq!(up(&mut c, 1.0, 300_000.0, Some(290_000.0)), 2);
+        up(&mut c, 2.0, 5_000_000.0, None);
+        assert_eq!(up(&mut c, 29.0, 5_000_000.0, None), 2);
+        assert_eq!(up(&mut c, 31.1, 5_000_000.0, None), 1);
+    }
+
+    #[test]
+    fn a_layer_the_full_path_carried_comes_back_soon() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64, full: Option<f64>| {
+            c.update(at(t, secs), Some(est), full, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, 3_500_000.0, None);
+        // 1 Mbit/s: the estimate overshoots down to the smallest layer,
+        // but the full path carried enough for half size: the short wait.
+        assert_eq!(up(&mut c, 1.0, 300_000.0, Some(950_000.0)), 2);
+        up(&mut c, 2.0, 1_000_000.0, None);
+        assert_eq!(up(&mut c, 6.1, 1_000_000.0, None), 1);
     }
 }

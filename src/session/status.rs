@@ -94,10 +94,13 @@ impl Runner {
             let estimate = p
                 .estimate
                 .map_or_else(|| "no estimate".to_owned(), crate::progress::bitrate);
+            let full = p.carried.map_or_else(String::new, |c| {
+                format!(" · full at {}", crate::progress::bitrate(c))
+            });
             self.status.line(
                 &p.peer,
                 format!(
-                    "  receiver {} · {} · path {estimate} · loss {:.0} %",
+                    "  receiver {} · {} · path {estimate}{full} · loss {:.0} %",
                     short(&p.peer),
                     size.as_deref().unwrap_or("waiting for a key frame"),
                     p.loss * 100.0
@@ -107,6 +110,7 @@ impl Runner {
             peers.push(serde_json::json!({
                 "id": p.peer,
                 "estimate": p.estimate.map(f64::round),
+                "carried": p.carried.map(f64::round),
                 "loss": (p.loss * 1000.0).round() / 1000.0,
                 "layer": p.layer,
                 "width": p.layer.and_then(|k| layers.get(k)).map(|l| l.width),

@@ -452,7 +452,7 @@ async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
         .collect();
     eprintln!(
         "300 kbit/s: {fps:.1} fps, longest gap {gap:.2} s over the last 12 s, widths {sizes:?}, \
-         {} audio buffers in {:.1} s",
+         {} audio buffers in {:.1} s; {trace:?}",
         r.audio_buffers, r.duration
     );
     // The smallest layer (a quarter size, at half the frame rate), moving.
@@ -501,7 +501,10 @@ async fn a_browser_behind_a_slow_link_plays_smoothly_under_the_cap() {
         .filter(|v| v["event"] == "stats")
         .filter_map(|v| {
             let p = v["peers"].as_array()?.first()?.clone();
-            Some(format!("{} L{}", p["estimate"], p["layer"]))
+            Some(format!(
+                "{} full {} L{}",
+                p["estimate"], p["carried"], p["layer"]
+            ))
         })
         .collect();
     eprintln!("the page behind 1 Mbit/s: {result} (sender saw {layers:?})");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry, Slot,
     TwccSenderBuilder,
 };
 use rtc::peer_connection::transport::RTCDtlsRole;
@@ -162,11 +162,12 @@ impl Rtc {
                 // probing here, and ramping up from a guess takes tens of
                 // seconds), with room for the first key frames' burst.
                 let start = (self.send_bps * 2.0).max(MIN_ESTIMATE);
-                let gcc = Gcc::new(start, MIN_ESTIMATE, start * 2.0);
+                let estimator =
+                    media::Estimator::new(start, MIN_ESTIMATE, start * 2.0, feedback.clone());
                 registry = registry
                     .with(
                         Slot::CongestionControl,
-                        CongestionControlBuilder::new(gcc).build(),
+                        CongestionControlBuilder::new(estimator).build(),
                     )
                     .with(Slot::TwccSender, TwccSenderBuilder::new().build());
             }

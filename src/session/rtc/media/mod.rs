@@ -21,7 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 pub use feedback::Feedback;
-pub(super) use feedback::SenderFeedback;
+pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
 pub(super) use remote::watch_remote;
 pub use remote::{Received, RemoteTrack};

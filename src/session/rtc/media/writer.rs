@@ -51,6 +51,9 @@ pub struct PeerMedia {
     pub peer: String,
     /// Bandwidth estimate, bit/s, once the receiver sends feedback.
     pub estimate: Option<f64>,
+    /// What its path carries, bit/s, while it is full (loses a good
+    /// share of what it is sent).
+    pub carried: Option<f64>,
     /// Fraction lost in its latest report.
     pub loss: f64,
     /// Layer it is forwarded (0: the best), once it gets one.
@@ -163,6 +166,7 @@ impl TrackWriter {
                 PeerMedia {
                     peer: b.peer.clone(),
                     estimate: b.feedback.estimate(),
+                    carried: b.feedback.carried(),
                     loss: b.feedback.loss(),
                     layer,
                 }
@@ -256,9 +260,13 @@ impl TrackWriter {
     ) -> Forward {
         if now >= s.next_choice {
             s.next_choice = now + CHOOSE_EVERY;
-            let target = s
-                .chooser
-                .update(now, b.feedback.estimate(), rates, self.others_bps);
+            let target = s.chooser.update(
+                now,
+                b.feedback.estimate(),
+                b.feedback.carried(),
+                rates,
+                self.others_bps,
+            );
             s.forwarder.set_target(target);
         }
         let decision = s.forwarder.packet(
