@@ -1010,6 +1010,63 @@ class Bench:
                      target="CPU(20)/CPU(1) ≤ 1.3" if n == 20 else "",
                      met=(cpu[20] / cpu[1] <= 1.3) if n == 20 else None)
 
+    def fanout_layers(self):
+        """Figure 2's sender with its receivers spread over the three layers:
+        20 receivers, each in its own leaf of a CappedStar (7 unconstrained,
+        7 behind 600 kbit/s, 6 behind 150 kbit/s), against 1 unconstrained
+        receiver of the same star. The layers are encoded whatever the
+        receivers; what each receiver costs is forwarding (choice,
+        renumbering, SRTP, sending) from the layer it gets."""
+        secs = 3 if self.quick else 20
+        settle = 5 if self.quick else 10
+        rates = ["10gbit"] * 7 + ["600kbit"] * 7 + ["150kbit"] * 6
+        star = CappedStar(rates)
+        try:
+            relay = spawn(star.exec(star.hub, [self.p2p, "signal", "--listen", "0.0.0.0:0", "-q"]),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            port = relay.stdout.readline().strip().rsplit(":", 1)[-1]
+            room = f"fanl-{uuid.uuid4().hex[:8]}"
+            sev = os.path.join(self.tmp, f"{room}.sender")
+            sender = spawn(star.exec(star.hub, [self.p2p, "send", "--test-source", "--test-pattern", "zone-plate",
+                                                "--no-audio", "--width", "640", "--height", "480", "--fps", "30",
+                                                "--video-bitrate", "1000", "--room", room,
+                                                "--signal", f"ws://127.0.0.1:{port}", "-q", "--events-file", sev]),
+                           stdin=subprocess.DEVNULL)
+            receivers = []
+            cpu, layers = {}, {}
+
+            def last_stats():
+                stats = [e for e in read_events(sev) if e.get("event") == "stats"]
+                return stats[-1] if stats else {}
+
+            for n in (1, len(rates)):
+                while len(receivers) < n:
+                    k = len(receivers)
+                    receivers.append(spawn(star.exec(star.leaves[k], [
+                        self.p2p, "receive", "--room", room, "--signal", f"ws://{star.hub_addr(k)}:{port}", "-q"]),
+                        stdout=subprocess.DEVNULL))
+                wait_for(lambda: last_stats().get("receivers", 0) >= n, 60, f"{n} receivers", interval=0.2)
+                time.sleep(settle)
+                c0, t0 = cpu_secs(sender.pid), time.time()
+                time.sleep(secs)
+                c1, el = cpu_secs(sender.pid), time.time() - t0
+                cpu[n] = (c1 - c0) * secs / el
+                got = [p.get("layer") for p in last_stats().get("peers", [])]
+                layers[n] = [got.count(k) for k in range(3)]
+                log(f"  {n} receiver(s) over the layers: {cpu[n]:.2f} CPU s over {secs} s, per layer {layers[n]}")
+        finally:
+            cleanup()
+            star.close()
+        n = len(rates)
+        self.raw["fanout_layers"] = dict(secs=secs, cpu=cpu, layers=layers, caps=rates)
+        per = "/".join(str(c) for c in layers[n])
+        self.row("2 fan-out", f"sender CPU over {secs} s, same sender, {n} receivers each behind its own link "
+                 f"(7 unconstrained, 7 at 600 kbit/s, 6 at 150 kbit/s): {per} on the 640/320/160-wide layers",
+                 f"{cpu[n]:.2f} s ({cpu[n] / secs * 100:.0f} % of a core)", "",
+                 baseline=f"{cpu[1]:.2f} s (1 unconstrained receiver, same star)",
+                 ratio=cpu[n] / cpu[1], target="CPU(20 over the layers)/CPU(1) ≤ 1.3",
+                 met=cpu[n] / cpu[1] <= 1.3)
+
     # ------------------------------------------------------------ (3) capture-to-receiver latency
 
     def encode_floor(self, width, height, frames):
@@ -1185,7 +1242,7 @@ class Bench:
             "4": ("4 data channel", self.data_channel),
             "5": ("5 relay", self.relay_throughput),
             "1": ("1 time to media", self.time_to_media),
-            "2": ("2 fan-out", self.fanout),
+            "2": ("2 fan-out", lambda: (self.fanout(), cleanup(), self.fanout_layers())),
             "3": ("3 capture-to-receiver latency", self.capture_latency),
             "6": ("6 memory", self.memory),
             "7": ("7 across NATs", self.across_nats),

@@ -111,6 +111,8 @@ impl Runner {
                 "id": p.peer,
                 "estimate": p.estimate.map(f64::round),
                 "carried": p.carried.map(f64::round),
+                "resent_bytes": p.resends.0,
+                "resends_dropped": p.resends.1,
                 "loss": (p.loss * 1000.0).round() / 1000.0,
                 "layer": p.layer,
                 "width": p.layer.and_then(|k| layers.get(k)).map(|l| l.width),

@@ -502,8 +502,8 @@ async fn a_browser_behind_a_slow_link_plays_smoothly_under_the_cap() {
         .filter_map(|v| {
             let p = v["peers"].as_array()?.first()?.clone();
             Some(format!(
-                "{} full {} L{}",
-                p["estimate"], p["carried"], p["layer"]
+                "{} full {} L{} resent {}/{}",
+                p["estimate"], p["carried"], p["layer"], p["resent_bytes"], p["resends_dropped"]
             ))
         })
         .collect();

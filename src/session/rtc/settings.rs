@@ -79,6 +79,12 @@ const ICE_CHECKS_PER_PAIR: u16 = 100;
 /// so application-ward of congestion control).
 const FEEDBACK_SLOT: usize = 14_000;
 
+/// Interceptor slot of [`media::RetransmitBudget`]: on the wire side of
+/// the NACK responder (4,000), whose retransmissions it passes or drops,
+/// and application-ward of transport-wide numbering (2,000), so a dropped
+/// one leaves no gap in the numbers.
+const RETRANSMIT_SLOT: usize = 3_500;
+
 /// The transport-wide congestion control extension and feedback.
 const TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
@@ -136,6 +142,10 @@ impl Rtc {
         if !self.receives_media {
             let mut registry = registry
                 .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(
+                    Slot::from(RETRANSMIT_SLOT),
+                    media::RetransmitBudget::new(feedback.clone()),
+                )
                 .with(
                     Slot::from(FEEDBACK_SLOT),
                     media::SenderFeedback::new(feedback.clone()),

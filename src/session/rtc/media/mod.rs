@@ -8,6 +8,7 @@
 mod feedback;
 mod local;
 mod remote;
+mod retransmit;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -25,6 +26,7 @@ pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
 pub(super) use remote::watch_remote;
 pub use remote::{Received, RemoteTrack};
+pub(super) use retransmit::RetransmitBudget;
 pub use writer::{PeerMedia, TrackWriter};
 
 use crate::media::{MediaKind, TrackSpec};

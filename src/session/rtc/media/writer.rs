@@ -56,6 +56,8 @@ pub struct PeerMedia {
     pub carried: Option<f64>,
     /// Fraction lost in its latest report.
     pub loss: f64,
+    /// Bytes sent again on its NACKs, and NACK answers dropped over budget.
+    pub resends: (u64, u64),
     /// Layer it is forwarded (0: the best), once it gets one.
     pub layer: Option<usize>,
 }
@@ -168,6 +170,7 @@ impl TrackWriter {
                     estimate: b.feedback.estimate(),
                     carried: b.feedback.carried(),
                     loss: b.feedback.loss(),
+                    resends: b.feedback.resends(),
                     layer,
                 }
             })
