@@ -119,10 +119,11 @@ impl BandwidthEstimator for Estimator {
         // webrtc-rs records every packet of every stream, for RFC 8888
         // feedback too, and reports a packet that transport-wide feedback
         // can never name (a stream the receiver took without the
-        // transport-cc extension: Chromium's audio) as lost once a later
-        // one arrives. That was Chromium viewers' 15–40 % "loss", and their
-        // estimates cut to a fifth of the path. Transport-wide feedback
-        // speaks only for the packets it numbers.
+        // transport-cc extension) as lost once a later one arrives.
+        // Transport-wide feedback speaks only for the packets it numbers.
+        // (Our receivers and Chromium number every stream; a receiver that
+        // takes the extension for video only would otherwise show its
+        // audio as loss.)
         let numbered: Vec<PacketReport>;
         let reports = if reports.iter().any(|r| r.is_twcc) {
             numbered = reports.iter().filter(|r| r.is_twcc).cloned().collect();
