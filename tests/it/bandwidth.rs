@@ -425,10 +425,11 @@ async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
     let tx = sender(&star, &relay, "bw300");
     let mut rx = receiver(&star, 0, &relay, "bw300", &file);
     rx.wait_stderr(r#""event":"track""#).await;
-    // The first 20 s settle: the start at full size fails at once, and the
-    // middle layer is tried once when the estimate has room for it; a
-    // failed layer is not tried again for 30 s.
-    tokio::time::sleep(Duration::from_secs(32)).await;
+    // The start at full size fails at once, and the path, full, shows it
+    // cannot carry the middle layer either: neither is tried again for
+    // 30 s (the next trial, at ~30 s, is past the end). The last 12 s of
+    // the 28 are judged.
+    tokio::time::sleep(Duration::from_secs(28)).await;
     let id = own_id(&rx);
     stop(&mut rx).await;
     let trace: Vec<String> = peer_stats(&tx, &id)
