@@ -50,6 +50,15 @@ impl Feedback {
         f64::from(self.loss.load(Ordering::Relaxed)) / 256.0
     }
 
+    /// A receiver whose feedback said `estimate` and `delivered` bit/s.
+    #[cfg(test)]
+    pub(super) fn reporting(estimate: f64, delivered: f64) -> Self {
+        let f = Self::default();
+        f.estimate.store(estimate.to_bits(), Ordering::Relaxed);
+        f.delivered.store(delivered.to_bits(), Ordering::Relaxed);
+        f
+    }
+
     /// Bytes sent again on NACKs, and NACK answers dropped over budget.
     pub fn resends(&self) -> (u64, u64) {
         (

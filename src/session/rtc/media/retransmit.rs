@@ -128,3 +128,37 @@ impl Interceptor for RetransmitBudget {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// 1,000-byte retransmissions against a path that takes 1 Mbit/s:
+    /// a quarter of it, 250 kbit/s, with 250 ms of it at hand.
+    #[test]
+    fn answers_are_kept_to_a_share_of_what_the_path_takes() {
+        let feedback = Arc::new(Feedback::reporting(4_000_000.0, 1_000_000.0));
+        let mut budget = RetransmitBudget::new(feedback);
+        let t = Instant::now();
+        // 62,500 bits at hand: 7 packets of 8,000.
+        let sent = (0..20).filter(|_| budget.spend(t, 1_000)).count();
+        assert_eq!(sent, 7);
+        // 100 ms later, 25,000 bits more (plus the 6,500 left): 3.
+        let later = t + Duration::from_millis(100);
+        let sent = (0..20).filter(|_| budget.spend(later, 1_000)).count();
+        assert_eq!(sent, 3);
+        // A long pause fills the budget to its depth, no more.
+        let idle = later + Duration::from_secs(10);
+        let sent = (0..20).filter(|_| budget.spend(idle, 1_000)).count();
+        assert_eq!(sent, 7);
+    }
+
+    #[test]
+    fn a_receiver_without_congestion_feedback_gets_every_answer() {
+        let mut budget = RetransmitBudget::new(Arc::new(Feedback::default()));
+        let t = Instant::now();
+        assert!((0..1_000).all(|_| budget.spend(t, 1_200)));
+    }
+}
