@@ -209,7 +209,11 @@ impl Chooser {
             return 0;
         };
         let lowest = rates.len().saturating_sub(1);
-        let budget = estimate * HEADROOM - audio;
+        // A full path carries what it delivers (a measured rate: no
+        // headroom), whatever GCC's estimate says yet: it falls in steps
+        // over seconds, or not at all while loss stays under 10 % a report,
+        // and a layer the path cannot carry loses frames all that time.
+        let budget = carried.map_or(estimate * HEADROOM, |c| c.min(estimate * HEADROOM)) - audio;
         let fits = rates.iter().position(|&r| r <= budget).unwrap_or(lowest);
         if fits > self.layer {
             // Leaving a layer soon after stepping up to it (or starting at
@@ -691,5 +695,23 @@ mod tests {
         assert_eq!(up(&mut c, 1.0, 300_000.0, Some(950_000.0)), 2);
         up(&mut c, 2.0, 1_000_000.0, None);
         assert_eq!(up(&mut c, 6.1, 1_000_000.0, None), 1);
+    }
+
+    #[test]
+    fn a_full_path_steps_down_to_what_it_carries_before_the_estimate_does() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        let up = |c: &mut Chooser, secs: f64, est: f64, full: Option<f64>| {
+            c.update(at(t, secs), Some(est), full, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, 3_500_000.0, None);
+        up(&mut c, 9.0, 3_500_000.0, None);
+        // The link narrows to 600 kbit/s: the estimate still says 2.6M,
+        // but the path is full at 600k; half size (650k) does not fit.
+        assert_eq!(up(&mut c, 10.0, 2_600_000.0, Some(600_000.0)), 2);
+        // Full at 1 Mbit/s: half size fits what it carries.
+        let mut c = Chooser::default();
+        up(&mut c, 0.0, 3_500_000.0, None);
+        assert_eq!(up(&mut c, 1.0, 3_000_000.0, Some(950_000.0)), 1);
     }
 }

@@ -337,7 +337,7 @@ fn now_ms() -> f64 {
 }
 
 #[tokio::test]
-async fn when_the_link_narrows_and_widens_the_estimate_follows_and_the_video_goes_on() {
+async fn when_the_link_narrows_and_widens_the_sender_follows_and_the_video_goes_on() {
     let _one = ONE_SENDER.lock().await;
     let star = Star::new(1);
     let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
@@ -384,9 +384,18 @@ async fn when_the_link_narrows_and_widens_the_estimate_follows_and_the_video_goe
             .iter()
             .any(|(t, e, _)| *t >= from && *t <= from + secs * 1000.0 && ok(*e))
     };
+    // Down within 5 s: the sender finds the path full (most of what it
+    // sends is lost) and moves the receiver to what it carries, the
+    // smallest layer, at once (measured: within 2 s). GCC's estimate then
+    // has little left to measure and may stay high; before the full-path
+    // rule it fell to 0.74–0.99 Mbit/s while the middle layer overfilled
+    // the link and froze the picture for 2.5–6 s.
+    let followed = |e: f64, l: i64| e <= 1_000_000.0 || l == 2;
     assert!(
-        within(capped, 5.0, &|e| e <= 900_000.0),
-        "the estimate did not fall toward 600 kbit/s within 5 s: {shown:?}"
+        trace
+            .iter()
+            .any(|(t, e, l)| *t >= capped && *t <= capped + 5_000.0 && followed(*e, *l)),
+        "the sender did not follow the link down to 600 kbit/s within 5 s: {shown:?}"
     );
     // Up again: measured 3–7 s (webrtc-rs's GCC grows about a quarter a
     // second once it has fallen; the aim is 5 s).
@@ -403,12 +412,13 @@ async fn when_the_link_narrows_and_widens_the_estimate_follows_and_the_video_goe
     );
     let (fps, gap) = r.fps_and_gap_from(r.first_pts + 2.0);
     eprintln!("narrow and widen: {fps:.1} fps, longest gap {gap:.2} s; {shown:?}");
-    // The picture freezes while the sender finds out and the smaller
-    // layer's key frame gets through the congested link: 2.5–4 s measured
-    // (the aim is well under a second; see bench/NOTES.md). It must come
-    // back and keep moving: the smallest layer runs at half the frame rate.
+    // The picture freezes while the sender finds out and the smallest
+    // layer's key frame gets through the congested link: 1.2–1.9 s
+    // measured (2.5–6 s before the full-path rule; the aim is well under a
+    // second, see bench/NOTES.md). It must come back and keep moving: the
+    // smallest layer runs at half the frame rate.
     assert!(
-        gap <= 5.0 && fps >= 8.0,
+        gap <= 3.0 && fps >= 8.0,
         "video stopped: {fps:.1} fps, longest gap {gap:.2} s ({shown:?})"
     );
     drop(tx);

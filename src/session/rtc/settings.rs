@@ -75,15 +75,12 @@ const ICE_FAILED: Duration = Duration::from_secs(10);
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 const ICE_CHECKS_PER_PAIR: u16 = 100;
 
-/// Interceptor slot of [`media::SenderFeedback`] (past the built-in ones,
-/// so application-ward of congestion control).
-const FEEDBACK_SLOT: usize = 14_000;
-
-/// Interceptor slot of [`media::RetransmitBudget`]: on the wire side of
-/// the NACK responder (4,000), whose retransmissions it passes or drops,
-/// and application-ward of transport-wide numbering (2,000), so a dropped
-/// one leaves no gap in the numbers.
-const RETRANSMIT_SLOT: usize = 3_500;
+/// Interceptor slot of [`media::SenderFeedback`]: application-ward of
+/// congestion control (1,000), so it sees the estimate on feedback, and of
+/// transport-wide numbering (2,000), so a retransmission it drops leaves
+/// no gap in the numbers; wire-ward of the NACK responder (4,000), so the
+/// responder's retransmissions pass it.
+const FEEDBACK_SLOT: usize = 3_500;
 
 /// The transport-wide congestion control extension and feedback.
 const TRANSPORT_CC: &str =
@@ -142,10 +139,6 @@ impl Rtc {
         if !self.receives_media {
             let mut registry = registry
                 .with(Slot::NackResponder, NackResponderBuilder::new().build())
-                .with(
-                    Slot::from(RETRANSMIT_SLOT),
-                    media::RetransmitBudget::new(feedback.clone()),
-                )
                 .with(
                     Slot::from(FEEDBACK_SLOT),
                     media::SenderFeedback::new(feedback.clone()),

@@ -15,8 +15,10 @@ use rtc::interceptor::{
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+use rtc::shared::marshal::MarshalSize;
 
 use super::is_keyframe_request;
+use super::retransmit::RetransmitBudget;
 
 /// What one receiver's feedback says about its path, written by the
 /// connection's interceptors and read by the tracks' writers.
@@ -35,8 +37,8 @@ pub struct Feedback {
     delivered: AtomicU64,
     /// NACK answers: bytes sent again, and answers dropped over budget
     /// (see `RetransmitBudget`).
-    pub(super) resent_bytes: AtomicU64,
-    pub(super) resends_dropped: AtomicU64,
+    resent_bytes: AtomicU64,
+    resends_dropped: AtomicU64,
 }
 
 impl Feedback {
@@ -85,16 +87,21 @@ impl Feedback {
 /// Share of what was sent over [`DELIVERED_WINDOW`] that a path must
 /// lose to count as full. A bottleneck's queue overflowing loses a large
 /// share (a 2.5 Mbit/s layer into 1 Mbit/s: over half, into 300 kbit/s:
-/// 85 %); random loss on a path with room, a few percent. Chromium's
-/// feedback showed 15–25 % missing on a path with room (not understood
-/// yet), hence the margin.
-const FULL_LOSS: f64 = 0.3;
+/// 85 %; the 0.6 Mbit/s layer into 600 kbit/s: ~15 %); random loss on a
+/// path with room, a few percent. (Chromium's NACK storm, before
+/// `RetransmitBudget`, made paths with room lose 15–25 %.)
+const FULL_LOSS: f64 = 0.1;
 
-/// How far back [`Feedback::carried`] looks: long enough to span
-/// several feedback reports (one per 100 ms), short enough that a link
-/// that just narrowed shows its new rate by the time the estimate falls
-/// (about a second later).
-const DELIVERED_WINDOW: Duration = Duration::from_secs(1);
+/// While a path is full, what it carries is the most it delivered over
+/// this long: long enough to span a step down (after which it delivers
+/// only what is sent), short enough that what came through before a link
+/// narrowed has left it by the next step.
+const FULL_MEMORY: Duration = Duration::from_millis(500);
+
+/// How far back the sent and delivered rates look: long enough to span
+/// several feedback reports (one per 100 ms), short enough that a path
+/// stops counting as full soon after the sender stepped down.
+const DELIVERED_WINDOW: Duration = Duration::from_millis(500);
 
 /// Google Congestion Control (webrtc-rs's) that also tells, into
 /// [`Feedback`], what a full path carries: what the receiver reports
@@ -105,8 +112,8 @@ pub(in crate::session::rtc) struct Estimator {
     gcc: Gcc,
     sent: RateCalculator,
     delivered: RateCalculator,
-    /// While the path is full, the most it delivered.
-    full: Option<f64>,
+    /// While the path is full, what it delivered, at each report.
+    full: VecDeque<(Instant, f64)>,
     feedback: Arc<Feedback>,
 }
 
@@ -117,7 +124,7 @@ impl Estimator {
             gcc: Gcc::new(start, min, max),
             sent: RateCalculator::new(DELIVERED_WINDOW),
             delivered: RateCalculator::new(DELIVERED_WINDOW),
-            full: None,
+            full: VecDeque::new(),
             feedback,
         }
     }
@@ -149,20 +156,25 @@ impl BandwidthEstimator for Estimator {
         }
         let sent = self.sent.rate_bits_per_second(now);
         let delivered = self.delivered.rate_bits_per_second(now);
-        // While full, the most it delivered: once the sender steps down,
-        // the window still holds the loss, but what arrives is then what
-        // was sent, not what the path takes.
-        self.full = match (sent, delivered) {
-            (Some(s), Some(d)) if d < s * (1.0 - FULL_LOSS) => {
-                Some(self.full.map_or(d, |m| m.max(d)))
-            }
+        // While full, the most it delivered lately: once the sender steps
+        // down, the window still holds the loss, but what arrives is then
+        // what was sent, not what the path takes.
+        match (sent, delivered) {
+            (Some(s), Some(d)) if d < s * (1.0 - FULL_LOSS) => self.full.push_back((now, d)),
             // Nothing arrived, or (nearly) everything: the estimate decides.
-            _ => None,
-        };
+            _ => self.full.clear(),
+        }
+        while self
+            .full
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > FULL_MEMORY)
+        {
+            self.full.pop_front();
+        }
         self.feedback
             .delivered
             .store(delivered.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
-        let carried = self.full.unwrap_or(0.0);
+        let carried = self.full.iter().map(|(_, d)| *d).fold(0.0, f64::max);
         self.feedback
             .carried
             .store(carried.to_bits(), Ordering::Relaxed);
@@ -189,9 +201,14 @@ impl BandwidthEstimator for Estimator {
 /// delivery to the application (webrtc-rs keeps RTCP to its interceptors
 /// otherwise), and keeps the bandwidth estimate that congestion control
 /// attaches to transport feedback, and the loss receiver reports tell.
-/// Sits application-ward of congestion control, so it sees the estimate.
+/// On the way out, keeps the NACK responder's retransmissions within a
+/// [`RetransmitBudget`]. Sits application-ward of congestion control, so
+/// it sees the estimate, and wire-ward of the NACK responder, so its
+/// retransmissions pass (and ahead of transport-wide numbering, so one
+/// dropped leaves no gap in the numbers).
 pub(in crate::session::rtc) struct SenderFeedback {
     feedback: Arc<Feedback>,
+    budget: RetransmitBudget,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -200,6 +217,7 @@ impl SenderFeedback {
     pub fn new(feedback: Arc<Feedback>) -> Self {
         Self {
             feedback,
+            budget: RetransmitBudget::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -247,6 +265,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            if msg.message.has(&Attribute::Retransmission) {
+                let size = p.marshal_size();
+                if !self.budget.spend(&self.feedback, msg.now, size) {
+                    self.feedback
+                        .resends_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                self.feedback
+                    .resent_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
+            }
+        }
         self.write.push_back(msg);
         Ok(())
     }

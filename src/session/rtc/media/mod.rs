@@ -26,7 +26,6 @@ pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
 pub(super) use remote::watch_remote;
 pub use remote::{Received, RemoteTrack};
-pub(super) use retransmit::RetransmitBudget;
 pub use writer::{PeerMedia, TrackWriter};
 
 use crate::media::{MediaKind, TrackSpec};
