@@ -29,8 +29,9 @@ pub struct Feedback {
     estimate: AtomicU64,
     /// Fraction lost in the latest receiver report, in 1/256.
     loss: AtomicU32,
-    /// While the path is full: what the receiver reported arriving over
-    /// the last [`DELIVERED_WINDOW`], in bit/s (as f64 bits); 0 otherwise.
+    /// While the path is full: the most the receiver reported arriving
+    /// (over [`DELIVERED_WINDOW`]) in the last [`FULL_MEMORY`], in bit/s
+    /// (as f64 bits); 0 otherwise.
     carried: AtomicU64,
     /// What the receiver reported arriving over the last
     /// [`DELIVERED_WINDOW`], bit/s (as f64 bits); 0 until known.
@@ -141,7 +142,8 @@ impl BandwidthEstimator for Estimator {
         // takes the extension for video only would otherwise show its
         // audio as loss.)
         let numbered: Vec<PacketReport>;
-        let reports = if reports.iter().any(|r| r.is_twcc) {
+        let mixed = reports.iter().any(|r| r.is_twcc) && reports.iter().any(|r| !r.is_twcc);
+        let reports = if mixed {
             numbered = reports.iter().filter(|r| r.is_twcc).cloned().collect();
             &numbered[..]
         } else {
