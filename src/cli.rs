@@ -35,7 +35,8 @@ pub struct Cli {
 const SEND_EXAMPLES: &str = "Examples:
   p2p send --room demo --camera                # camera and microphone
   p2p send --room demo --file talk.mp4 --loop  # a media file, in real time
-  tail -f app.log | p2p send --room ops        # lines to every receiver";
+  tail -f app.log | p2p send --room ops        # lines to every receiver
+  p2p send --camera --whip https://sfu.example/whip/cam  # to an SFU (WHIP)";
 
 const RECEIVE_EXAMPLES: &str = "Examples:
   p2p receive --room demo --record out.webm    # record every sender
@@ -51,7 +52,7 @@ pub enum Command {
     /// and encoded once for all receivers; with none of them, stdin is sent
     /// over data channels (with media too when --data is given).
     #[command(after_help = SEND_EXAMPLES)]
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Join every sender in a room: record or play its media, write its data
     /// to stdout.
     ///
@@ -184,6 +185,38 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub media: MediaArgs,
+
+    #[command(flatten)]
+    pub whip: WhipArgs,
+
+    /// Whether --room or --signal was given (on the command line or in the
+    /// environment), not left at its default: with --whip, the room is
+    /// joined only then. Set by `main` from clap's matches.
+    #[arg(skip)]
+    pub room_given: bool,
+}
+
+/// Publishing to an SFU (`p2p send`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Publish to an SFU (WHIP)")]
+pub struct WhipArgs {
+    /// Publish the media to this WHIP endpoint (RFC 9725), e.g. an SFU's
+    /// (Janus, LiveKit, MediaMTX, Cloudflare…) that fans it out to many
+    /// viewers: the same encode, over one more connection, which adapts to
+    /// its path as a receiver's does. Without --room or --signal, only
+    /// there; with either, to the room's receivers too. Ctrl-C ends the
+    /// session on the server (DELETE).
+    #[arg(long, value_name = "URL", env = "P2P_WHIP")]
+    pub whip: Option<String>,
+
+    /// Bearer token the WHIP endpoint asks for (Authorization: Bearer).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "P2P_WHIP_TOKEN",
+        hide_env_values = true
+    )]
+    pub whip_token: Option<String>,
 }
 
 /// Media sources and encoding (`p2p send`).

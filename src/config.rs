@@ -13,6 +13,7 @@ use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
 use crate::session::settings::state_object;
 pub use crate::session::settings::{read_state_file, PeerConfig, ReceiveConfig, SendConfig};
+use crate::session::whip::WhipConfig;
 use crate::signaling::SignalOptions;
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -115,8 +116,30 @@ impl SendConfig {
         if a.queue_size == 0 {
             bail!("--queue-size must be at least 1");
         }
-        let media = capture_config(&a.media)?;
+        let mut media = capture_config(&a.media)?;
+        let whip = match a.whip.whip.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                let Some(m) = &mut media else {
+                    bail!("--whip publishes media: add --camera, --mic, --test-source or --file");
+                };
+                if !a.room_given {
+                    // One connection, one encoding: the layers are for
+                    // the room's receivers.
+                    m.layers = 1;
+                }
+                crate::whip::Client::new(url, None, None)?;
+                Some(WhipConfig {
+                    url: url.to_owned(),
+                    token: a.whip.whip_token.clone().filter(|t| !t.is_empty()),
+                    ca_file: a.peer.ca_file.clone(),
+                    connection_timeout: peer.connection_timeout,
+                })
+            }
+        };
         Ok(Self {
+            mesh: whip.is_none() || a.room_given,
+            whip,
             data: media.is_none() || a.media.data,
             media,
             peer,

@@ -33,6 +33,7 @@ pub mod router;
 pub mod session;
 pub mod signaling;
 pub mod tls;
+pub mod whip;
 
 pub use session::stdio;
 
@@ -77,9 +78,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nats_creds: args.nats_creds,
             tls: args.tls_cert.zip(args.tls_key),
         }),
-        Command::Send(args) => {
-            Job::Send(config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?)
-        }
+        Command::Send(args) => Job::Send(Box::new(
+            config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?,
+        )),
         Command::Receive(args) => {
             Job::Receive(config::ReceiveConfig::from_args(&args, cli.quiet).map_err(UsageError)?)
         }
@@ -111,7 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 relay::run(cfg).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Job::Send(cfg) => session::run_sender(cfg).await,
+            Job::Send(cfg) => session::run_sender(*cfg).await,
             Job::Receive(cfg) => session::run_receiver(cfg).await,
         }
     });
@@ -124,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A command with its configuration checked, ready to run.
 enum Job {
     Signal(relay::RelayConfig),
-    Send(config::SendConfig),
+    Send(Box<config::SendConfig>),
     Receive(config::ReceiveConfig),
 }
 

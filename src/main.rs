@@ -1,9 +1,19 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
-    let cli = p2p::cli::Cli::parse();
+    let matches = p2p::cli::Cli::command().get_matches();
+    let mut cli = p2p::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (p2p::cli::Command::Send(args), Some(("send", sub))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        let given = |id: &str| {
+            sub.value_source(id)
+                .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+        };
+        args.room_given = given("room") || given("signal");
+    }
     p2p::logging::init(cli.verbose, cli.quiet);
     match p2p::run(cli) {
         Ok(code) => code,

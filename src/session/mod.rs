@@ -14,6 +14,7 @@ pub mod settings;
 pub mod simulcast;
 mod status;
 pub mod stdio;
+pub mod whip;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -258,6 +259,7 @@ impl Runner {
                 self.exec(actions).await;
             }
             RtcEvent::Ice(summary) => self.reporter.ice(&peer, summary),
+            RtcEvent::Gathered => {}
             RtcEvent::Track(track) => {
                 if let Some(r) = &mut self.recordings {
                     r.track(&peer, track, self.peers.get(&peer));

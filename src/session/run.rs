@@ -13,6 +13,7 @@ use super::report::Reporter;
 use super::rtc::Rtc;
 use super::settings::{self, ReceiveConfig, SendConfig};
 use super::status::Status;
+use super::whip::Whip;
 use super::{av, fanout, machine, stdio, Machine, Runner, LAST_DATA_WAIT};
 use crate::media::record::RecordConfig;
 use crate::signaling::{self, SignalEvent, Signaling};
@@ -61,7 +62,16 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         }
         None => (None, None),
     };
-    let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
+    let mut whip = match &cfg.whip {
+        Some(w) => Some(Whip::start(w.clone(), rtc.sibling()?)?),
+        None => None,
+    };
+    let (signaling, mut sig_rx) = if cfg.mesh {
+        connect_signaling(&cfg.peer).await?
+    } else {
+        // Publishing only to WHIP: a room of our own, that nobody joins.
+        signaling::connect("memory:", Default::default()).await?
+    };
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
     let status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
@@ -122,8 +132,13 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             _ = tick.tick() => {
                 if let Err(e) = runner.tick().await {
                     runner.stop().await;
+                    stop_whip(whip).await;
                     return Err(e);
                 }
+            }
+            e = whip_ended(&mut whip) => {
+                runner.stop().await;
+                return Err(e);
             }
             _ = &mut fanout => {
                 tracing::debug!("everything read from stdin was delivered");
@@ -153,6 +168,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     if !left {
         runner.stop().await;
     }
+    stop_whip(whip).await;
     if let Some(c) = &runner.capture {
         use std::sync::atomic::Ordering::Relaxed;
         tracing::debug!(
@@ -164,6 +180,24 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when a WHIP publication ends by itself (a failure); never
+/// without one.
+async fn whip_ended(whip: &mut Option<Whip>) -> anyhow::Error {
+    match whip {
+        Some(w) => w.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends a WHIP publication, if there is one: its session is deleted.
+async fn stop_whip(whip: Option<Whip>) {
+    if let Some(w) = whip {
+        if let Err(e) = w.stop().await {
+            tracing::warn!("{e:#}");
+        }
+    }
 }
 
 /// `p2p receive`: answers every sender in the room and writes what arrives

@@ -39,6 +39,10 @@ pub struct SendConfig {
     pub media: Option<CaptureConfig>,
     /// Open data channels (stdin → receivers).
     pub data: bool,
+    /// Publish to a WHIP endpoint too (`--whip`).
+    pub whip: Option<super::whip::WhipConfig>,
+    /// Serve the room's receivers: false when publishing only to WHIP.
+    pub mesh: bool,
 }
 
 #[derive(Debug, Clone)]

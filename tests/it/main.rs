@@ -15,3 +15,4 @@ mod nat;
 mod nats;
 mod netfaults;
 mod relay;
+mod whip;

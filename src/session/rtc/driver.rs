@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::RTCDataChannelInit;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::media::{self, PendingTracks};
@@ -88,6 +88,12 @@ impl PeerConnectionEventHandler for Handler {
         };
         self.report(RtcEvent::Peer(PeerEvent::LocalCandidate(cand)))
             .await;
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.report(RtcEvent::Gathered).await;
+        }
     }
 
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
@@ -203,6 +209,10 @@ impl Driver {
                         };
                         let _ = track.write_rtcp(vec![Box::new(pli)]).await;
                     }
+                    Ok(())
+                }
+                Command::LocalDescription(reply) => {
+                    let _ = reply.send(self.pc.local_description().await.map(|d| d.sdp));
                     Ok(())
                 }
                 Command::AddCandidate(c) => {

@@ -73,13 +73,20 @@ pub enum RtcEvent {
     /// What ICE tried and chose: sent just before `Connected`, and before
     /// the `Failed` of a connection that never came up.
     Ice(IceSummary),
+    /// Every local candidate has been found (and reported).
+    Gathered,
 }
 
 pub type Events = mpsc::Sender<(String, RtcEvent)>;
 
 /// Builds peer connections with the settings measured to work here.
 pub struct Rtc {
+    /// The user's ICE servers, as given, and as used (TCP and TLS TURN
+    /// servers replaced by their bridges).
+    given: Vec<IceServer>,
     ice_servers: Vec<RTCIceServer>,
+    /// The relay's, as given.
+    issued_given: Vec<RTCIceServer>,
     /// Handed to us by the relay (`p2p signal --turn-secret`), used beside
     /// the user's own.
     issued: Vec<RTCIceServer>,
@@ -90,6 +97,8 @@ pub struct Rtc {
     tls: Option<Arc<rustls::ClientConfig>>,
     ca_file: Option<std::path::PathBuf>,
     receives_media: bool,
+    /// Offers its tracks send-only (a sibling's peers: WHIP).
+    send_only: bool,
     local: Option<LocalMedia>,
     /// What the sender sends at its best, bit/s: where each receiver's
     /// bandwidth estimate starts.
@@ -107,12 +116,15 @@ impl Rtc {
         receives_media: bool,
     ) -> anyhow::Result<Self> {
         let mut rtc = Self {
+            given: ice_servers.to_vec(),
             ice_servers: Vec::new(),
+            issued_given: Vec::new(),
             issued: Vec::new(),
             bridges: HashMap::new(),
             tls: None,
             ca_file: ca_file.map(Into::into),
             receives_media,
+            send_only: false,
             local: None,
             send_bps: 0.0,
             runtime: net::Net::runtime(),
@@ -131,10 +143,22 @@ impl Rtc {
         Ok(rtc)
     }
 
+    /// A second builder with the same ICE servers and local tracks (each
+    /// of its peers is one more receiver of the same encode), for peers
+    /// outside the room: the WHIP publication. Its offers only send.
+    pub fn sibling(&self) -> anyhow::Result<Self> {
+        let mut rtc = Self::new(&self.given, self.ca_file.as_deref(), self.receives_media)?;
+        rtc.issued = rtc.bridged(self.issued_given.clone())?;
+        rtc.local = self.local.clone();
+        rtc.send_bps = self.send_bps;
+        rtc.send_only = true;
+        Ok(rtc)
+    }
+
     /// ICE servers the relay handed us: peers created from now on use
     /// them (with the user's `--ice-server`s); they replace earlier ones.
     pub fn set_issued_ice_servers(&mut self, servers: &[crate::protocol::IceServerJson]) {
-        let issued = servers
+        let issued: Vec<RTCIceServer> = servers
             .iter()
             .map(|s| RTCIceServer {
                 urls: s.urls.clone(),
@@ -142,6 +166,7 @@ impl Rtc {
                 credential: s.credential.clone().unwrap_or_default(),
             })
             .collect();
+        self.issued_given.clone_from(&issued);
         match self.bridged(issued) {
             Ok(issued) => self.issued = issued,
             Err(e) => tracing::warn!("cannot use the ICE servers the relay handed us: {e:#}"),
@@ -264,7 +289,7 @@ impl Rtc {
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let pending = match &self.local {
-            Some(media) => Some(media.add_to(&*pc, feedback).await?),
+            Some(media) => Some(media.add_to(&*pc, feedback, self.send_only).await?),
             None => None,
         };
         let (tx, rx) = mpsc::channel(PEER_COMMANDS);
@@ -314,6 +339,8 @@ enum Command {
     AddCandidate(Candidate),
     /// Ask the sender of this SSRC for a key frame.
     Pli(u32),
+    /// The local description with the candidates gathered so far.
+    LocalDescription(tokio::sync::oneshot::Sender<Option<String>>),
     Close,
 }
 
@@ -345,6 +372,14 @@ impl PeerHandle {
 
     pub async fn add_candidate(&self, candidate: Candidate) {
         self.send(Command::AddCandidate(candidate)).await;
+    }
+
+    /// The local description (SDP) with every candidate gathered so far
+    /// in it; None before there is one, or once the connection is gone.
+    pub async fn local_description(&self) -> Option<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::LocalDescription(tx)).await;
+        rx.await.ok().flatten()
     }
 
     pub async fn close(&self) {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::MediaStreamTrack;
@@ -45,11 +46,14 @@ pub(in crate::session::rtc) struct PendingTracks {
 
 impl LocalMedia {
     /// Adds one track per spec to `pc`, each with an SSRC of its own. PLI
-    /// and FIR from the peer become key-frame requests.
+    /// and FIR from the peer become key-frame requests. `send_only`: the
+    /// offer says so (WHIP asks for it); otherwise the tracks are offered
+    /// as webrtc-rs adds them, send-receive.
     pub async fn add_to(
         &self,
         pc: &dyn PeerConnection,
         feedback: Arc<Feedback>,
+        send_only: bool,
     ) -> anyhow::Result<PendingTracks> {
         let mut pending = Vec::new();
         let layer = Arc::new(AtomicUsize::new(0));
@@ -69,7 +73,17 @@ impl LocalMedia {
                     ..Default::default()
                 }],
             )));
-            pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+            if send_only {
+                let init = RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                };
+                pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+                    .await?;
+            } else {
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+            }
             let (track2, on_keyframe) = (track.clone(), writer.on_keyframe.clone());
             let layer2 = layer.clone();
             tokio::spawn(async move {

@@ -1,0 +1,312 @@
+//! `p2p send --whip URL`: the sender's encoded tracks published to a WHIP
+//! endpoint (an SFU) over one more peer connection, beside or instead of
+//! the room's receivers. The connection is one more receiver of the same
+//! encode: it gets the layer its bandwidth estimate carries, as a mesh
+//! receiver does.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::machine::PeerEvent;
+use super::rtc::{PeerHandle, Rtc, RtcEvent};
+use crate::protocol::{Candidate, Description, IceServerJson};
+use crate::whip::{self, Client, Created};
+
+/// How long the offer waits for candidates before it is POSTed without
+/// the rest (which are then trickled, if the endpoint takes them). With
+/// host candidates only, gathering takes milliseconds.
+const GATHER_WAIT: Duration = Duration::from_secs(1);
+
+/// How long ending the session (DELETE) may hold up the exit.
+const DELETE_WAIT: Duration = Duration::from_secs(2);
+
+/// The peer id of the WHIP connection, in logs and stats.
+pub const PEER: &str = "whip";
+
+/// What `--whip` needs.
+#[derive(Debug, Clone)]
+pub struct WhipConfig {
+    pub url: String,
+    pub token: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub connection_timeout: Duration,
+}
+
+/// A publication in progress.
+pub struct Whip {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Whip {
+    /// Starts publishing `rtc`'s local tracks (set by the caller) to the
+    /// endpoint. A bad URL fails here.
+    pub fn start(cfg: WhipConfig, rtc: Rtc) -> anyhow::Result<Self> {
+        let client = Client::new(&cfg.url, cfg.token.clone(), cfg.ca_file.clone())?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(publish(client, rtc, cfg.connection_timeout, stop.clone()));
+        Ok(Self { stop, task })
+    }
+
+    /// Resolves when the publication ends by itself, which is an error
+    /// (the endpoint refused, the connection failed).
+    pub async fn ended(&mut self) -> anyhow::Error {
+        match (&mut self.task).await {
+            Ok(Ok(())) => anyhow::anyhow!("the WHIP session ended"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("the WHIP task failed: {e}"),
+        }
+    }
+
+    /// Ends the publication: the session is deleted on the endpoint.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        match tokio::time::timeout(DELETE_WAIT * 2, self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(anyhow::anyhow!("the WHIP task failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!("the WHIP session did not end in time")),
+        }
+    }
+}
+
+type Events = mpsc::Receiver<(String, RtcEvent)>;
+
+/// Offers, POSTs, applies the answer and keeps the session until `stop`
+/// or a failure; a session that was created is deleted on every way out.
+async fn publish(
+    client: Client,
+    mut rtc: Rtc,
+    timeout: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let servers = client.preflight().await;
+    if !servers.is_empty() {
+        tracing::info!("the WHIP endpoint names {} ICE server(s)", servers.len());
+        rtc.set_issued_ice_servers(&as_json(&servers));
+    }
+    let (tx, mut events) = mpsc::channel(128);
+    let peer = rtc.peer(PEER, tx).await?;
+    peer.create_offer(false).await;
+    let Some((offer, found)) = gathered(&peer, &mut events, &stop).await? else {
+        peer.close().await;
+        return Ok(());
+    };
+    let created = tokio::select! {
+        r = client.publish(&offer) => r,
+        () = stop.cancelled() => {
+            peer.close().await;
+            return Ok(());
+        }
+    };
+    let created = match created {
+        Ok(c) => c,
+        Err(e) => {
+            peer.close().await;
+            return Err(e);
+        }
+    };
+    tracing::debug!("WHIP offer:\n{offer}\nWHIP answer:\n{}", created.answer);
+    tracing::info!(
+        "WHIP: {} accepted the offer; the session is {}",
+        client.endpoint(),
+        created.resource
+    );
+    if !created.ice_servers.is_empty() && servers.is_empty() {
+        let urls: Vec<&str> = created.ice_servers.iter().map(|s| s.url.as_str()).collect();
+        tracing::warn!(
+            "the WHIP endpoint named ICE servers only in its answer ({}); they are not used: \
+             pass them with --ice-server if the connection does not come up",
+            urls.join(", ")
+        );
+    }
+    let result = session(
+        &client,
+        &created,
+        &peer,
+        &mut events,
+        (&offer, found),
+        timeout,
+        &stop,
+    )
+    .await;
+    let deleted = tokio::time::timeout(DELETE_WAIT, client.delete(&created.resource)).await;
+    peer.close().await;
+    match deleted {
+        Ok(Ok(())) => tracing::info!("WHIP: session {} ended", created.resource),
+        Ok(Err(e)) => tracing::warn!("could not end the WHIP session: {e:#}"),
+        Err(_) => tracing::warn!("could not end the WHIP session: no answer to DELETE"),
+    }
+    result
+}
+
+/// The offer once its candidates are in (or `GATHER_WAIT` has passed),
+/// and the candidates found meanwhile; None when stopped first.
+async fn gathered(
+    peer: &PeerHandle,
+    events: &mut Events,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<(String, Vec<String>)>> {
+    let wait = std::env::var("P2P_WHIP_GATHER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(GATHER_WAIT, Duration::from_millis);
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    let mut described = None;
+    let mut found = Vec::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = &mut deadline, if described.is_some() => break,
+            ev = events.recv() => match ev {
+                Some((_, RtcEvent::Peer(PeerEvent::LocalDescription(d)))) => {
+                    if wait.is_zero() {
+                        // Not waiting at all: the offer as made, every
+                        // candidate trickled (what tests use).
+                        return Ok(Some((d.sdp, found)));
+                    }
+                    described = Some(d.sdp);
+                }
+                Some((_, RtcEvent::Peer(PeerEvent::LocalCandidate(c)))) => found.push(c.candidate),
+                Some((_, RtcEvent::Gathered)) if described.is_some() => break,
+                Some((_, RtcEvent::Peer(PeerEvent::Failed(why)))) => {
+                    bail!("cannot make the WHIP offer: {why}")
+                }
+                Some(_) => {}
+                None => bail!("cannot make the WHIP offer: the connection closed"),
+            }
+        }
+    }
+    match peer.local_description().await {
+        Some(sdp) => Ok(Some((sdp, found))),
+        None => bail!("cannot make the WHIP offer: no local description"),
+    }
+}
+
+/// The created session until `stop` or a failure: the answer applied,
+/// candidates not in the offer trickled (`found` before it was sent, then
+/// the later ones), the connection watched.
+async fn session(
+    client: &Client,
+    created: &Created,
+    peer: &PeerHandle,
+    events: &mut Events,
+    (offer, found): (&str, Vec<String>),
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let rejected = whip::rejected(offer, &created.answer);
+    if !rejected.is_empty() {
+        let what: Vec<String> = rejected.iter().map(ToString::to_string).collect();
+        bail!(
+            "the WHIP endpoint {} rejected the {}: the room or server does not take this codec; \
+             try another --video-codec, or --no-audio/--no-video",
+            client.endpoint(),
+            what.join(" and ")
+        );
+    }
+    peer.apply_answer(Description {
+        kind: "answer".into(),
+        sdp: created.answer.clone(),
+    })
+    .await;
+    for c in created
+        .answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+    {
+        if c.starts_with("candidate:") {
+            peer.add_candidate(Candidate {
+                candidate: c.to_owned(),
+                sdp_mid: None,
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            })
+            .await;
+        }
+    }
+    let mut trickle = created.trickle;
+    let mut sent: HashSet<String> = HashSet::new();
+    let early: Vec<String> = found
+        .into_iter()
+        .filter(|c| !c.is_empty() && !offer.contains(c.as_str()) && sent.insert(c.clone()))
+        .collect();
+    if trickle && !early.is_empty() {
+        if let Some(fragment) = whip::candidate_fragment(offer, &early, false) {
+            trickle = send_fragment(client, created, &fragment).await;
+        }
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut connected = false;
+    loop {
+        let ev = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = &mut deadline, if !connected => bail!(
+                "the WHIP connection to {} did not come up within {} s (no ICE path: \
+                 --ice-server may help)",
+                client.endpoint(),
+                timeout.as_secs_f64()
+            ),
+            ev = events.recv() => ev,
+        };
+        let Some((_, ev)) = ev else {
+            bail!("the WHIP connection closed");
+        };
+        let fragment = match ev {
+            RtcEvent::Peer(PeerEvent::LocalCandidate(c)) => {
+                let fresh = !c.candidate.is_empty()
+                    && !offer.contains(&c.candidate)
+                    && sent.insert(c.candidate.clone());
+                if !(trickle && fresh) {
+                    continue;
+                }
+                whip::candidate_fragment(offer, &[c.candidate], false)
+            }
+            RtcEvent::Gathered if trickle => whip::candidate_fragment(offer, &[], true),
+            RtcEvent::Peer(PeerEvent::Connected) => {
+                connected = true;
+                tracing::info!("WHIP: publishing to {}", client.endpoint());
+                continue;
+            }
+            RtcEvent::Peer(PeerEvent::Failed(why)) => {
+                bail!("the WHIP connection to {} failed: {why}", client.endpoint())
+            }
+            RtcEvent::Ice(summary) => {
+                tracing::debug!("WHIP ICE: {summary:?}");
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(fragment) = fragment {
+            trickle = send_fragment(client, created, &fragment).await;
+        }
+    }
+}
+
+/// PATCHes candidates; false once the endpoint says it takes none.
+async fn send_fragment(client: &Client, created: &Created, fragment: &str) -> bool {
+    match client.trickle(created, fragment).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::warn!("could not trickle a candidate: {e:#}");
+            true
+        }
+    }
+}
+
+fn as_json(servers: &[whip::LinkServer]) -> Vec<IceServerJson> {
+    servers
+        .iter()
+        .map(|s| IceServerJson {
+            urls: vec![s.url.clone()],
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,197 @@
+//! What the WHIP client reads from and writes into SDP text: the media
+//! sections an answer rejected, and the fragments (RFC 8840) that carry
+//! trickled candidates.
+
+/// A media section of our offer that the answer turned down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// audio, video, application.
+    pub kind: String,
+    /// The codec we offered in it (its first payload type's encoding
+    /// name), when there is one.
+    pub codec: Option<String>,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.codec {
+            Some(c) => write!(f, "{} ({c})", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+/// One `m=` section: its m-line and attribute lines.
+struct Section<'a> {
+    kind: &'a str,
+    port: &'a str,
+    formats: Vec<&'a str>,
+    lines: Vec<&'a str>,
+}
+
+impl Section<'_> {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name))
+            .map(str::trim)
+    }
+
+    fn mid(&self) -> Option<&str> {
+        self.attr("mid:")
+    }
+
+    /// The encoding name of the first payload type.
+    fn codec(&self) -> Option<String> {
+        let first = self.formats.first()?;
+        self.lines.iter().find_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (pt, encoding) = rest.split_once(' ')?;
+            (pt == *first).then(|| encoding.split('/').next().unwrap_or(encoding).to_owned())
+        })
+    }
+}
+
+/// The session-level lines, then each media section.
+fn sections(sdp: &str) -> (Vec<&str>, Vec<Section<'_>>) {
+    let mut session = Vec::new();
+    let mut media: Vec<Section<'_>> = Vec::new();
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut words = m.split_ascii_whitespace();
+            let kind = words.next().unwrap_or("");
+            let port = words.next().unwrap_or("");
+            let formats = words.skip(1).collect();
+            media.push(Section {
+                kind,
+                port,
+                formats,
+                lines: Vec::new(),
+            });
+        } else if let Some(s) = media.last_mut() {
+            s.lines.push(line);
+        } else {
+            session.push(line);
+        }
+    }
+    (session, media)
+}
+
+/// The sections of `offer` that `answer` rejects: port 0, or left out.
+/// They are matched by mid, or by position when there is none.
+pub fn rejected(offer: &str, answer: &str) -> Vec<Rejected> {
+    let (_, offered) = sections(offer);
+    let (_, answered) = sections(answer);
+    offered
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            let matching = match o.mid() {
+                Some(mid) => answered.iter().find(|a| a.mid() == Some(mid)),
+                None => answered.get(*i),
+            };
+            matching.is_none_or(|a| a.port == "0")
+        })
+        .map(|(_, o)| Rejected {
+            kind: o.kind.to_owned(),
+            codec: o.codec(),
+        })
+        .collect()
+}
+
+/// A trickle fragment (RFC 8840) of `local`'s ICE credentials and its first
+/// media section (all are bundled) with `candidates` (`candidate:…`), and
+/// `a=end-of-candidates` when `end`. None when `local` has no ICE
+/// credentials or media section.
+pub fn candidate_fragment(local: &str, candidates: &[String], end: bool) -> Option<String> {
+    let (session, media) = sections(local);
+    let first = media.first()?;
+    let find = |name: &str| {
+        session
+            .iter()
+            .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name))
+            .or_else(|| first.attr(name))
+            .map(str::trim)
+    };
+    let ufrag = find("ice-ufrag:")?;
+    let pwd = find("ice-pwd:")?;
+    let mut out = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let proto = local
+        .lines()
+        .find_map(|l| l.strip_prefix("m="))
+        .and_then(|m| m.split_ascii_whitespace().nth(2))
+        .unwrap_or("UDP/TLS/RTP/SAVPF");
+    out.push_str(&format!(
+        "m={} 9 {proto} {}\r\n",
+        first.kind,
+        first.formats.join(" ")
+    ));
+    if let Some(mid) = first.mid() {
+        out.push_str(&format!("a=mid:{mid}\r\n"));
+    }
+    for c in candidates {
+        let c = c.trim().trim_start_matches("a=");
+        out.push_str(&format!("a={c}\r\n"));
+    }
+    if end {
+        out.push_str("a=end-of-candidates\r\n");
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecret\r\n\
+        a=mid:0\r\na=rtpmap:111 opus/48000/2\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+        a=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
+
+    fn answer(audio_port: u16, video_port: u16) -> String {
+        format!(
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.2\r\ns=-\r\nt=0 0\r\n\
+             m=audio {audio_port} UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+             m=video {video_port} UDP/TLS/RTP/SAVPF 0\r\na=mid:1\r\n"
+        )
+    }
+
+    #[test]
+    fn an_answer_that_takes_every_section_rejects_none() {
+        assert_eq!(rejected(OFFER, &answer(9, 9)), vec![]);
+    }
+
+    #[test]
+    fn a_section_with_port_zero_is_rejected_with_the_codec_we_offered() {
+        let r = rejected(OFFER, &answer(9, 0));
+        assert_eq!(
+            r,
+            vec![Rejected {
+                kind: "video".into(),
+                codec: Some("H264".into())
+            }]
+        );
+        assert_eq!(r[0].to_string(), "video (H264)");
+    }
+
+    #[test]
+    fn a_section_left_out_of_the_answer_is_rejected() {
+        let only_audio = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
+        let r = rejected(OFFER, only_audio);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].kind, "video");
+    }
+
+    #[test]
+    fn a_fragment_carries_credentials_the_first_section_and_candidates() {
+        let c = vec!["candidate:2 1 udp 1 10.0.0.1 6000 typ host".to_owned()];
+        let frag = candidate_fragment(OFFER, &c, true).unwrap();
+        assert_eq!(
+            frag,
+            "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+             a=mid:0\r\na=candidate:2 1 udp 1 10.0.0.1 6000 typ host\r\na=end-of-candidates\r\n"
+        );
+        assert_eq!(candidate_fragment("v=0\r\ns=-\r\n", &c, false), None);
+    }
+}
