@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::machine::PeerEvent;
 use super::rtc::{PeerHandle, Rtc, RtcEvent};
-use crate::protocol::{Candidate, Description, IceServerJson};
+use crate::protocol::{Description, IceServerJson};
 use crate::whip::{self, Client, Created};
 
 /// How long the offer waits for candidates before it is POSTed without
@@ -215,21 +215,6 @@ async fn session(
         sdp: created.answer.clone(),
     })
     .await;
-    for c in created
-        .answer
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("a="))
-    {
-        if c.starts_with("candidate:") {
-            peer.add_candidate(Candidate {
-                candidate: c.to_owned(),
-                sdp_mid: None,
-                sdp_m_line_index: Some(0),
-                username_fragment: None,
-            })
-            .await;
-        }
-    }
     let mut trickle = created.trickle;
     let mut sent: HashSet<String> = HashSet::new();
     let early: Vec<String> = found

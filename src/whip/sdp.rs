@@ -77,8 +77,11 @@ fn sections(sdp: &str) -> (Vec<&str>, Vec<Section<'_>>) {
     (session, media)
 }
 
-/// The sections of `offer` that `answer` rejects: port 0, or left out.
-/// They are matched by mid, or by position when there is none.
+/// The sections of `offer` that `answer` rejects: left out, port 0 (RFC
+/// 8829), no payload type in common with the offer, or inactive (Janus
+/// answers a codec its room does not allow with port 9, payload type 0
+/// and `a=inactive`). Sections are matched by mid, or by position when
+/// there is none.
 pub fn rejected(offer: &str, answer: &str) -> Vec<Rejected> {
     let (_, offered) = sections(offer);
     let (_, answered) = sections(answer);
@@ -90,7 +93,11 @@ pub fn rejected(offer: &str, answer: &str) -> Vec<Rejected> {
                 Some(mid) => answered.iter().find(|a| a.mid() == Some(mid)),
                 None => answered.get(*i),
             };
-            matching.is_none_or(|a| a.port == "0")
+            matching.is_none_or(|a| {
+                a.port == "0"
+                    || !a.formats.iter().any(|f| o.formats.contains(f))
+                    || a.lines.contains(&"a=inactive")
+            })
         })
         .map(|(_, o)| Rejected {
             kind: o.kind.to_owned(),
@@ -153,7 +160,7 @@ mod tests {
         format!(
             "v=0\r\no=- 2 2 IN IP4 127.0.0.2\r\ns=-\r\nt=0 0\r\n\
              m=audio {audio_port} UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
-             m=video {video_port} UDP/TLS/RTP/SAVPF 0\r\na=mid:1\r\n"
+             m=video {video_port} UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\n"
         )
     }
 
@@ -173,6 +180,18 @@ mod tests {
             }]
         );
         assert_eq!(r[0].to_string(), "video (H264)");
+    }
+
+    #[test]
+    fn a_section_with_no_common_codec_or_inactive_is_rejected() {
+        // What Janus answers for a codec its room does not allow.
+        let janus = answer(9, 9).replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1",
+            "m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=inactive\r\na=mid:1",
+        );
+        assert_eq!(rejected(OFFER, &janus)[0].to_string(), "video (H264)");
+        let inactive = answer(9, 9).replace("a=mid:0", "a=mid:0\r\na=inactive");
+        assert_eq!(rejected(OFFER, &inactive)[0].to_string(), "audio (opus)");
     }
 
     #[test]

@@ -16,3 +16,4 @@ mod nats;
 mod netfaults;
 mod relay;
 mod whip;
+mod whip_janus;
