@@ -209,7 +209,8 @@ pub struct WhipArgs {
     #[arg(long, value_name = "URL", env = "P2P_WHIP")]
     pub whip: Option<String>,
 
-    /// Bearer token the WHIP endpoint asks for (Authorization: Bearer).
+    /// Bearer token (Authorization: Bearer): the one the --whip endpoint
+    /// asks for, or the one --whip-listen asks of publishers.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -217,6 +218,21 @@ pub struct WhipArgs {
         hide_env_values = true
     )]
     pub whip_token: Option<String>,
+
+    /// Take the media from a WHIP publisher instead of capturing it: OBS,
+    /// GStreamer's whipsink, a browser… publish to http://ADDR/whip, and
+    /// what they send goes to every receiver in the room as it is, without
+    /// decoding or re-encoding (receivers' key-frame requests go back to
+    /// the publisher). One publisher at a time; it must send
+    /// --video-codec (VP8 by default) and Opus. The URL is printed on
+    /// stdout once it listens; port 0 picks a free port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "P2P_WHIP_LISTEN",
+        conflicts_with_all = ["camera", "mic", "test_source", "file", "whip"]
+    )]
+    pub whip_listen: Option<String>,
 }
 
 /// Media sources and encoding (`p2p send`).

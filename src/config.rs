@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::{MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
 use crate::media::capture::{AudioSource, CaptureConfig, VideoSource};
+use crate::session::ingest::IngestConfig;
 use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
 use crate::session::settings::state_object;
@@ -137,10 +138,15 @@ impl SendConfig {
                 })
             }
         };
+        let ingest = match a.whip.whip_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(listen) => Some(ingest_config(a, listen)?),
+        };
         Ok(Self {
             mesh: whip.is_none() || a.room_given,
             whip,
-            data: media.is_none() || a.media.data,
+            data: (media.is_none() && ingest.is_none()) || a.media.data,
+            ingest,
             media,
             peer,
             to: a.to.clone(),
@@ -220,6 +226,33 @@ fn record_path(path: &Path) -> anyhow::Result<PathBuf> {
 
 /// The media a sender captures, from `--camera`, `--mic`, `--test-source`
 /// and `--file`; `None` when it sends data only.
+/// `--whip-listen`: the tracks publishers must send, from the media flags.
+fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {
+    use crate::media::capture::{audio_spec, video_spec};
+    let m = &a.media;
+    let mut specs = Vec::new();
+    if !m.no_video {
+        specs.push(video_spec(m.video_codec));
+    }
+    if !m.no_audio {
+        specs.push(audio_spec());
+    }
+    if m.video_bitrate == 0 {
+        bail!("--video-bitrate must be positive (kbit/s)");
+    }
+    Ok(IngestConfig {
+        listen: listen.to_owned(),
+        token: a.whip.whip_token.clone().filter(|t| !t.is_empty()),
+        specs,
+        video_bps: f64::from(m.video_bitrate) * 1000.0,
+        audio_bps: if m.no_audio {
+            0.0
+        } else {
+            f64::from(m.audio_bitrate) * 1000.0
+        },
+    })
+}
+
 fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
     let dev = |d: &Option<String>| d.clone().filter(|d| !d.is_empty());
     let (mut video, mut audio) = if m.test_source {

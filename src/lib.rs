@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // SRTP work over many peers, and GStreamer calls may block briefly.
     let one_thread = match &job {
         Job::Signal(_) => false,
-        Job::Send(cfg) => cfg.media.is_none(),
+        Job::Send(cfg) => cfg.media.is_none() && cfg.ingest.is_none(),
         Job::Receive(cfg) => cfg.record.is_none() && !cfg.display,
     };
     let mut builder = if one_thread {

@@ -4,6 +4,7 @@
 
 pub mod av;
 pub mod fanout;
+pub mod ingest;
 mod latency;
 pub mod machine;
 mod output;

@@ -14,7 +14,7 @@ use super::rtc::Rtc;
 use super::settings::{self, ReceiveConfig, SendConfig};
 use super::status::Status;
 use super::whip::Whip;
-use super::{av, fanout, machine, stdio, Machine, Runner, LAST_DATA_WAIT};
+use super::{av, fanout, ingest, machine, stdio, Machine, Runner, LAST_DATA_WAIT};
 use crate::media::record::RecordConfig;
 use crate::signaling::{self, SignalEvent, Signaling};
 
@@ -55,13 +55,27 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         cfg.peer.signal_opts.ca_file.as_deref(),
         false,
     )?;
-    let (capture, video) = match &cfg.media {
+    let (capture, mut video) = match &cfg.media {
         Some(m) => {
             let (capture, video) = av::start_sender_media(m, &mut rtc, &id)?;
             (Some(capture), video)
         }
         None => (None, None),
     };
+    // Lives as long as the session: dropping it closes the endpoint.
+    let mut _ingest = None;
+    if let Some(ing) = &cfg.ingest {
+        let publishers = Rtc::new(
+            &cfg.peer.ice_servers,
+            cfg.peer.signal_opts.ca_file.as_deref(),
+            true,
+        )?;
+        let (server, writer) = ingest::start(ing.clone(), &mut rtc, publishers, &id).await?;
+        // The one line scripts wait for: where publishers go.
+        println!("{}", server.url);
+        video = writer;
+        _ingest = Some(server);
+    }
     let mut whip = match &cfg.whip {
         Some(w) => Some(Whip::start(w.clone(), rtc.sibling()?)?),
         None => None,
@@ -85,7 +99,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                 queue_size: cfg.queue_size,
                 to: cfg.to.clone(),
                 binary: cfg.peer.binary,
-                keep_open: cfg.keep_open || cfg.media.is_some(),
+                keep_open: cfg.keep_open || cfg.media.is_some() || cfg.ingest.is_some(),
                 sent: data_bytes.clone(),
             },
             input,
@@ -107,11 +121,11 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     runner.fanout = cfg.data.then_some(ctl_tx);
     runner.capture = capture;
     runner.video = video;
-    runner.audio_bps = cfg
-        .media
-        .as_ref()
-        .filter(|m| m.audio.is_some())
-        .map_or(0.0, |m| f64::from(m.audio_kbps) * 1000.0);
+    runner.audio_bps = match (&cfg.media, &cfg.ingest) {
+        (Some(m), _) if m.audio.is_some() => f64::from(m.audio_kbps) * 1000.0,
+        (None, Some(i)) => i.audio_bps,
+        _ => 0.0,
+    };
     runner.status = status;
     reporter.started("sender", &id, &cfg.peer.room);
     let start = match &mut runner.machine {

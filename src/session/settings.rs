@@ -43,6 +43,8 @@ pub struct SendConfig {
     pub whip: Option<super::whip::WhipConfig>,
     /// Serve the room's receivers: false when publishing only to WHIP.
     pub mesh: bool,
+    /// Take the media from a WHIP publisher (`--whip-listen`).
+    pub ingest: Option<super::ingest::IngestConfig>,
 }
 
 #[derive(Debug, Clone)]

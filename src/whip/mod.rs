@@ -9,7 +9,7 @@ mod sdp;
 
 pub use client::{Client, Created};
 pub use link::{ice_servers, LinkServer};
-pub use sdp::{candidate_fragment, rejected, Rejected};
+pub use sdp::{candidate_fragment, ice_ufrag, parse_fragment, rejected, Fragment, Rejected};
 
 /// The media type of an SDP offer or answer.
 pub const SDP: &str = "application/sdp";

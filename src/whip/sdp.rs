@@ -146,6 +146,47 @@ pub fn candidate_fragment(local: &str, candidates: &[String], end: bool) -> Opti
     Some(out)
 }
 
+/// What a trickle fragment (RFC 8840) a publisher PATCHes carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fragment {
+    pub ufrag: Option<String>,
+    pub pwd: Option<String>,
+    /// The mid of the section the candidates belong to.
+    pub mid: Option<String>,
+    /// `candidate:…` values.
+    pub candidates: Vec<String>,
+    pub end: bool,
+}
+
+/// Reads a trickle fragment; anything else in it is ignored.
+pub fn parse_fragment(text: &str) -> Fragment {
+    let mut f = Fragment::default();
+    for line in text.lines().map(str::trim) {
+        let Some(attr) = line.strip_prefix("a=") else {
+            continue;
+        };
+        if let Some(v) = attr.strip_prefix("ice-ufrag:") {
+            f.ufrag = Some(v.trim().to_owned());
+        } else if let Some(v) = attr.strip_prefix("ice-pwd:") {
+            f.pwd = Some(v.trim().to_owned());
+        } else if let Some(v) = attr.strip_prefix("mid:") {
+            f.mid.get_or_insert_with(|| v.trim().to_owned());
+        } else if attr.starts_with("candidate:") {
+            f.candidates.push(attr.to_owned());
+        } else if attr == "end-of-candidates" {
+            f.end = true;
+        }
+    }
+    f
+}
+
+/// The ICE ufrag of a description (session level or first section).
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +203,23 @@ mod tests {
              m=audio {audio_port} UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
              m=video {video_port} UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\n"
         )
+    }
+
+    #[test]
+    fn a_fragment_is_read_back() {
+        let c = vec!["candidate:2 1 udp 1 10.0.0.1 6000 typ host".to_owned()];
+        let text = candidate_fragment(OFFER, &c, true).unwrap();
+        assert_eq!(
+            parse_fragment(&text),
+            Fragment {
+                ufrag: Some("abcd".into()),
+                pwd: Some("secretsecret".into()),
+                mid: Some("0".into()),
+                candidates: c,
+                end: true,
+            }
+        );
+        assert_eq!(ice_ufrag(OFFER), Some("abcd"));
     }
 
     #[test]

@@ -17,3 +17,4 @@ mod netfaults;
 mod relay;
 mod whip;
 mod whip_janus;
+mod whip_listen;

@@ -174,7 +174,8 @@ impl Drop for Capture {
     }
 }
 
-fn video_spec(codec: VideoCodec) -> TrackSpec {
+/// The track a video codec is sent as.
+pub fn video_spec(codec: VideoCodec) -> TrackSpec {
     let (mime, fmtp) = match codec {
         VideoCodec::Vp8 => ("video/VP8", ""),
         VideoCodec::Vp9 => ("video/VP9", "profile-id=0"),
@@ -194,7 +195,8 @@ fn video_spec(codec: VideoCodec) -> TrackSpec {
     }
 }
 
-fn audio_spec() -> TrackSpec {
+/// The track Opus is sent as.
+pub fn audio_spec() -> TrackSpec {
     TrackSpec {
         kind: MediaKind::Audio,
         mime: "audio/opus".into(),

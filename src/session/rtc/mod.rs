@@ -26,8 +26,8 @@ use webrtc::peer_connection::{
 
 pub use channel::{Channel, ChannelClosed, Payload};
 use driver::{Driver, Handler, Shared};
+pub use media::{relay, Continuity, PeerMedia, Received, RemoteTrack, TrackWriter};
 use media::{Feedback, LocalMedia};
-pub use media::{PeerMedia, Received, RemoteTrack, TrackWriter};
 pub use path::IceSummary;
 
 use super::machine::PeerEvent;
@@ -260,6 +260,36 @@ impl Rtc {
 
     /// Creates the peer connection for `peer` and the task that drives it.
     pub async fn peer(&self, peer: &str, events: Events) -> anyhow::Result<PeerHandle> {
+        let feedback = Arc::new(Feedback::default());
+        let engines = self.engines(&feedback)?;
+        self.build(peer, events, engines, Some(feedback)).await
+    }
+
+    /// A connection that takes a WHIP publisher's media in (it answers
+    /// the publisher's offer): only the codecs of `specs`, none of our
+    /// tracks.
+    pub async fn ingest_peer(
+        &self,
+        peer: &str,
+        events: Events,
+        specs: &[TrackSpec],
+    ) -> anyhow::Result<PeerHandle> {
+        let engines = Self::ingest_engines(specs)?;
+        self.build(peer, events, engines, None).await
+    }
+
+    /// `feedback`: the connection carries our local tracks, and its
+    /// estimates go there.
+    async fn build(
+        &self,
+        peer: &str,
+        events: Events,
+        (media, registry): (
+            webrtc::peer_connection::MediaEngine,
+            rtc::interceptor::Registry,
+        ),
+        feedback: Option<Arc<Feedback>>,
+    ) -> anyhow::Result<PeerHandle> {
         let muted = Arc::new(AtomicBool::new(false));
         let unmuted = events.clone();
         let events = gate(events, muted.clone());
@@ -271,8 +301,6 @@ impl Rtc {
             shared: shared.clone(),
             states: states_tx,
         };
-        let feedback = Arc::new(Feedback::default());
-        let (media, registry) = self.engines(&feedback)?;
         // The wildcard binds every interface but loopback; loopback too, so
         // two processes on one machine meet without a network.
         let addrs = vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()];
@@ -288,9 +316,11 @@ impl Rtc {
             .build()
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let pending = match &self.local {
-            Some(media) => Some(media.add_to(&*pc, feedback, self.send_only).await?),
-            None => None,
+        let pending = match (&self.local, feedback) {
+            (Some(media), Some(feedback)) => {
+                Some(media.add_to(&*pc, feedback, self.send_only).await?)
+            }
+            _ => None,
         };
         let (tx, rx) = mpsc::channel(PEER_COMMANDS);
         let driver = Driver {

@@ -12,7 +12,7 @@ use rtc::interceptor::{
 };
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use webrtc::peer_connection::{
     configure_rtcp_reports, configure_twcc_receiver_only, MediaEngine, SettingEngine,
@@ -177,6 +177,46 @@ impl Rtc {
             return Ok((media, registry));
         }
         let registry = registry.with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        );
+        let registry = configure_twcc_receiver_only(registry, &mut media)?;
+        Ok((media, registry))
+    }
+
+    /// Codecs and interceptors of a connection that takes a WHIP
+    /// publisher's media in: only `specs`' codecs, at their payload types,
+    /// so what the publisher sends is what the room's receivers take,
+    /// forwarded untouched; no RTX, so lost packets come back on the
+    /// media's own SSRC; the receiving side's NACK and transport-wide
+    /// feedback, so the publisher adapts to the path.
+    pub(super) fn ingest_engines(
+        specs: &[crate::media::TrackSpec],
+    ) -> anyhow::Result<(MediaEngine, Registry)> {
+        let mut media = MediaEngine::default();
+        for spec in specs {
+            let mut codec = media::codec_of(spec);
+            if spec.kind == crate::media::MediaKind::Video {
+                codec.rtcp_feedback = [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+                    .into_iter()
+                    .map(|(typ, parameter)| RTCPFeedback {
+                        typ: typ.into(),
+                        parameter: parameter.into(),
+                    })
+                    .collect();
+            }
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec,
+                    payload_type: spec.payload_type,
+                },
+                media::codec_kind(spec.kind),
+            )?;
+        }
+        let registry = configure_rtcp_reports(Registry::new()).with(
             Slot::NackGenerator,
             NackGeneratorBuilder::new()
                 .with_interval(NACK_INTERVAL)

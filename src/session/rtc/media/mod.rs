@@ -7,6 +7,7 @@
 
 mod feedback;
 mod local;
+mod relay;
 mod remote;
 mod retransmit;
 mod writer;
@@ -24,6 +25,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 pub use feedback::Feedback;
 pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
+pub use relay::{relay, Continuity};
 pub(super) use remote::watch_remote;
 pub use remote::{Received, RemoteTrack};
 pub use writer::{PeerMedia, TrackWriter};

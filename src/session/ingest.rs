@@ -1,0 +1,471 @@
+//! `p2p send --whip-listen ADDR`: a WHIP endpoint (RFC 9725) whose
+//! publisher (OBS, GStreamer's `whipsink`, a browser) is the sender's
+//! source. Its RTP goes out to the room's receivers as it came, without
+//! decoding or re-encoding; key-frame requests from receivers go back to
+//! it as PLIs. One publisher at a time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::machine::PeerEvent;
+use super::rtc::{self, Continuity, OnKeyframe, PeerHandle, Rtc, RtcEvent, TrackWriter};
+use crate::media::{MediaKind, TrackSpec};
+use crate::protocol::{Candidate, Description};
+use crate::whip::{self, SDP, SDPFRAG};
+
+/// How long the answer waits for our candidates before it goes without
+/// them (host candidates take milliseconds).
+const GATHER_WAIT: Duration = Duration::from_secs(1);
+
+/// Key-frame requests to the publisher: at most one this often, however
+/// many receivers join at once.
+const PLI_EVERY: Duration = Duration::from_millis(300);
+
+/// What `--whip-listen` needs.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub listen: String,
+    pub token: Option<String>,
+    /// The tracks publishers must send (their codecs are the only ones
+    /// accepted).
+    pub specs: Vec<TrackSpec>,
+    /// What the publisher is assumed to send, bit/s (where the
+    /// receivers' estimates start): video, and audio (0 without).
+    pub video_bps: f64,
+    pub audio_bps: f64,
+}
+
+/// The publisher being forwarded.
+struct Publisher {
+    id: String,
+    etag: String,
+    handle: PeerHandle,
+    /// The ICE ufrag of its offer: a PATCH with another is an ICE restart.
+    ufrag: Option<String>,
+    /// Its video SSRC, once its first video packet came.
+    video_ssrc: Option<u32>,
+}
+
+struct Ingest {
+    rtc: Rtc,
+    token: Option<String>,
+    specs: Vec<TrackSpec>,
+    writers: Vec<TrackWriter>,
+    continuity: Vec<Arc<Mutex<Continuity>>>,
+    publisher: Mutex<Option<Publisher>>,
+    last_pli: Mutex<Option<Instant>>,
+}
+
+/// A running endpoint; the publisher is closed when it is dropped.
+pub struct IngestServer {
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+    ingest: Arc<Ingest>,
+}
+
+impl Drop for IngestServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        if let Some(p) = self.ingest.take_publisher(None) {
+            let handle = p.handle;
+            tokio::spawn(async move { handle.close().await });
+        }
+    }
+}
+
+/// Declares the tracks on `rtc` (for the room's receivers) and starts the
+/// endpoint, whose publishers' connections `ingest` makes. Returns it and
+/// the video track's writer.
+pub async fn start(
+    cfg: IngestConfig,
+    rtc: &mut Rtc,
+    ingest: Rtc,
+    stream_id: &str,
+) -> anyhow::Result<(IngestServer, Option<TrackWriter>)> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on --whip-listen {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let audio_bps = cfg.audio_bps;
+    let tracks: Vec<(TrackSpec, Vec<f64>)> = cfg
+        .specs
+        .iter()
+        .map(|s| {
+            let bps = if s.kind == MediaKind::Video {
+                cfg.video_bps
+            } else {
+                audio_bps
+            };
+            (s.clone(), vec![bps])
+        })
+        .collect();
+    let slot: Arc<std::sync::OnceLock<std::sync::Weak<Ingest>>> = Arc::default();
+    let weak = slot.clone();
+    let on_keyframe: OnKeyframe = Arc::new(move |_, reason| {
+        if let Some(ingest) = weak.get().and_then(std::sync::Weak::upgrade) {
+            ingest.request_keyframe(reason);
+        }
+    });
+    let send_bps = cfg.video_bps + audio_bps;
+    let writers = rtc.set_local_tracks(&tracks, stream_id, on_keyframe, send_bps, audio_bps);
+    let video = cfg
+        .specs
+        .iter()
+        .position(|s| s.kind == MediaKind::Video)
+        .map(|i| writers[i].clone());
+    let ingest = Arc::new(Ingest {
+        rtc: ingest,
+        token: cfg.token.clone(),
+        continuity: cfg.specs.iter().map(|_| Arc::default()).collect(),
+        specs: cfg.specs.clone(),
+        writers,
+        publisher: Mutex::new(None),
+        last_pli: Mutex::new(None),
+    });
+    let _ = slot.set(Arc::downgrade(&ingest));
+    let app = axum::Router::new()
+        .route("/whip", axum::routing::post(post).options(options))
+        .route(
+            "/whip/{id}",
+            axum::routing::patch(patch).delete(delete).options(options),
+        )
+        .with_state(ingest.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the WHIP endpoint stopped: {e}");
+        }
+    });
+    let url = format!("http://{addr}/whip");
+    let kinds: Vec<&str> = cfg.specs.iter().map(|s| s.mime.as_str()).collect();
+    tracing::info!(
+        "waiting for a WHIP publisher at {url} ({}), forwarded to every receiver as it comes",
+        kinds.join(" + ")
+    );
+    Ok((
+        IngestServer {
+            url,
+            server,
+            ingest,
+        },
+        video,
+    ))
+}
+
+impl Ingest {
+    /// Takes the publisher away (if it is `id`, or whoever it is).
+    fn take_publisher(&self, id: Option<&str>) -> Option<Publisher> {
+        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if id.is_some_and(|id| slot.as_ref().is_none_or(|p| p.id != id)) {
+            return None;
+        }
+        slot.take()
+    }
+
+    fn request_keyframe(&self, reason: crate::media::KeyframeReason) {
+        let target = {
+            let slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+            slot.as_ref()
+                .and_then(|p| Some((p.handle.clone(), p.video_ssrc?)))
+        };
+        let Some((handle, ssrc)) = target else {
+            return;
+        };
+        {
+            let mut last = self.last_pli.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < PLI_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if handle.request_keyframe(ssrc) {
+            tracing::debug!("asked the WHIP publisher for a key frame ({reason:?})");
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| given.trim() == token)
+    }
+}
+
+/// A response with the CORS headers a browser publisher needs to read it.
+fn reply(status: StatusCode, headers: &[(header::HeaderName, String)], body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
+    );
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name.clone(), v);
+        }
+    }
+    r
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    let mut headers = vec![(header::CONTENT_TYPE, "text/plain".to_owned())];
+    if status == StatusCode::UNAUTHORIZED {
+        headers.push((header::WWW_AUTHENTICATE, "Bearer".to_owned()));
+    }
+    reply(status, &headers, format!("{why}\n"))
+}
+
+async fn options() -> Response {
+    reply(
+        StatusCode::NO_CONTENT,
+        &[
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, PATCH, DELETE, OPTIONS".into(),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, If-Match".into(),
+            ),
+            (header::HeaderName::from_static("accept-post"), SDP.into()),
+        ],
+        String::new(),
+    )
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+async fn post(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, offer: String) -> Response {
+    if !ingest.authorized(&headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    }
+    if !content_type_is(&headers, SDP) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an offer must be sent as application/sdp",
+        );
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let (tx, mut events) = mpsc::channel(128);
+    let handle = match ingest.rtc.ingest_peer(&id, tx, &ingest.specs).await {
+        Ok(h) => h,
+        Err(e) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot create a peer connection: {e:#}"),
+            )
+        }
+    };
+    {
+        let mut slot = ingest.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            drop(slot);
+            tokio::spawn(async move { handle.close().await });
+            return refuse(
+                StatusCode::CONFLICT,
+                "a publisher is already live here; it must stop (DELETE) first",
+            );
+        }
+        *slot = Some(Publisher {
+            id: id.clone(),
+            etag: etag_of(&id),
+            handle: handle.clone(),
+            ufrag: whip::ice_ufrag(&offer).map(str::to_owned),
+            video_ssrc: None,
+        });
+    }
+    handle
+        .accept_offer(Description {
+            kind: "offer".into(),
+            sdp: offer,
+        })
+        .await;
+    let answer = match answer(&handle, &mut events).await {
+        Ok(a) => a,
+        Err(why) => {
+            ingest.take_publisher(Some(&id));
+            handle.close().await;
+            tracing::warn!("refused a WHIP publisher: {why}");
+            return refuse(StatusCode::BAD_REQUEST, &why);
+        }
+    };
+    tracing::info!("a WHIP publisher is connecting ({})", rtc::short(&id));
+    tokio::spawn(watch(ingest.clone(), id.clone(), events));
+    reply(
+        StatusCode::CREATED,
+        &[
+            (header::CONTENT_TYPE, SDP.into()),
+            (header::LOCATION, format!("/whip/{id}")),
+            (header::ETAG, etag_of(&id)),
+            (
+                header::HeaderName::from_static("accept-patch"),
+                SDPFRAG.into(),
+            ),
+        ],
+        answer,
+    )
+}
+
+/// The answer, once its candidates are in (or `GATHER_WAIT` passed); why
+/// not, for a bad offer.
+async fn answer(
+    handle: &PeerHandle,
+    events: &mut mpsc::Receiver<(String, RtcEvent)>,
+) -> Result<String, String> {
+    let deadline = tokio::time::sleep(GATHER_WAIT);
+    tokio::pin!(deadline);
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            () = &mut deadline, if answered => break,
+            ev = events.recv() => match ev {
+                Some((_, RtcEvent::Peer(PeerEvent::LocalDescription(_)))) => answered = true,
+                Some((_, RtcEvent::Gathered)) if answered => break,
+                Some((_, RtcEvent::Peer(PeerEvent::Failed(why)))) => return Err(why),
+                Some(_) => {}
+                None => return Err("the connection closed".into()),
+            }
+        }
+    }
+    handle
+        .local_description()
+        .await
+        .ok_or_else(|| "no answer".to_owned())
+}
+
+/// Follows one publisher's connection: forwards its tracks, and frees the
+/// endpoint when it goes.
+async fn watch(ingest: Arc<Ingest>, id: String, mut events: mpsc::Receiver<(String, RtcEvent)>) {
+    while let Some((_, ev)) = events.recv().await {
+        match ev {
+            RtcEvent::Track(track) => {
+                let Some(i) = ingest.specs.iter().position(|s| s.kind == track.spec.kind) else {
+                    continue;
+                };
+                if track.spec.kind == MediaKind::Video {
+                    let ssrc = track.ssrc();
+                    if let Some(p) = ingest
+                        .publisher
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                        .filter(|p| p.id == id)
+                    {
+                        p.video_ssrc = Some(ssrc);
+                    }
+                    // Receivers already in the room need a picture to
+                    // start from.
+                    ingest.request_keyframe(crate::media::KeyframeReason::Join);
+                }
+                tracing::info!("forwarding the WHIP publisher's {}", track.spec.mime);
+                tokio::spawn(rtc::relay(
+                    track,
+                    ingest.writers[i].clone(),
+                    ingest.continuity[i].clone(),
+                ));
+            }
+            RtcEvent::Peer(PeerEvent::Connected) => {
+                tracing::info!("the WHIP publisher is connected ({})", rtc::short(&id));
+            }
+            RtcEvent::Peer(PeerEvent::Failed(why)) => {
+                if let Some(p) = ingest.take_publisher(Some(&id)) {
+                    tracing::info!("the WHIP publisher is gone: {why}");
+                    p.handle.close().await;
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn patch(
+    State(ingest): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if !ingest.authorized(&headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    }
+    let (handle, etag, ufrag) = {
+        let slot = ingest.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref().filter(|p| p.id == id) {
+            Some(p) => (p.handle.clone(), p.etag.clone(), p.ufrag.clone()),
+            None => return refuse(StatusCode::NOT_FOUND, "no such session"),
+        }
+    };
+    if !content_type_is(&headers, SDPFRAG) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "candidates must be sent as application/trickle-ice-sdpfrag",
+        );
+    }
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    if if_match.is_some_and(|m| m.trim() != "*" && m.trim() != etag) {
+        return refuse(
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match names another ICE session",
+        );
+    }
+    let fragment = whip::parse_fragment(&body);
+    if fragment.ufrag.is_some() && ufrag.is_some() && fragment.ufrag != ufrag {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restarts are not supported: publish again instead",
+        );
+    }
+    for candidate in fragment.candidates {
+        handle
+            .add_candidate(Candidate {
+                candidate,
+                sdp_mid: fragment.mid.clone(),
+                sdp_m_line_index: Some(0),
+                username_fragment: fragment.ufrag.clone(),
+            })
+            .await;
+    }
+    reply(StatusCode::NO_CONTENT, &[], String::new())
+}
+
+async fn delete(
+    State(ingest): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !ingest.authorized(&headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    }
+    match ingest.take_publisher(Some(&id)) {
+        Some(p) => {
+            tracing::info!("the WHIP publisher ended its session");
+            p.handle.close().await;
+            reply(StatusCode::OK, &[], String::new())
+        }
+        None => refuse(StatusCode::NOT_FOUND, "no such session"),
+    }
+}
+
+/// The ETag of a session: names its ICE session in PATCH requests.
+fn etag_of(id: &str) -> String {
+    format!("\"{}\"", rtc::short(id))
+}
