@@ -78,29 +78,51 @@ type Events = mpsc::Receiver<(String, RtcEvent)>;
 
 /// Offers, POSTs, applies the answer and keeps the session until `stop`
 /// or a failure; a session that was created is deleted on every way out.
+/// ICE servers the endpoint names (`Link`) are used from the start when it
+/// names them before the offer (OPTIONS); named only with the answer, they
+/// are used if the connection does not come up without them: the session
+/// is deleted and made again with them.
 async fn publish(
     client: Client,
     mut rtc: Rtc,
     timeout: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let servers = client.preflight().await;
-    if !servers.is_empty() {
-        tracing::info!("the WHIP endpoint names {} ICE server(s)", servers.len());
-        rtc.set_issued_ice_servers(&as_json(&servers));
+    let mut servers = client.preflight().await;
+    loop {
+        if !servers.is_empty() {
+            let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+            tracing::info!("WHIP: using the endpoint's ICE servers {}", urls.join(", "));
+            rtc.set_issued_ice_servers(&as_json(&servers));
+        }
+        match attempt(&client, &rtc, &servers, timeout, &stop).await? {
+            Some(named) => servers = named,
+            None => return Ok(()),
+        }
     }
+}
+
+/// One session. `Some(servers)`: it did not come up, and the answer named
+/// ICE servers not used yet; try again with them.
+async fn attempt(
+    client: &Client,
+    rtc: &Rtc,
+    used: &[whip::LinkServer],
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Vec<whip::LinkServer>>> {
     let (tx, mut events) = mpsc::channel(128);
     let peer = rtc.peer(PEER, tx).await?;
     peer.create_offer(false).await;
-    let Some((offer, found)) = gathered(&peer, &mut events, &stop).await? else {
+    let Some((offer, found)) = gathered(&peer, &mut events, stop).await? else {
         peer.close().await;
-        return Ok(());
+        return Ok(None);
     };
     let created = tokio::select! {
         r = client.publish(&offer) => r,
         () = stop.cancelled() => {
             peer.close().await;
-            return Ok(());
+            return Ok(None);
         }
     };
     let created = match created {
@@ -116,22 +138,16 @@ async fn publish(
         client.endpoint(),
         created.resource
     );
-    if !created.ice_servers.is_empty() && servers.is_empty() {
-        let urls: Vec<&str> = created.ice_servers.iter().map(|s| s.url.as_str()).collect();
-        tracing::warn!(
-            "the WHIP endpoint named ICE servers only in its answer ({}); they are not used: \
-             pass them with --ice-server if the connection does not come up",
-            urls.join(", ")
-        );
-    }
+    let unused = (!created.ice_servers.is_empty() && created.ice_servers != used)
+        .then(|| created.ice_servers.clone());
     let result = session(
-        &client,
+        client,
         &created,
         &peer,
         &mut events,
         (&offer, found),
-        timeout,
-        &stop,
+        (timeout, unused.is_some()),
+        stop,
     )
     .await;
     let deleted = tokio::time::timeout(DELETE_WAIT, client.delete(&created.resource)).await;
@@ -141,8 +157,28 @@ async fn publish(
         Ok(Err(e)) => tracing::warn!("could not end the WHIP session: {e:#}"),
         Err(_) => tracing::warn!("could not end the WHIP session: no answer to DELETE"),
     }
-    result
+    match result? {
+        Ended::Stopped => Ok(None),
+        Ended::Retry => {
+            tracing::info!(
+                "WHIP: no connection without the ICE servers the endpoint named; trying again \
+                 with them"
+            );
+            Ok(unused)
+        }
+    }
 }
+
+/// How a session that did not fail ended.
+enum Ended {
+    Stopped,
+    /// Not up after `LINK_FALLBACK`, and the answer named ICE servers.
+    Retry,
+}
+
+/// How long a session whose answer named ICE servers we did not use may
+/// take to come up before it is made again with them.
+const LINK_FALLBACK: Duration = Duration::from_secs(3);
 
 /// The offer once its candidates are in (or `GATHER_WAIT` has passed),
 /// and the candidates found meanwhile; None when stopped first.
@@ -197,9 +233,9 @@ async fn session(
     peer: &PeerHandle,
     events: &mut Events,
     (offer, found): (&str, Vec<String>),
-    timeout: Duration,
+    (timeout, fallback): (Duration, bool),
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let rejected = whip::rejected(offer, &created.answer);
     if !rejected.is_empty() {
         let what: Vec<String> = rejected.iter().map(ToString::to_string).collect();
@@ -228,10 +264,13 @@ async fn session(
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    let retry = tokio::time::sleep(LINK_FALLBACK);
+    tokio::pin!(retry);
     let mut connected = false;
     loop {
         let ev = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(Ended::Stopped),
+            () = &mut retry, if fallback && !connected => return Ok(Ended::Retry),
             () = &mut deadline, if !connected => bail!(
                 "the WHIP connection to {} did not come up within {} s (no ICE path: \
                  --ice-server may help)",

@@ -441,3 +441,36 @@ async fn a_dead_endpoint_is_one_line() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn ice_servers_named_only_in_the_answer_are_used_when_the_connection_does_not_come_up() {
+    let stun = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let link = format!("<stun:{}>; rel=\"ice-server\"", stun.local_addr().unwrap());
+    let (fake, url) = Fake::start(Behaviour {
+        extra: vec![("link", link)],
+        ..Default::default()
+    })
+    .await;
+    let mut p = sender(&url, &[]).spawn();
+    // The fake's answer never connects: after a few seconds the session is
+    // deleted and made again with the named server.
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(WAIT, stun.recv_from(&mut buf))
+        .await
+        .unwrap_or_else(|_| p.fail("the answer's STUN server got no request"))
+        .unwrap();
+    assert!(
+        n >= 20 && buf[0..2] == [0x00, 0x01],
+        "a STUN Binding request"
+    );
+    p.wait_stderr("trying again with them").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.requests(&Method::POST).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", fake.seen());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.requests(&Method::DELETE).len(), 1, "{:?}", fake.seen());
+    p.signal("INT");
+    assert!(p.wait_exit().await.success(), "{}", p.stderr());
+    assert_eq!(fake.requests(&Method::DELETE).len(), 2, "{:?}", fake.seen());
+}

@@ -248,3 +248,39 @@ async fn h264_reaches_an_h264_room_and_a_room_that_refuses_it_is_named() {
     );
     janus.freed("vp8only", Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn one_encode_goes_to_the_room_and_to_janus_at_once() {
+    let _one = ONE_JANUS.lock().await;
+    let janus = Janus::start().await;
+    let url = janus.endpoint("both", 1234);
+    let relay = crate::harness::Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("room.webm");
+    let mut rx = Spawn::new(
+        "recorder",
+        &[
+            "receive",
+            "--signal",
+            &relay.url,
+            "--room",
+            "both",
+            "--record",
+            path.to_str().unwrap(),
+        ],
+    )
+    .spawn();
+    let mut p = publisher(&url, &["--signal", &relay.url, "--room", "both"]).spawn();
+    p.wait_stderr("WHIP: publishing to").await;
+    rx.wait_stderr("recording sender").await;
+    let got = janus.watch(1234).await;
+    assert_decoded(&p, &got, "video/VP8");
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success(), "{}", rx.stderr());
+    crate::mediafile::inspect(&path).assert_valid("VP8", Some("Opus"), 5.0, FPS);
+    // Encoded once: one encoder per layer, whatever the number of peers.
+    assert_eq!(p.stderr_count("encoded once"), 1, "{}", p.stderr());
+    p.signal("TERM");
+    assert!(p.wait_exit().await.success(), "{}", p.stderr());
+    janus.freed("both", Duration::from_secs(1)).await;
+}
