@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1235,6 +1236,110 @@ class Bench:
                  f"{rss_100 / 1024:.1f} → {rss_n / 1024:.1f} MB ({growth:+.1f} %)", "",
                  target="growth < 10 %", met=growth < 10)
 
+    # ------------------------------------------------------------ (9) WHIP
+
+    def whip(self):
+        """Publishing to an SFU: Janus (VideoRoom) behind simple-whip-server,
+        set up on this machine by scripts/janus-whip.sh. "Accepted by Janus"
+        is the first video packet Janus forwards (rtp_forward) to a UDP
+        socket here: it has taken the publisher's media in."""
+        d = os.path.join(self.tmp, "janus")
+        out = subprocess.run(["bash", "scripts/janus-whip.sh", "start", d],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError("scripts/janus-whip.sh start failed: " + out.stderr[-400:])
+        try:
+            with open(os.path.join(d, "env")) as f:
+                env = dict(l.split("=", 1) for l in f.read().split())
+            self.whip_figures(env["WHIP_BASE"])
+        finally:
+            subprocess.run(["bash", "scripts/janus-whip.sh", "stop", d],
+                           capture_output=True, timeout=120)
+
+    def whip_endpoint(self, base, room=1234, forward=False):
+        """A new endpoint (own id); with `forward`, Janus forwards its video
+        to a UDP socket, returned bound."""
+        eid = uuid.uuid4().hex[:8]
+        body = {"id": eid, "room": room}
+        sock = None
+        if forward:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            body["recipient"] = {"host": "127.0.0.1", "audioPort": free_port(),
+                                 "videoPort": port, "videoRtcpPort": free_port()}
+        req = urllib.request.Request(f"{base}/create", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        return f"{base}/endpoint/{eid}", sock
+
+    def whip_publish_time(self, base, cmd):
+        """Seconds from starting `cmd(url)` to the first packet Janus
+        forwards; the publisher is then stopped (it DELETEs)."""
+        url, sock = self.whip_endpoint(base, forward=True)
+        sock.settimeout(30)
+        t0 = time.monotonic()
+        p = spawn(cmd(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            sock.recvfrom(2048)
+            return time.monotonic() - t0
+        finally:
+            sock.close()
+            stop(p, signal.SIGINT, wait=10)
+
+    def whip_figures(self, base):
+        runs = 3 if self.quick else 10
+        page = os.path.join(os.getcwd(), "tests/browser/whip-publish-page.mjs")
+        p2p_t, chromium_t = [], []
+        for _ in range(runs):
+            p2p_t.append(self.whip_publish_time(
+                base, lambda url: [self.p2p, "send", "--test-source", "-q", "--whip", url]))
+            chromium_t.append(self.whip_publish_time(
+                base, lambda url: ["node", page, url, "--full", "--seconds", "60"]))
+        a, b = median(p2p_t), median(chromium_t)
+        self.raw["whip_publish"] = dict(p2p=p2p_t, chromium=chromium_t)
+        log(f"  publish time: p2p {a * 1000:.0f} ms, Chromium page {b * 1000:.0f} ms")
+        self.row("9 publish to an SFU", f"command start → first packet Janus forwards, median of {runs} "
+                 "(`p2p send --test-source --whip`; baseline: headless Chromium publishing its fake "
+                 "camera from a page, cold start)",
+                 f"{a * 1000:.0f} ms", "", baseline=f"{b * 1000:.0f} ms", ratio=a / b)
+
+        # Sender CPU: the same 640×480 source to one receiver in a room,
+        # to Janus only, and to both.
+        secs = 5 if self.quick else 20
+        _, relay = self.relay()
+        cpu = {}
+        for case in ("mesh", "whip", "both"):
+            room = f"whip-{uuid.uuid4().hex[:8]}"
+            args = [self.p2p, "send", "--test-source", "--test-pattern", "zone-plate", "-q"]
+            if case in ("mesh", "both"):
+                args += ["--room", room, "--signal", relay]
+            if case in ("whip", "both"):
+                url, _ = self.whip_endpoint(base)
+                args += ["--whip", url]
+            sender = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            recv = None
+            if case in ("mesh", "both"):
+                recv = spawn([self.p2p, "receive", "--room", room, "--signal", relay, "-q"],
+                             stdout=subprocess.DEVNULL)
+            time.sleep(4)
+            c0, t0 = cpu_secs(sender.pid), time.time()
+            time.sleep(secs)
+            cpu[case] = (cpu_secs(sender.pid) - c0) * secs / (time.time() - t0)
+            for p in (recv, sender):
+                if p is not None:
+                    stop(p, signal.SIGINT, wait=10)
+            log(f"  sender CPU, {case}: {cpu[case]:.2f} s over {secs} s")
+        self.raw["whip_cpu"] = dict(secs=secs, cpu=cpu)
+        labels = {"mesh": "1 receiver in a room (3 layers)",
+                  "whip": "Janus over --whip only (1 layer)",
+                  "both": "1 receiver in a room and Janus (3 layers)"}
+        for case in ("mesh", "whip", "both"):
+            self.row("9 publish to an SFU", f"sender CPU over {secs} s, 640×480@30 zone plate: {labels[case]}",
+                     f"{cpu[case]:.2f} s ({cpu[case] / secs * 100:.0f} % of a core)", "",
+                     baseline="" if case == "mesh" else f"{cpu['mesh']:.2f} s (room only)",
+                     ratio=None if case == "mesh" else cpu[case] / cpu["mesh"])
+
     # ------------------------------------------------------------ report
 
     def run(self):
@@ -1247,6 +1352,7 @@ class Bench:
             "6": ("6 memory", self.memory),
             "7": ("7 across NATs", self.across_nats),
             "8": ("8 constrained links", self.constrained_links),
+            "9": ("9 publish to an SFU", self.whip),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -1340,7 +1446,7 @@ def main():
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--dc-loopback", default=None)
-    ap.add_argument("--only", default="4,5,1,2,3,6,7,8")
+    ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")

@@ -6,7 +6,7 @@
 #   bash scripts/bench.sh            # full suite (< 15 min on 2 cores)
 #   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
 #                                    # target/bench/BENCHMARKS.quick.md instead
-#   bash scripts/bench.sh --only 4,5 # some figures (1 to 6)
+#   bash scripts/bench.sh --only 4,5 # some figures (1 to 9)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
 # Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server,
