@@ -3,6 +3,7 @@
 #
 #   scripts/janus-whip.sh start DIR [--ws PORT] [--http PORT] [--whip PORT] [--veth NAME]
 #   scripts/janus-whip.sh stop DIR
+#   scripts/janus-whip.sh teardown [--veth NAME]
 #
 # start: installs Debian's `janus` and `libjs-janus-gateway` if missing,
 # unpacks `simple-whip-server` (+ its npm deps) into a cache, starts Janus
@@ -30,10 +31,11 @@
 # not a 127/8 one: Linux refuses (EINVAL) to send from a 127/8 address
 # bound on a non-loopback device to any other address, so Janus at
 # 127.0.0.2 only ever answers peers that are at 127.0.0.2 themselves.
-# The pair is shared by concurrent runs using the same NAME and
-# deleted by the last `stop`, if this script created it. Needs root.
+# The pair is made once and shared by every run; `stop` leaves it (an
+# address that vanishes breaks ICE pairs other local processes made over
+# it), `teardown` removes it. Needs root.
 #
-# stop: ends both processes (by their pid files) and releases the veth.
+# stop: ends both processes (by their pid files).
 #
 # Environment: P2P_CACHE_DIR (default ~/.cache/p2p), P2P_JANUS_TIMEOUT
 # (seconds to wait for readiness, default 30), P2P_JANUS_ADDR (Janus's ICE
@@ -52,7 +54,6 @@ ADDR="${P2P_JANUS_ADDR:-198.18.0.2}"
 # npm deps of simple-whip-server (its .deb has no package.json); colors is
 # pinned: later releases are the sabotaged ones.
 SWS_DEPS=(express@4 body-parser@1 cors@2 async@3 colors@1.4.0 debug@4 websocket@1)
-VETH_REG=/run/p2p-janus-veth
 VETH_LOCK=/run/lock/p2p-janus-veth.lock
 
 # ---- helpers ---------------------------------------------------------------
@@ -198,48 +199,21 @@ module.exports = {
 EOF
 }
 
-# The veth pair carrying $ADDR, shared by runs with the same NAME.
+# The veth pair carrying $ADDR, made once and left in place: `stop` keeps
+# it, `teardown` removes it. Every p2p process on this machine gathers a
+# host candidate on $ADDR too, and may pair over it with another local
+# process; an address that vanishes breaks those connections (seen: a
+# recorder in another test lost its sender when a Janus run stopped).
 veth_acquire() {
-  mkdir -p "$VETH_REG" "$(dirname "$VETH_LOCK")"
+  mkdir -p "$(dirname "$VETH_LOCK")"
   exec 9>"$VETH_LOCK"
   flock 9
-  local users="$VETH_REG/$VETH.users" u
-  # Forget users whose DIR was stopped or wiped without `stop`.
-  if [ -f "$users" ]; then
-    while read -r u; do [ -f "$u/veth" ] && echo "$u"; done <"$users" >"$users.tmp" || true
-    mv "$users.tmp" "$users"
-  fi
   if ! ip link show "${VETH}0" >/dev/null 2>&1; then
     ip link add "${VETH}0" type veth peer name "${VETH}1" || die "cannot create veth ${VETH}0 (root/CAP_NET_ADMIN needed)"
-    touch "$VETH_REG/$VETH.created"
   fi
   ip addr show dev "${VETH}0" | grep -qF "inet $ADDR/32" || ip addr add "$ADDR/32" dev "${VETH}0"
   ip link set "${VETH}0" up
   ip link set "${VETH}1" up 2>/dev/null || true
-  echo "$DIR" >>"$users"
-  echo "$VETH" >"$DIR/veth"
-  exec 9>&-
-}
-
-veth_release() {
-  [ -f "$DIR/veth" ] || return 0
-  local name; name="$(cat "$DIR/veth")"
-  mkdir -p "$VETH_REG" "$(dirname "$VETH_LOCK")"
-  exec 9>"$VETH_LOCK"
-  flock 9
-  local users="$VETH_REG/$name.users"
-  rm -f "$DIR/veth"
-  if [ -f "$users" ]; then
-    grep -vxF "$DIR" "$users" >"$users.tmp" || true
-    mv "$users.tmp" "$users"
-  fi
-  if [ ! -s "$users" ]; then
-    rm -f "$users"
-    if [ -f "$VETH_REG/$name.created" ]; then
-      ip link del "${name}0" 2>/dev/null || true
-      rm -f "$VETH_REG/$name.created"
-    fi
-  fi
   exec 9>&-
 }
 
@@ -319,16 +293,20 @@ EOF
 do_stop() {
   kill_pidfile "$DIR/whip.pid" node
   kill_pidfile "$DIR/janus.pid" janus
-  veth_release
 }
 
 usage() {
-  echo "usage: $0 start DIR [--ws PORT] [--http PORT] [--whip PORT] [--veth NAME] | stop DIR" >&2
+  echo "usage: $0 start DIR [--ws PORT] [--http PORT] [--whip PORT] [--veth NAME] | stop DIR | teardown [--veth NAME]" >&2
   exit 2
 }
 
-[ $# -ge 2 ] || usage
-CMD="$1"; DIR="$2"; shift 2
+[ $# -ge 1 ] || usage
+CMD="$1"; shift
+DIR=""
+if [ "$CMD" != teardown ]; then
+  [ $# -ge 1 ] || usage
+  DIR="$1"; shift
+fi
 WS_PORT="" HTTP_PORT="" WHIP_PORT=""
 VETH="${P2P_JANUS_VETH:-p2pj}"
 while [ $# -gt 0 ]; do
@@ -344,5 +322,6 @@ done
 case "$CMD" in
   start) do_start ;;
   stop) [ -d "$DIR" ] || exit 0; DIR="$(cd "$DIR" && pwd)"; do_stop ;;
+  teardown) ip link del "${VETH}0" 2>/dev/null || true ;;
   *) usage ;;
 esac

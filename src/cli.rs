@@ -205,7 +205,8 @@ pub struct WhipArgs {
     /// viewers: the same encode, over one more connection, which adapts to
     /// its path as a receiver's does. Without --room or --signal, only
     /// there; with either, to the room's receivers too. Ctrl-C ends the
-    /// session on the server (DELETE).
+    /// session on the server (DELETE). If the session fails, p2p exits
+    /// with the reason; with a room, it says so and serves the room on.
     #[arg(long, value_name = "URL", env = "P2P_WHIP")]
     pub whip: Option<String>,
 

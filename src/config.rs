@@ -224,8 +224,6 @@ fn record_path(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(path.to_owned())
 }
 
-/// The media a sender captures, from `--camera`, `--mic`, `--test-source`
-/// and `--file`; `None` when it sends data only.
 /// `--whip-listen`: the tracks publishers must send, from the media flags.
 fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {
     use crate::media::capture::{audio_spec, video_spec};
@@ -237,10 +235,14 @@ fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {
     if !m.no_audio {
         specs.push(audio_spec());
     }
-    if m.video_bitrate == 0 {
-        bail!("--video-bitrate must be positive (kbit/s)");
+    if specs.is_empty() {
+        bail!("nothing left to take: --no-audio and --no-video together remove every track");
+    }
+    if m.video_bitrate == 0 || m.audio_bitrate == 0 {
+        bail!("--video-bitrate and --audio-bitrate must be positive (kbit/s)");
     }
     Ok(IngestConfig {
+        connect_timeout: seconds("connection-timeout", a.peer.connection_timeout)?,
         listen: listen.to_owned(),
         token: a.whip.whip_token.clone().filter(|t| !t.is_empty()),
         specs,
@@ -253,6 +255,8 @@ fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {
     })
 }
 
+/// The media a sender captures, from `--camera`, `--mic`, `--test-source`
+/// and `--file`; `None` when it sends data only.
 fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
     let dev = |d: &Option<String>| d.clone().filter(|d| !d.is_empty());
     let (mut video, mut audio) = if m.test_source {

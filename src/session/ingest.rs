@@ -23,6 +23,9 @@ use crate::whip::{self, SDP, SDPFRAG};
 /// them (host candidates take milliseconds).
 const GATHER_WAIT: Duration = Duration::from_secs(1);
 
+/// Largest offer or fragment read.
+const MAX_BODY: usize = 64 * 1024;
+
 /// Key-frame requests to the publisher: at most one this often, however
 /// many receivers join at once.
 const PLI_EVERY: Duration = Duration::from_millis(300);
@@ -35,6 +38,8 @@ pub struct IngestConfig {
     /// The tracks publishers must send (their codecs are the only ones
     /// accepted).
     pub specs: Vec<TrackSpec>,
+    /// How long a publisher may take to connect before it is let go.
+    pub connect_timeout: Duration,
     /// What the publisher is assumed to send, bit/s (where the
     /// receivers' estimates start): video, and audio (0 without).
     pub video_bps: f64,
@@ -45,7 +50,8 @@ pub struct IngestConfig {
 struct Publisher {
     id: String,
     etag: String,
-    handle: PeerHandle,
+    /// None while its connection is being made.
+    handle: Option<PeerHandle>,
     /// The ICE ufrag of its offer: a PATCH with another is an ICE restart.
     ufrag: Option<String>,
     /// Its video SSRC, once its first video packet came.
@@ -60,6 +66,7 @@ struct Ingest {
     continuity: Vec<Arc<Mutex<Continuity>>>,
     publisher: Mutex<Option<Publisher>>,
     last_pli: Mutex<Option<Instant>>,
+    connect_timeout: Duration,
 }
 
 /// A running endpoint; the publisher is closed when it is dropped.
@@ -72,8 +79,7 @@ pub struct IngestServer {
 impl Drop for IngestServer {
     fn drop(&mut self) {
         self.server.abort();
-        if let Some(p) = self.ingest.take_publisher(None) {
-            let handle = p.handle;
+        if let Some(handle) = self.ingest.take_publisher(None).and_then(|p| p.handle) {
             tokio::spawn(async move { handle.close().await });
         }
     }
@@ -127,6 +133,7 @@ pub async fn start(
         writers,
         publisher: Mutex::new(None),
         last_pli: Mutex::new(None),
+        connect_timeout: cfg.connect_timeout,
     });
     let _ = slot.set(Arc::downgrade(&ingest));
     let app = axum::Router::new()
@@ -135,6 +142,8 @@ pub async fn start(
             "/whip/{id}",
             axum::routing::patch(patch).delete(delete).options(options),
         )
+        // An offer is a few kilobytes; nothing bigger is read.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ingest.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -142,6 +151,12 @@ pub async fn start(
         }
     });
     let url = format!("http://{addr}/whip");
+    if cfg.token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "anyone who can reach {addr} may publish into the room: pass --whip-token to ask \
+             publishers for a token"
+        );
+    }
     let kinds: Vec<&str> = cfg.specs.iter().map(|s| s.mime.as_str()).collect();
     tracing::info!(
         "waiting for a WHIP publisher at {url} ({}), forwarded to every receiver as it comes",
@@ -167,11 +182,19 @@ impl Ingest {
         slot.take()
     }
 
+    /// Changes the publisher, if it is still `id`.
+    fn update(&self, id: &str, change: impl FnOnce(&mut Publisher)) {
+        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.as_mut().filter(|p| p.id == id) {
+            change(p);
+        }
+    }
+
     fn request_keyframe(&self, reason: crate::media::KeyframeReason) {
         let target = {
             let slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
             slot.as_ref()
-                .and_then(|p| Some((p.handle.clone(), p.video_ssrc?)))
+                .and_then(|p| Some((p.handle.clone()?, p.video_ssrc?)))
         };
         let Some((handle, ssrc)) = target else {
             return;
@@ -192,11 +215,14 @@ impl Ingest {
         let Some(token) = &self.token else {
             return true;
         };
-        headers
+        use subtle::ConstantTimeEq as _;
+        let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| given.trim() == token)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
     }
 }
 
@@ -265,21 +291,10 @@ async fn post(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, offer: Stri
         );
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let (tx, mut events) = mpsc::channel(128);
-    let handle = match ingest.rtc.ingest_peer(&id, tx, &ingest.specs).await {
-        Ok(h) => h,
-        Err(e) => {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot create a peer connection: {e:#}"),
-            )
-        }
-    };
+    // The endpoint is taken before anything costly is made for this offer.
     {
         let mut slot = ingest.publisher.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_some() {
-            drop(slot);
-            tokio::spawn(async move { handle.close().await });
             return refuse(
                 StatusCode::CONFLICT,
                 "a publisher is already live here; it must stop (DELETE) first",
@@ -288,26 +303,71 @@ async fn post(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, offer: Stri
         *slot = Some(Publisher {
             id: id.clone(),
             etag: etag_of(&id),
-            handle: handle.clone(),
+            handle: None,
             ufrag: whip::ice_ufrag(&offer).map(str::to_owned),
             video_ssrc: None,
         });
     }
+    // On a task of its own: a client that goes away meanwhile must not
+    // leave the endpoint taken.
+    match tokio::spawn(admit(ingest.clone(), id.clone(), offer)).await {
+        Ok(r) => r,
+        Err(e) => {
+            ingest.take_publisher(Some(&id));
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// Makes the connection for publisher `id` (which holds the endpoint)
+/// and answers its offer; the endpoint is free again on any failure.
+async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
+    let fail = |status, why: String| {
+        let ingest = ingest.clone();
+        let id = id.clone();
+        async move {
+            if let Some(h) = ingest.take_publisher(Some(&id)).and_then(|p| p.handle) {
+                h.close().await;
+            }
+            tracing::warn!("refused a WHIP publisher: {why}");
+            refuse(status, &why)
+        }
+    };
+    let (tx, mut events) = mpsc::channel(128);
+    let handle = match ingest.rtc.ingest_peer(&id, tx, &ingest.specs).await {
+        Ok(h) => h,
+        Err(e) => {
+            let why = format!("cannot create a peer connection: {e:#}");
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, why).await;
+        }
+    };
+    ingest.update(&id, |p| p.handle = Some(handle.clone()));
     handle
         .accept_offer(Description {
             kind: "offer".into(),
-            sdp: offer,
+            sdp: offer.clone(),
         })
         .await;
     let answer = match answer(&handle, &mut events).await {
         Ok(a) => a,
         Err(why) => {
-            ingest.take_publisher(Some(&id));
             handle.close().await;
-            tracing::warn!("refused a WHIP publisher: {why}");
-            return refuse(StatusCode::BAD_REQUEST, &why);
+            return fail(StatusCode::BAD_REQUEST, why).await;
         }
     };
+    let rejected = whip::rejected(&offer, &answer);
+    if !rejected.is_empty() {
+        handle.close().await;
+        let what: Vec<String> = rejected.iter().map(|r| r.kind.clone()).collect();
+        let takes: Vec<&str> = ingest.specs.iter().map(|s| s.mime.as_str()).collect();
+        let why = format!(
+            "this endpoint takes {}; the offer has none of them for its {} (p2p send \
+             --video-codec picks the video codec)",
+            takes.join(" and "),
+            what.join(" and ")
+        );
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, why).await;
+    }
     tracing::info!("a WHIP publisher is connecting ({})", rtc::short(&id));
     tokio::spawn(watch(ingest.clone(), id.clone(), events));
     reply(
@@ -353,9 +413,22 @@ async fn answer(
 }
 
 /// Follows one publisher's connection: forwards its tracks, and frees the
-/// endpoint when it goes.
+/// endpoint when it goes, or when it has not connected in time.
 async fn watch(ingest: Arc<Ingest>, id: String, mut events: mpsc::Receiver<(String, RtcEvent)>) {
-    while let Some((_, ev)) = events.recv().await {
+    let deadline = tokio::time::sleep(ingest.connect_timeout);
+    tokio::pin!(deadline);
+    let mut connected = false;
+    let why = loop {
+        let ev = tokio::select! {
+            () = &mut deadline, if !connected => break format!(
+                "it did not connect within {} s",
+                ingest.connect_timeout.as_secs_f64()
+            ),
+            ev = events.recv() => ev,
+        };
+        let Some((_, ev)) = ev else {
+            break "its connection closed".to_owned();
+        };
         match ev {
             RtcEvent::Track(track) => {
                 let Some(i) = ingest.specs.iter().position(|s| s.kind == track.spec.kind) else {
@@ -363,15 +436,7 @@ async fn watch(ingest: Arc<Ingest>, id: String, mut events: mpsc::Receiver<(Stri
                 };
                 if track.spec.kind == MediaKind::Video {
                     let ssrc = track.ssrc();
-                    if let Some(p) = ingest
-                        .publisher
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_mut()
-                        .filter(|p| p.id == id)
-                    {
-                        p.video_ssrc = Some(ssrc);
-                    }
+                    ingest.update(&id, |p| p.video_ssrc = Some(ssrc));
                     // Receivers already in the room need a picture to
                     // start from.
                     ingest.request_keyframe(crate::media::KeyframeReason::Join);
@@ -384,16 +449,17 @@ async fn watch(ingest: Arc<Ingest>, id: String, mut events: mpsc::Receiver<(Stri
                 ));
             }
             RtcEvent::Peer(PeerEvent::Connected) => {
+                connected = true;
                 tracing::info!("the WHIP publisher is connected ({})", rtc::short(&id));
             }
-            RtcEvent::Peer(PeerEvent::Failed(why)) => {
-                if let Some(p) = ingest.take_publisher(Some(&id)) {
-                    tracing::info!("the WHIP publisher is gone: {why}");
-                    p.handle.close().await;
-                }
-                break;
-            }
+            RtcEvent::Peer(PeerEvent::Failed(why)) => break why,
             _ => {}
+        }
+    };
+    if let Some(p) = ingest.take_publisher(Some(&id)) {
+        tracing::info!("the WHIP publisher is gone: {why}");
+        if let Some(h) = p.handle {
+            h.close().await;
         }
     }
 }
@@ -410,8 +476,13 @@ async fn patch(
     let (handle, etag, ufrag) = {
         let slot = ingest.publisher.lock().unwrap_or_else(|e| e.into_inner());
         match slot.as_ref().filter(|p| p.id == id) {
-            Some(p) => (p.handle.clone(), p.etag.clone(), p.ufrag.clone()),
-            None => return refuse(StatusCode::NOT_FOUND, "no such session"),
+            Some(Publisher {
+                handle: Some(h),
+                etag,
+                ufrag,
+                ..
+            }) => (h.clone(), etag.clone(), ufrag.clone()),
+            _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
         }
     };
     if !content_type_is(&headers, SDPFRAG) {
@@ -458,7 +529,9 @@ async fn delete(
     match ingest.take_publisher(Some(&id)) {
         Some(p) => {
             tracing::info!("the WHIP publisher ended its session");
-            p.handle.close().await;
+            if let Some(h) = p.handle {
+                h.close().await;
+            }
             reply(StatusCode::OK, &[], String::new())
         }
         None => refuse(StatusCode::NOT_FOUND, "no such session"),

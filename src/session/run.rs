@@ -76,15 +76,16 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         video = writer;
         _ingest = Some(server);
     }
-    let mut whip = match &cfg.whip {
-        Some(w) => Some(Whip::start(w.clone(), rtc.sibling()?)?),
-        None => None,
-    };
     let (signaling, mut sig_rx) = if cfg.mesh {
         connect_signaling(&cfg.peer).await?
     } else {
         // Publishing only to WHIP: a room of our own, that nobody joins.
         signaling::connect("memory:", Default::default()).await?
+    };
+    // After signaling is up, so no exit path skips ending the session.
+    let mut whip = match &cfg.whip {
+        Some(w) => Some(Whip::start(w.clone(), rtc.sibling()?)?),
+        None => None,
     };
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
@@ -151,8 +152,13 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                 }
             }
             e = whip_ended(&mut whip) => {
-                runner.stop().await;
-                return Err(e);
+                whip = None;
+                if !cfg.mesh {
+                    runner.stop().await;
+                    return Err(e);
+                }
+                // The room's receivers do not depend on the SFU.
+                tracing::error!("{e:#}; still serving the room's receivers");
             }
             _ = &mut fanout => {
                 tracing::debug!("everything read from stdin was delivered");

@@ -89,25 +89,32 @@ async fn publish(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut servers = client.preflight().await;
+    // Made again once at most: an endpoint that names fresh credentials
+    // with every answer must not be asked forever.
+    let mut retry = true;
     loop {
         if !servers.is_empty() {
             let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
             tracing::info!("WHIP: using the endpoint's ICE servers {}", urls.join(", "));
             rtc.set_issued_ice_servers(&as_json(&servers));
         }
-        match attempt(&client, &rtc, &servers, timeout, &stop).await? {
-            Some(named) => servers = named,
+        match attempt(&client, &rtc, (&servers, retry), timeout, &stop).await? {
+            Some(named) => {
+                servers = named;
+                retry = false;
+            }
             None => return Ok(()),
         }
     }
 }
 
 /// One session. `Some(servers)`: it did not come up, and the answer named
-/// ICE servers not used yet; try again with them.
+/// ICE servers not `used` yet (looked for when `retry`); try again with
+/// them.
 async fn attempt(
     client: &Client,
     rtc: &Rtc,
-    used: &[whip::LinkServer],
+    (used, retry): (&[whip::LinkServer], bool),
     timeout: Duration,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Vec<whip::LinkServer>>> {
@@ -118,9 +125,16 @@ async fn attempt(
         peer.close().await;
         return Ok(None);
     };
+    let post = client.publish(&offer);
+    tokio::pin!(post);
     let created = tokio::select! {
-        r = client.publish(&offer) => r,
+        r = &mut post => r,
         () = stop.cancelled() => {
+            // The server may have made the session already: wait a little
+            // for its answer, and end what it made.
+            if let Ok(Ok(c)) = tokio::time::timeout(DELETE_WAIT, &mut post).await {
+                let _ = tokio::time::timeout(DELETE_WAIT, client.delete(&c.resource)).await;
+            }
             peer.close().await;
             return Ok(None);
         }
@@ -138,8 +152,12 @@ async fn attempt(
         client.endpoint(),
         created.resource
     );
-    let unused = (!created.ice_servers.is_empty() && created.ice_servers != used)
-        .then(|| created.ice_servers.clone());
+    let urls = |servers: &[whip::LinkServer]| -> Vec<String> {
+        servers.iter().map(|s| s.url.clone()).collect()
+    };
+    let unused =
+        (retry && !created.ice_servers.is_empty() && urls(&created.ice_servers) != urls(used))
+            .then(|| created.ice_servers.clone());
     let result = session(
         client,
         &created,
@@ -239,11 +257,17 @@ async fn session(
     let rejected = whip::rejected(offer, &created.answer);
     if !rejected.is_empty() {
         let what: Vec<String> = rejected.iter().map(ToString::to_string).collect();
+        let video = rejected.iter().any(|r| r.kind == "video");
         bail!(
             "the WHIP endpoint {} rejected the {}: the room or server does not take this codec; \
-             try another --video-codec, or --no-audio/--no-video",
+             {}",
             client.endpoint(),
-            what.join(" and ")
+            what.join(" and "),
+            if video {
+                "try another --video-codec, or --no-video"
+            } else {
+                "try --no-audio"
+            }
         );
     }
     peer.apply_answer(Description {
@@ -259,7 +283,10 @@ async fn session(
         .collect();
     if trickle && !early.is_empty() {
         if let Some(fragment) = whip::candidate_fragment(offer, &early, false) {
-            trickle = send_fragment(client, created, &fragment).await;
+            tokio::select! {
+                t = send_fragment(client, created, &fragment) => trickle = t,
+                () = stop.cancelled() => return Ok(Ended::Stopped),
+            }
         }
     }
     let deadline = tokio::time::sleep(timeout);
@@ -308,7 +335,11 @@ async fn session(
             _ => continue,
         };
         if let Some(fragment) = fragment {
-            trickle = send_fragment(client, created, &fragment).await;
+            // A slow server must not hold up the end of the session.
+            tokio::select! {
+                t = send_fragment(client, created, &fragment) => trickle = t,
+                () = stop.cancelled() => return Ok(Ended::Stopped),
+            }
         }
     }
 }

@@ -20,6 +20,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redirects (307/308) followed for one request.
 const MAX_REDIRECTS: usize = 5;
 
+/// Largest response body read: an SDP answer is a few kilobytes.
+const MAX_BODY: usize = 1 << 20;
+
 /// Bytes of a server's error body quoted in a message.
 const QUOTED: usize = 200;
 
@@ -120,6 +123,8 @@ impl Client {
             .with_context(|| format!("the WHIP endpoint gave a bad Location {location:?}"))?;
         let answer = String::from_utf8_lossy(&r.body).into_owned();
         if !answer.trim_start().starts_with("v=") {
+            // The session exists on the server: end it.
+            let _ = self.delete(&resource).await;
             bail!(
                 "the WHIP endpoint {} answered {} with no SDP answer (body: {:?})",
                 self.endpoint,
@@ -146,8 +151,11 @@ impl Client {
     /// PATCHes a fragment (candidates) to the session. `Ok(false)`: the
     /// server does not take trickled candidates, send no more.
     pub async fn trickle(&self, session: &Created, fragment: &str) -> anyhow::Result<bool> {
-        let etag = session.etag.as_deref().unwrap_or("*");
-        let headers = [(header::CONTENT_TYPE, SDPFRAG), (header::IF_MATCH, etag)];
+        // Without an ETag, no If-Match: `*` would ask for an ICE restart.
+        let mut headers = vec![(header::CONTENT_TYPE, SDPFRAG)];
+        if let Some(etag) = session.etag.as_deref() {
+            headers.push((header::IF_MATCH, etag));
+        }
         let body = Bytes::from(crlf(fragment));
         let r = self
             .request(Method::PATCH, &session.resource, &headers, body)
@@ -223,9 +231,16 @@ impl Client {
         body: Bytes,
     ) -> anyhow::Result<Response> {
         let mut url = url.clone();
+        let origin = url.origin();
         for _ in 0..=MAX_REDIRECTS {
             let what = format!("WHIP {method} {url}");
-            let exchange = self.exchange(&method, &url, headers, body.clone());
+            // The token goes only where it was meant to.
+            let token = if url.origin() == origin {
+                self.token.as_deref()
+            } else {
+                None
+            };
+            let exchange = self.exchange(&method, &url, headers, body.clone(), token);
             let r = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
                 .await
                 .map_err(|_| anyhow::anyhow!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
@@ -234,9 +249,13 @@ impl Client {
             let (status, headers, body) = r;
             if matches!(status.as_u16(), 307 | 308) {
                 if let Some(to) = header_str(&headers, header::LOCATION) {
-                    url = url
+                    let next = url
                         .join(to)
                         .with_context(|| format!("{what}: bad redirect {to:?}"))?;
+                    if url.scheme() == "https" && next.scheme() != "https" {
+                        bail!("{what}: refused a redirect from https to {next}");
+                    }
+                    url = next;
                     continue;
                 }
             }
@@ -256,6 +275,7 @@ impl Client {
         url: &Url,
         headers: &[(header::HeaderName, &str)],
         body: Bytes,
+        token: Option<&str>,
     ) -> anyhow::Result<(StatusCode, HeaderMap, Bytes)> {
         let host = url.host_str().context("no host in the URL")?;
         let port = url.port_or_known_default().unwrap_or(80);
@@ -265,7 +285,7 @@ impl Client {
         };
         let mut req = Request::builder()
             .method(method.clone())
-            .uri(&url[url::Position::BeforePath..])
+            .uri(&url[url::Position::BeforePath..url::Position::AfterQuery])
             .header(header::HOST, authority)
             .header(
                 header::USER_AGENT,
@@ -274,7 +294,7 @@ impl Client {
         for (name, value) in headers {
             req = req.header(name, *value);
         }
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .context("--whip-token has characters a header cannot carry")?;
             req = req.header(header::AUTHORIZATION, value);
@@ -326,7 +346,11 @@ where
     let conn = tokio::spawn(conn);
     let res = sender.send_request(req).await?;
     let (parts, body) = res.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let body = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes();
     conn.abort();
     Ok((parts.status, parts.headers, body))
 }

@@ -55,7 +55,13 @@ pub fn ffmpeg_errors(path: &Path) -> String {
     let out = std::process::Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"])
+        // Decoded frames are handed to the null output in milliseconds, as
+        // the file keeps them. By default ffmpeg uses the nominal frame rate
+        // as that time base, and two frames of a variable-rate source (a
+        // browser's camera, forwarded as it sent them: 88 then 12 ms apart)
+        // in the same 1/20 s made it complain of non-monotonic timestamps
+        // in a file that decodes cleanly.
+        .args(["-enc_time_base:v", "1:1000", "-f", "null", "-"])
         .output()
         .expect("run ffmpeg (apt-get install ffmpeg)");
     let mut text = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -207,6 +207,8 @@ async fn exit_error(p: &mut Proc) -> String {
     if status.success() {
         p.fail("exited 0 after a refusal");
     }
+    // The last lines may still be on their way from the pipe.
+    p.wait_stderr("p2p: error:").await;
     let err = p.stderr();
     let last = err
         .lines()

@@ -237,6 +237,7 @@ async fn h264_reaches_an_h264_room_and_a_room_that_refuses_it_is_named() {
     let url = janus.endpoint("vp8only", 1234);
     let mut p = publisher(&url, &["--video-codec", "h264"]).spawn();
     let status = p.wait_exit().await;
+    p.wait_stderr("p2p: error:").await;
     let err = p.stderr();
     let last = err.lines().last().unwrap_or("");
     assert!(

@@ -124,7 +124,14 @@ fn assert_recording(path: &Path, secs: f64) {
     let report = inspect(path);
     report.assert_valid("VP8", Some("Opus"), secs, CAMERA_FPS);
     let errors = ffmpeg_errors(path);
-    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    if !errors.is_empty() {
+        let kept = std::env::temp_dir().join(format!(
+            "p2p-failed-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::copy(path, &kept);
+        panic!("ffmpeg: {errors} (the file is kept as {})", kept.display());
+    }
     eprintln!(
         "{}: {:.1} s, {} video frames, {} audio buffers",
         path.display(),
@@ -232,5 +239,36 @@ async fn one_publisher_at_a_time_a_bad_token_gets_401_and_a_vanished_one_is_let_
         killed.elapsed()
     );
     let lines = publish(&url, &["--token", "t0ken", "--seconds", "2"]).await;
+    assert_eq!(event(&lines, "created")["status"], 201, "{lines:?}");
+    tx.wait_stderr("the WHIP publisher ended its session").await;
+
+    // H.264 only, into an endpoint that forwards VP8: refused, and said why.
+    let page = std::process::Command::new("node")
+        .args([
+            &page,
+            &url,
+            "--token",
+            "t0ken",
+            "--codec",
+            "h264",
+            "--codec-only",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&page.stdout);
+    let refused: Value = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result: {out}"));
+    assert!(!page.status.success(), "{out}");
+    assert_eq!(refused["status"], 422, "{refused}");
+    let body = refused["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("video/VP8") && body.contains("--video-codec"),
+        "{body}"
+    );
+    // And the endpoint is free again.
+    let lines = publish(&url, &["--token", "t0ken", "--seconds", "1"]).await;
     assert_eq!(event(&lines, "created")["status"], 201, "{lines:?}");
 }

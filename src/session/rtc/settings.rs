@@ -176,15 +176,7 @@ impl Rtc {
             }
             return Ok((media, registry));
         }
-        let registry = registry.with(
-            Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_interval(NACK_INTERVAL)
-                .with_max_nacks_per_packet(NACKS_PER_PACKET)
-                .build(),
-        );
-        let registry = configure_twcc_receiver_only(registry, &mut media)?;
-        Ok((media, registry))
+        receiving(media, registry)
     }
 
     /// Codecs and interceptors of a connection that takes a WHIP
@@ -216,15 +208,7 @@ impl Rtc {
                 media::codec_kind(spec.kind),
             )?;
         }
-        let registry = configure_rtcp_reports(Registry::new()).with(
-            Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_interval(NACK_INTERVAL)
-                .with_max_nacks_per_packet(NACKS_PER_PACKET)
-                .build(),
-        );
-        let registry = configure_twcc_receiver_only(registry, &mut media)?;
-        Ok((media, registry))
+        receiving(media, configure_rtcp_reports(Registry::new()))
     }
 
     pub(crate) fn settings() -> SettingEngine {
@@ -264,4 +248,21 @@ impl Rtc {
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .build()
     }
+}
+
+/// The receiving side's interceptors: NACKs for what was lost, and
+/// transport-wide feedback for the sender's congestion control.
+fn receiving(
+    mut media: MediaEngine,
+    registry: Registry,
+) -> anyhow::Result<(MediaEngine, Registry)> {
+    let registry = registry.with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new()
+            .with_interval(NACK_INTERVAL)
+            .with_max_nacks_per_packet(NACKS_PER_PACKET)
+            .build(),
+    );
+    let registry = configure_twcc_receiver_only(registry, &mut media)?;
+    Ok((media, registry))
 }

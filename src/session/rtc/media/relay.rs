@@ -34,6 +34,14 @@ impl Continuity {
         self.started = false;
     }
 
+    /// A packet is left out (padding): the ones after it close the gap, so
+    /// receivers do not count it lost and ask for it again.
+    fn skip(&mut self) {
+        if self.started {
+            self.seq_offset = self.seq_offset.wrapping_sub(1);
+        }
+    }
+
     /// Rewrites a packet's sequence number and timestamp.
     fn map(&mut self, seq: u16, ts: u32) -> (u16, u32) {
         if !self.started {
@@ -73,6 +81,7 @@ pub async fn relay(track: RemoteTrack, writer: TrackWriter, continuity: Arc<Mute
             continue;
         };
         if packet.payload.is_empty() {
+            continuity.lock().unwrap_or_else(|e| e.into_inner()).skip();
             continue;
         }
         let (seq, ts) = continuity
@@ -113,5 +122,14 @@ mod tests {
         assert_eq!(c.map(6, 997_000), (65_535, 10 + TS_STEP - 3000));
         c.restart();
         assert_eq!(c.map(500, 42), (2, 10 + 2 * TS_STEP + 3000));
+    }
+
+    #[test]
+    fn a_padding_packet_left_out_leaves_no_gap() {
+        let mut c = Continuity::default();
+        assert_eq!(c.map(10, 0), (10, 0));
+        c.skip(); // 11 was padding
+        assert_eq!(c.map(12, 3000), (11, 3000));
+        assert_eq!(c.map(13, 6000), (12, 6000));
     }
 }
