@@ -211,7 +211,9 @@ veth_acquire() {
   if ! ip link show "${VETH}0" >/dev/null 2>&1; then
     ip link add "${VETH}0" type veth peer name "${VETH}1" || die "cannot create veth ${VETH}0 (root/CAP_NET_ADMIN needed)"
   fi
-  ip addr show dev "${VETH}0" | grep -qF "inet $ADDR/32" || ip addr add "$ADDR/32" dev "${VETH}0"
+  # Not `ip … | grep -q`: grep's early exit fails the pipe (pipefail).
+  local addrs; addrs="$(ip -4 addr show dev "${VETH}0")"
+  [[ "$addrs" == *"inet $ADDR/32"* ]] || ip addr add "$ADDR/32" dev "${VETH}0"
   ip link set "${VETH}0" up
   ip link set "${VETH}1" up 2>/dev/null || true
   exec 9>&-
