@@ -517,17 +517,17 @@ pub async fn page_script(
     args: &[&str],
     within: Duration,
 ) -> (bool, Value) {
-    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::time::timeout(
-        within,
-        Command::new("ip")
-            .args(["netns", "exec", netns, "node", &path])
-            .args(args)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{script} did not finish in {within:?}"))
-    .expect("run node (tests/browser needs `npm ci`)");
+    page_script_in(Some(netns), script, args, within).await
+}
+
+/// `page_script`, in `netns` or (None) on this host.
+pub async fn page_script_in(
+    netns: Option<&str>,
+    script: &str,
+    args: &[&str],
+    within: Duration,
+) -> (bool, Value) {
+    let out = run_page(netns, script, args, within).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result = stdout
         .lines()
@@ -540,4 +540,27 @@ pub async fn page_script(
             )
         });
     (out.status.success(), result)
+}
+
+/// Runs page script `script` to its end, in `netns` or (None) on this
+/// host; fails the test if it runs past `within`.
+pub async fn run_page(
+    netns: Option<&str>,
+    script: &str,
+    args: &[&str],
+    within: Duration,
+) -> std::process::Output {
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => Command::new("node"),
+    };
+    tokio::time::timeout(within, cmd.arg(&path).args(args).output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in {within:?}"))
+        .expect("run node (tests/browser needs `npm ci`)")
 }

@@ -124,30 +124,10 @@ impl Janus {
     /// Subscribes to the publisher of `room` with Chromium and janus.js and
     /// decodes for `WATCH` seconds: what the subscriber's statistics say.
     async fn watch(&self, room: u32) -> Value {
-        let page = format!(
-            "{}/tests/browser/janus-watch-page.mjs",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::new("node")
-                .args([&page, &self.ws, &room.to_string(), &WATCH.to_string()])
-                .output(),
-        )
-        .await
-        .expect("janus-watch-page.mjs did not finish in 60 s")
-        .expect("run node (tests/browser needs `npm ci`)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no result from janus-watch-page.mjs\nstdout:\n{stdout}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })
+        let args = [self.ws.as_str(), &room.to_string(), &WATCH.to_string()];
+        crate::harness::page_script_in(None, "janus-watch-page.mjs", &args, Duration::from_secs(60))
+            .await
+            .1
     }
 }
 

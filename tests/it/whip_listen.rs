@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Proc, Relay, Spawn, WAIT};
+use crate::harness::{page_script_in, run_page, Proc, Relay, Spawn, WAIT};
 use crate::mediafile::{ffmpeg_errors, inspect};
 
 /// Chromium's fake camera: 20 frames a second.
@@ -51,21 +51,9 @@ fn record(relay: &Relay, room: &str, path: &Path) -> Proc {
 
 /// The publisher page, run to its end: its JSON lines.
 async fn publish(url: &str, args: &[&str]) -> Vec<Value> {
-    let page = format!(
-        "{}/tests/browser/whip-publish-page.mjs",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .arg(page)
-            .arg(url)
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("whip-publish-page.mjs did not finish in 90 s")
-    .expect("run node (tests/browser needs `npm ci`)");
+    let mut all = vec![url];
+    all.extend_from_slice(args);
+    let out = run_page(None, "whip-publish-page.mjs", &all, Duration::from_secs(90)).await;
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -243,25 +231,14 @@ async fn one_publisher_at_a_time_a_bad_token_gets_401_and_a_vanished_one_is_let_
     tx.wait_stderr("the WHIP publisher ended its session").await;
 
     // H.264 only, into an endpoint that forwards VP8: refused, and said why.
-    let page = std::process::Command::new("node")
-        .args([
-            &page,
-            &url,
-            "--token",
-            "t0ken",
-            "--codec",
-            "h264",
-            "--codec-only",
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&page.stdout);
-    let refused: Value = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result: {out}"));
-    assert!(!page.status.success(), "{out}");
+    let (ok, refused) = page_script_in(
+        None,
+        "whip-publish-page.mjs",
+        &[&url, "--token", "t0ken", "--codec", "h264", "--codec-only"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(!ok, "{refused}");
     assert_eq!(refused["status"], 422, "{refused}");
     let body = refused["body"].as_str().unwrap_or_default();
     assert!(
