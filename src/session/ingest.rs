@@ -49,7 +49,6 @@ pub struct IngestConfig {
 /// The publisher being forwarded.
 struct Publisher {
     id: String,
-    etag: String,
     /// None while its connection is being made.
     handle: Option<PeerHandle>,
     /// The ICE ufrag of its offer: a PATCH with another is an ICE restart.
@@ -302,7 +301,6 @@ async fn post(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, offer: Stri
         }
         *slot = Some(Publisher {
             id: id.clone(),
-            etag: etag_of(&id),
             handle: None,
             ufrag: whip::ice_ufrag(&offer).map(str::to_owned),
             video_ssrc: None,
@@ -348,8 +346,9 @@ async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
             sdp: offer.clone(),
         })
         .await;
-    let answer = match answer(&handle, &mut events).await {
-        Ok(a) => a,
+    let never = tokio_util::sync::CancellationToken::new();
+    let answer = match super::whip::described(&handle, &mut events, GATHER_WAIT, &never).await {
+        Ok(a) => a.map_or_else(String::new, |(sdp, _)| sdp),
         Err(why) => {
             handle.close().await;
             return fail(StatusCode::BAD_REQUEST, why).await;
@@ -383,33 +382,6 @@ async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
         ],
         answer,
     )
-}
-
-/// The answer, once its candidates are in (or `GATHER_WAIT` passed); why
-/// not, for a bad offer.
-async fn answer(
-    handle: &PeerHandle,
-    events: &mut mpsc::Receiver<(String, RtcEvent)>,
-) -> Result<String, String> {
-    let deadline = tokio::time::sleep(GATHER_WAIT);
-    tokio::pin!(deadline);
-    let mut answered = false;
-    loop {
-        tokio::select! {
-            () = &mut deadline, if answered => break,
-            ev = events.recv() => match ev {
-                Some((_, RtcEvent::Peer(PeerEvent::LocalDescription(_)))) => answered = true,
-                Some((_, RtcEvent::Gathered)) if answered => break,
-                Some((_, RtcEvent::Peer(PeerEvent::Failed(why)))) => return Err(why),
-                Some(_) => {}
-                None => return Err("the connection closed".into()),
-            }
-        }
-    }
-    handle
-        .local_description()
-        .await
-        .ok_or_else(|| "no answer".to_owned())
 }
 
 /// Follows one publisher's connection: forwards its tracks, and frees the
@@ -473,15 +445,14 @@ async fn patch(
     if !ingest.authorized(&headers) {
         return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }
-    let (handle, etag, ufrag) = {
+    let (handle, ufrag) = {
         let slot = ingest.publisher.lock().unwrap_or_else(|e| e.into_inner());
         match slot.as_ref().filter(|p| p.id == id) {
             Some(Publisher {
                 handle: Some(h),
-                etag,
                 ufrag,
                 ..
-            }) => (h.clone(), etag.clone(), ufrag.clone()),
+            }) => (h.clone(), ufrag.clone()),
             _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
         }
     };
@@ -492,7 +463,7 @@ async fn patch(
         );
     }
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    if if_match.is_some_and(|m| m.trim() != "*" && m.trim() != etag) {
+    if if_match.is_some_and(|m| m.trim() != "*" && m.trim() != etag_of(&id)) {
         return refuse(
             StatusCode::PRECONDITION_FAILED,
             "If-Match names another ICE session",

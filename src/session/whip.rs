@@ -74,7 +74,7 @@ impl Whip {
     }
 }
 
-type Events = mpsc::Receiver<(String, RtcEvent)>;
+pub(super) type Events = mpsc::Receiver<(String, RtcEvent)>;
 
 /// Offers, POSTs, applies the answer and keeps the session until `stop`
 /// or a failure; a session that was created is deleted on every way out.
@@ -121,7 +121,13 @@ async fn attempt(
     let (tx, mut events) = mpsc::channel(128);
     let peer = rtc.peer(PEER, tx).await?;
     peer.create_offer(false).await;
-    let Some((offer, found)) = gathered(&peer, &mut events, stop).await? else {
+    let wait = std::env::var("P2P_WHIP_GATHER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(GATHER_WAIT, Duration::from_millis);
+    let described = described(&peer, &mut events, wait, stop).await;
+    let described = described.map_err(|why| anyhow::anyhow!("cannot make the WHIP offer: {why}"));
+    let Some((offer, found)) = described? else {
         peer.close().await;
         return Ok(None);
     };
@@ -198,17 +204,15 @@ enum Ended {
 /// take to come up before it is made again with them.
 const LINK_FALLBACK: Duration = Duration::from_secs(3);
 
-/// The offer once its candidates are in (or `GATHER_WAIT` has passed),
-/// and the candidates found meanwhile; None when stopped first.
-async fn gathered(
+/// The local description (offer or answer) once its candidates are in, or
+/// `wait` has passed, and the candidates found meanwhile; None when
+/// stopped first. With no wait at all, the description as made.
+pub(super) async fn described(
     peer: &PeerHandle,
     events: &mut Events,
+    wait: Duration,
     stop: &CancellationToken,
-) -> anyhow::Result<Option<(String, Vec<String>)>> {
-    let wait = std::env::var("P2P_WHIP_GATHER_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(GATHER_WAIT, Duration::from_millis);
+) -> Result<Option<(String, Vec<String>)>, String> {
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     let mut described = None;
@@ -220,25 +224,23 @@ async fn gathered(
             ev = events.recv() => match ev {
                 Some((_, RtcEvent::Peer(PeerEvent::LocalDescription(d)))) => {
                     if wait.is_zero() {
-                        // Not waiting at all: the offer as made, every
-                        // candidate trickled (what tests use).
+                        // Not waiting at all (what tests of trickling
+                        // use): every candidate goes separately.
                         return Ok(Some((d.sdp, found)));
                     }
                     described = Some(d.sdp);
                 }
                 Some((_, RtcEvent::Peer(PeerEvent::LocalCandidate(c)))) => found.push(c.candidate),
                 Some((_, RtcEvent::Gathered)) if described.is_some() => break,
-                Some((_, RtcEvent::Peer(PeerEvent::Failed(why)))) => {
-                    bail!("cannot make the WHIP offer: {why}")
-                }
+                Some((_, RtcEvent::Peer(PeerEvent::Failed(why)))) => return Err(why),
                 Some(_) => {}
-                None => bail!("cannot make the WHIP offer: the connection closed"),
+                None => return Err("the connection closed".into()),
             }
         }
     }
     match peer.local_description().await {
         Some(sdp) => Ok(Some((sdp, found))),
-        None => bail!("cannot make the WHIP offer: no local description"),
+        None => Err("no local description".into()),
     }
 }
 
