@@ -227,9 +227,16 @@ async fn a_receiver_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_
     stop(&mut fast).await;
     stop(&mut slow).await;
 
+    let switches: Vec<String> = tx
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("layer ") && l.contains(" -> "))
+        .map(str::to_owned)
+        .collect();
     let context = |what: &str| {
         format!(
-            "{what}\nsender's view of the slow receiver: {:?}\nof the fast one: {:?}",
+            "{what}\nthe sender's layer switches:\n{}\nsender's view of the slow receiver: {:?}\nof the fast one: {:?}",
+            switches.join("\n"),
             peer_stats(&tx, &slow_id)
                 .iter()
                 .map(|(t, p)| format!("{t:.0}s {} L{}", p["estimate"], p["layer"]))

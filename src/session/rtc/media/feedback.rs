@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport,
-    RateCalculator, StreamInfo, TaggedPacket,
+    StreamInfo, TaggedPacket,
 };
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
@@ -29,12 +29,14 @@ pub struct Feedback {
     estimate: AtomicU64,
     /// Fraction lost in the latest receiver report, in 1/256.
     loss: AtomicU32,
-    /// While the path is full: the most the receiver reported arriving
-    /// (over [`DELIVERED_WINDOW`]) in the last [`FULL_MEMORY`], in bit/s
+    /// While the path is full: the most that arrived (over
+    /// [`DELIVERED_WINDOW`] of the receiver's clock) in the last
+    /// [`FULL_MEMORY`], in bit/s
     /// (as f64 bits); 0 otherwise.
     carried: AtomicU64,
     /// What the receiver reported arriving over the last
-    /// [`DELIVERED_WINDOW`], bit/s (as f64 bits); 0 until known.
+    /// [`DELIVERED_WINDOW`] of its clock, bit/s (as f64 bits); 0 until
+    /// known.
     delivered: AtomicU64,
     /// NACK answers: bytes sent again, and answers dropped over budget
     /// (see `RetransmitBudget`).
@@ -104,6 +106,75 @@ const FULL_MEMORY: Duration = Duration::from_millis(500);
 /// stops counting as full soon after the sender stepped down.
 const DELIVERED_WINDOW: Duration = Duration::from_millis(500);
 
+/// What the feedback on one path says of the packets sent over it lately,
+/// timed by each packet's own departure (our clock) and arrival (the
+/// receiver's), not by when the feedback came: a loss is reported one
+/// feedback interval and a queue's delay after the packet left, so rates
+/// taken at report time mix packets sent before a step down with those
+/// after it, and a path that delivers 1 Mbit/s could read as 0.6 for a
+/// moment right after the sender stepped down to 0.7.
+#[derive(Debug, Default)]
+struct PathMeter {
+    /// Reported packets, in send order: when each left, its size, and
+    /// when it arrived (`None`: lost). Kept for twice the window.
+    packets: VecDeque<(Instant, usize, Option<Duration>)>,
+}
+
+impl PathMeter {
+    fn add(&mut self, departure: Instant, size: usize, arrival: Option<Duration>) {
+        self.packets.push_back((departure, size, arrival));
+        let newest = departure;
+        while self
+            .packets
+            .front()
+            .is_some_and(|p| newest.saturating_duration_since(p.0) > 2 * DELIVERED_WINDOW)
+        {
+            self.packets.pop_front();
+        }
+    }
+
+    /// The share (by bytes) of the packets sent over the last window that
+    /// the receiver reported lost.
+    fn loss(&self) -> Option<f64> {
+        let newest = self.packets.iter().map(|p| p.0).max()?;
+        let (mut sent, mut lost) = (0usize, 0usize);
+        for &(departure, size, arrival) in &self.packets {
+            if newest.saturating_duration_since(departure) <= DELIVERED_WINDOW {
+                sent += size;
+                if arrival.is_none() {
+                    lost += size;
+                }
+            }
+        }
+        (sent > 0).then(|| lost as f64 / sent as f64)
+    }
+
+    /// What arrived over the last window of the receiver's clock, bit/s:
+    /// while the path is full, the rate its bottleneck lets through.
+    /// `None` until arrivals span [`MIN_SPAN`].
+    fn delivered(&self) -> Option<f64> {
+        const MIN_SPAN: Duration = Duration::from_millis(50);
+        let newest = self.packets.iter().filter_map(|p| p.2).max()?;
+        // The earliest packet's bytes arrived before the span starts.
+        let mut first: Option<(Duration, usize)> = None;
+        let mut bytes = 0usize;
+        for &(_, size, arrival) in &self.packets {
+            let Some(at) = arrival.filter(|&at| newest.saturating_sub(at) <= DELIVERED_WINDOW)
+            else {
+                continue;
+            };
+            bytes += size;
+            if first.is_none_or(|(f, _)| at < f) {
+                first = Some((at, size));
+            }
+        }
+        let (first, first_size) = first?;
+        let bytes = bytes - first_size;
+        let span = newest.saturating_sub(first);
+        (span >= MIN_SPAN).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
+    }
+}
+
 /// Google Congestion Control (webrtc-rs's) that also tells, into
 /// [`Feedback`], what a full path carries: what the receiver reports
 /// arriving while much of what was sent is lost. That lets the layer
@@ -111,8 +182,7 @@ const DELIVERED_WINDOW: Duration = Duration::from_millis(500);
 /// passed on the way down.
 pub(in crate::session::rtc) struct Estimator {
     gcc: Gcc,
-    sent: RateCalculator,
-    delivered: RateCalculator,
+    path: PathMeter,
     /// While the path is full, what it delivered, at each report.
     full: VecDeque<(Instant, f64)>,
     feedback: Arc<Feedback>,
@@ -123,8 +193,7 @@ impl Estimator {
     pub fn new(start: f64, min: f64, max: f64, feedback: Arc<Feedback>) -> Self {
         Self {
             gcc: Gcc::new(start, min, max),
-            sent: RateCalculator::new(DELIVERED_WINDOW),
-            delivered: RateCalculator::new(DELIVERED_WINDOW),
+            path: PathMeter::default(),
             full: VecDeque::new(),
             feedback,
         }
@@ -151,18 +220,15 @@ impl BandwidthEstimator for Estimator {
         };
         self.gcc.on_reports(now, reports);
         for r in reports {
-            self.sent.add(now, r.size);
-            if r.arrived {
-                self.delivered.add(now, r.size);
-            }
+            self.path
+                .add(r.departure, r.size, r.arrival.filter(|_| r.arrived));
         }
-        let sent = self.sent.rate_bits_per_second(now);
-        let delivered = self.delivered.rate_bits_per_second(now);
-        // While full, the most it delivered lately: once the sender steps
-        // down, the window still holds the loss, but what arrives is then
-        // what was sent, not what the path takes.
-        match (sent, delivered) {
-            (Some(s), Some(d)) if d < s * (1.0 - FULL_LOSS) => self.full.push_back((now, d)),
+        let delivered = self.path.delivered();
+        // While full, the most it delivered lately: a step down empties
+        // the bottleneck's queue, and what arrives then is what was sent,
+        // not what the path takes.
+        match (self.path.loss(), delivered) {
+            (Some(loss), Some(d)) if loss > FULL_LOSS => self.full.push_back((now, d)),
             // Nothing arrived, or (nearly) everything: the estimate decides.
             _ => self.full.clear(),
         }
@@ -295,4 +361,86 @@ impl Interceptor for SenderFeedback {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender that sends `send(t)` bit/s in 1,200-byte packets into a
+    /// bottleneck of `link` bit/s with a queue of `queue` bytes, fed back
+    /// every 100 ms: the meter's delivered rate and loss after each
+    /// feedback, with the time since the start.
+    fn bottleneck(
+        seconds: f64,
+        link: f64,
+        queue: usize,
+        send: impl Fn(f64) -> f64,
+    ) -> Vec<(f64, Option<f64>, Option<f64>)> {
+        const SIZE: usize = 1200;
+        let t0 = Instant::now();
+        let mut meter = PathMeter::default();
+        let (mut t, mut queued, mut drained_at) = (0.0f64, 0.0f64, 0.0f64);
+        let mut pending = VecDeque::new();
+        let mut out = Vec::new();
+        let mut next_feedback = 0.1;
+        while t < seconds {
+            // The link drains the queue; a packet that does not fit is lost.
+            queued = (queued - (t - drained_at) * link / 8.0).max(0.0);
+            drained_at = t;
+            let arrival = (queued + SIZE as f64 <= queue as f64).then(|| {
+                queued += SIZE as f64;
+                Duration::from_secs_f64(t + queued * 8.0 / link)
+            });
+            pending.push_back((t0 + Duration::from_secs_f64(t), arrival));
+            t += SIZE as f64 * 8.0 / send(t);
+            if t >= next_feedback {
+                // Feedback names the packets that arrived by now, and
+                // those lost before them.
+                let now = Duration::from_secs_f64(t);
+                while let Some(&(departure, arrival)) = pending.front() {
+                    if arrival.is_some_and(|a| a > now) {
+                        break;
+                    }
+                    pending.pop_front();
+                    meter.add(departure, SIZE, arrival);
+                }
+                out.push((t, meter.delivered(), meter.loss()));
+                next_feedback += 0.1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_full_path_reads_at_its_bottleneck_rate_and_stops_being_full_after_a_step_down() {
+        // 2.5 Mbit/s into 1 Mbit/s for 2 s, then 0.7 Mbit/s.
+        let reads = bottleneck(4.0, 1e6, 19_000, |t| if t < 2.0 { 2.5e6 } else { 0.7e6 });
+        for &(t, delivered, loss) in &reads {
+            let (d, l) = (delivered.unwrap_or(0.0), loss.unwrap_or(0.0));
+            if (0.6..2.0).contains(&t) {
+                assert!((0.9e6..1.1e6).contains(&d), "{t:.1}s: delivered {d}");
+                assert!(l > 0.4, "{t:.1}s: loss {l}");
+            }
+            // Full for as long as what was sent over the window lost much:
+            // delivering all the while at the bottleneck's rate, however
+            // late the loss is reported.
+            if (2.0..3.0).contains(&t) && l > FULL_LOSS {
+                assert!(d > 0.9e6, "{t:.1}s: full, delivered {d}");
+            }
+            if t > 2.8 {
+                assert!(l < FULL_LOSS, "{t:.1}s: loss {l} after the step down");
+                assert!((0.6e6..0.8e6).contains(&d), "{t:.1}s: delivered {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_with_room_loses_nothing_and_delivers_what_is_sent() {
+        let reads = bottleneck(2.0, 5e6, 50_000, |_| 1e6);
+        let (_, d, l) = reads.last().copied().unwrap();
+        assert_eq!(l, Some(0.0));
+        let d = d.unwrap();
+        assert!((0.9e6..1.1e6).contains(&d), "delivered {d}");
+    }
 }

@@ -263,13 +263,19 @@ impl TrackWriter {
     ) -> Forward {
         if now >= s.next_choice {
             s.next_choice = now + CHOOSE_EVERY;
-            let target = s.chooser.update(
-                now,
-                b.feedback.estimate(),
-                b.feedback.carried(),
-                rates,
-                self.others_bps,
-            );
+            let before = s.chooser.layer();
+            let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
+            let target = s
+                .chooser
+                .update(now, estimate, carried, rates, self.others_bps);
+            if target != before {
+                tracing::debug!(
+                    peer = %short(&b.peer),
+                    "layer {before} -> {target}: estimate {estimate:?}, carried {carried:?}, \
+                     delivered {:?}, layers need {rates:?}",
+                    b.feedback.delivered()
+                );
+            }
             s.forwarder.set_target(target);
         }
         let decision = s.forwarder.packet(
