@@ -299,8 +299,8 @@ pub struct MediaArgs {
     #[arg(long, value_name = "KBPS", default_value_t = 1000)]
     pub video_bitrate: u32,
 
-    /// Simulcast layers: 3 encodes full, half and quarter size (the
-    /// quarter at half the frame rate), each once, and every receiver is
+    /// Simulcast layers: 3 encodes full, half and quarter size, each
+    /// once, and every receiver is
     /// forwarded the best one its path carries, from its bandwidth estimate;
     /// 1 sends one encoding to all. Costs about 1.3× the CPU of one layer.
     /// VP9 is always one layer; layers smaller than 160 pixels wide are

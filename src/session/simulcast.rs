@@ -271,6 +271,20 @@ pub fn top_target(estimates: &[f64], audio: f64, configured: f64, floor: f64) ->
     (best * HEADROOM - audio).clamp(floor.min(configured), configured)
 }
 
+/// The smallest layer's encoder target, bit/s: what the worst path among
+/// the receivers on it (`paths`, each the least of its estimate and what
+/// it carried when last full) has room for, so that a viewer on a slow
+/// link gets the frame rate its path allows rather than the ladder's
+/// fixed share. Never below `configured` (the share every receiver of
+/// this layer was chosen for), never above `ceiling` (the layers stay
+/// apart), and `configured` while no receiver is on it.
+pub fn bottom_target(paths: &[f64], audio: f64, configured: f64, ceiling: f64) -> f64 {
+    let Some(worst) = paths.iter().copied().reduce(f64::min) else {
+        return configured;
+    };
+    (worst * HEADROOM - audio).clamp(configured, ceiling.max(configured))
+}
+
 /// One receiver's view of the layers: which one it is forwarded, and how
 /// its packets are renumbered to make one stream.
 #[derive(Debug, Clone)]
@@ -578,6 +592,18 @@ mod tests {
             2_000_000.0 * HEADROOM - 50_000.0
         );
         assert_eq!(top(&[800_000.0]), 1_250_000.0);
+    }
+
+    #[test]
+    fn the_smallest_layer_takes_what_its_worst_path_has_room_for() {
+        let bottom = |p: &[f64]| bottom_target(p, 64_000.0, 125_000.0, 312_500.0);
+        assert_eq!(bottom(&[]), 125_000.0);
+        // A 300 kbit/s path alone on it: the layer grows into the path.
+        assert_eq!(bottom(&[300_000.0]), 300_000.0 * HEADROOM - 64_000.0);
+        // A 150 kbit/s path beside it holds the layer at its share.
+        assert_eq!(bottom(&[300_000.0, 150_000.0]), 125_000.0);
+        // Never up to the middle layer's rate.
+        assert_eq!(bottom(&[900_000.0]), 312_500.0);
     }
 
     #[test]

@@ -71,14 +71,16 @@ impl Runner {
             return (Value::Null, Value::Null);
         };
         let rates = video.layer_rates();
+        let targets = video.targets();
         let layers = capture.layers();
         let layer_json: Vec<Value> = layers
             .iter()
             .zip(&rates)
-            .map(|(l, r)| {
+            .zip(&targets)
+            .map(|((l, r), t)| {
                 serde_json::json!({
                     "width": l.width, "height": l.height, "fps": l.fps,
-                    "target_bitrate": l.kbps * 1000, "bitrate": r.round(),
+                    "target_bitrate": t.round(), "bitrate": r.round(),
                 })
             })
             .collect();
@@ -111,6 +113,7 @@ impl Runner {
                 "id": p.peer,
                 "estimate": p.estimate.map(f64::round),
                 "carried": p.carried.map(f64::round),
+                "capacity": p.capacity.map(f64::round),
                 "resent_bytes": p.resends.0,
                 "resends_dropped": p.resends.1,
                 "loss": (p.loss * 1000.0).round() / 1000.0,
@@ -132,6 +135,24 @@ impl Runner {
             );
             capture.set_layer_bitrate(0, (top / 1000.0) as u32);
             video.set_target(0, top);
+            let lowest = layers.len() - 1;
+            let paths: Vec<f64> = video
+                .peers()
+                .iter()
+                .filter(|p| p.layer == Some(lowest))
+                .filter_map(|p| match (p.estimate, p.capacity) {
+                    (Some(e), Some(c)) => Some(e.min(c)),
+                    (e, c) => e.or(c),
+                })
+                .collect();
+            let bottom = simulcast::bottom_target(
+                &paths,
+                self.audio_bps,
+                kbps(&layers[lowest]),
+                kbps(&layers[lowest - 1]) / 2.0,
+            );
+            capture.set_layer_bitrate(lowest, (bottom / 1000.0) as u32);
+            video.set_target(lowest, bottom);
         }
         (Value::Array(layer_json), Value::Array(peers))
     }

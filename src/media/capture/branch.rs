@@ -1,8 +1,6 @@
 //! The pipeline's branches: video (source → scale → tee → one encoder per
 //! simulcast layer) and audio (source → opus), each ending in its appsinks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -128,24 +126,6 @@ fn layer_branch(
                 .build(),
         );
         branch.extend([scale, caps]);
-    }
-    if layer.fps < cfg.fps {
-        // Every n-th frame, counted, not `videorate`: its caps would
-        // travel up through the tee and hold every layer to this rate.
-        let keep_one_in = u64::from((cfg.fps / layer.fps.max(1)).max(1));
-        let seen = AtomicU64::new(0);
-        if let Some(pad) = branch[0].static_pad("src") {
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                if seen
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(keep_one_in)
-                {
-                    gst::PadProbeReturn::Ok
-                } else {
-                    gst::PadProbeReturn::Drop
-                }
-            });
-        }
     }
     let (encoder, pay) = video_encoder(cfg, layer, k)?;
     set(&pay, "timestamp-offset", timestamp_offset);

@@ -34,6 +34,9 @@ pub struct Feedback {
     /// [`FULL_MEMORY`], in bit/s
     /// (as f64 bits); 0 otherwise.
     carried: AtomicU64,
+    /// What the path carried when it was last full, bit/s (as f64 bits):
+    /// `carried`, remembered; 0 until the path has been full once.
+    capacity: AtomicU64,
     /// What the receiver reported arriving over the last
     /// [`DELIVERED_WINDOW`] of its clock, bit/s (as f64 bits); 0 until
     /// known.
@@ -84,6 +87,15 @@ impl Feedback {
     pub fn carried(&self) -> Option<f64> {
         let d = f64::from_bits(self.carried.load(Ordering::Relaxed));
         (d > 0.0).then_some(d)
+    }
+
+    /// What the path carried the last time it was full, bit/s: a path
+    /// that lets all it is sent through says nothing of how much more it
+    /// could take (GCC's estimate then only climbs), so this is the best
+    /// known bound on it. `None` until it has been full once.
+    pub fn capacity(&self) -> Option<f64> {
+        let c = f64::from_bits(self.capacity.load(Ordering::Relaxed));
+        (c > 0.0).then_some(c)
     }
 }
 
@@ -246,6 +258,11 @@ impl BandwidthEstimator for Estimator {
         self.feedback
             .carried
             .store(carried.to_bits(), Ordering::Relaxed);
+        if carried > 0.0 {
+            self.feedback
+                .capacity
+                .store(carried.to_bits(), Ordering::Relaxed);
+        }
     }
 
     fn target_bitrate(&self) -> f64 {

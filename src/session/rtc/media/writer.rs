@@ -54,6 +54,8 @@ pub struct PeerMedia {
     /// What its path carries, bit/s, while it is full (loses a good
     /// share of what it is sent).
     pub carried: Option<f64>,
+    /// What its path carried when it was last full, bit/s.
+    pub capacity: Option<f64>,
     /// Fraction lost in its latest report.
     pub loss: f64,
     /// Bytes sent again on its NACKs, and NACK answers dropped over budget.
@@ -142,6 +144,14 @@ impl TrackWriter {
         }
     }
 
+    /// Each layer's encoder target in bit/s, best first.
+    pub fn targets(&self) -> Vec<f64> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Each layer's sent rate in bit/s, best first.
     pub fn layer_rates(&self) -> Vec<f64> {
         self.meter
@@ -169,6 +179,7 @@ impl TrackWriter {
                     peer: b.peer.clone(),
                     estimate: b.feedback.estimate(),
                     carried: b.feedback.carried(),
+                    capacity: b.feedback.capacity(),
                     loss: b.feedback.loss(),
                     resends: b.feedback.resends(),
                     layer,
