@@ -20,13 +20,16 @@ if (!url || !(settleMs >= 0) || !(watchMs > 0)) {
   process.exit(2);
 }
 
-// Bytes of video received so far by the first sender's connection.
+// Bytes of video received so far over all the page's connections (the
+// room has one sender, but a connection that failed and was made again
+// stays in the map beside its successor).
 const videoBytes = (page) => page.evaluate(async () => {
-  const peer = [...window.p2pApp.receiver.peers.values()][0];
   let bytes = 0;
-  (await peer.pc.getStats()).forEach((r) => {
-    if (r.type === 'inbound-rtp' && r.kind === 'video') bytes += r.bytesReceived;
-  });
+  for (const peer of window.p2pApp.receiver.peers.values()) {
+    (await peer.pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') bytes += r.bytesReceived;
+    });
+  }
   return bytes;
 });
 
