@@ -295,6 +295,11 @@ pub struct Forwarder {
     /// The layer wanted; differs from `current` while waiting for its key
     /// frame.
     target: usize,
+    /// Stepping down: `current` is no longer forwarded (from its next
+    /// frame on) while the smaller layer's key frame is awaited. The path
+    /// has no room for it, and what it would send only queues ahead of
+    /// that key frame, lengthening the freeze.
+    holding: bool,
     seq_delta: u16,
     ts_delta: u32,
     pid_delta: u16,
@@ -329,6 +334,7 @@ impl Forwarder {
             payload,
             current: None,
             target: 0,
+            holding: false,
             seq_delta: 0,
             ts_delta: 0,
             pid_delta: 0,
@@ -342,8 +348,14 @@ impl Forwarder {
         self.current
     }
 
-    /// Asks for `layer`; the switch happens at its next key frame.
+    /// Asks for `layer`; the switch happens at its next key frame. A
+    /// smaller layer than the current one stops the current one at the
+    /// end of its frame.
     pub fn set_target(&mut self, layer: usize) {
+        if self.holding && Some(layer) == self.current {
+            // Frames of it were left out: it needs a key frame again.
+            self.restart();
+        }
         self.target = layer;
     }
 
@@ -351,6 +363,13 @@ impl Forwarder {
     /// next key frame (numbering continues from the last packet written).
     pub fn restart(&mut self) {
         self.current = None;
+        self.holding = false;
+    }
+
+    /// Whether the current layer is no longer forwarded while a smaller
+    /// one's key frame is awaited.
+    pub fn holding(&self) -> bool {
+        self.holding
     }
 
     /// Whether the receiver waits for a key frame of its target layer.
@@ -370,8 +389,14 @@ impl Forwarder {
         if self.current != Some(layer) {
             return Forward::Drop;
         }
-        let seq = seq.wrapping_add(self.seq_delta);
         let ts = ts.wrapping_add(self.ts_delta);
+        if self.target > layer && ts != self.last_ts {
+            self.holding = true;
+        }
+        if self.holding {
+            return Forward::Drop;
+        }
+        let seq = seq.wrapping_add(self.seq_delta);
         self.last_seq = Some(seq);
         self.last_ts = ts;
         if self.payload == Payload::Vp8 {
@@ -396,6 +421,7 @@ impl Forwarder {
     /// (the layers share a clock, but one may be a frame behind another).
     fn switch(&mut self, seq: u16, ts: u32, payload: &[u8]) {
         self.current = Some(self.target);
+        self.holding = false;
         let Some(last_seq) = self.last_seq else {
             return;
         };
@@ -504,26 +530,30 @@ mod tests {
                 ..
             }
         ));
-        f.packet(0, 102, 12000, &vp8(11, false, true));
-        // Asked for layer 2: layer 0 goes on until layer 2's key frame.
+        // Asked for layer 2 mid-frame: layer 0 ends its frame, then stops
+        // until layer 2's key frame.
         f.set_target(2);
         assert!(f.waiting());
+        assert!(matches!(
+            f.packet(0, 102, 12000, &vp8(11, false, true)),
+            Forward::SendWithPictureId { seq: 102, .. }
+        ));
         assert_eq!(
             f.packet(2, 7000, 15000, &vp8(500, true, false)),
             Forward::Drop
         );
-        assert!(matches!(
+        assert_eq!(
             f.packet(0, 103, 15000, &vp8(12, true, false)),
-            Forward::SendWithPictureId { seq: 103, .. }
-        ));
+            Forward::Drop
+        );
         let switched = f.packet(2, 7001, 18000, &vp8(501, true, true));
         assert_eq!(
             switched,
             Forward::SendWithPictureId {
-                seq: 104,
+                seq: 103,
                 ts: 18000,
                 offset: 2,
-                id: 13,
+                id: 12,
                 long: true
             }
         );
@@ -535,11 +565,50 @@ mod tests {
         assert!(matches!(
             f.packet(2, 7002, 21000, &vp8(502, true, false)),
             Forward::SendWithPictureId {
-                seq: 105,
+                seq: 104,
                 ts: 21000,
-                id: 14,
+                id: 13,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn a_step_down_taken_back_while_holding_waits_for_a_key_frame() {
+        let mut f = Forwarder::new(Payload::Vp8);
+        f.packet(0, 100, 9000, &vp8(10, true, true));
+        f.set_target(2);
+        assert_eq!(
+            f.packet(0, 101, 12000, &vp8(11, true, false)),
+            Forward::Drop
+        );
+        // Back to layer 0 before layer 2's key frame came: frame 11 is
+        // missing, so layer 0 resumes only at a key frame.
+        f.set_target(0);
+        assert!(f.waiting());
+        assert_eq!(
+            f.packet(0, 102, 15000, &vp8(12, true, false)),
+            Forward::Drop
+        );
+        assert!(matches!(
+            f.packet(0, 103, 18000, &vp8(13, true, true)),
+            Forward::SendWithPictureId {
+                seq: 101,
+                id: 11,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_step_up_forwards_the_current_layer_until_the_key_frame() {
+        let mut f = Forwarder::new(Payload::Vp8);
+        f.set_target(2);
+        f.packet(2, 100, 9000, &vp8(10, true, true));
+        f.set_target(1);
+        assert!(matches!(
+            f.packet(2, 101, 12000, &vp8(11, true, false)),
+            Forward::SendWithPictureId { seq: 101, .. }
         ));
     }
 

@@ -4,7 +4,7 @@
 //! delivers.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ pub struct Feedback {
     /// Fraction lost in the latest receiver report, in 1/256.
     loss: AtomicU32,
     /// While the path is full: the most that arrived (over
-    /// [`DELIVERED_WINDOW`] of the receiver's clock) in the last
+    /// [`BUSY_WINDOW`] of the receiver's clock) in the last
     /// [`FULL_MEMORY`], in bit/s
     /// (as f64 bits); 0 otherwise.
     carried: AtomicU64,
@@ -45,6 +45,10 @@ pub struct Feedback {
     /// (see `RetransmitBudget`).
     resent_bytes: AtomicU64,
     resends_dropped: AtomicU64,
+    /// The receiver is being moved to a smaller layer: what it is sent
+    /// again of the layer it leaves would only queue ahead of the new
+    /// layer's key frame, so NACKs go unanswered meanwhile.
+    stepping_down: AtomicBool,
 }
 
 impl Feedback {
@@ -89,6 +93,12 @@ impl Feedback {
         (d > 0.0).then_some(d)
     }
 
+    /// Says whether the receiver is being moved to a smaller layer (see
+    /// `stepping_down`).
+    pub fn set_stepping_down(&self, yes: bool) {
+        self.stepping_down.store(yes, Ordering::Relaxed);
+    }
+
     /// What the path carried the last time it was full, bit/s: a path
     /// that lets all it is sent through says nothing of how much more it
     /// could take (GCC's estimate then only climbs), so this is the best
@@ -109,9 +119,16 @@ const FULL_LOSS: f64 = 0.1;
 
 /// While a path is full, what it carries is the most it delivered over
 /// this long: long enough to span a step down (after which it delivers
-/// only what is sent), short enough that what came through before a link
-/// narrowed has left it by the next step.
-const FULL_MEMORY: Duration = Duration::from_millis(500);
+/// only what is sent, while the loss before it is still being reported:
+/// up to the [`DELIVERED_WINDOW`] plus a queue's delay and a feedback
+/// interval), short enough that a reading taken as a link narrowed
+/// leaves soon.
+const FULL_MEMORY: Duration = Duration::from_millis(1000);
+
+/// While a path is full, what it delivers is read over this much of the
+/// receiver's clock: short, so that a reading soon after a link narrowed
+/// holds only what came through the narrower link.
+const BUSY_WINDOW: Duration = Duration::from_millis(250);
 
 /// How far back the sent and delivered rates look: long enough to span
 /// several feedback reports (one per 100 ms), short enough that a path
@@ -161,18 +178,17 @@ impl PathMeter {
         (sent > 0).then(|| lost as f64 / sent as f64)
     }
 
-    /// What arrived over the last window of the receiver's clock, bit/s:
-    /// while the path is full, the rate its bottleneck lets through.
-    /// `None` until arrivals span [`MIN_SPAN`].
-    fn delivered(&self) -> Option<f64> {
+    /// What arrived over the last `window` of the receiver's clock,
+    /// bit/s: while the path is full, the rate its bottleneck lets
+    /// through. `None` until arrivals span [`MIN_SPAN`].
+    fn delivered(&self, window: Duration) -> Option<f64> {
         const MIN_SPAN: Duration = Duration::from_millis(50);
         let newest = self.packets.iter().filter_map(|p| p.2).max()?;
         // The earliest packet's bytes arrived before the span starts.
         let mut first: Option<(Duration, usize)> = None;
         let mut bytes = 0usize;
         for &(_, size, arrival) in &self.packets {
-            let Some(at) = arrival.filter(|&at| newest.saturating_sub(at) <= DELIVERED_WINDOW)
-            else {
+            let Some(at) = arrival.filter(|&at| newest.saturating_sub(at) <= window) else {
                 continue;
             };
             bytes += size;
@@ -235,11 +251,11 @@ impl BandwidthEstimator for Estimator {
             self.path
                 .add(r.departure, r.size, r.arrival.filter(|_| r.arrived));
         }
-        let delivered = self.path.delivered();
+        let delivered = self.path.delivered(DELIVERED_WINDOW);
         // While full, the most it delivered lately: a step down empties
         // the bottleneck's queue, and what arrives then is what was sent,
         // not what the path takes.
-        match (self.path.loss(), delivered) {
+        match (self.path.loss(), self.path.delivered(BUSY_WINDOW)) {
             (Some(loss), Some(d)) if loss > FULL_LOSS => self.full.push_back((now, d)),
             // Nothing arrived, or (nearly) everything: the estimate decides.
             _ => self.full.clear(),
@@ -258,10 +274,16 @@ impl BandwidthEstimator for Estimator {
         self.feedback
             .carried
             .store(carried.to_bits(), Ordering::Relaxed);
-        if carried > 0.0 {
+        // What it carries, for later: the middle reading, not the most (a
+        // token bucket's burst can inflate one), nor the last (after a
+        // step down, what was sent).
+        if !self.full.is_empty() {
+            let mut readings: Vec<f64> = self.full.iter().map(|(_, d)| *d).collect();
+            readings.sort_by(f64::total_cmp);
+            let median = readings[readings.len() / 2];
             self.feedback
                 .capacity
-                .store(carried.to_bits(), Ordering::Relaxed);
+                .store(median.to_bits(), Ordering::Relaxed);
         }
     }
 
@@ -353,7 +375,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
         if let Packet::Rtp(p) = &msg.message.packet {
             if msg.message.has(&Attribute::Retransmission) {
                 let size = p.marshal_size();
-                if !self.budget.spend(&self.feedback, msg.now, size) {
+                if self.feedback.stepping_down.load(Ordering::Relaxed)
+                    || !self.budget.spend(&self.feedback, msg.now, size)
+                {
                     self.feedback
                         .resends_dropped
                         .fetch_add(1, Ordering::Relaxed);
@@ -422,7 +446,7 @@ mod tests {
                     pending.pop_front();
                     meter.add(departure, SIZE, arrival);
                 }
-                out.push((t, meter.delivered(), meter.loss()));
+                out.push((t, meter.delivered(DELIVERED_WINDOW), meter.loss()));
                 next_feedback += 0.1;
             }
         }

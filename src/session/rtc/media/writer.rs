@@ -298,6 +298,7 @@ impl TrackWriter {
         if let Some(current) = s.forwarder.current() {
             b.layer.store(current, Ordering::Relaxed);
         }
+        b.feedback.set_stepping_down(s.forwarder.holding());
         if s.forwarder.waiting() && p.header.marker && b.live.load(Ordering::Relaxed) {
             // Once per frame until it comes; the encoder rate-limits.
             // (Before the connection is up, the one asked for at binding
