@@ -96,9 +96,13 @@ impl Runner {
             let estimate = p
                 .estimate
                 .map_or_else(|| "no estimate".to_owned(), crate::progress::bitrate);
-            let full = p.carried.map_or_else(String::new, |c| {
-                format!(" · full at {}", crate::progress::bitrate(c))
-            });
+            // GCC's estimate only climbs while a path carries all it is
+            // sent: what it carried when last full says more.
+            let full = match (p.carried, p.capacity) {
+                (Some(c), _) => format!(" · full at {}", crate::progress::bitrate(c)),
+                (None, Some(c)) => format!(" · carried {} when full", crate::progress::bitrate(c)),
+                (None, None) => String::new(),
+            };
             self.status.line(
                 &p.peer,
                 format!(
