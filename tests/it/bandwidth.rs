@@ -446,10 +446,10 @@ async fn when_the_link_narrows_and_widens_the_sender_follows_and_the_video_goes_
         "full size did not come back within 40 s of the link widening: {shown:?}"
     );
     // The picture freezes while the sender finds out and the smallest
-    // layer's key frame gets through the congested link: 1.3–1.4 s
+    // layer's key frame gets through the congested link: 0.57–1.27 s
     // measured (1.2–1.9 s when the sender stepped down through the middle
-    // layer, 2.5–6 s before the full-path rule; the aim is well under a
-    // second, see bench/NOTES.md). It must come back and keep moving: the
+    // layer with bigger key frames, 2.5–6 s before the full-path rule; the
+    // aim is well under a second, see bench/NOTES.md). It must come back and keep moving: the
     // smallest layer's encoder, on a 720p zone plate, keeps about half
     // its frames at the layer's share.
     assert!(
@@ -502,11 +502,12 @@ async fn at_300_kbits_audio_plays_on_and_video_runs_at_the_smallest_layer() {
         r.audio_buffers, r.duration
     );
     // The smallest layer (a quarter size), its target grown into what the
-    // path carries: 12.8–16.6 fps measured on this 720p zone plate (11.7
-    // at the fixed share and half the frame rate), which its encoder
-    // cannot keep whole below ~250 kbit/s.
+    // path carried at the start: 10.8–17.0 fps measured on this 720p zone
+    // plate (11.7–13.2 at the fixed share and half the frame rate), which
+    // its encoder cannot keep whole below ~250 kbit/s; the target follows
+    // how the start's full path was read.
     assert!(
-        sizes.iter().all(|&w| w == 320) && fps >= 10.0 && gap <= 1.0,
+        sizes.iter().all(|&w| w == 320) && fps >= 8.0 && gap <= 1.0,
         "video at 300 kbit/s: {fps:.1} fps, gap {gap:.2} s, widths {sizes:?} ({trace:?})"
     );
     // Audio: 20 ms Opus frames over the whole recording, nearly all there.

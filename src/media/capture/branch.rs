@@ -190,7 +190,17 @@ fn video_encoder(
             set(&enc, "buffer-optimal-size", "600");
             set(&enc, "overshoot", "15");
             set(&enc, "dropframe-threshold", "30");
-            set(&enc, "max-intra-bitrate", "900");
+            // The smaller layers are what a receiver is switched to when
+            // its path fills, and their key frames cross that full path:
+            // at 3 average frames (the encoder's quantizer reaches its
+            // limit near there), a 320×180 zone plate's is ~6 KB instead
+            // of 12–19 KB, which a token bucket's queue at 600 kbit/s
+            // (~11 KB) took only in part.
+            set(
+                &enc,
+                "max-intra-bitrate",
+                if k == 0 { "900" } else { "300" },
+            );
             if cfg.codec == VideoCodec::Vp9 {
                 set(&enc, "row-mt", "true");
             }
