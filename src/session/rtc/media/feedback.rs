@@ -35,7 +35,8 @@ pub struct Feedback {
     /// (as f64 bits); 0 otherwise.
     carried: AtomicU64,
     /// What the path carried when it was last full, bit/s (as f64 bits):
-    /// `carried`, remembered; 0 until the path has been full once.
+    /// the middle of the readings `carried` is the most of, remembered; 0
+    /// until the path has been full once.
     capacity: AtomicU64,
     /// What the receiver reported arriving over the last
     /// [`DELIVERED_WINDOW`] of its clock, bit/s (as f64 bits); 0 until
@@ -408,16 +409,26 @@ impl Interceptor for SenderFeedback {
 mod tests {
     use super::*;
 
+    /// One feedback's view: seconds since the start, the delivered rate
+    /// over [`DELIVERED_WINDOW`] and over [`BUSY_WINDOW`], and the loss.
+    #[derive(Debug, Clone, Copy)]
+    struct Reading {
+        t: f64,
+        delivered: f64,
+        busy: f64,
+        loss: f64,
+    }
+
     /// A sender that sends `send(t)` bit/s in 1,200-byte packets into a
     /// bottleneck of `link` bit/s with a queue of `queue` bytes, fed back
     /// every 100 ms: the meter's delivered rate and loss after each
     /// feedback, with the time since the start.
     fn bottleneck(
         seconds: f64,
-        link: f64,
+        link: impl Fn(f64) -> f64,
         queue: usize,
         send: impl Fn(f64) -> f64,
-    ) -> Vec<(f64, Option<f64>, Option<f64>)> {
+    ) -> Vec<Reading> {
         const SIZE: usize = 1200;
         let t0 = Instant::now();
         let mut meter = PathMeter::default();
@@ -427,11 +438,12 @@ mod tests {
         let mut next_feedback = 0.1;
         while t < seconds {
             // The link drains the queue; a packet that does not fit is lost.
-            queued = (queued - (t - drained_at) * link / 8.0).max(0.0);
+            let rate = link(t);
+            queued = (queued - (t - drained_at) * rate / 8.0).max(0.0);
             drained_at = t;
             let arrival = (queued + SIZE as f64 <= queue as f64).then(|| {
                 queued += SIZE as f64;
-                Duration::from_secs_f64(t + queued * 8.0 / link)
+                Duration::from_secs_f64(t + queued * 8.0 / rate)
             });
             pending.push_back((t0 + Duration::from_secs_f64(t), arrival));
             t += SIZE as f64 * 8.0 / send(t);
@@ -446,7 +458,12 @@ mod tests {
                     pending.pop_front();
                     meter.add(departure, SIZE, arrival);
                 }
-                out.push((t, meter.delivered(DELIVERED_WINDOW), meter.loss()));
+                out.push(Reading {
+                    t,
+                    delivered: meter.delivered(DELIVERED_WINDOW).unwrap_or(0.0),
+                    busy: meter.delivered(BUSY_WINDOW).unwrap_or(0.0),
+                    loss: meter.loss().unwrap_or(0.0),
+                });
                 next_feedback += 0.1;
             }
         }
@@ -456,32 +473,61 @@ mod tests {
     #[test]
     fn a_full_path_reads_at_its_bottleneck_rate_and_stops_being_full_after_a_step_down() {
         // 2.5 Mbit/s into 1 Mbit/s for 2 s, then 0.7 Mbit/s.
-        let reads = bottleneck(4.0, 1e6, 19_000, |t| if t < 2.0 { 2.5e6 } else { 0.7e6 });
-        for &(t, delivered, loss) in &reads {
-            let (d, l) = (delivered.unwrap_or(0.0), loss.unwrap_or(0.0));
+        let reads = bottleneck(
+            4.0,
+            |_| 1e6,
+            19_000,
+            |t| if t < 2.0 { 2.5e6 } else { 0.7e6 },
+        );
+        for r in reads {
+            let (t, d) = (r.t, r.delivered);
             if (0.6..2.0).contains(&t) {
                 assert!((0.9e6..1.1e6).contains(&d), "{t:.1}s: delivered {d}");
-                assert!(l > 0.4, "{t:.1}s: loss {l}");
+                assert!((0.9e6..1.1e6).contains(&r.busy), "{t:.1}s: {r:?}");
+                assert!(r.loss > 0.4, "{t:.1}s: {r:?}");
             }
             // Full for as long as what was sent over the window lost much:
             // delivering all the while at the bottleneck's rate, however
             // late the loss is reported.
-            if (2.0..3.0).contains(&t) && l > FULL_LOSS {
-                assert!(d > 0.9e6, "{t:.1}s: full, delivered {d}");
+            if (2.0..3.0).contains(&t) && r.loss > FULL_LOSS {
+                assert!(d > 0.9e6, "{t:.1}s: full, {r:?}");
             }
             if t > 2.8 {
-                assert!(l < FULL_LOSS, "{t:.1}s: loss {l} after the step down");
-                assert!((0.6e6..0.8e6).contains(&d), "{t:.1}s: delivered {d}");
+                assert!(r.loss < FULL_LOSS, "{t:.1}s: {r:?} after the step down");
+                assert!((0.6e6..0.8e6).contains(&d), "{t:.1}s: {r:?}");
             }
         }
     }
 
     #[test]
+    fn a_link_that_narrows_reads_narrow_as_soon_as_it_counts_as_full() {
+        // 2.5 Mbit/s through a link that falls from 10 to 0.6 Mbit/s at 1 s:
+        // the first reading that finds the path full already holds only
+        // what the narrow link let through (the half-second window still
+        // holds arrivals from before).
+        let reads = bottleneck(
+            2.0,
+            |t| if t < 1.0 { 10e6 } else { 0.6e6 },
+            11_000,
+            |_| 2.5e6,
+        );
+        let first = reads
+            .iter()
+            .find(|r| r.loss > FULL_LOSS)
+            .expect("the path never counted as full");
+        assert!(first.t > 1.0, "full before the link narrowed: {first:?}");
+        assert!(
+            (0.5e6..0.7e6).contains(&first.busy),
+            "the first full reading: {first:?}"
+        );
+        assert!(first.delivered > first.busy, "{first:?}");
+    }
+
+    #[test]
     fn a_path_with_room_loses_nothing_and_delivers_what_is_sent() {
-        let reads = bottleneck(2.0, 5e6, 50_000, |_| 1e6);
-        let (_, d, l) = reads.last().copied().unwrap();
-        assert_eq!(l, Some(0.0));
-        let d = d.unwrap();
-        assert!((0.9e6..1.1e6).contains(&d), "delivered {d}");
+        let reads = bottleneck(2.0, |_| 5e6, 50_000, |_| 1e6);
+        let r = reads.last().copied().unwrap();
+        assert_eq!(r.loss, 0.0);
+        assert!((0.9e6..1.1e6).contains(&r.delivered), "{r:?}");
     }
 }
