@@ -37,6 +37,25 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 const RETRY_MAX: Duration = Duration::from_secs(240);
 const UP_TRIAL: Duration = Duration::from_secs(8);
 
+/// With probing (see [`Chooser::probing`]): the least wait between a
+/// probe that failed and the next, and the most it grows to after
+/// probes that failed with loss (each of which cost the receiver
+/// packets).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_MAX: Duration = Duration::from_secs(20);
+/// How long a passed probe speaks for the path.
+const PROVEN_FOR: Duration = Duration::from_secs(2);
+/// A probe asked for and not judged within this is taken as lost.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A layer step is proven by a probe this much above what the layer
+/// needs (with [`HEADROOM`]).
+const PROBE_MARGIN: f64 = 1.1;
+/// Each probe at most this many times what the last one proved (or what
+/// is sent): a path far narrower than the step asks for is found by a
+/// small excess, which a queue absorbs, not by a big one that loses
+/// packets.
+const PROBE_STAGE: f64 = 2.0;
+
 /// How far after the last frame sent a switched-to layer's key frame is
 /// put when its own timestamp is not later: 10 ms at video's 90 kHz, so a
 /// recording's millisecond clock still sees time move on.
@@ -179,11 +198,126 @@ pub struct Chooser {
     retry: Vec<Duration>,
     /// When the receiver last stepped up (or started), and to which layer.
     last_up: Option<(Instant, usize)>,
+    /// Probing: whether the path can be probed, which steps the receiver
+    /// up only on a probe that passed.
+    probe: Probing,
+}
+
+/// A chooser's probes (see [`Chooser::probing`]).
+#[derive(Debug, Clone, Default)]
+struct Probing {
+    able: bool,
+    /// A probe to ask for, until taken: its rate, and whether it
+    /// decides a step up.
+    want: Option<(f64, bool)>,
+    /// When the one asked for was asked, until its verdict.
+    asked: Option<Instant>,
+    /// The rate the last passed probe sent at, and when.
+    proven: Option<(Instant, f64)>,
+    /// No probe before this.
+    next: Option<Instant>,
+    /// The wait after the next failure.
+    wait: Option<Duration>,
+    /// The last step up was proven by a probe.
+    proven_step: bool,
+}
+
+/// A probe's verdict, as the chooser takes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeVerdict {
+    /// The rate it sent at, bit/s.
+    pub rate: f64,
+    pub passed: bool,
+    /// It failed with loss.
+    pub lossy: bool,
 }
 
 impl Chooser {
     pub fn layer(&self) -> usize {
         self.layer
+    }
+
+    /// Says whether the receiver's path can be probed. If it can, the
+    /// receiver steps up only once a probe showed its path carries the
+    /// better layer ([`Self::take_probe`] says when to probe and at what
+    /// rate, [`Self::probed`] takes the verdict); a failed probe costs a
+    /// little queueing where a failed step costs a frozen picture, so the
+    /// failure waits are short.
+    pub fn probing(&mut self, able: bool) {
+        self.probe.able = able;
+    }
+
+    /// A probe to send now, if one is due: bit/s of the path, and whether
+    /// it decides a step up (if it passes, the receiver steps up).
+    pub fn take_probe(&mut self) -> Option<(f64, bool)> {
+        self.probe.want.take()
+    }
+
+    /// The verdict on the last probe asked for.
+    pub fn probed(&mut self, now: Instant, verdict: ProbeVerdict) {
+        let p = &mut self.probe;
+        p.asked = None;
+        if verdict.passed {
+            p.proven = Some((now, verdict.rate));
+            p.wait = None;
+            p.next = None;
+        } else {
+            p.proven = None;
+            let wait = p.wait.unwrap_or(PROBE_EVERY);
+            p.next = Some(now + wait);
+            if verdict.lossy {
+                p.wait = Some((wait * 2).min(PROBE_MAX));
+            }
+        }
+    }
+
+    /// After a step down: lossy probes of the better layers wait longer
+    /// when a step a probe proved failed (the probe passed on a burst the
+    /// path could not keep up), and no probe goes out before the path has
+    /// settled.
+    fn probe_after_step_down(&mut self, now: Instant, proven_step_failed: bool) {
+        let p = &mut self.probe;
+        let wait = p.wait.unwrap_or(PROBE_EVERY);
+        if proven_step_failed {
+            p.wait = Some((wait * 2).min(PROBE_MAX));
+        }
+        p.next = Some(now + wait);
+        p.proven = None;
+        p.want = None;
+    }
+
+    /// With probing, the step up to `up`, which needs `need` bit/s of the
+    /// path: taken if a probe proved it, else a probe asked for when due.
+    /// `sending` is what the path is sent now.
+    fn probe_up(&mut self, now: Instant, up: usize, need: f64, sending: f64) -> bool {
+        let p = &mut self.probe;
+        let target = need / HEADROOM * PROBE_MARGIN;
+        let proven = p
+            .proven
+            .filter(|(t, _)| now.duration_since(*t) < PROVEN_FOR)
+            .map(|(_, r)| r);
+        if proven.is_some_and(|r| r >= target) {
+            p.proven = None;
+            p.proven_step = true;
+            self.next_up[up] = None;
+            self.layer = up;
+            self.last_up = Some((now, up));
+            self.room_since = None;
+            return true;
+        }
+        if p.asked
+            .is_some_and(|t| now.duration_since(t) > PROBE_TIMEOUT)
+        {
+            p.asked = None;
+        }
+        let due = p.asked.is_none() && p.want.is_none() && p.next.is_none_or(|t| now >= t);
+        if due {
+            let from = proven.unwrap_or(0.0).max(sending);
+            let rate = target.min(from * PROBE_STAGE).max(from);
+            p.want = Some((rate, rate >= target));
+            p.asked = Some(now);
+        }
+        false
     }
 
     /// The layer for a receiver whose path is estimated at `estimate` bit/s
@@ -239,11 +373,21 @@ impl Chooser {
                 let until = now + wait;
                 self.next_up[l] = Some(self.next_up[l].map_or(until, |t| t.max(until)));
             }
+            if self.probe.able {
+                let proven_failed = self.probe.proven_step && failed.is_some();
+                self.probe_after_step_down(now, proven_failed);
+            }
+            self.probe.proven_step = false;
             self.layer = fits;
             self.room_since = None;
             self.last_up = None;
         } else if fits < self.layer {
             let up = self.layer - 1;
+            if self.probe.able {
+                let sending = rates[self.layer] + audio;
+                self.probe_up(now, up, rates[up] + audio, sending);
+                return self.layer;
+            }
             let since = *self.room_since.get_or_insert(now);
             let waited = now.duration_since(since) >= UP_AFTER;
             let allowed = self.next_up[up].is_none_or(|t| now >= t);
@@ -808,5 +952,88 @@ mod tests {
         let mut c = Chooser::default();
         up(&mut c, 0.0, 3_500_000.0, None);
         assert_eq!(up(&mut c, 1.0, 3_000_000.0, Some(950_000.0)), 1);
+    }
+
+    #[test]
+    fn with_probing_a_receiver_steps_up_only_on_a_probe_that_passed() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        c.probing(true);
+        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| {
+            c.update(at(t, secs), Some(9_000_000.0), full, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, None);
+        // The link narrows: down at once, and no probe while it settles.
+        assert_eq!(up(&mut c, 1.0, Some(500_000.0)), 2);
+        assert_eq!(c.take_probe(), None);
+        up(&mut c, 2.0, None);
+        assert_eq!(c.take_probe(), None);
+        // Then probes in stages: twice what is sent, then what the step
+        // needs with headroom and margin, which decides it.
+        up(&mut c, 3.1, None);
+        let (first, decides) = c.take_probe().expect("a probe after the wait");
+        assert_eq!(first, 2.0 * (RATES[2] + 50_000.0));
+        assert!(!decides);
+        // Nothing more while it runs.
+        up(&mut c, 3.2, None);
+        assert_eq!(c.take_probe(), None);
+        let passed = |rate| ProbeVerdict {
+            rate,
+            passed: true,
+            lossy: false,
+        };
+        c.probed(at(t, 3.6), passed(first));
+        assert_eq!(up(&mut c, 3.6, None), 2, "not proven yet");
+        let (second, decides) = c.take_probe().unwrap();
+        let needed = (RATES[1] + 50_000.0) / HEADROOM * PROBE_MARGIN;
+        assert_eq!(second, needed);
+        assert!(decides);
+        // It fails: no step, and the next try waits.
+        c.probed(
+            at(t, 4.3),
+            ProbeVerdict {
+                rate: second,
+                passed: false,
+                lossy: false,
+            },
+        );
+        assert_eq!(up(&mut c, 4.4, None), 2);
+        assert_eq!(c.take_probe(), None);
+        assert_eq!(up(&mut c, 6.4, None), 2);
+        let (again, _) = c.take_probe().expect("tried again after the wait");
+        assert_eq!(again, first);
+        c.probed(at(t, 6.8), passed(again));
+        up(&mut c, 6.8, None);
+        let (decider, _) = c.take_probe().unwrap();
+        c.probed(at(t, 7.5), passed(decider));
+        // Passed: up at once, with no wait for the estimate's room.
+        assert_eq!(up(&mut c, 7.5, None), 1);
+    }
+
+    #[test]
+    fn probes_that_lose_packets_wait_longer_each_time() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        c.probing(true);
+        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| {
+            c.update(at(t, secs), Some(9_000_000.0), full, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0, None);
+        assert_eq!(up(&mut c, 1.0, Some(300_000.0)), 2);
+        let lost = |rate| ProbeVerdict {
+            rate,
+            passed: false,
+            lossy: true,
+        };
+        // Waits of 2, 4, 8 s after each lossy failure.
+        let mut now = 1.0 + PROBE_EVERY.as_secs_f64();
+        for wait in [2.0, 4.0, 8.0] {
+            up(&mut c, now - 0.05, None);
+            assert_eq!(c.take_probe(), None, "{now}: too early");
+            up(&mut c, now + 0.05, None);
+            let (rate, _) = c.take_probe().expect("due");
+            c.probed(at(t, now + 0.4), lost(rate));
+            now += 0.4 + wait;
+        }
     }
 }

@@ -103,10 +103,13 @@ impl Runner {
                 (None, Some(c)) => format!(" · carried {} when full", crate::progress::bitrate(c)),
                 (None, None) => String::new(),
             };
+            let probed = p.probed.map_or_else(String::new, |r| {
+                format!(" · probed {}", crate::progress::bitrate(r))
+            });
             self.status.line(
                 &p.peer,
                 format!(
-                    "  receiver {} · {} · path {estimate}{full} · loss {:.0} %",
+                    "  receiver {} · {} · path {estimate}{full}{probed} · loss {:.0} %",
                     short(&p.peer),
                     size.as_deref().unwrap_or("waiting for a key frame"),
                     p.loss * 100.0
@@ -118,6 +121,7 @@ impl Runner {
                 "estimate": p.estimate.map(f64::round),
                 "carried": p.carried.map(f64::round),
                 "capacity": p.capacity.map(f64::round),
+                "probed": p.probed.map(f64::round),
                 "resent_bytes": p.resends.0,
                 "resends_dropped": p.resends.1,
                 "loss": (p.loss * 1000.0).round() / 1000.0,

@@ -82,6 +82,13 @@ const ICE_CHECKS_PER_PAIR: u16 = 100;
 /// responder's retransmissions pass it.
 const FEEDBACK_SLOT: usize = 3_500;
 
+/// Where the prober sits: wire-ward of [`FEEDBACK_SLOT`] (its probes are
+/// not NACK answers to budget, and the answers that budget drops leave no
+/// gap in its RTX numbering), application-ward of transport-wide
+/// numbering and congestion control (its probes are numbered, recorded
+/// and reported like any packet).
+const PROBE_SLOT: usize = 3_200;
+
 /// The transport-wide congestion control extension and feedback.
 const TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
@@ -172,7 +179,8 @@ impl Rtc {
                         Slot::CongestionControl,
                         CongestionControlBuilder::new(estimator).build(),
                     )
-                    .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+                    .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                    .with(Slot::from(PROBE_SLOT), media::Prober::new(feedback.clone()));
             }
             return Ok((media, registry));
         }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -18,6 +18,7 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 use super::is_keyframe_request;
+use super::probe::{self, ProbeState};
 use super::retransmit::RetransmitBudget;
 
 /// What one receiver's feedback says about its path, written by the
@@ -50,6 +51,8 @@ pub struct Feedback {
     /// again of the layer it leaves would only queue ahead of the new
     /// layer's key frame, so NACKs go unanswered meanwhile.
     stepping_down: AtomicBool,
+    /// Probing this receiver's path (see `probe.rs`).
+    probe: Mutex<ProbeState>,
 }
 
 impl Feedback {
@@ -100,13 +103,17 @@ impl Feedback {
         self.stepping_down.store(yes, Ordering::Relaxed);
     }
 
-    /// What the path carried the last time it was full, bit/s: a path
-    /// that lets all it is sent through says nothing of how much more it
-    /// could take (GCC's estimate then only climbs), so this is the best
-    /// known bound on it. `None` until it has been full once.
+    /// What the path carried the last time it was full, bit/s: a path that lets all
+    /// it is sent through says nothing of how much more it could take
+    /// (GCC's estimate then only climbs), so this is the best known bound
+    /// on it (probes tell more: `probed`). `None` until it has been full once.
     pub fn capacity(&self) -> Option<f64> {
         let c = f64::from_bits(self.capacity.load(Ordering::Relaxed));
         (c > 0.0).then_some(c)
+    }
+
+    pub(super) fn probe(&self) -> MutexGuard<'_, ProbeState> {
+        self.probe.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -215,6 +222,8 @@ pub(in crate::session::rtc) struct Estimator {
     /// While the path is full, what it delivered, at each report.
     full: VecDeque<(Instant, f64)>,
     feedback: Arc<Feedback>,
+    /// Where one-way delays are counted from (only their changes count).
+    origin: Instant,
 }
 
 impl Estimator {
@@ -225,6 +234,42 @@ impl Estimator {
             path: PathMeter::default(),
             full: VecDeque::new(),
             feedback,
+            origin: Instant::now(),
+        }
+    }
+
+    /// Judges the probe awaiting its verdict, if any, on what the
+    /// receiver reported of its packets.
+    fn judge_probe(&self, now: Instant) {
+        let Some(cluster) = self.feedback.probe_cluster() else {
+            return;
+        };
+        let origin = self.origin;
+        let since = |t: Instant| match t.checked_duration_since(origin) {
+            Some(d) => d.as_secs_f64(),
+            None => -origin.duration_since(t).as_secs_f64(),
+        };
+        let packets = self
+            .path
+            .packets
+            .iter()
+            .map(move |&(departure, size, arrival)| {
+                let delay = arrival.map(|a| a.as_secs_f64() - since(departure));
+                (departure, size, delay)
+            });
+        if let Some(outcome) = probe::judge(&cluster, packets, now) {
+            tracing::debug!(
+                "probe at {:.0} kbit/s: {}",
+                cluster.rate / 1e3,
+                if outcome.passed {
+                    "passed"
+                } else if outcome.lossy {
+                    "failed with loss"
+                } else {
+                    "failed (queue grew)"
+                }
+            );
+            self.feedback.end_probe(outcome);
         }
     }
 }
@@ -286,6 +331,7 @@ impl BandwidthEstimator for Estimator {
                 .capacity
                 .store(median.to_bits(), Ordering::Relaxed);
         }
+        self.judge_probe(now);
     }
 
     fn target_bitrate(&self) -> f64 {

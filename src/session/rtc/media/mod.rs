@@ -7,6 +7,7 @@
 
 mod feedback;
 mod local;
+mod probe;
 mod relay;
 mod remote;
 mod retransmit;
@@ -25,6 +26,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 pub use feedback::Feedback;
 pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
+pub(super) use probe::Prober;
 pub use relay::{relay, Continuity};
 pub(super) use remote::watch_remote;
 pub use remote::{Received, RemoteTrack};

@@ -13,7 +13,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use super::{AbsCaptureTime, Binding, Bindings, Switch};
 use crate::media::KeyframeReason;
 use crate::session::rtc::{short, OnKeyframe};
-use crate::session::simulcast::{self, Forward};
+use crate::session::simulcast::{self, Forward, ProbeVerdict};
 
 /// Packets a binding holds for its peer between the answer and the
 /// connection coming up (~2.5 s of the best layer at 1 Mbit/s, 5 s of
@@ -56,6 +56,8 @@ pub struct PeerMedia {
     pub carried: Option<f64>,
     /// What its path carried when it was last full, bit/s.
     pub capacity: Option<f64>,
+    /// The rate of the last probe of its path that passed, bit/s.
+    pub probed: Option<f64>,
     /// Fraction lost in its latest report.
     pub loss: f64,
     /// Bytes sent again on its NACKs, and NACK answers dropped over budget.
@@ -180,6 +182,7 @@ impl TrackWriter {
                     estimate: b.feedback.estimate(),
                     carried: b.feedback.carried(),
                     capacity: b.feedback.capacity(),
+                    probed: b.feedback.probed(),
                     loss: b.feedback.loss(),
                     resends: b.feedback.resends(),
                     layer,
@@ -276,9 +279,23 @@ impl TrackWriter {
             s.next_choice = now + CHOOSE_EVERY;
             let before = s.chooser.layer();
             let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
+            s.chooser.probing(b.feedback.can_probe());
+            if let Some(o) = b.feedback.take_probe_outcome() {
+                s.chooser.probed(
+                    now,
+                    ProbeVerdict {
+                        rate: o.rate,
+                        passed: o.passed,
+                        lossy: o.lossy,
+                    },
+                );
+            }
             let target = s
                 .chooser
                 .update(now, estimate, carried, rates, self.others_bps);
+            if let Some((rate, decides)) = s.chooser.take_probe() {
+                b.feedback.ask_probe(rate, decides);
+            }
             if target != before {
                 tracing::debug!(
                     peer = %short(&b.peer),

@@ -1,0 +1,575 @@
+//! Probing a path before a receiver is moved up a layer: for a few
+//! hundred milliseconds the sender sends that receiver as much as the
+//! better layer would need, the gap filled with copies of recent video
+//! packets on the retransmission (RTX, RFC 4588) stream, and the
+//! receiver's transport-wide feedback tells whether the path carried it.
+//!
+//! A path that lets all it is sent through says nothing of how much more
+//! it could take, and GCC (webrtc-rs's) sends no probes: without them, a
+//! receiver moved down a layer by a link that narrowed could only be
+//! tried on the better layer again, and a failed try freezes its picture
+//! until the smaller layer's next key frame gets through. A failed probe
+//! costs a little queueing instead.
+//!
+//! - [`Prober`], an interceptor on each sending connection, writes the
+//!   probe when the layer chooser asks for one (through [`Feedback`]), and
+//!   renumbers every RTX packet, its own and the NACK responder's, from
+//!   one counter, so SRTP's replay protection sees no number twice.
+//! - [`judge`] reads the feedback on the probe's packets (in the
+//!   `Estimator`): it passes when the path lost almost nothing of them
+//!   and their delay did not grow.
+//!
+//! The copies are of packets the receiver already has (or lost): a
+//! receiver drops them as duplicates, or takes a lost one as a repair.
+//! (libwebrtc probes with such copies too.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
+use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet as RtpPacket;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use rtc::shared::marshal::MarshalSize;
+use rtc::shared::TransportContext;
+
+use super::Feedback;
+
+/// How long a probe sends at its rate: long enough that a queue shows
+/// when the path is sent twice what it carries, short enough that a
+/// failed probe costs ~0.1 s of queue. The probe that decides a step up
+/// runs [`DECIDING`] times as long: a token bucket's burst (10 KB on the
+/// test links) hides up to ~0.4 s of a path sent a few tenths more than
+/// it carries.
+const PROBE_LENGTH: Duration = Duration::from_millis(350);
+const DECIDING: u32 = 2;
+
+/// How often a running probe sends its copies.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Recent video packets kept to copy.
+const KEEP: usize = 32;
+
+/// A probe the layer chooser asked for, the one running, and the verdict
+/// on the last one; kept in [`Feedback`], shared by the chooser, the
+/// [`Prober`] and the `Estimator`.
+#[derive(Debug, Default)]
+pub struct ProbeState {
+    /// Whether the connection can probe (the receiver took RTX).
+    pub(super) ready: bool,
+    /// Asked for: the rate, bit/s, the path should carry for a while,
+    /// and whether the probe decides a step (it runs longer).
+    pub(super) asked: Option<(f64, bool)>,
+    /// Sent, or being sent, and not judged yet.
+    pub(super) cluster: Option<Cluster>,
+    /// The last verdict, until the chooser takes it.
+    pub(super) outcome: Option<Outcome>,
+    /// The rate of the last probe that passed.
+    proven: Option<f64>,
+}
+
+/// One probe: the packets that left between `start` and `end`, meant to
+/// cross the path at `rate` bit/s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cluster {
+    pub start: Instant,
+    pub end: Instant,
+    pub rate: f64,
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// The rate it sent at, bit/s.
+    pub rate: f64,
+    pub passed: bool,
+    /// It failed with loss, not only delay: trying again costs the
+    /// receiver packets, so the next try waits longer.
+    pub lossy: bool,
+}
+
+/// Loss (by bytes) over a probe's packets that still passes: random loss
+/// on a path with room.
+const PASS_LOSS: f64 = 0.05;
+/// Loss above which a failure counts as lossy.
+const LOSSY: f64 = 0.02;
+/// How much a probe's delay may grow, from just before it to its last
+/// quarter, and still pass: a queue growing by that much means the path
+/// was sent more than it carries.
+const PASS_GROWTH: f64 = 0.04;
+/// A running probe stops at once past these (it is failing, and more of
+/// it would only fill the queue further).
+const ABORT_LOSS: f64 = 0.1;
+const ABORT_GROWTH: f64 = 0.06;
+/// How far before a probe its baseline delay is read.
+const BASELINE: Duration = Duration::from_millis(300);
+/// A probe whose feedback has not come this long after it ended fails.
+const GIVE_UP: Duration = Duration::from_secs(1);
+
+/// The verdict on `cluster` from the reported packets `(departure, size,
+/// one-way delay in seconds, or None if lost)` (the delay's origin is
+/// arbitrary; only its changes count), at `now`. `None` while it cannot
+/// tell yet; a failure before the probe's end stops it.
+pub fn judge(
+    cluster: &Cluster,
+    packets: impl Iterator<Item = (Instant, usize, Option<f64>)> + Clone,
+    now: Instant,
+) -> Option<Outcome> {
+    let fail = |lossy| {
+        Some(Outcome {
+            rate: cluster.rate,
+            passed: false,
+            lossy,
+        })
+    };
+    let baseline_from = cluster.start.checked_sub(BASELINE).unwrap_or(cluster.start);
+    let mean = |it: &mut dyn Iterator<Item = f64>| {
+        let (sum, n) = it.fold((0.0, 0usize), |(s, n), d| (s + d, n + 1));
+        (n > 0).then(|| sum / n as f64)
+    };
+    let in_cluster = |d: Instant| d >= cluster.start && d <= cluster.end;
+    let mut before = packets
+        .clone()
+        .filter(|p| p.0 >= baseline_from && p.0 < cluster.start)
+        .filter_map(|p| p.2);
+    let baseline = mean(&mut before).or_else(|| {
+        // Nothing just before: its first packets, which found the queue
+        // as it was.
+        packets
+            .clone()
+            .filter(|p| in_cluster(p.0))
+            .filter_map(|p| p.2)
+            .take(3)
+            .reduce(f64::min)
+    });
+    let (mut sent, mut lost, mut reported, mut newest) = (0usize, 0usize, 0usize, None);
+    for (departure, size, delay) in packets.clone() {
+        newest = newest.max(Some(departure));
+        if in_cluster(departure) {
+            reported += 1;
+            sent += size;
+            if delay.is_none() {
+                lost += size;
+            }
+        }
+    }
+    let complete = newest.is_some_and(|n| n > cluster.end);
+    if !complete && now > cluster.end + GIVE_UP {
+        return fail(false);
+    }
+    let loss = if sent > 0 {
+        lost as f64 / sent as f64
+    } else {
+        0.0
+    };
+    if complete {
+        let quarter = cluster.end - (cluster.end - cluster.start) / 4;
+        let mut tail = packets
+            .clone()
+            .filter(|p| p.0 >= quarter && p.0 <= cluster.end)
+            .filter_map(|p| p.2);
+        let growth = match (baseline, mean(&mut tail)) {
+            (Some(b), Some(t)) => t - b,
+            // Nothing of its end arrived.
+            _ => return fail(true),
+        };
+        let passed = loss <= PASS_LOSS && growth <= PASS_GROWTH;
+        return Some(Outcome {
+            rate: cluster.rate,
+            passed,
+            lossy: !passed && loss > LOSSY,
+        });
+    }
+    // Still going: stop it early if it already fails.
+    let mut latest: Vec<(Instant, f64)> = packets
+        .filter(|p| in_cluster(p.0))
+        .filter_map(|p| Some((p.0, p.2?)))
+        .collect();
+    latest.sort_by_key(|p| p.0);
+    let recent = mean(&mut latest.iter().rev().take(5).map(|p| p.1));
+    let growing = matches!((baseline, recent), (Some(b), Some(r)) if r - b > ABORT_GROWTH);
+    if (reported >= 10 && loss > ABORT_LOSS) || growing {
+        return fail(loss > LOSSY);
+    }
+    None
+}
+
+impl Feedback {
+    /// Whether this receiver's path can be probed.
+    pub fn can_probe(&self) -> bool {
+        self.probe().ready
+    }
+
+    /// Asks for a probe at `rate` bit/s (unless one is asked for or
+    /// running already); one that `decides` a step up runs longer.
+    pub fn ask_probe(&self, rate: f64, decides: bool) {
+        let mut p = self.probe();
+        if p.ready && p.asked.is_none() && p.cluster.is_none() {
+            p.asked = Some((rate, decides));
+        }
+    }
+
+    /// The verdict on the last probe, once.
+    pub fn take_probe_outcome(&self) -> Option<Outcome> {
+        self.probe().outcome.take()
+    }
+
+    /// The probe that is running or awaits its verdict.
+    pub(super) fn probe_cluster(&self) -> Option<Cluster> {
+        self.probe().cluster
+    }
+
+    /// Records the verdict on the running probe (which stops it). (What
+    /// the path carried when last full stays as it was: a short probe can
+    /// pass on a token bucket's burst, and the smallest layer's encoder
+    /// grows into that figure.)
+    pub(super) fn end_probe(&self, outcome: Outcome) {
+        let mut p = self.probe();
+        p.cluster = None;
+        p.outcome = Some(outcome);
+        if outcome.passed {
+            p.proven = Some(outcome.rate);
+        }
+    }
+
+    /// The rate the last probe that passed sent at, bit/s.
+    pub fn probed(&self) -> Option<f64> {
+        self.probe().proven
+    }
+}
+
+/// One video stream this connection sends, as the prober sees it.
+struct Video {
+    rtx_ssrc: u32,
+    rtx_payload_type: u8,
+    recent: VecDeque<RtpPacket>,
+    /// Which recent packet the next copy is of.
+    next: usize,
+}
+
+/// A probe being sent.
+struct Running {
+    end: Instant,
+    /// What the copies add to what the connection sends anyway, bit/s.
+    extra: f64,
+    /// Bits owed to the path, and when last brought up to date.
+    owed: f64,
+    at: Instant,
+}
+
+/// Writes probes on one connection (see the module's doc) and numbers its
+/// RTX packets. Sits wire-ward of the NACK responder (whose RTX packets
+/// it renumbers) and application-ward of transport-wide numbering and
+/// congestion control (so its packets are numbered and reported).
+pub(in crate::session::rtc) struct Prober {
+    feedback: Arc<Feedback>,
+    /// By the primary SSRC.
+    video: HashMap<u32, Video>,
+    /// The next sequence number on each RTX SSRC.
+    rtx_seq: HashMap<u32, u16>,
+    /// What left lately: when, how many bytes.
+    sent: VecDeque<(Instant, usize)>,
+    running: Option<Running>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+/// Over how long what a connection sends anyway is measured.
+const SENT_WINDOW: Duration = Duration::from_millis(500);
+
+impl Prober {
+    pub fn new(feedback: Arc<Feedback>) -> Self {
+        Self {
+            feedback,
+            video: HashMap::new(),
+            rtx_seq: HashMap::new(),
+            sent: VecDeque::new(),
+            running: None,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+
+    /// What the connection sent over the last [`SENT_WINDOW`], bit/s.
+    fn sending(&self, now: Instant) -> f64 {
+        let bytes: usize = self
+            .sent
+            .iter()
+            .filter(|(t, _)| now.saturating_duration_since(*t) <= SENT_WINDOW)
+            .map(|(_, n)| n)
+            .sum();
+        bytes as f64 * 8.0 / SENT_WINDOW.as_secs_f64()
+    }
+
+    fn note_sent(&mut self, now: Instant, size: usize) {
+        self.sent.push_back((now, size));
+        while self
+            .sent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > SENT_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+    }
+
+    /// Starts the probe asked for, if any.
+    fn start(&mut self, now: Instant) {
+        if self.running.is_some() {
+            return;
+        }
+        let (rate, end) = {
+            let mut p = self.feedback.probe();
+            let Some((rate, decides)) = p.asked.take() else {
+                return;
+            };
+            let end = now + PROBE_LENGTH * if decides { DECIDING } else { 1 };
+            p.cluster = Some(Cluster {
+                start: now,
+                end,
+                rate,
+            });
+            (rate, end)
+        };
+        self.running = Some(Running {
+            end,
+            extra: (rate - self.sending(now)).max(0.0),
+            owed: 0.0,
+            at: now,
+        });
+    }
+
+    /// An RTX copy of a recent video packet, numbered.
+    fn copy(&mut self) -> Option<RtpPacket> {
+        let video = self.video.values_mut().max_by_key(|v| v.recent.len())?;
+        let n = video.recent.len();
+        if n == 0 {
+            return None;
+        }
+        // The biggest of the next few: fewer, fuller packets.
+        let pick = (0..4)
+            .map(|k| (video.next + k) % n)
+            .max_by_key(|&i| video.recent[i].payload.len())?;
+        video.next = (pick + 1) % n;
+        let original = &video.recent[pick];
+        let mut payload = Vec::with_capacity(2 + original.payload.len());
+        payload.extend_from_slice(&original.header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&original.payload);
+        let (ssrc, payload_type) = (video.rtx_ssrc, video.rtx_payload_type);
+        let header = Header {
+            version: 2,
+            ssrc,
+            payload_type,
+            sequence_number: 0,
+            timestamp: original.header.timestamp,
+            marker: original.header.marker,
+            ..Default::default()
+        };
+        let mut packet = RtpPacket {
+            header,
+            payload: payload.into(),
+        };
+        self.renumber(&mut packet);
+        Some(packet)
+    }
+
+    fn renumber(&mut self, packet: &mut RtpPacket) {
+        if let Some(seq) = self.rtx_seq.get_mut(&packet.header.ssrc) {
+            packet.header.sequence_number = *seq;
+            *seq = seq.wrapping_add(1);
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &mut msg.message.packet {
+            self.renumber(p);
+            if let Some(video) = self.video.get_mut(&p.header.ssrc) {
+                if video.recent.len() == KEEP {
+                    video.recent.pop_front();
+                }
+                video.recent.push_back(p.clone());
+            }
+            let size = p.marshal_size();
+            self.note_sent(msg.now, size);
+            self.start(msg.now);
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        let Some(running) = self.running.as_mut() else {
+            return Ok(());
+        };
+        // Stopped early (it failed), or over.
+        if now >= running.end || self.feedback.probe_cluster().is_none() {
+            self.running = None;
+            return Ok(());
+        }
+        running.owed += running.extra * now.saturating_duration_since(running.at).as_secs_f64();
+        running.at = now;
+        let mut owed = running.owed;
+        while owed > 0.0 {
+            let Some(packet) = self.copy() else {
+                break;
+            };
+            let size = packet.marshal_size();
+            owed -= size as f64 * 8.0;
+            self.note_sent(now, size);
+            self.write.push_back(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission),
+            });
+        }
+        if let Some(running) = self.running.as_mut() {
+            running.owed = owed;
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        self.running.as_ref().map(|r| (r.at + TICK).min(r.end))
+    }
+}
+
+impl Interceptor for Prober {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let (Some(rtx_ssrc), Some(rtx_payload_type)) = (info.ssrc_rtx, info.payload_type_rtx)
+        else {
+            return;
+        };
+        self.rtx_seq.insert(rtx_ssrc, rand::random());
+        self.video.insert(
+            info.ssrc,
+            Video {
+                rtx_ssrc,
+                rtx_payload_type,
+                recent: VecDeque::new(),
+                next: 0,
+            },
+        );
+        self.feedback.probe().ready = true;
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        if let Some(video) = self.video.remove(&info.ssrc) {
+            self.rtx_seq.remove(&video.rtx_ssrc);
+        }
+        self.feedback.probe().ready = !self.video.is_empty();
+    }
+
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` packets of 1,200 bytes from `t0 + from` every `gap`, each with
+    /// the delay `delay(k)` (None: lost).
+    fn train(
+        t0: Instant,
+        from: Duration,
+        n: usize,
+        gap: Duration,
+        delay: impl Fn(usize) -> Option<f64>,
+    ) -> Vec<(Instant, usize, Option<f64>)> {
+        (0..n)
+            .map(|k| (t0 + from + gap * k as u32, 1200, delay(k)))
+            .collect()
+    }
+
+    fn cluster(t0: Instant) -> Cluster {
+        Cluster {
+            start: t0 + Duration::from_millis(300),
+            end: t0 + Duration::from_millis(300) + PROBE_LENGTH,
+            rate: 1e6,
+        }
+    }
+
+    #[test]
+    fn a_probe_that_crossed_with_no_loss_and_no_queue_passes() {
+        let t0 = Instant::now();
+        let c = cluster(t0);
+        let packets = train(t0, Duration::ZERO, 100, Duration::from_millis(8), |_| {
+            Some(0.02)
+        });
+        let now = t0 + Duration::from_secs(1);
+        let out = judge(&c, packets.iter().copied(), now).expect("complete");
+        assert!(out.passed, "{out:?}");
+    }
+
+    #[test]
+    fn a_probe_is_pending_until_a_later_packet_is_reported() {
+        let t0 = Instant::now();
+        let c = cluster(t0);
+        // Up to the probe's middle, all on time.
+        let packets = train(t0, Duration::ZERO, 60, Duration::from_millis(8), |_| {
+            Some(0.02)
+        });
+        assert_eq!(judge(&c, packets.iter().copied(), c.start), None);
+        // Nothing more for over a second after its end: it fails.
+        let late = c.end + GIVE_UP + Duration::from_millis(1);
+        let out = judge(&c, packets.iter().copied(), late).unwrap();
+        assert!(!out.passed && !out.lossy, "{out:?}");
+    }
+
+    #[test]
+    fn a_growing_queue_fails_a_probe_without_loss() {
+        let t0 = Instant::now();
+        let c = cluster(t0);
+        // Delay grows 2 ms a packet (every 8 ms) from the probe's start.
+        let start = (c.start - t0).as_millis() as usize / 8;
+        let packets = train(t0, Duration::ZERO, 100, Duration::from_millis(8), |k| {
+            Some(0.02 + 0.002 * k.saturating_sub(start) as f64)
+        });
+        // Stopped while running, once the delay grew past the abort line.
+        let partial: Vec<_> = packets
+            .iter()
+            .copied()
+            .filter(|p| p.0 < c.start + Duration::from_millis(300))
+            .collect();
+        let early = judge(&c, partial.iter().copied(), c.start).expect("stops early");
+        assert!(!early.passed && !early.lossy, "{early:?}");
+        let out = judge(&c, packets.iter().copied(), c.end + PROBE_LENGTH).unwrap();
+        assert!(!out.passed && !out.lossy, "{out:?}");
+    }
+
+    #[test]
+    fn a_probe_that_lost_a_share_fails_as_lossy() {
+        let t0 = Instant::now();
+        let c = cluster(t0);
+        let packets = train(t0, Duration::ZERO, 100, Duration::from_millis(8), |k| {
+            (k % 5 != 0).then_some(0.02)
+        });
+        // (The loss before it does not count; a fifth of its own does.)
+        let out = judge(&c, packets.iter().copied(), c.end + PROBE_LENGTH).unwrap();
+        assert!(!out.passed && out.lossy, "{out:?}");
+    }
+}
