@@ -814,10 +814,15 @@ class Bench:
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             port = relay.stdout.readline().strip().rsplit(":", 1)[-1]
             room = f"cap-{uuid.uuid4().hex[:8]}"
+            # P2P_BENCH_LOG=file keeps the sender's debug log (its layer
+            # switches and probes) for a look at a figure that moved.
+            sender_log = os.environ.get("P2P_BENCH_LOG")
             sender = spawn(star.exec(star.hub, [self.p2p, "send", "--test-source", "--test-pattern", "zone-plate",
                                                 "--width", "640", "--height", "480", "--video-bitrate", "2500",
                                                 "--room", room, "--signal", f"ws://127.0.0.1:{port}", "-q"]),
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL,
+                           stderr=open(sender_log, "w") if sender_log else None,
+                           env=dict(os.environ, RUST_LOG="p2p=debug") if sender_log else None)
             recvs = []
             for k, leaf in enumerate(star.leaves):
                 rec = os.path.join(self.tmp, f"{room}-{k}.webm")

@@ -64,6 +64,7 @@ pub(in crate::session::rtc) fn watch_remote(
 ) {
     tokio::spawn(async move {
         let mut tx: Option<mpsc::Sender<Received>> = None;
+        let mut seen = Seen::default();
         while let Some(event) = track.poll().await {
             let TrackRemoteEvent::OnRtpPacket(packet) = event else {
                 if matches!(event, TrackRemoteEvent::OnEnded) {
@@ -71,6 +72,13 @@ pub(in crate::session::rtc) fn watch_remote(
                 }
                 continue;
             };
+            // A sender's probes are copies of packets already sent (and a
+            // retransmission may cross its original): one of each is
+            // enough, and a copy counted as a frame would inflate the
+            // frame rate.
+            if !seen.first(packet.header.sequence_number) {
+                continue;
+            }
             let received = Received {
                 marker: packet.header.marker,
                 captured: capture_ext
@@ -121,4 +129,66 @@ async fn remote_spec(track: &dyn TrackRemote, ssrc: u32, payload_type: u8) -> Op
         fmtp: codec.sdp_fmtp_line,
         payload_type,
     })
+}
+
+/// Which of the last [`Seen::SPAN`] sequence numbers of a stream arrived,
+/// to tell a copy from the first arrival.
+#[derive(Debug, Default)]
+struct Seen {
+    highest: Option<u16>,
+    /// Bit k: `highest - k` arrived.
+    bits: u128,
+}
+
+impl Seen {
+    const SPAN: u16 = 128;
+
+    /// Whether `seq` arrives for the first time (one too old to tell
+    /// counts as first).
+    fn first(&mut self, seq: u16) -> bool {
+        let Some(highest) = self.highest else {
+            self.highest = Some(seq);
+            self.bits = 1;
+            return true;
+        };
+        let ahead = seq.wrapping_sub(highest);
+        if ahead != 0 && ahead < 0x8000 {
+            self.bits = if ahead >= Self::SPAN {
+                0
+            } else {
+                self.bits << ahead
+            } | 1;
+            self.highest = Some(seq);
+            return true;
+        }
+        let behind = highest.wrapping_sub(seq);
+        if behind >= Self::SPAN {
+            return true;
+        }
+        let bit = 1u128 << behind;
+        let first = self.bits & bit == 0;
+        self.bits |= bit;
+        first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seen;
+
+    #[test]
+    fn copies_are_told_from_first_arrivals_across_the_wrap() {
+        let mut s = Seen::default();
+        let arrivals = [65_534u16, 65_535, 1, 65_535, 0, 1, 2, 0, 65_534];
+        let first: Vec<bool> = arrivals.iter().map(|&q| s.first(q)).collect();
+        assert_eq!(
+            first,
+            [true, true, true, false, true, false, true, false, false]
+        );
+        // Far behind: cannot tell, so it passes.
+        assert!(s.first(60_000));
+        // A jump ahead forgets what came before.
+        assert!(s.first(1_000));
+        assert!(s.first(2));
+    }
 }
