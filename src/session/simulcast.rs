@@ -43,8 +43,18 @@ const UP_TRIAL: Duration = Duration::from_secs(8);
 /// [`Chooser::probed`]).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_MAX: Duration = Duration::from_secs(20);
+/// After a probe that decides a step failed without loss, the wait
+/// grows by this much each time, up to [`NEAR_MAX`]: a path near the
+/// step is probed often (it may widen a little), but not every 2 s for
+/// as long as it stays (each probe costs the sender CPU, and the viewer
+/// a few tens of milliseconds of queue).
+const NEAR_GROWTH: f64 = 1.25;
+const NEAR_MAX: Duration = Duration::from_secs(4);
 /// How long a passed probe speaks for the path.
 const PROVEN_FOR: Duration = Duration::from_secs(2);
+/// After a step up, the next probe waits this long: the new layer's key
+/// frame goes first.
+const AFTER_STEP: Duration = Duration::from_millis(500);
 /// A probe asked for and not judged within this is taken as lost.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A layer step is proven by a probe this much above what the layer
@@ -222,6 +232,9 @@ struct Probing {
     proven_step: bool,
     /// The probe asked for decides a step up.
     deciding: bool,
+    /// The last probe that decided failed without loss: the path is near
+    /// the step.
+    near: bool,
 }
 
 /// A probe's verdict, as the chooser takes it.
@@ -266,6 +279,7 @@ impl Chooser {
             // burst: only the probe that decides clears the wait.)
             if p.deciding {
                 p.wait = None;
+                p.near = false;
             }
         } else {
             p.proven = None;
@@ -274,10 +288,18 @@ impl Chooser {
             // Failing short of the step, or with loss, says the path is
             // far from carrying the better layer (and each such probe
             // queued or lost what the receiver was sent, and made GCC
-            // back off): the next waits longer. Failing the probe that
-            // decides, without loss, says the path is close to it.
+            // back off): the next waits twice as long. Failing the probe
+            // that decides, without loss, says the path is close to it:
+            // the wait grows slowly, to [`NEAR_MAX`], and the next probe
+            // decides at once (no stage leads up to it).
             if verdict.lossy || !p.deciding {
                 p.wait = Some((wait * 2).min(PROBE_MAX));
+                p.near = false;
+            } else {
+                if wait < NEAR_MAX {
+                    p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
+                }
+                p.near = true;
             }
         }
     }
@@ -295,6 +317,7 @@ impl Chooser {
         p.next = Some(now + wait);
         p.proven = None;
         p.want = None;
+        p.near = false;
     }
 
     /// With probing, the step up to `up`, which needs `need` bit/s of the
@@ -307,8 +330,12 @@ impl Chooser {
             .proven
             .filter(|(t, _)| now.duration_since(*t) < PROVEN_FOR)
             .map(|(_, r)| r);
-        if proven.is_some_and(|r| r >= target) {
-            p.proven = None;
+        // (What the layers need moves a little from one choice to the
+        // next: a probe sent at the target a moment ago still decides.)
+        if proven.is_some_and(|r| r >= target * 0.95) {
+            // What it proved stays the base of the next step's first
+            // stage (one stage fewer), after the new layer's key frame.
+            p.next = Some(now + AFTER_STEP);
             p.proven_step = true;
             self.next_up[up] = None;
             self.layer = up;
@@ -324,7 +351,11 @@ impl Chooser {
         let due = p.asked.is_none() && p.want.is_none() && p.next.is_none_or(|t| now >= t);
         if due {
             let from = proven.unwrap_or(0.0).max(sending);
-            let rate = target.min(from * PROBE_STAGE).max(from);
+            let rate = if p.near {
+                target
+            } else {
+                target.min(from * PROBE_STAGE).max(from)
+            };
             p.deciding = rate >= target;
             p.want = Some((rate, p.deciding));
             p.asked = Some(now);
@@ -1020,15 +1051,38 @@ mod tests {
         );
         assert_eq!(up(&mut c, 4.4, None), 2);
         assert_eq!(c.take_probe(), None);
+        // The path is near the step: the next probe decides at once.
         assert_eq!(up(&mut c, 6.4, None), 2);
-        let (again, _) = c.take_probe().expect("tried again after the wait");
-        assert_eq!(again, first);
-        c.probed(at(t, 6.8), passed(again));
-        up(&mut c, 6.8, None);
-        let (decider, _) = c.take_probe().unwrap();
+        let (decider, decides) = c.take_probe().expect("tried again after the wait");
+        assert_eq!(decider, needed);
+        assert!(decides);
         c.probed(at(t, 7.5), passed(decider));
         // Passed: up at once, with no wait for the estimate's room.
         assert_eq!(up(&mut c, 7.5, None), 1);
+        // The next step's probes start from what this one proved, once
+        // the new layer's key frame had its time.
+        up(&mut c, 7.7, None);
+        assert_eq!(c.take_probe(), None);
+        up(&mut c, 8.1, None);
+        let (next, decides) = c.take_probe().expect("the next step's first stage");
+        assert_eq!(next, 2.0 * decider);
+        assert!(!decides);
+        // Failing short of the step doubles the wait: 2 s, then 4.
+        let short = |rate| ProbeVerdict {
+            rate,
+            passed: false,
+            lossy: false,
+        };
+        c.probed(at(t, 8.5), short(next));
+        up(&mut c, 10.4, None);
+        assert_eq!(c.take_probe(), None);
+        up(&mut c, 10.6, None);
+        let (again, _) = c.take_probe().expect("after 2 s");
+        c.probed(at(t, 11.0), short(again));
+        up(&mut c, 14.9, None);
+        assert_eq!(c.take_probe(), None);
+        up(&mut c, 15.1, None);
+        assert!(c.take_probe().is_some(), "after 4 s");
     }
 
     #[test]
@@ -1055,6 +1109,56 @@ mod tests {
             let (rate, _) = c.take_probe().expect("due");
             c.probed(at(t, now + 0.4), lost(rate));
             now += 0.4 + wait;
+        }
+    }
+
+    #[test]
+    fn a_path_near_the_step_is_probed_at_the_step_every_few_seconds() {
+        let t = Instant::now();
+        let mut c = Chooser::default();
+        c.probing(true);
+        let up = |c: &mut Chooser, secs: f64| {
+            c.update(at(t, secs), Some(9_000_000.0), None, &RATES, 50_000.0)
+        };
+        up(&mut c, 0.0);
+        c.update(
+            at(t, 1.0),
+            Some(9_000_000.0),
+            Some(600_000.0),
+            &RATES,
+            50_000.0,
+        );
+        let needed = (RATES[1] + 50_000.0) / HEADROOM * PROBE_MARGIN;
+        let near = |rate| ProbeVerdict {
+            rate,
+            passed: false,
+            lossy: false,
+        };
+        // A first stage, then the deciding probe, which fails on delay.
+        up(&mut c, 3.1);
+        let (first, _) = c.take_probe().unwrap();
+        c.probed(
+            at(t, 3.5),
+            ProbeVerdict {
+                passed: true,
+                ..near(first)
+            },
+        );
+        up(&mut c, 3.5);
+        let (decider, decides) = c.take_probe().unwrap();
+        assert!(decides && decider == needed);
+        c.probed(at(t, 4.3), near(decider));
+        // From then on only the deciding probe, at waits growing by a
+        // quarter to 4 s.
+        let mut now = 4.3;
+        for wait in [2.0, 2.5, 3.125, 3.90625, 4.0, 4.0] {
+            up(&mut c, now + wait - 0.05);
+            assert_eq!(c.take_probe(), None, "{now} + {wait}: too early");
+            up(&mut c, now + wait + 0.05);
+            let (rate, decides) = c.take_probe().expect("due");
+            assert!(decides && rate == needed, "{rate}");
+            now += wait + 0.8;
+            c.probed(at(t, now), near(rate));
         }
     }
 }

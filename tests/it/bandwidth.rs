@@ -433,7 +433,7 @@ async fn when_the_link_narrows_and_widens_the_sender_follows_and_the_video_goes_
     let switches: Vec<String> = tx
         .stderr()
         .lines()
-        .filter(|l| (l.contains("layer ") && l.contains(" -> ")) || l.contains("probe"))
+        .filter(|l| (l.contains("layer ") && l.contains(" -> ")) || l.contains("probe at"))
         .map(str::to_owned)
         .collect();
     eprintln!(

@@ -51,8 +51,10 @@ pub struct Feedback {
     /// again of the layer it leaves would only queue ahead of the new
     /// layer's key frame, so NACKs go unanswered meanwhile.
     stepping_down: AtomicBool,
-    /// Probing this receiver's path (see `probe.rs`).
+    /// Probing this receiver's path (see `probe.rs`), and whether a probe
+    /// is asked for (read without the lock, for every packet sent).
     probe: Mutex<ProbeState>,
+    pub(super) probe_asked: AtomicBool,
 }
 
 impl Feedback {

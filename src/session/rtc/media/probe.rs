@@ -24,8 +24,11 @@
 //! (libwebrtc probes with such copies too.)
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
@@ -93,10 +96,10 @@ pub struct Outcome {
 }
 
 /// Loss (by bytes) over a probe's packets that still passes: random loss
-/// on a path with room.
-const PASS_LOSS: f64 = 0.05;
+/// on a path with room (a few percent on Wi-Fi; the 5 % loss tests).
+const PASS_LOSS: f64 = 0.08;
 /// Loss above which a failure counts as lossy.
-const LOSSY: f64 = 0.02;
+const LOSSY: f64 = 0.05;
 /// How much a probe's delay may grow, from just before it to its last
 /// quarter, and still pass: a queue growing by that much means the path
 /// was sent more than it carries.
@@ -210,6 +213,7 @@ impl Feedback {
         let mut p = self.probe();
         if p.ready && p.asked.is_none() && p.cluster.is_none() {
             p.asked = Some((rate, decides));
+            self.probe_asked.store(true, Ordering::Release);
         }
     }
 
@@ -242,11 +246,19 @@ impl Feedback {
     }
 }
 
+/// What a copy needs of a packet sent (no header allocation per packet).
+struct Sent {
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: Bytes,
+}
+
 /// One video stream this connection sends, as the prober sees it.
 struct Video {
     rtx_ssrc: u32,
     rtx_payload_type: u8,
-    recent: VecDeque<RtpPacket>,
+    recent: VecDeque<Sent>,
     /// Which recent packet the next copy is of.
     next: usize,
 }
@@ -318,7 +330,8 @@ impl Prober {
 
     /// Starts the probe asked for, if any.
     fn start(&mut self, now: Instant) {
-        if self.running.is_some() {
+        // (Every packet passes here: the lock only when a probe is asked.)
+        if self.running.is_some() || !self.feedback.probe_asked.swap(false, Ordering::Acquire) {
             return;
         }
         let (rate, end) = {
@@ -356,7 +369,7 @@ impl Prober {
         video.next = (pick + 1) % n;
         let original = &video.recent[pick];
         let mut payload = Vec::with_capacity(2 + original.payload.len());
-        payload.extend_from_slice(&original.header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&original.seq.to_be_bytes());
         payload.extend_from_slice(&original.payload);
         let (ssrc, payload_type) = (video.rtx_ssrc, video.rtx_payload_type);
         let header = Header {
@@ -364,8 +377,8 @@ impl Prober {
             ssrc,
             payload_type,
             sequence_number: 0,
-            timestamp: original.header.timestamp,
-            marker: original.header.marker,
+            timestamp: original.timestamp,
+            marker: original.marker,
             ..Default::default()
         };
         let mut packet = RtpPacket {
@@ -407,7 +420,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
                 if video.recent.len() == KEEP {
                     video.recent.pop_front();
                 }
-                video.recent.push_back(p.clone());
+                video.recent.push_back(Sent {
+                    seq: p.header.sequence_number,
+                    timestamp: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: p.payload.clone(),
+                });
             }
             let size = p.marshal_size();
             self.note_sent(msg.now, size);
