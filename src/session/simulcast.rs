@@ -1006,15 +1006,32 @@ mod tests {
         assert_eq!(up(&mut c, 1.0, 3_000_000.0, Some(950_000.0)), 1);
     }
 
-    #[test]
-    fn with_probing_a_receiver_steps_up_only_on_a_probe_that_passed() {
+    /// A chooser whose receiver can be probed, and its first choice.
+    fn probing_chooser() -> (Instant, Chooser) {
         let t = Instant::now();
         let mut c = Chooser::default();
         c.probing(true);
-        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| {
-            c.update(at(t, secs), Some(9_000_000.0), full, &RATES, 50_000.0)
-        };
-        up(&mut c, 0.0, None);
+        c.update(t, Some(9_000_000.0), None, &RATES, 50_000.0);
+        (t, c)
+    }
+
+    /// A choice `secs` after `t`, the estimate with room for every layer.
+    fn choose(c: &mut Chooser, t: Instant, secs: f64, full: Option<f64>) -> usize {
+        c.update(at(t, secs), Some(9_000_000.0), full, &RATES, 50_000.0)
+    }
+
+    fn verdict(rate: f64, passed: bool, lossy: bool) -> ProbeVerdict {
+        ProbeVerdict {
+            rate,
+            passed,
+            lossy,
+        }
+    }
+
+    #[test]
+    fn with_probing_a_receiver_steps_up_only_on_a_probe_that_passed() {
+        let (t, mut c) = probing_chooser();
+        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| choose(c, t, secs, full);
         // The link narrows: down at once, and no probe while it settles.
         assert_eq!(up(&mut c, 1.0, Some(500_000.0)), 2);
         assert_eq!(c.take_probe(), None);
@@ -1029,11 +1046,7 @@ mod tests {
         // Nothing more while it runs.
         up(&mut c, 3.2, None);
         assert_eq!(c.take_probe(), None);
-        let passed = |rate| ProbeVerdict {
-            rate,
-            passed: true,
-            lossy: false,
-        };
+        let passed = |rate| verdict(rate, true, false);
         c.probed(at(t, 3.6), passed(first));
         assert_eq!(up(&mut c, 3.6, None), 2, "not proven yet");
         let (second, decides) = c.take_probe().unwrap();
@@ -1041,14 +1054,7 @@ mod tests {
         assert_eq!(second, needed);
         assert!(decides);
         // It fails: no step, and the next try waits.
-        c.probed(
-            at(t, 4.3),
-            ProbeVerdict {
-                rate: second,
-                passed: false,
-                lossy: false,
-            },
-        );
+        c.probed(at(t, 4.3), verdict(second, false, false));
         assert_eq!(up(&mut c, 4.4, None), 2);
         assert_eq!(c.take_probe(), None);
         // The path is near the step: the next probe decides at once.
@@ -1068,11 +1074,7 @@ mod tests {
         assert_eq!(next, 2.0 * decider);
         assert!(!decides);
         // Failing short of the step doubles the wait: 2 s, then 4.
-        let short = |rate| ProbeVerdict {
-            rate,
-            passed: false,
-            lossy: false,
-        };
+        let short = |rate| verdict(rate, false, false);
         c.probed(at(t, 8.5), short(next));
         up(&mut c, 10.4, None);
         assert_eq!(c.take_probe(), None);
@@ -1087,19 +1089,10 @@ mod tests {
 
     #[test]
     fn probes_that_lose_packets_wait_longer_each_time() {
-        let t = Instant::now();
-        let mut c = Chooser::default();
-        c.probing(true);
-        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| {
-            c.update(at(t, secs), Some(9_000_000.0), full, &RATES, 50_000.0)
-        };
-        up(&mut c, 0.0, None);
+        let (t, mut c) = probing_chooser();
+        let up = |c: &mut Chooser, secs: f64, full: Option<f64>| choose(c, t, secs, full);
         assert_eq!(up(&mut c, 1.0, Some(300_000.0)), 2);
-        let lost = |rate| ProbeVerdict {
-            rate,
-            passed: false,
-            lossy: true,
-        };
+        let lost = |rate| verdict(rate, false, true);
         // Waits of 2, 4, 8 s after each lossy failure.
         let mut now = 1.0 + PROBE_EVERY.as_secs_f64();
         for wait in [2.0, 4.0, 8.0] {
@@ -1114,36 +1107,15 @@ mod tests {
 
     #[test]
     fn a_path_near_the_step_is_probed_at_the_step_every_few_seconds() {
-        let t = Instant::now();
-        let mut c = Chooser::default();
-        c.probing(true);
-        let up = |c: &mut Chooser, secs: f64| {
-            c.update(at(t, secs), Some(9_000_000.0), None, &RATES, 50_000.0)
-        };
-        up(&mut c, 0.0);
-        c.update(
-            at(t, 1.0),
-            Some(9_000_000.0),
-            Some(600_000.0),
-            &RATES,
-            50_000.0,
-        );
+        let (t, mut c) = probing_chooser();
+        let up = |c: &mut Chooser, secs: f64| choose(c, t, secs, None);
+        choose(&mut c, t, 1.0, Some(600_000.0));
         let needed = (RATES[1] + 50_000.0) / HEADROOM * PROBE_MARGIN;
-        let near = |rate| ProbeVerdict {
-            rate,
-            passed: false,
-            lossy: false,
-        };
+        let near = |rate| verdict(rate, false, false);
         // A first stage, then the deciding probe, which fails on delay.
         up(&mut c, 3.1);
         let (first, _) = c.take_probe().unwrap();
-        c.probed(
-            at(t, 3.5),
-            ProbeVerdict {
-                passed: true,
-                ..near(first)
-            },
-        );
+        c.probed(at(t, 3.5), verdict(first, true, false));
         up(&mut c, 3.5);
         let (decider, decides) = c.take_probe().unwrap();
         assert!(decides && decider == needed);

@@ -51,8 +51,12 @@ use super::Feedback;
 const PROBE_LENGTH: Duration = Duration::from_millis(350);
 const DECIDING: u32 = 2;
 
-/// How often a running probe sends its copies.
-const TICK: Duration = Duration::from_millis(5);
+/// A running probe wakes when about this many bits are owed (a typical
+/// copy), and at least this often: each wake-up runs the connection's
+/// timers, so one per packet, not a fixed fast tick.
+const WAKE_BITS: f64 = 8_000.0;
+const MIN_WAKE: Duration = Duration::from_millis(2);
+const MAX_WAKE: Duration = Duration::from_millis(20);
 
 /// Recent video packets kept to copy.
 const KEEP: usize = 32;
@@ -271,6 +275,8 @@ struct Running {
     /// Bits owed to the path, and when last brought up to date.
     owed: f64,
     at: Instant,
+    /// When to send the next copies.
+    wake: Instant,
 }
 
 /// Writes probes on one connection (see the module's doc) and numbers its
@@ -352,6 +358,7 @@ impl Prober {
             extra: (rate - self.sending(now)).max(0.0),
             owed: 0.0,
             at: now,
+            wake: now + MIN_WAKE,
         });
     }
 
@@ -466,12 +473,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
         }
         if let Some(running) = self.running.as_mut() {
             running.owed = owed;
+            let wait = if running.extra > 0.0 {
+                Duration::from_secs_f64(((WAKE_BITS - owed) / running.extra).max(0.0))
+            } else {
+                MAX_WAKE
+            };
+            running.wake = now + wait.clamp(MIN_WAKE, MAX_WAKE);
         }
         Ok(())
     }
 
     fn poll_timeout(&mut self) -> Option<Self::Time> {
-        self.running.as_ref().map(|r| (r.at + TICK).min(r.end))
+        self.running.as_ref().map(|r| r.wake.min(r.end))
     }
 }
 
