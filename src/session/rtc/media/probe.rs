@@ -52,8 +52,9 @@ const PROBE_LENGTH: Duration = Duration::from_millis(350);
 const DECIDING: u32 = 2;
 
 /// A running probe wakes when about this many bits are owed (a typical
-/// copy), and at least this often: each wake-up runs the connection's
-/// timers, so one per packet, not a fixed fast tick.
+/// copy), but no sooner than [`MIN_WAKE`] and no later than [`MAX_WAKE`]
+/// after the last wake: each wake-up runs the connection's timers, so one
+/// per copy, not a fixed fast tick.
 const WAKE_BITS: f64 = 8_000.0;
 const MIN_WAKE: Duration = Duration::from_millis(2);
 const MAX_WAKE: Duration = Duration::from_millis(20);
