@@ -38,11 +38,17 @@ const RETRY_MAX: Duration = Duration::from_secs(240);
 const UP_TRIAL: Duration = Duration::from_secs(8);
 
 /// With probing (see [`Chooser::probing`]): the least wait between a
-/// probe that failed and the next, and the most it grows to, doubling
-/// after each probe that failed with loss or short of the step (see
+/// probe that failed and the next, and the most it grows to, by
+/// [`FAR_GROWTH`] after each probe that failed with loss or short of the step (see
 /// [`Chooser::probed`]).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_MAX: Duration = Duration::from_secs(20);
+/// How much that wait grows each time: a path far below the step (a
+/// 300 kbit/s viewer under a 0.9 Mbit/s step) is probed three times in
+/// its first 10 s and then every 20 s; each such probe can cost it a
+/// frame or two (with doubling, a probe at ~16 s cost one 300 kbit/s
+/// viewer a 1.1 s gap).
+const FAR_GROWTH: u32 = 3;
 /// After a probe that decides a step failed without loss, the wait
 /// grows by this much each time, up to [`NEAR_MAX`]: a path near the
 /// step is probed often (it may widen a little), but not every 2 s for
@@ -288,12 +294,12 @@ impl Chooser {
             // Failing short of the step, or with loss, says the path is
             // far from carrying the better layer (and each such probe
             // queued or lost what the receiver was sent, and made GCC
-            // back off): the next waits twice as long. Failing the probe
+            // back off): the next waits three times as long. Failing the probe
             // that decides, without loss, says the path is close to it:
             // the wait grows slowly, to [`NEAR_MAX`], and the next probe
             // decides at once (no stage leads up to it).
             if verdict.lossy || !p.deciding {
-                p.wait = Some((wait * 2).min(PROBE_MAX));
+                p.wait = Some((wait * FAR_GROWTH).min(PROBE_MAX));
                 p.near = false;
             } else {
                 if wait < NEAR_MAX {
@@ -323,7 +329,7 @@ impl Chooser {
     /// With probing, the step up to `up`, which needs `need` bit/s of the
     /// path: taken if a probe proved it, else a probe asked for when due.
     /// `sending` is what the path is sent now.
-    fn probe_up(&mut self, now: Instant, up: usize, need: f64, sending: f64) -> bool {
+    fn probe_up(&mut self, now: Instant, up: usize, need: f64, sending: f64) {
         let p = &mut self.probe;
         let target = need / HEADROOM * PROBE_MARGIN;
         let proven = p
@@ -341,7 +347,7 @@ impl Chooser {
             self.layer = up;
             self.last_up = Some((now, up));
             self.room_since = None;
-            return true;
+            return;
         }
         if p.asked
             .is_some_and(|t| now.duration_since(t) > PROBE_TIMEOUT)
@@ -360,7 +366,6 @@ impl Chooser {
             p.want = Some((rate, p.deciding));
             p.asked = Some(now);
         }
-        false
     }
 
     /// The layer for a receiver whose path is estimated at `estimate` bit/s
@@ -1073,7 +1078,7 @@ mod tests {
         let (next, decides) = c.take_probe().expect("the next step's first stage");
         assert_eq!(next, 2.0 * decider);
         assert!(!decides);
-        // Failing short of the step doubles the wait: 2 s, then 4.
+        // Failing short of the step makes the wait grow: 2 s, then 6.
         let short = |rate| verdict(rate, false, false);
         c.probed(at(t, 8.5), short(next));
         up(&mut c, 10.4, None);
@@ -1081,10 +1086,10 @@ mod tests {
         up(&mut c, 10.6, None);
         let (again, _) = c.take_probe().expect("after 2 s");
         c.probed(at(t, 11.0), short(again));
-        up(&mut c, 14.9, None);
+        up(&mut c, 16.9, None);
         assert_eq!(c.take_probe(), None);
-        up(&mut c, 15.1, None);
-        assert!(c.take_probe().is_some(), "after 4 s");
+        up(&mut c, 17.1, None);
+        assert!(c.take_probe().is_some(), "after 6 s");
     }
 
     #[test]
@@ -1093,9 +1098,9 @@ mod tests {
         let up = |c: &mut Chooser, secs: f64, full: Option<f64>| choose(c, t, secs, full);
         assert_eq!(up(&mut c, 1.0, Some(300_000.0)), 2);
         let lost = |rate| verdict(rate, false, true);
-        // Waits of 2, 4, 8 s after each lossy failure.
+        // Waits of 2, 6, 18 s after each lossy failure.
         let mut now = 1.0 + PROBE_EVERY.as_secs_f64();
-        for wait in [2.0, 4.0, 8.0] {
+        for wait in [2.0, 6.0, 18.0] {
             up(&mut c, now - 0.05, None);
             assert_eq!(c.take_probe(), None, "{now}: too early");
             up(&mut c, now + 0.05, None);

@@ -87,7 +87,9 @@ impl Runner {
         let mut keys = vec!["sender".to_owned()];
         let mut worst = 0.0f64;
         let mut peers = Vec::new();
-        for p in video.peers() {
+        // One snapshot serves the lines, the JSON and both targets.
+        let receivers = video.peers();
+        for p in &receivers {
             worst = worst.max(p.loss);
             let size = p
                 .layer
@@ -133,7 +135,7 @@ impl Runner {
         self.status.retain(&keys);
         capture.set_audio_loss((worst * 100.0).round() as u32);
         if layers.len() > 1 {
-            let estimates: Vec<f64> = video.peers().iter().filter_map(|p| p.estimate).collect();
+            let estimates: Vec<f64> = receivers.iter().filter_map(|p| p.estimate).collect();
             let kbps = |l: &crate::media::capture::Layer| f64::from(l.kbps) * 1000.0;
             let top = simulcast::top_target(
                 &estimates,
@@ -144,8 +146,7 @@ impl Runner {
             capture.set_layer_bitrate(0, (top / 1000.0) as u32);
             video.set_target(0, top);
             let lowest = layers.len() - 1;
-            let paths: Vec<f64> = video
-                .peers()
+            let paths: Vec<f64> = receivers
                 .iter()
                 .filter(|p| p.layer == Some(lowest))
                 .filter_map(|p| match (p.estimate, p.capacity) {

@@ -102,7 +102,10 @@ impl Feedback {
     /// Says whether the receiver is being moved to a smaller layer (see
     /// `stepping_down`).
     pub fn set_stepping_down(&self, yes: bool) {
-        self.stepping_down.store(yes, Ordering::Relaxed);
+        // Called for every packet forwarded: write only a change.
+        if self.stepping_down.load(Ordering::Relaxed) != yes {
+            self.stepping_down.store(yes, Ordering::Relaxed);
+        }
     }
 
     /// What the path carried the last time it was full, bit/s: a path that lets all

@@ -338,7 +338,11 @@ impl Prober {
     /// Starts the probe asked for, if any.
     fn start(&mut self, now: Instant) {
         // (Every packet passes here: the lock only when a probe is asked.)
-        if self.running.is_some() || !self.feedback.probe_asked.swap(false, Ordering::Acquire) {
+        let asked = &self.feedback.probe_asked;
+        if self.running.is_some()
+            || !asked.load(Ordering::Relaxed)
+            || !asked.swap(false, Ordering::Acquire)
+        {
             return;
         }
         let (rate, end) = {
