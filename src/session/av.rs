@@ -244,19 +244,26 @@ impl Recordings {
         }
     }
 
+    /// Where `peer`'s recording goes. The user named the first one; any
+    /// other name carries the sender's id, which a remote peer chose: it
+    /// goes in only as [`file_id`] makes it, and never over a file that is
+    /// already there.
     fn path_for(&mut self, peer: &str) -> Option<PathBuf> {
         let base = self.cfg.path.as_ref()?;
         let text = base.to_string_lossy();
-        let first = if text.contains("{id}") {
-            PathBuf::from(text.replace("{id}", peer))
+        let id = file_id(peer);
+        let (first, named_by_peer) = if text.contains("{id}") {
+            (PathBuf::from(text.replace("{id}", &id)), true)
         } else if self.used.is_empty() {
-            base.clone()
+            (base.clone(), false)
         } else {
-            with_suffix(base, short(peer))
+            (with_suffix(base, short(&id)), true)
         };
         let mut path = first.clone();
         for n in 2.. {
-            if !self.used.contains(&path) {
+            let taken = self.used.contains(&path)
+                || (named_by_peer && std::fs::symlink_metadata(&path).is_ok());
+            if !taken {
                 break;
             }
             path = with_suffix(&first, &n.to_string());
@@ -411,6 +418,26 @@ async fn finish(a: Active) {
     }
 }
 
+/// A sender id as it may appear in a file name. Ids are chosen by the
+/// remote peer, so only what a UUID or a hex id is made of (ASCII letters,
+/// digits, `-`, `_`; at most 64 of them, not starting with `-`) goes in as
+/// it is; any other id becomes a hash of itself. No id can name a
+/// directory, climb out of one (`..`) or start an option.
+fn file_id(id: &str) -> std::borrow::Cow<'_, str> {
+    let plain = (1..=64).contains(&id.len())
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        return id.into();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("id-{hex}").into()
+}
+
 /// `out.webm` → `out-1a2b3c4d.webm`.
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let stem = path
@@ -538,6 +565,73 @@ mod tests {
         let mut r = Recordings::new(cfg("rec-{id}.mkv"), reporter);
         let paths: Vec<_> = (0..2).map(|_| r.path_for("x1").unwrap()).collect();
         assert_eq!(paths, ["rec-x1.mkv", "rec-x1-2.mkv"].map(PathBuf::from));
+    }
+
+    #[test]
+    fn an_id_never_leaves_the_directory_the_user_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new("sender", crate::cli::EventFormat::Human, None).unwrap();
+        let template = dir.path().join("rec").join("{id}.webm");
+        let mut r = Recordings::new(
+            RecordConfig {
+                path: Some(template.clone()),
+                display: false,
+            },
+            reporter.clone(),
+        );
+        let hostile = [
+            "../../../victim-home/important",
+            "..",
+            ".",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "-rf",
+            "",
+            "x\0y",
+            "\u{202e}gpj.exe",
+            &"a".repeat(65),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for id in hostile {
+            let path = r.path_for(id).unwrap();
+            assert_eq!(path.parent(), template.parent(), "{id:?} → {path:?}");
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(name.starts_with("id-") && name.ends_with(".webm"), "{name}");
+            assert!(seen.insert(path));
+        }
+        // UUIDs and hex ids, which p2p and the seed library use, stay readable.
+        let uuid = "3f0c1d2e-aaaa-4bbb-8ccc-0123456789ab";
+        assert_eq!(
+            r.path_for(uuid),
+            Some(dir.path().join("rec").join(format!("{uuid}.webm")))
+        );
+        // The suffix for a second sender without {id} is made the same way.
+        let mut r = Recordings::new(
+            RecordConfig {
+                path: Some(dir.path().join("out.webm")),
+                display: false,
+            },
+            reporter,
+        );
+        r.path_for("first");
+        let second = r.path_for("../../x").unwrap();
+        assert_eq!(second.parent(), Some(dir.path()));
+    }
+
+    #[test]
+    fn a_name_made_from_an_id_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new("sender", crate::cli::EventFormat::Human, None).unwrap();
+        std::fs::write(dir.path().join("cafe.webm"), b"yesterday").unwrap();
+        let mut r = Recordings::new(
+            RecordConfig {
+                path: Some(dir.path().join("{id}.webm")),
+                display: false,
+            },
+            reporter,
+        );
+        assert_eq!(r.path_for("cafe"), Some(dir.path().join("cafe-2.webm")));
     }
 
     #[test]

@@ -355,6 +355,69 @@ impl WsClient {
     }
 }
 
+/// How a [`tamper_proxy`] changes one frame on its way: the frames to pass
+/// on instead (none drops it, several inject).
+pub type Rewrite = Arc<dyn Fn(Value) -> Vec<Value> + Send + Sync>;
+
+/// A WebSocket proxy in front of the relay: its client's frames pass
+/// through `up`, the relay's through `down`. What a hostile or unusual
+/// client does, played by a real `p2p` behind it. Frames that are not JSON
+/// pass unchanged. Returns the URL to give the client.
+pub async fn tamper_proxy(relay_url: String, up: Rewrite, down: Rewrite) -> String {
+    async fn pipe<S, R>(mut rx: R, mut tx: S, rewrite: Rewrite)
+    where
+        R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+        S: futures_util::Sink<Message> + Unpin,
+    {
+        while let Some(Ok(m)) = rx.next().await {
+            let out = match &m {
+                Message::Text(t) => match serde_json::from_str::<Value>(t.as_str()) {
+                    Ok(v) => rewrite(v)
+                        .into_iter()
+                        .map(|v| Message::Text(v.to_string().into()))
+                        .collect(),
+                    Err(_) => vec![m],
+                },
+                _ => vec![m],
+            };
+            for m in out {
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (relay_url, up, down) = (relay_url.clone(), up.clone(), down.clone());
+            tokio::spawn(async move {
+                let Ok(client) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let Ok((upstream, _)) = tokio_tungstenite::connect_async(relay_url.as_str()).await
+                else {
+                    return;
+                };
+                let (c_tx, c_rx) = client.split();
+                let (u_tx, u_rx) = upstream.split();
+                tokio::select! {
+                    () = pipe(c_rx, u_tx, up) => {},
+                    () = pipe(u_rx, c_tx, down) => {},
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A [`Rewrite`] that passes every frame unchanged.
+pub fn unchanged() -> Rewrite {
+    Arc::new(|v| vec![v])
+}
+
 /// Waits until `p` has printed `needle` at least `n` times on stderr.
 pub async fn wait_count(p: &Proc, needle: &str, n: usize) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -1,18 +1,13 @@
 //! What browsers do that our peers must cope with, reproduced with the real
 //! binaries: here, Chromium's mDNS-hidden host candidates.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
+use std::sync::Arc;
 
 use crate::harness::*;
 
-/// Rewrites every candidate in a frame the way Chromium hides addresses:
-/// the host address becomes `<uuid>.local`.
-fn hide_addresses(frame: &str) -> String {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(frame) else {
-        return frame.to_owned();
-    };
+/// Rewrites every candidate a client sends the way Chromium hides
+/// addresses: the host address becomes `<uuid>.local`.
+fn hide_addresses(mut v: serde_json::Value) -> Vec<serde_json::Value> {
     if v["op"] == "emit" && v["data"]["type"] == "candidate" {
         if let Some(c) = v["data"]["candidate"]["candidate"].as_str() {
             let mut parts: Vec<String> = c.split(' ').map(str::to_owned).collect();
@@ -22,50 +17,7 @@ fn hide_addresses(frame: &str) -> String {
             v["data"]["candidate"]["candidate"] = serde_json::Value::String(parts.join(" "));
         }
     }
-    v.to_string()
-}
-
-/// A WebSocket proxy in front of the relay that hides the addresses in the
-/// candidates its client sends.
-async fn mdns_proxy(relay_url: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let relay_url = relay_url.clone();
-            tokio::spawn(async move {
-                let Ok(client) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                let Ok((upstream, _)) = tokio_tungstenite::connect_async(relay_url.as_str()).await
-                else {
-                    return;
-                };
-                let (mut c_tx, mut c_rx) = client.split();
-                let (mut u_tx, mut u_rx) = upstream.split();
-                let up = async {
-                    while let Some(Ok(Message::Text(t))) = c_rx.next().await {
-                        if u_tx
-                            .send(Message::Text(hide_addresses(t.as_str()).into()))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    while let Some(Ok(m)) = u_rx.next().await {
-                        if c_tx.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { () = up => {}, () = down => {} }
-            });
-        }
-    });
-    url
+    vec![v]
 }
 
 #[tokio::test]
@@ -73,7 +25,7 @@ async fn peers_connect_when_every_candidate_of_one_side_is_an_mdns_name() {
     let relay = Relay::start(&[]).await;
     // The receiver's candidates all arrive at the sender as `.local` names,
     // as Chromium writes them without media permission.
-    let proxy = mdns_proxy(relay.url.clone()).await;
+    let proxy = tamper_proxy(relay.url.clone(), Arc::new(hide_addresses), unchanged()).await;
     let mut tx = Spawn::new(
         "sender",
         &[

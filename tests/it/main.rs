@@ -7,6 +7,7 @@ mod data;
 mod drivers;
 mod faults;
 mod harness;
+mod hostile;
 mod interop;
 mod load;
 mod media;
