@@ -17,10 +17,18 @@ use crate::protocol::{Candidate, Description, Message, Namespace};
 pub use receiver::Receiver;
 pub use sender::Sender;
 
-/// Candidates kept for a peer whose description has not arrived yet. A
-/// browser trickles a handful per network interface; 64 is plenty, and
-/// bounds what a stranger can make us hold.
-const MAX_EARLY_CANDIDATES: usize = 64;
+/// Remote candidates taken from one peer, in its description and trickled
+/// together. A browser gathers a handful per network interface (host,
+/// server-reflexive and relayed, over UDP and TCP); 32 is plenty. Each one
+/// makes our ICE agent send up to eight checks to the address it names,
+/// from each of our own candidates, so without a cap one answer with 1,000
+/// candidates aimed us at a third party (100,000 packets in 15 s); what is
+/// left is paced by `rtc::guard`.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
+/// Candidates kept for a peer whose description has not arrived yet: no
+/// more than it may have in all.
+const MAX_EARLY_CANDIDATES: usize = MAX_REMOTE_CANDIDATES;
 
 /// Peers (by id) for which early candidates are kept, same reasoning.
 const MAX_EARLY_PEERS: usize = 64;
@@ -139,6 +147,10 @@ struct Peer {
     /// follow it.
     remote_set: bool,
     early: Vec<Candidate>,
+    /// Remote candidates taken so far (see [`MAX_REMOTE_CANDIDATES`]).
+    candidates: usize,
+    /// The peer was told it sent too many (once).
+    over_cap: bool,
     /// Receiver side: the sender's state.
     state: Map<String, Value>,
 }
@@ -150,8 +162,70 @@ impl Peer {
             connected: false,
             remote_set: false,
             early: Vec::new(),
+            candidates: 0,
+            over_cap: false,
             state: Map::new(),
         }
+    }
+
+    /// Takes one more remote candidate, if the cap allows.
+    fn admit(&mut self) -> bool {
+        let room = self.candidates < MAX_REMOTE_CANDIDATES;
+        self.candidates += usize::from(room);
+        room
+    }
+
+    fn over_cap(&mut self, id: &str) -> Option<Action> {
+        if std::mem::replace(&mut self.over_cap, true) {
+            return None;
+        }
+        Some(Action::Event(Event::Error {
+            id: Some(id.to_owned()),
+            error: format!(
+                "peer sent over {MAX_REMOTE_CANDIDATES} ICE candidates: ignoring the rest \
+                 (a browser sends a few per network interface)"
+            ),
+        }))
+    }
+
+    /// Keeps the first candidates of a remote description, up to the cap,
+    /// and counts them; the rest are cut out of its SDP.
+    fn take_description(&mut self, id: &str, desc: &mut Description) -> Option<Action> {
+        let mut kept = String::with_capacity(desc.sdp.len());
+        let mut cut = false;
+        for line in desc.sdp.split_inclusive('\n') {
+            if line.starts_with("a=candidate:") {
+                if self.candidates >= MAX_REMOTE_CANDIDATES {
+                    cut = true;
+                    continue;
+                }
+                self.candidates += 1;
+            }
+            kept.push_str(line);
+        }
+        if !cut {
+            return None;
+        }
+        desc.sdp = kept;
+        self.over_cap(id)
+    }
+
+    /// The candidates that waited for the description, as far as the cap
+    /// allows after those the description carried.
+    fn flush_early(&mut self, id: &str) -> Vec<Action> {
+        let early = std::mem::take(&mut self.early);
+        let mut out = Vec::new();
+        for candidate in early {
+            if !self.admit() {
+                out.extend(self.over_cap(id));
+                break;
+            }
+            out.push(Action::AddCandidate {
+                peer: id.to_owned(),
+                candidate,
+            });
+        }
+        out
     }
 }
 
@@ -185,6 +259,9 @@ fn candidate_for(peer: &mut Peer, id: String, candidate: Candidate) -> Vec<Actio
         return vec![];
     }
     if peer.remote_set {
+        if !peer.admit() {
+            return peer.over_cap(&id).into_iter().collect();
+        }
         return vec![Action::AddCandidate {
             peer: id,
             candidate,

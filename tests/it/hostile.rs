@@ -96,3 +96,104 @@ async fn a_sender_id_cannot_write_outside_the_recording_directory() {
     // made from its id's hash, in the directory the user named.
     inspect(&recorded[0]).assert_valid("VP8", Some("Opus"), 2.0, 30.0);
 }
+
+/// `n` candidates a hostile peer sends after its answer, every one at
+/// `port` on its own address of 127/8 (which a wildcard socket on this
+/// machine receives), every third over TCP (`tcptype passive`, which our
+/// side connects to).
+fn flood_of_candidates(id: &str, ns: &Value, n: u32, port: u16) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let ip = format!("127.{}.{}.{}", 1 + i / 62500, (i / 250) % 250, 1 + i % 250);
+            let line = if i % 3 == 2 {
+                format!("candidate:{i} 1 tcp 1518280447 {ip} {port} typ host tcptype passive")
+            } else {
+                format!("candidate:{i} 1 udp 2122260223 {ip} {port} typ host")
+            };
+            serde_json::json!({
+                "op": "emit",
+                "ns": ns,
+                "data": {
+                    "type": "candidate",
+                    "id": id,
+                    "candidate": {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_thousand_candidates_cannot_aim_the_sender_at_a_third_party() {
+    // The third party: a UDP port and a TCP port on every 127/8 address.
+    let victim_udp = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    let port = victim_udp.local_addr().unwrap().port();
+    let victim_tcp = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .unwrap();
+    let packets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, c) = (packets.clone(), connects.clone());
+    let counting = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            tokio::select! {
+                r = victim_udp.recv_from(&mut buf) => if r.is_ok() {
+                    p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                },
+                r = victim_tcp.accept() => if r.is_ok() {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                },
+            }
+        }
+    });
+
+    let relay = Relay::start(&[]).await;
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send", "--signal", &relay.url, "--room", "aim", "--events", "json",
+        ],
+    )
+    .spawn();
+    // A receiver that, with its answer, sends 1,000 candidates at the
+    // third party.
+    let up: Rewrite = Arc::new(move |v: Value| {
+        if v["op"] == "emit" && v["data"]["type"] == "answer" {
+            let id = v["data"]["id"].as_str().unwrap_or_default().to_owned();
+            let ns = v["ns"].clone();
+            let mut out = vec![v];
+            out.extend(flood_of_candidates(&id, &ns, 1000, port));
+            return out;
+        }
+        vec![v]
+    });
+    let proxy = tamper_proxy(relay.url.clone(), up, unchanged()).await;
+    let mut rx = Spawn::new(
+        "receiver",
+        &[
+            "receive", "--signal", &proxy, "--room", "aim", "--events", "json",
+        ],
+    )
+    .spawn();
+    tx.wait_stderr(r#""event":"channel""#).await;
+    // webrtc-rs checks a pair up to 8 times, 200 ms apart: after 12 s every
+    // check the flood could cause has been sent.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let sent = packets.load(std::sync::atomic::Ordering::Relaxed);
+    let tcp = connects.load(std::sync::atomic::Ordering::Relaxed);
+    counting.abort();
+    eprintln!("third party got {sent} UDP packets and {tcp} TCP connects");
+    // Without the cap and the budget: ~1,000 candidates × 2 local
+    // addresses × 8 checks. Now at most the 32 candidates the cap lets in,
+    // and no more than the budget's burst and rate allow.
+    assert!(sent <= 400, "{sent} packets reached the third party");
+    assert!(tcp <= 32, "{tcp} TCP connections reached the third party");
+    assert!(
+        tx.stderr().contains("ICE candidates: ignoring the rest"),
+        "the sender did not say it ignored candidates"
+    );
+    // The hostile receiver was still served: data reaches it.
+    tx.write_stdin(b"still here\n").await;
+    assert_eq!(rx.line().await, "still here");
+}

@@ -93,7 +93,11 @@ impl Receiver {
         match msg {
             // A sender announced itself: ask it directly for an offer.
             Message::Invoke { id, .. } => vec![self.invoke(self.to(&id))],
-            Message::Offer { id, offer, state } => {
+            Message::Offer {
+                id,
+                mut offer,
+                state,
+            } => {
                 if state_too_large(&state) {
                     return vec![Action::Event(Event::Error {
                         id: Some(id),
@@ -112,18 +116,18 @@ impl Receiver {
                 let mut peer = Peer::new(now);
                 peer.remote_set = true;
                 peer.state = state;
-                self.peers.insert(id.clone(), peer);
+                let told = peer.take_description(&id, &mut offer);
+                if let Some(pos) = self.early.iter().position(|(p, _)| *p == id) {
+                    let (_, cands) = self.early.remove(pos).unwrap_or_default();
+                    peer.early = cands;
+                }
                 out.push(Action::AcceptOffer {
                     peer: id.clone(),
                     offer,
                 });
-                if let Some(pos) = self.early.iter().position(|(p, _)| *p == id) {
-                    let (_, cands) = self.early.remove(pos).unwrap_or_default();
-                    out.extend(cands.into_iter().map(|candidate| Action::AddCandidate {
-                        peer: id.clone(),
-                        candidate,
-                    }));
-                }
+                out.extend(told);
+                out.extend(peer.flush_early(&id));
+                self.peers.insert(id.clone(), peer);
                 out
             }
             Message::Candidate { id, candidate } => {

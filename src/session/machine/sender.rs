@@ -95,7 +95,7 @@ impl Sender {
                     data_channel: self.cfg.data,
                 }]
             }
-            Message::Answer { id, answer } => {
+            Message::Answer { id, mut answer } => {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return vec![unknown(&id, "answer")];
                 };
@@ -106,14 +106,13 @@ impl Sender {
                     })];
                 }
                 peer.remote_set = true;
+                let told = peer.take_description(&id, &mut answer);
                 let mut out = vec![Action::ApplyAnswer {
                     peer: id.clone(),
                     answer,
                 }];
-                out.extend(peer.early.drain(..).map(|candidate| Action::AddCandidate {
-                    peer: id.clone(),
-                    candidate,
-                }));
+                out.extend(told);
+                out.extend(peer.flush_early(&id));
                 out
             }
             Message::Candidate { id, candidate } => {

@@ -242,3 +242,78 @@ fn receiver_bounds_early_candidates_per_sender_and_senders() {
         .candidate
         .starts_with(&format!("candidate:{} ", MAX_EARLY_CANDIDATES - 1)));
 }
+
+/// An answer whose SDP carries `n` candidates, each at its own port.
+fn answer_with_candidates(id: &str, n: usize) -> Value {
+    let mut sdp = String::from("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
+    for p in 0..n {
+        sdp.push_str(&format!(
+            "a=candidate:{p} 1 udp 2122260223 192.0.2.1 {} typ host\r\n",
+            10000 + p
+        ));
+    }
+    sdp.push_str("a=end-of-candidates\r\n");
+    Message::Answer {
+        id: id.into(),
+        answer: desc("answer", &sdp),
+    }
+    .to_value()
+}
+
+#[test]
+fn a_peer_gets_no_more_than_the_cap_of_candidates_in_all() {
+    // 1,000 candidates in the answer, then more trickled: the first
+    // MAX_REMOTE_CANDIDATES are kept, the peer is told once, the rest is
+    // never handed to ICE.
+    let now = Instant::now();
+    let mut s = sender_with_peer(now, RID);
+    let out = s.handle_signal(now, &answer_with_candidates(RID, 1000));
+    let [Action::ApplyAnswer { answer, .. }, told] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        answer.sdp.matches("a=candidate:").count(),
+        MAX_REMOTE_CANDIDATES
+    );
+    assert!(answer.sdp.ends_with("a=end-of-candidates\r\n"));
+    assert!(answer.sdp.contains(" 10031 typ host\r\n"));
+    assert!(!answer.sdp.contains(" 10032 typ host"));
+    let (id, error) = single_error(std::slice::from_ref(told));
+    assert_eq!(id.as_deref(), Some(RID));
+    assert!(error.contains("ICE candidates"), "{error}");
+    for n in 1..=50 {
+        assert_eq!(s.handle_signal(now, &candidate(RID, cand(n))), vec![]);
+    }
+}
+
+#[test]
+fn trickled_and_described_candidates_share_one_cap() {
+    let now = Instant::now();
+    let mut s = sender_with_peer(now, RID);
+    let early = 5;
+    for n in 1..=early {
+        s.handle_signal(now, &candidate(RID, cand(n)));
+    }
+    let described = MAX_REMOTE_CANDIDATES - 2;
+    let out = s.handle_signal(now, &answer_with_candidates(RID, described));
+    // Two of the early ones fit; then the peer is told.
+    assert_eq!(out.len(), 1 + 2 + 1, "{out:?}");
+    assert_eq!(out[1], add(RID, cand(1)));
+    assert_eq!(out[2], add(RID, cand(2)));
+    single_error(&out[3..]);
+    assert_eq!(s.handle_signal(now, &candidate(RID, cand(9))), vec![]);
+
+    // The receiver counts the offer's the same way.
+    let mut r = receiver();
+    r.start(now);
+    for n in 1..=40 {
+        let out = r.handle_signal(now, &candidate(SID, cand(n)));
+        assert_eq!(out, vec![]);
+    }
+    let out = r.handle_signal(now, &offer(SID, json!({})));
+    let adds = out
+        .iter()
+        .filter(|a| matches!(a, Action::AddCandidate { .. }))
+        .count();
+    assert_eq!(adds, MAX_REMOTE_CANDIDATES);
+}

@@ -7,6 +7,7 @@
 
 mod channel;
 mod driver;
+mod guard;
 mod media;
 mod net;
 mod path;

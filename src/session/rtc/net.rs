@@ -1,4 +1,5 @@
-//! webrtc-rs's tokio runtime, with UDP socket buffers sized for bursts.
+//! webrtc-rs's tokio runtime, with UDP socket buffers sized for bursts
+//! and ICE checks to strangers paced ([`super::guard`]).
 //!
 //! webrtc 0.21 sends in GSO batches. With the kernel's default receive
 //! buffer (~208 KiB) a whole batch of SCTP packets is dropped at once
@@ -12,12 +13,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
-    TokioRuntime,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
 };
+
+use super::guard;
 
 /// Asked for on every UDP socket; the kernel grants up to its maximum.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -56,7 +60,8 @@ impl Runtime for Net {
         if let Err(e) = sock.set_send_buffer_size(SOCKET_BUFFER) {
             tracing::debug!("UDP send buffer: {e}");
         }
-        self.0.wrap_udp_socket(socket)
+        let inner = self.0.wrap_udp_socket(socket)?;
+        Ok(Arc::new(Guarded(inner)))
     }
 
     fn wrap_tcp_listener(
@@ -70,6 +75,13 @@ impl Runtime for Net {
         &'a self,
         remote_addr: SocketAddr,
     ) -> Boxed<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
+        // ICE-TCP's active side connects to whatever a peer names.
+        if !guard::may_check(remote_addr) {
+            return Box::pin(std::future::ready(Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "ICE check budget spent",
+            ))));
+        }
         self.0.connect_tcp(remote_addr)
     }
 
@@ -99,5 +111,49 @@ impl Runtime for Net {
 
     fn name(&self) -> &'static str {
         "tokio (p2p socket buffers)"
+    }
+}
+
+/// A UDP socket whose binding requests to addresses that never sent us
+/// STUN are paced by [`guard`]; one that finds the budget empty is dropped
+/// as a lossy network would (ICE sends it again later).
+#[derive(Debug)]
+struct Guarded(Arc<dyn AsyncUdpSocket>);
+
+impl AsyncUdpSocket for Guarded {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if guard::is_binding_request(transmit.contents) && !guard::may_check(transmit.destination) {
+            return Poll::Ready(Ok(transmit.contents.len()));
+        }
+        self.0.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let polled = self.0.poll_recv(cx, bufs, meta);
+        if let Poll::Ready(Ok(n)) = &polled {
+            for (buf, m) in bufs.iter().zip(meta.iter()).take(*n) {
+                if guard::is_stun(&buf[..m.len.min(buf.len())]) {
+                    guard::budget().heard(m.addr);
+                }
+            }
+        }
+        polled
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.0.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.0.max_gro_segments()
     }
 }
