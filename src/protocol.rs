@@ -256,6 +256,11 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
 pub enum ServerFrame {
     Message {
         ns: Namespace,
+        /// The relay's name for the connection that emitted it (PROTOCOL.md
+        /// §2): what a client binds a peer to. Absent from relays that do
+        /// not stamp, and from NATS.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
         data: Value,
     },
     Error {
@@ -581,6 +586,7 @@ mod tests {
     fn server_frames_round_trip() {
         let m = ServerFrame::Message {
             ns: Namespace::sender("demo", Some("x")),
+            from: Some("ab12.7".into()),
             data: json!({"type":"invoke","id":"r"}),
         };
         assert_eq!(ServerFrame::parse(&m.to_json()).unwrap(), m);

@@ -68,6 +68,9 @@ pub enum Routed {
 #[derive(Debug, Default)]
 pub struct Router {
     limits: Limits,
+    /// This relay's part of every `from` it stamps, so connections of
+    /// relays bridged through NATS never share a name.
+    origin: String,
     subs: HashMap<Namespace, BTreeSet<ConnId>>,
     conns: HashMap<ConnId, HashSet<Namespace>>,
 }
@@ -76,8 +79,16 @@ impl Router {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
+            origin: format!("{:08x}", rand::random::<u32>()),
             ..Self::default()
         }
+    }
+
+    /// The name `message` frames carry for `conn`'s emits: whoever
+    /// receives one knows which connection sent it, whatever its `data`
+    /// claims.
+    pub fn stamp(&self, conn: ConnId) -> String {
+        format!("{}.{conn}", self.origin)
     }
 
     pub fn limits(&self) -> Limits {
@@ -143,7 +154,7 @@ impl Router {
             }
             ClientFrame::Emit { ns, data } => {
                 let to = self.subscribers(&ns, Some(conn));
-                let (frame, data) = message_frame(&ns, data.get());
+                let (frame, data) = message_frame(&ns, Some(&self.stamp(conn)), data.get());
                 Routed::Deliver {
                     ns,
                     to,
@@ -177,17 +188,25 @@ impl Router {
     }
 }
 
-/// A `message` frame around `data`, JSON text passed on as it is: built
-/// once, however many receive it. Returns the frame and where `data` lies in
-/// it.
-pub fn message_frame(ns: &Namespace, data: &str) -> (String, Range<usize>) {
+/// A `message` frame around `data`, JSON text passed on as it is, stamped
+/// with the emitter's name when there is one: built once, however many
+/// receive it. Returns the frame and where `data` lies in it.
+pub fn message_frame(ns: &Namespace, from: Option<&str>, data: &str) -> (String, Range<usize>) {
     const HEAD: &str = r#"{"op":"message","ns":"#;
+    const FROM: &str = r#","from":"#;
     const DATA: &str = r#","data":"#;
-    // A namespace is a list of strings: it always serializes.
+    // A namespace is a list of strings, a stamp a string: both serialize.
     let ns = serde_json::to_string(ns).expect("namespace serializes");
-    let mut frame = String::with_capacity(HEAD.len() + ns.len() + DATA.len() + data.len() + 1);
+    let from = from.map(|f| serde_json::to_string(f).expect("a string serializes"));
+    let from_len = from.as_ref().map_or(0, |f| FROM.len() + f.len());
+    let mut frame =
+        String::with_capacity(HEAD.len() + ns.len() + from_len + DATA.len() + data.len() + 1);
     frame.push_str(HEAD);
     frame.push_str(&ns);
+    if let Some(from) = &from {
+        frame.push_str(FROM);
+        frame.push_str(from);
+    }
     frame.push_str(DATA);
     let start = frame.len();
     frame.push_str(data);
@@ -254,18 +273,37 @@ mod tests {
             panic!("no delivery")
         };
         assert_eq!(&frame[at], data);
+        let from = r.stamp(1);
         assert_eq!(
             frame,
-            format!(r#"{{"op":"message","ns":["a"],"data":{data}}}"#)
+            format!(r#"{{"op":"message","ns":["a"],"from":"{from}","data":{data}}}"#)
         );
         let parsed = ServerFrame::parse(&frame).unwrap();
         assert_eq!(
             parsed,
             ServerFrame::Message {
                 ns: Namespace::new(["a"]).unwrap(),
+                from: Some(from),
                 data: serde_json::from_str(data).unwrap()
             }
         );
+        // Without a stamp (from NATS), the frame has no `from`.
+        let (bare, at) = message_frame(&Namespace::new(["a"]).unwrap(), None, data);
+        assert_eq!(
+            bare,
+            format!(r#"{{"op":"message","ns":["a"],"data":{data}}}"#)
+        );
+        assert_eq!(&bare[at], data);
+    }
+
+    #[test]
+    fn every_connection_has_its_own_stamp_and_relays_differ() {
+        let (a, b) = (
+            Router::new(Limits::default()),
+            Router::new(Limits::default()),
+        );
+        assert_ne!(a.stamp(1), a.stamp(2));
+        assert_ne!(a.stamp(1), b.stamp(1));
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(super) async fn start<D: Deliver>(
                                 // A NATS client's body is JSON; sealed bytes
                                 // become a base64 string, as on a relay.
                                 let body = body_as_json(&msg.payload);
-                                let (frame, _) = message_frame(&ns2, &body);
+                                let (frame, _) = message_frame(&ns2, None, &body);
                                 relay.deliver(&ns2, Utf8Bytes::from(frame));
                             }
                         }),

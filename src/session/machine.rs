@@ -151,13 +151,20 @@ struct Peer {
     candidates: usize,
     /// The peer was told it sent too many (once).
     over_cap: bool,
+    /// The relay connection whose message opened this peer (a receiver's
+    /// invoke, a sender's offer), as the relay named it. Answers,
+    /// candidates, syncs, offers and disposes about the peer are taken
+    /// from it alone: anyone in a room can write any `id`, only the relay
+    /// says who wrote. `None` where the transport does not say (NATS).
+    origin: Option<String>,
     /// Receiver side: the sender's state.
     state: Map<String, Value>,
 }
 
 impl Peer {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, origin: Option<&str>) -> Self {
         Self {
+            origin: origin.map(str::to_owned),
             created: now,
             connected: false,
             remote_set: false,
@@ -166,6 +173,11 @@ impl Peer {
             over_cap: false,
             state: Map::new(),
         }
+    }
+
+    /// Did the connection that opened this peer send `from`'s message?
+    fn sent_by(&self, from: Option<&str>) -> bool {
+        self.origin.as_deref() == from
     }
 
     /// Takes one more remote candidate, if the cap allows.
@@ -242,13 +254,37 @@ fn accept(own_id: &str, data: &Value) -> Result<Option<Message>, Event> {
     }
 }
 
+/// A message about `id` from another relay connection than the one that
+/// opened the peer: someone else in the room wrote `id` into it.
+fn forged(id: &str, what: &str) -> Action {
+    Action::Event(Event::Error {
+        id: Some(id.to_owned()),
+        error: format!(
+            "ignored a{} {what} in this peer's name from another relay connection than its own",
+            if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "n"
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
 fn state_too_large(state: &Map<String, Value>) -> bool {
     serde_json::to_vec(state).map_or(true, |v| v.len() > MAX_STATE_BYTES)
 }
 
 /// A remote candidate: applied once the remote description is in, kept until
 /// then, skipped when it is an mDNS name we cannot resolve.
-fn candidate_for(peer: &mut Peer, id: String, candidate: Candidate) -> Vec<Action> {
+fn candidate_for(
+    peer: &mut Peer,
+    from: Option<&str>,
+    id: String,
+    candidate: Candidate,
+) -> Vec<Action> {
+    if !peer.sent_by(from) {
+        return vec![forged(&id, "candidate")];
+    }
     if candidate.candidate.is_empty() {
         return vec![]; // end-of-candidates
     }

@@ -44,10 +44,10 @@ enum Machine {
 }
 
 impl Machine {
-    fn signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+    fn signal(&mut self, now: Instant, from: Option<&str>, data: &Value) -> Vec<Action> {
         match self {
-            Self::Sender(m) => m.handle_signal(now, data),
-            Self::Receiver(m) => m.handle_signal(now, data),
+            Self::Sender(m) => m.handle_signal(now, from, data),
+            Self::Receiver(m) => m.handle_signal(now, from, data),
         }
     }
 
@@ -287,7 +287,9 @@ impl Runner {
 
     async fn on_signal(&mut self, ev: SignalEvent) {
         let actions = match ev {
-            SignalEvent::Message { data, .. } => self.machine.signal(Instant::now(), &data),
+            SignalEvent::Message { from, data, .. } => {
+                self.machine.signal(Instant::now(), from.as_deref(), &data)
+            }
             SignalEvent::Connected { reconnect: true } => self.machine.reconnected(),
             SignalEvent::Connected { reconnect: false } => vec![],
             SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],

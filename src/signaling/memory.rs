@@ -86,6 +86,7 @@ fn deliver(h: &Hub, conn: ConnId, ns: crate::protocol::Namespace, data: serde_js
         if let Some(tx) = h.clients.get(&to) {
             let ev = SignalEvent::Message {
                 ns: ns.clone(),
+                from: Some(h.router.stamp(conn)),
                 data: data.clone(),
             };
             if tx.try_send(ev).is_err() {

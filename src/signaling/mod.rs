@@ -63,8 +63,14 @@ pub struct SignalOptions {
 /// What a driver reports to its user.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalEvent {
-    /// A message emitted by another client to a namespace we hold.
-    Message { ns: Namespace, data: Value },
+    /// A message emitted by another client to a namespace we hold; `from`
+    /// is the name the relay gave that client's connection, where the
+    /// transport says (a `p2p signal` relay, the memory driver; not NATS).
+    Message {
+        ns: Namespace,
+        from: Option<String>,
+        data: Value,
+    },
     /// The transport is (again) connected and every subscription is back in
     /// place. `reconnect` is false the first time.
     Connected { reconnect: bool },
@@ -228,8 +234,8 @@ fn open_events(
         let mut last_warn: Option<Instant> = None;
         while let Some(ev) = raw.recv().await {
             let ev = match ev {
-                SignalEvent::Message { ns, data } => match secret.open_value(&data) {
-                    Ok(data) => SignalEvent::Message { ns, data },
+                SignalEvent::Message { ns, from, data } => match secret.open_value(&data) {
+                    Ok(data) => SignalEvent::Message { ns, from, data },
                     Err(e) => {
                         dropped += 1;
                         if last_warn.is_none_or(|t| t.elapsed() >= DECRYPT_WARN_EVERY) {

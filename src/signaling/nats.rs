@@ -186,6 +186,7 @@ pub(super) async fn spawn(
                                 while let Some(msg) = sub.next().await {
                                     let ev = SignalEvent::Message {
                                         ns: ns2.clone(),
+                                        from: None,
                                         data: body_to_value(&msg.payload),
                                     };
                                     if events.send(ev).await.is_err() {

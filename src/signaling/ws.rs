@@ -288,7 +288,7 @@ impl Driver {
                         _ => continue,
                     };
                     let event = match ServerFrame::parse(text.as_str()) {
-                        Ok(ServerFrame::Message { ns, data }) => SignalEvent::Message { ns, data },
+                        Ok(ServerFrame::Message { ns, from, data }) => SignalEvent::Message { ns, from, data },
                         Ok(ServerFrame::Ice { ice_servers, ttl }) => {
                             tracing::debug!("the relay handed us ICE servers valid {ttl} s");
                             SignalEvent::IceServers(ice_servers)

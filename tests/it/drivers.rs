@@ -31,7 +31,7 @@ async fn next_message(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await.ok()?? {
-            SignalEvent::Message { ns, data } => return Some((ns, data)),
+            SignalEvent::Message { ns, data, .. } => return Some((ns, data)),
             _ => continue,
         }
     }

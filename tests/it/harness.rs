@@ -256,7 +256,8 @@ pub const UNUSUAL_DATA: &str = concat!(
 );
 
 /// An `emit` frame of [`UNUSUAL_DATA`] to `ns`, and the `message` frame the
-/// relay must send for it, byte for byte.
+/// relay must send for it, byte for byte, when it does not stamp the
+/// emitter (over NATS; one relay puts `"from":"…"` before `data`).
 pub fn unusual_frames(ns: &[&str]) -> (String, String) {
     let ns = serde_json::to_string(ns).unwrap();
     (

@@ -197,3 +197,110 @@ async fn a_thousand_candidates_cannot_aim_the_sender_at_a_third_party() {
     tx.write_stdin(b"still here\n").await;
     assert_eq!(rx.line().await, "still here");
 }
+
+#[tokio::test]
+async fn forged_disposes_offers_and_syncs_cost_a_viewer_nothing() {
+    let relay = Relay::start(&[]).await;
+    let room = "forge";
+    // The attacker listens to the room to learn everyone's id.
+    let mut spy = WsClient::connect(&relay.url).await;
+    spy.on(&["sender", room]).await;
+    spy.on(&["receiver", room]).await;
+    spy.barrier(&relay.url).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.webm");
+    let mut rx = Spawn::new(
+        "recorder",
+        &[
+            "receive",
+            "--signal",
+            &relay.url,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--record",
+            path.to_str().unwrap(),
+        ],
+    )
+    .spawn();
+    let tx = Spawn::new(
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &relay.url,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--test-source",
+        ],
+    )
+    .spawn();
+    let (mut sid, mut rid) = (None, None);
+    while sid.is_none() || rid.is_none() {
+        let v = spy.recv().await;
+        let id = v["data"]["id"].as_str().map(str::to_owned);
+        match v["ns"][0].as_str() {
+            Some("receiver") => sid = sid.or(id),
+            Some("sender") => rid = rid.or(id),
+            _ => {}
+        }
+    }
+    let (sid, rid) = (sid.unwrap(), rid.unwrap());
+    rx.wait_stderr("recording sender").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Every 2 s: a dispose each way, a sync and an offer in the sender's
+    // name, from a connection that is neither.
+    for _ in 0..3 {
+        let to_rx = ["receiver", room, rid.as_str()];
+        let to_tx = ["sender", room, sid.as_str()];
+        spy.emit(&to_rx, serde_json::json!({"type": "dispose", "id": sid}))
+            .await;
+        spy.emit(&to_tx, serde_json::json!({"type": "dispose", "id": rid}))
+            .await;
+        spy.emit(
+            &to_rx,
+            serde_json::json!({"type": "sync", "id": sid, "state": {"nick": "evil"}}),
+        )
+        .await;
+        spy.emit(
+            &to_rx,
+            serde_json::json!({"type": "offer", "id": sid, "state": {},
+                "offer": {"type": "offer", "sdp": "v=0\r\n"}}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+
+    // One recording, never cut, as if nobody had interfered.
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "the recording was split: {files:?}");
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 8.0, 30.0);
+    let (fps, gap) = report.fps_and_gap_from(report.first_pts + 1.0);
+    assert!(gap < 1.0, "{gap:.2} s without a frame ({fps:.1} fps)");
+    assert!(
+        !rx.stderr().contains("evil"),
+        "the forged state reached the user"
+    );
+    for (p, what) in [
+        (&rx, "dispose"),
+        (&rx, "offer"),
+        (&rx, "sync"),
+        (&tx, "dispose"),
+    ] {
+        let needle = format!("{what} in this peer's name from another relay connection");
+        assert!(
+            p.stderr().contains(&needle),
+            "{} did not say: {needle}",
+            p.name
+        );
+    }
+}

@@ -24,10 +24,13 @@ async fn delivers_to_exact_namespace_subscribers_without_echo() {
     }
     a.emit(&["receiver", "demo"], json!({"type":"invoke","id":"a"}))
         .await;
-    let got = b.recv().await;
+    let mut got = b.recv().await;
+    // Stamped with the emitter's connection (PROTOCOL.md §2).
+    let from = got["from"].take();
+    assert!(from.as_str().is_some_and(|f| !f.is_empty()), "{from}");
     assert_eq!(
         got,
-        json!({"op":"message","ns":["receiver","demo"],"data":{"type":"invoke","id":"a"}})
+        json!({"op":"message","ns":["receiver","demo"],"from":null,"data":{"type":"invoke","id":"a"}})
     );
     assert_eq!(a.recv_within(QUIET).await, None, "emitter got an echo");
     assert_eq!(c.recv_within(QUIET).await, None, "longer namespace matched");
@@ -51,7 +54,55 @@ async fn relays_data_byte_for_byte() {
             break text;
         }
     };
-    assert_eq!(got, message);
+    // The frame is the unstamped one with `"from":"…"` before `data`.
+    let at = message.find(r#","data":"#).unwrap();
+    let (head, tail) = message.split_at(at);
+    let stamp = got
+        .strip_prefix(head)
+        .and_then(|rest| rest.strip_suffix(tail))
+        .unwrap_or_else(|| panic!("{got}\nis not\n{message} with a stamp"));
+    let stamp = stamp
+        .strip_prefix(r#","from":""#)
+        .unwrap()
+        .strip_suffix('"');
+    assert!(
+        stamp.is_some_and(|s| !s.is_empty() && !s.contains('"')),
+        "{got}"
+    );
+}
+
+#[tokio::test]
+async fn the_relay_says_who_emitted_and_no_client_can_say_otherwise() {
+    let relay = Relay::start(&[]).await;
+    let ns = ["sender", "who"];
+    let mut rx = WsClient::connect(&relay.url).await;
+    rx.on(&ns).await;
+    rx.barrier(&relay.url).await;
+    let mut clients = [
+        WsClient::connect(&relay.url).await,
+        WsClient::connect(&relay.url).await,
+    ];
+    let mut stamps = Vec::new();
+    for (c, n) in [(0, 1), (1, 2), (0, 3)] {
+        let cl = &mut clients[c];
+        // A client's own `from` (in the frame or in `data`) changes nothing.
+        cl.send_text(&format!(
+            r#"{{"op":"emit","ns":["sender","who"],"from":"forged","data":{{"n":{n},"from":"forged"}}}}"#
+        ))
+        .await;
+        let got = loop {
+            let v = rx.recv().await;
+            if v["ns"][0] == "sender" {
+                break v;
+            }
+        };
+        assert_eq!(got["data"]["n"], n);
+        let stamp = got["from"].as_str().unwrap().to_owned();
+        assert_ne!(stamp, "forged");
+        stamps.push(stamp);
+    }
+    assert_ne!(stamps[0], stamps[1], "two connections, one stamp");
+    assert_eq!(stamps[0], stamps[2], "one connection, two stamps");
 }
 
 #[tokio::test]

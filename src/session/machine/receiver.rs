@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{
-    accept, candidate_for, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
+    accept, candidate_for, forged, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
     MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES,
 };
 use crate::protocol::{Candidate, Message, Namespace};
@@ -18,7 +18,7 @@ pub struct Receiver {
     peers: HashMap<String, Peer>,
     /// Candidates from senders whose offer has not arrived yet, oldest
     /// peer first.
-    early: VecDeque<(String, Vec<Candidate>)>,
+    early: VecDeque<(String, Option<String>, Vec<Candidate>)>,
     next_ping: Option<Instant>,
     pings_left: u32,
 }
@@ -84,7 +84,9 @@ impl Receiver {
         vec![self.invoke(Namespace::sender(&self.cfg.room, None))]
     }
 
-    pub fn handle_signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+    /// A signaling message, `from` the relay connection the relay says
+    /// sent it.
+    pub fn handle_signal(&mut self, now: Instant, from: Option<&str>, data: &Value) -> Vec<Action> {
         let msg = match accept(&self.cfg.id, data) {
             Ok(Some(m)) => m,
             Ok(None) => return vec![],
@@ -107,19 +109,27 @@ impl Receiver {
                     })];
                 }
                 let mut out = Vec::new();
+                if self.peers.get(&id).is_some_and(|p| !p.sent_by(from)) {
+                    return vec![forged(&id, "offer")];
+                }
                 if self.peers.contains_key(&id) {
                     // The sender started over with us (e.g. after a failed
                     // connection on its side): replace the old peer.
                     self.peers.remove(&id);
                     out.push(Action::ClosePeer { peer: id.clone() });
                 }
-                let mut peer = Peer::new(now);
+                let mut peer = Peer::new(now, from);
                 peer.remote_set = true;
                 peer.state = state;
                 let told = peer.take_description(&id, &mut offer);
-                if let Some(pos) = self.early.iter().position(|(p, _)| *p == id) {
-                    let (_, cands) = self.early.remove(pos).unwrap_or_default();
-                    peer.early = cands;
+                if let Some(pos) = self
+                    .early
+                    .iter()
+                    .position(|(p, o, _)| *p == id && *o == peer.origin)
+                {
+                    if let Some((_, _, cands)) = self.early.remove(pos) {
+                        peer.early = cands;
+                    }
                 }
                 out.push(Action::AcceptOffer {
                     peer: id.clone(),
@@ -132,20 +142,26 @@ impl Receiver {
             }
             Message::Candidate { id, candidate } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
-                    return candidate_for(peer, id, candidate);
+                    return candidate_for(peer, from, id, candidate);
                 }
                 if candidate.candidate.is_empty() || candidate.is_mdns() {
                     return vec![];
                 }
-                // Before the offer: keep it, bounded.
-                match self.early.iter_mut().find(|(p, _)| *p == id) {
-                    Some((_, list)) if list.len() < MAX_EARLY_CANDIDATES => list.push(candidate),
+                // Before the offer: keep it, bounded, with who sent it (only
+                // the offer's own connection's candidates go with it).
+                let from = from.map(str::to_owned);
+                match self
+                    .early
+                    .iter_mut()
+                    .find(|(p, o, _)| *p == id && *o == from)
+                {
+                    Some((_, _, list)) if list.len() < MAX_EARLY_CANDIDATES => list.push(candidate),
                     Some(_) => {}
                     None => {
                         if self.early.len() == MAX_EARLY_PEERS {
                             self.early.pop_front();
                         }
-                        self.early.push_back((id, vec![candidate]));
+                        self.early.push_back((id, from, vec![candidate]));
                     }
                 }
                 vec![]
@@ -162,12 +178,18 @@ impl Receiver {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return vec![];
                 };
+                if !peer.sent_by(from) {
+                    return vec![forged(&id, "sync")];
+                }
                 peer.state = state.clone();
                 vec![Action::Event(Event::Sync { id, state })]
             }
             Message::Dispose { id, .. } => {
-                if !self.peers.contains_key(&id) {
+                let Some(peer) = self.peers.get(&id) else {
                     return vec![];
+                };
+                if !peer.sent_by(from) {
+                    return vec![forged(&id, "dispose")];
                 }
                 self.remove(now, &id);
                 vec![

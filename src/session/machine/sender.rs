@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::{accept, candidate_for, Action, Event, Peer, PeerEvent, SenderConfig};
+use super::{accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig};
 use crate::protocol::{Message, Namespace};
 
 /// The broadcasting side: one peer connection per receiver.
@@ -73,7 +73,9 @@ impl Sender {
         vec![self.invoke()]
     }
 
-    pub fn handle_signal(&mut self, now: Instant, data: &Value) -> Vec<Action> {
+    /// A signaling message, `from` the relay connection the relay says
+    /// sent it.
+    pub fn handle_signal(&mut self, now: Instant, from: Option<&str>, data: &Value) -> Vec<Action> {
         let msg = match accept(&self.cfg.id, data) {
             Ok(Some(m)) => m,
             Ok(None) => return vec![],
@@ -89,7 +91,7 @@ impl Sender {
                         return vec![Action::Event(Event::Rejected { id })];
                     }
                 }
-                self.peers.insert(id.clone(), Peer::new(now));
+                self.peers.insert(id.clone(), Peer::new(now, from));
                 vec![Action::CreateOffer {
                     peer: id,
                     data_channel: self.cfg.data,
@@ -99,6 +101,9 @@ impl Sender {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return vec![unknown(&id, "answer")];
                 };
+                if !peer.sent_by(from) {
+                    return vec![forged(&id, "answer")];
+                }
                 if peer.remote_set {
                     return vec![Action::Event(Event::Error {
                         id: Some(id),
@@ -119,16 +124,20 @@ impl Sender {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return vec![unknown(&id, "candidate")];
                 };
-                candidate_for(peer, id, candidate)
+                candidate_for(peer, from, id, candidate)
             }
-            Message::Dispose { id, .. } => match self.peers.remove(&id) {
-                Some(_) => vec![
-                    Action::ClosePeer { peer: id.clone() },
-                    Action::Event(Event::Dispose {
-                        id,
-                        reason: Some("receiver left".into()),
-                    }),
-                ],
+            Message::Dispose { id, .. } => match self.peers.get(&id) {
+                Some(peer) if !peer.sent_by(from) => vec![forged(&id, "dispose")],
+                Some(_) => {
+                    self.peers.remove(&id);
+                    vec![
+                        Action::ClosePeer { peer: id.clone() },
+                        Action::Event(Event::Dispose {
+                            id,
+                            reason: Some("receiver left".into()),
+                        }),
+                    ]
+                }
                 None => vec![],
             },
             // Other senders' traffic is not for us.

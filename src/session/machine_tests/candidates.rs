@@ -8,10 +8,10 @@ fn sender_queues_candidates_until_the_answer_then_flushes_in_order() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
     for n in 1..=3 {
-        assert_eq!(s.handle_signal(now, &candidate(RID, cand(n))), vec![]);
+        assert_eq!(s.handle_signal(now, None, &candidate(RID, cand(n))), vec![]);
     }
     assert_eq!(
-        s.handle_signal(now, &answer(RID)),
+        s.handle_signal(now, None, &answer(RID)),
         vec![
             Action::ApplyAnswer {
                 peer: RID.into(),
@@ -24,7 +24,7 @@ fn sender_queues_candidates_until_the_answer_then_flushes_in_order() {
     );
     // After the answer, candidates go straight through.
     assert_eq!(
-        s.handle_signal(now, &candidate(RID, cand(4))),
+        s.handle_signal(now, None, &candidate(RID, cand(4))),
         vec![add(RID, cand(4))]
     );
 }
@@ -36,13 +36,16 @@ fn sender_flushes_reordered_candidates_per_peer_in_arrival_order() {
     // order they came, right after its own answer.
     let now = Instant::now();
     let mut s = sender_with_peer(now, "ra");
-    s.handle_signal(now, &invoke("rb", None));
+    s.handle_signal(now, None, &invoke("rb", None));
     let arrivals = [("ra", 5), ("rb", 1), ("ra", 3), ("rb", 2), ("ra", 4)];
     for (peer, n) in arrivals {
-        assert_eq!(s.handle_signal(now, &candidate(peer, cand(n))), vec![]);
+        assert_eq!(
+            s.handle_signal(now, None, &candidate(peer, cand(n))),
+            vec![]
+        );
     }
     assert_eq!(
-        s.handle_signal(now, &answer("rb")),
+        s.handle_signal(now, None, &answer("rb")),
         vec![
             Action::ApplyAnswer {
                 peer: "rb".into(),
@@ -54,12 +57,12 @@ fn sender_flushes_reordered_candidates_per_peer_in_arrival_order() {
     );
     // ra's candidates still wait for ra's answer.
     assert_eq!(
-        s.handle_signal(now, &candidate("ra", cand(6))),
+        s.handle_signal(now, None, &candidate("ra", cand(6))),
         vec![],
         "ra has no answer yet"
     );
     assert_eq!(
-        s.handle_signal(now, &answer("ra")),
+        s.handle_signal(now, None, &answer("ra")),
         vec![
             Action::ApplyAnswer {
                 peer: "ra".into(),
@@ -82,9 +85,9 @@ fn sender_keeps_a_bounded_number_of_early_candidates() {
             candidate: format!("candidate:{n} 1 udp 1 10.0.0.1 {n} typ host"),
             ..Default::default()
         };
-        assert_eq!(s.handle_signal(now, &candidate(RID, c)), vec![]);
+        assert_eq!(s.handle_signal(now, None, &candidate(RID, c)), vec![]);
     }
-    let out = s.handle_signal(now, &answer(RID));
+    let out = s.handle_signal(now, None, &answer(RID));
     assert_eq!(out.len(), 1 + MAX_EARLY_CANDIDATES);
     assert!(matches!(out[0], Action::ApplyAnswer { .. }));
     // The first ones are kept, in order.
@@ -101,14 +104,17 @@ fn sender_skips_mdns_and_end_of_candidates() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
     // Before the answer: not queued.
-    assert_eq!(s.handle_signal(now, &candidate(RID, mdns_cand())), vec![]);
     assert_eq!(
-        s.handle_signal(now, &candidate(RID, end_of_candidates())),
+        s.handle_signal(now, None, &candidate(RID, mdns_cand())),
         vec![]
     );
-    assert_eq!(s.handle_signal(now, &candidate(RID, cand(1))), vec![]);
     assert_eq!(
-        s.handle_signal(now, &answer(RID)),
+        s.handle_signal(now, None, &candidate(RID, end_of_candidates())),
+        vec![]
+    );
+    assert_eq!(s.handle_signal(now, None, &candidate(RID, cand(1))), vec![]);
+    assert_eq!(
+        s.handle_signal(now, None, &answer(RID)),
         vec![
             Action::ApplyAnswer {
                 peer: RID.into(),
@@ -118,9 +124,12 @@ fn sender_skips_mdns_and_end_of_candidates() {
         ]
     );
     // After the answer: not applied.
-    assert_eq!(s.handle_signal(now, &candidate(RID, mdns_cand())), vec![]);
     assert_eq!(
-        s.handle_signal(now, &candidate(RID, end_of_candidates())),
+        s.handle_signal(now, None, &candidate(RID, mdns_cand())),
+        vec![]
+    );
+    assert_eq!(
+        s.handle_signal(now, None, &candidate(RID, end_of_candidates())),
         vec![]
     );
 }
@@ -132,17 +141,20 @@ fn receiver_accepts_an_offer_and_flushes_early_candidates_in_order() {
     r.start(now);
     // Candidates overtook the offer; another sender's too.
     for (sid, n) in [(SID, 3), ("sender-2", 7), (SID, 1), (SID, 2)] {
-        assert_eq!(r.handle_signal(now, &candidate(sid, cand(n))), vec![]);
+        assert_eq!(r.handle_signal(now, None, &candidate(sid, cand(n))), vec![]);
     }
     // mDNS and end-of-candidates are not kept.
-    assert_eq!(r.handle_signal(now, &candidate(SID, mdns_cand())), vec![]);
     assert_eq!(
-        r.handle_signal(now, &candidate(SID, end_of_candidates())),
+        r.handle_signal(now, None, &candidate(SID, mdns_cand())),
+        vec![]
+    );
+    assert_eq!(
+        r.handle_signal(now, None, &candidate(SID, end_of_candidates())),
         vec![]
     );
     assert_eq!(r.peer_count(), 0);
     assert_eq!(
-        r.handle_signal(now, &offer(SID, json!({"nick": "cam"}))),
+        r.handle_signal(now, None, &offer(SID, json!({"nick": "cam"}))),
         vec![
             Action::AcceptOffer {
                 peer: SID.into(),
@@ -157,13 +169,16 @@ fn receiver_accepts_an_offer_and_flushes_early_candidates_in_order() {
     assert_eq!(r.state_of(SID), Some(&obj(json!({"nick": "cam"}))));
     // After the offer, candidates are applied at once; mDNS still skipped.
     assert_eq!(
-        r.handle_signal(now, &candidate(SID, cand(4))),
+        r.handle_signal(now, None, &candidate(SID, cand(4))),
         vec![add(SID, cand(4))]
     );
-    assert_eq!(r.handle_signal(now, &candidate(SID, mdns_cand())), vec![]);
+    assert_eq!(
+        r.handle_signal(now, None, &candidate(SID, mdns_cand())),
+        vec![]
+    );
     // The other sender's early candidate waits for its own offer.
     assert_eq!(
-        r.handle_signal(now, &offer("sender-2", json!({}))),
+        r.handle_signal(now, None, &offer("sender-2", json!({}))),
         vec![
             Action::AcceptOffer {
                 peer: "sender-2".into(),
@@ -174,7 +189,7 @@ fn receiver_accepts_an_offer_and_flushes_early_candidates_in_order() {
     );
     // Flushed once: a replacing offer does not replay them.
     assert_eq!(
-        r.handle_signal(now, &offer("sender-2", json!({}))),
+        r.handle_signal(now, None, &offer("sender-2", json!({}))),
         vec![
             close("sender-2"),
             Action::AcceptOffer {
@@ -195,14 +210,14 @@ fn receiver_bounds_early_candidates_per_sender_and_senders() {
             candidate: format!("candidate:{n} 1 udp 1 10.0.0.1 {n} typ host"),
             ..Default::default()
         };
-        r.handle_signal(now, &candidate(SID, c));
+        r.handle_signal(now, None, &candidate(SID, c));
     }
     // Fill the table of early peers: the oldest (SID) is evicted.
     for p in 0..MAX_EARLY_PEERS {
-        r.handle_signal(now, &candidate(&format!("s{p}"), cand(1)));
+        r.handle_signal(now, None, &candidate(&format!("s{p}"), cand(1)));
     }
     assert_eq!(
-        r.handle_signal(now, &offer(SID, json!({}))),
+        r.handle_signal(now, None, &offer(SID, json!({}))),
         vec![Action::AcceptOffer {
             peer: SID.into(),
             offer: offer_desc()
@@ -210,7 +225,7 @@ fn receiver_bounds_early_candidates_per_sender_and_senders() {
     );
     // The newest are all kept.
     assert_eq!(
-        r.handle_signal(now, &offer("s1", json!({}))),
+        r.handle_signal(now, None, &offer("s1", json!({}))),
         vec![
             Action::AcceptOffer {
                 peer: "s1".into(),
@@ -228,9 +243,9 @@ fn receiver_bounds_early_candidates_per_sender_and_senders() {
             candidate: format!("candidate:{n} 1 udp 1 10.0.0.1 {n} typ host"),
             ..Default::default()
         };
-        r.handle_signal(now, &candidate(SID, c));
+        r.handle_signal(now, None, &candidate(SID, c));
     }
-    let out = r.handle_signal(now, &offer(SID, json!({})));
+    let out = r.handle_signal(now, None, &offer(SID, json!({})));
     assert_eq!(out.len(), 1 + MAX_EARLY_CANDIDATES);
     let Action::AddCandidate {
         candidate: last, ..
@@ -267,7 +282,7 @@ fn a_peer_gets_no_more_than_the_cap_of_candidates_in_all() {
     // never handed to ICE.
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    let out = s.handle_signal(now, &answer_with_candidates(RID, 1000));
+    let out = s.handle_signal(now, None, &answer_with_candidates(RID, 1000));
     let [Action::ApplyAnswer { answer, .. }, told] = &out[..] else {
         panic!("{out:?}");
     };
@@ -282,7 +297,7 @@ fn a_peer_gets_no_more_than_the_cap_of_candidates_in_all() {
     assert_eq!(id.as_deref(), Some(RID));
     assert!(error.contains("ICE candidates"), "{error}");
     for n in 1..=50 {
-        assert_eq!(s.handle_signal(now, &candidate(RID, cand(n))), vec![]);
+        assert_eq!(s.handle_signal(now, None, &candidate(RID, cand(n))), vec![]);
     }
 }
 
@@ -292,25 +307,25 @@ fn trickled_and_described_candidates_share_one_cap() {
     let mut s = sender_with_peer(now, RID);
     let early = 5;
     for n in 1..=early {
-        s.handle_signal(now, &candidate(RID, cand(n)));
+        s.handle_signal(now, None, &candidate(RID, cand(n)));
     }
     let described = MAX_REMOTE_CANDIDATES - 2;
-    let out = s.handle_signal(now, &answer_with_candidates(RID, described));
+    let out = s.handle_signal(now, None, &answer_with_candidates(RID, described));
     // Two of the early ones fit; then the peer is told.
     assert_eq!(out.len(), 1 + 2 + 1, "{out:?}");
     assert_eq!(out[1], add(RID, cand(1)));
     assert_eq!(out[2], add(RID, cand(2)));
     single_error(&out[3..]);
-    assert_eq!(s.handle_signal(now, &candidate(RID, cand(9))), vec![]);
+    assert_eq!(s.handle_signal(now, None, &candidate(RID, cand(9))), vec![]);
 
     // The receiver counts the offer's the same way.
     let mut r = receiver();
     r.start(now);
     for n in 1..=40 {
-        let out = r.handle_signal(now, &candidate(SID, cand(n)));
+        let out = r.handle_signal(now, None, &candidate(SID, cand(n)));
         assert_eq!(out, vec![]);
     }
-    let out = r.handle_signal(now, &offer(SID, json!({})));
+    let out = r.handle_signal(now, None, &offer(SID, json!({})));
     let adds = out
         .iter()
         .filter(|a| matches!(a, Action::AddCandidate { .. }))

@@ -56,7 +56,7 @@ fn sender_disposes_a_failed_peer_and_tells_the_receiver() {
     assert_eq!(s.dispose(RID, None), vec![]);
     // The receiver may come back: a new invoke makes a new peer.
     assert_eq!(
-        s.handle_signal(now, &invoke(RID, None)),
+        s.handle_signal(now, None, &invoke(RID, None)),
         vec![Action::CreateOffer {
             peer: RID.into(),
             data_channel: true
@@ -68,10 +68,10 @@ fn sender_disposes_a_failed_peer_and_tells_the_receiver() {
 fn sender_tick_gives_up_unconnected_peers_only() {
     let t0 = Instant::now();
     let mut s = sender_with_peer(t0, "late");
-    s.handle_signal(t0, &invoke("fast", None));
+    s.handle_signal(t0, None, &invoke("fast", None));
     s.handle_peer("fast", PeerEvent::Connected);
     let t1 = t0 + Duration::from_secs(10);
-    s.handle_signal(t1, &invoke("young", None));
+    s.handle_signal(t1, None, &invoke("young", None));
     assert_eq!(s.peer_count(), 3);
 
     assert_eq!(s.tick(t0), vec![]);
@@ -112,7 +112,7 @@ fn sender_closes_the_peer_of_a_receiver_that_leaves() {
     let mut s = sender_with_peer(now, RID);
     s.handle_peer(RID, PeerEvent::Connected);
     assert_eq!(
-        s.handle_signal(now, &dispose_msg(RID)),
+        s.handle_signal(now, None, &dispose_msg(RID)),
         vec![
             close(RID),
             event(Event::Dispose {
@@ -122,7 +122,7 @@ fn sender_closes_the_peer_of_a_receiver_that_leaves() {
         ]
     );
     assert_eq!(s.peer_count(), 0);
-    assert_eq!(s.handle_signal(now, &dispose_msg(RID)), vec![]);
+    assert_eq!(s.handle_signal(now, None, &dispose_msg(RID)), vec![]);
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn receiver_closes_the_peer_when_the_sender_disposes() {
     }
     .to_value();
     assert_eq!(
-        r.handle_signal(now, &msg),
+        r.handle_signal(now, None, &msg),
         vec![
             close(SID),
             event(Event::Dispose {
@@ -167,7 +167,7 @@ fn receiver_closes_the_peer_when_the_sender_disposes() {
     );
     assert_eq!(r.peer_count(), 0);
     assert_eq!(r.state_of(SID), None);
-    assert_eq!(r.handle_signal(now, &msg), vec![]);
+    assert_eq!(r.handle_signal(now, None, &msg), vec![]);
     assert_eq!(r.handle_peer(now, SID, PeerEvent::Connected), vec![]);
 }
 
@@ -207,8 +207,8 @@ fn receiver_tick_gives_up_unconnected_peers() {
         ..receiver_cfg()
     });
     r.start(t0);
-    r.handle_signal(t0, &offer("slow", json!({})));
-    r.handle_signal(t0, &offer("fast", json!({})));
+    r.handle_signal(t0, None, &offer("slow", json!({})));
+    r.handle_signal(t0, None, &offer("fast", json!({})));
     r.handle_peer(t0, "fast", PeerEvent::Connected);
     assert_eq!(r.tick(t0 + TIMEOUT - Duration::from_millis(1)), vec![]);
     assert_eq!(

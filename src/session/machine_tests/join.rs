@@ -43,7 +43,7 @@ fn sender_start_subscribes_and_announces() {
 fn sender_stop_disposes_every_peer_and_leaves() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, "rb");
-    s.handle_signal(now, &invoke("ra", None));
+    s.handle_signal(now, None, &invoke("ra", None));
     s.handle_peer("rb", PeerEvent::Connected);
     let state = obj(json!({"nick": "cam"}));
     let dispose = |r: &str| {
@@ -113,7 +113,7 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
 fn receiver_stop_tells_every_sender_and_leaves() {
     let now = Instant::now();
     let mut r = receiver_with_peer(now, "sb");
-    r.handle_signal(now, &offer("sa", json!({})));
+    r.handle_signal(now, None, &offer("sa", json!({})));
     let mut expect = Vec::new();
     for s in ["sa", "sb"] {
         expect.push(Action::Emit(

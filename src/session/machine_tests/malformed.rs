@@ -71,8 +71,8 @@ fn malformed_messages_are_reported_never_acted_on() {
     for m in malformed() {
         let short: String = m.to_string().chars().take(120).collect();
         for (who, out) in [
-            ("sender", s.handle_signal(now, &m)),
-            ("receiver", r.handle_signal(now, &m)),
+            ("sender", s.handle_signal(now, None, &m)),
+            ("receiver", r.handle_signal(now, None, &m)),
         ] {
             assert!(
                 !out.iter().any(is_peer_action),
@@ -95,14 +95,14 @@ fn malformed_messages_are_reported_never_acted_on() {
     }
     // The machines still work normally afterwards.
     assert_eq!(
-        s.handle_signal(now, &answer(RID)),
+        s.handle_signal(now, None, &answer(RID)),
         vec![Action::ApplyAnswer {
             peer: RID.into(),
             answer: answer_desc()
         }]
     );
     assert_eq!(
-        r.handle_signal(now, &candidate(SID, cand(1))),
+        r.handle_signal(now, None, &candidate(SID, cand(1))),
         vec![add(SID, cand(1))]
     );
 }
@@ -126,7 +126,7 @@ fn malformed_messages_name_the_problem() {
         ),
     ];
     for (m, expect) in cases {
-        let out = s.handle_signal(now, &m);
+        let out = s.handle_signal(now, None, &m);
         let (_, error) = single_error(&out);
         assert!(error.contains(expect), "{m}: {error}");
     }
@@ -144,7 +144,7 @@ fn unknown_fields_and_odd_states_are_tolerated() {
         "state": "not an object",
     });
     assert_eq!(
-        r.handle_signal(now, &m),
+        r.handle_signal(now, None, &m),
         vec![Action::AcceptOffer {
             peer: SID.into(),
             offer: offer_desc()

@@ -13,6 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 mod candidates;
 mod connections;
+mod forgery;
 mod join;
 mod malformed;
 mod offers;
@@ -187,7 +188,7 @@ fn single_error(actions: &[Action]) -> (Option<String>, String) {
 fn sender_with_peer(now: Instant, rid: &str) -> Sender {
     let mut s = sender();
     s.start();
-    let out = s.handle_signal(now, &invoke(rid, None));
+    let out = s.handle_signal(now, None, &invoke(rid, None));
     assert_eq!(
         out,
         vec![Action::CreateOffer {
@@ -202,7 +203,7 @@ fn sender_with_peer(now: Instant, rid: &str) -> Sender {
 fn receiver_with_peer(now: Instant, sid: &str) -> Receiver {
     let mut r = receiver();
     r.start(now);
-    let out = r.handle_signal(now, &offer(sid, json!({"nick": "cam"})));
+    let out = r.handle_signal(now, None, &offer(sid, json!({"nick": "cam"})));
     assert_eq!(
         out,
         vec![Action::AcceptOffer {

@@ -13,7 +13,7 @@ fn sender_offers_to_an_invoking_receiver_with_the_data_flag() {
         });
         s.start();
         assert_eq!(
-            s.handle_signal(now, &invoke(RID, None)),
+            s.handle_signal(now, None, &invoke(RID, None)),
             vec![Action::CreateOffer {
                 peer: RID.into(),
                 data_channel: data
@@ -29,15 +29,19 @@ fn sender_offers_to_an_invoking_receiver_with_the_data_flag() {
 fn sender_ignores_a_duplicate_invoke() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    assert_eq!(s.handle_signal(now, &invoke(RID, None)), vec![]);
+    assert_eq!(s.handle_signal(now, None, &invoke(RID, None)), vec![]);
     assert_eq!(
-        s.handle_signal(now + Duration::from_secs(1), &invoke(RID, Some(json!("x")))),
+        s.handle_signal(
+            now + Duration::from_secs(1),
+            None,
+            &invoke(RID, Some(json!("x")))
+        ),
         vec![]
     );
     assert_eq!(s.peer_count(), 1);
     // A different receiver still gets its own peer.
     assert_eq!(
-        s.handle_signal(now, &invoke("receiver-2", None)),
+        s.handle_signal(now, None, &invoke("receiver-2", None)),
         vec![Action::CreateOffer {
             peer: "receiver-2".into(),
             data_channel: true
@@ -58,7 +62,7 @@ fn sender_ignores_its_own_messages() {
         offer(SID, json!({})),
         sync_msg(SID, json!({})),
     ] {
-        assert_eq!(s.handle_signal(now, &m), vec![], "{m}");
+        assert_eq!(s.handle_signal(now, None, &m), vec![], "{m}");
     }
     assert_eq!(s.peer_count(), 1);
 }
@@ -67,9 +71,12 @@ fn sender_ignores_its_own_messages() {
 fn sender_ignores_other_senders_offers_and_syncs() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    assert_eq!(s.handle_signal(now, &offer("sender-2", json!({}))), vec![]);
     assert_eq!(
-        s.handle_signal(now, &sync_msg("sender-2", json!({}))),
+        s.handle_signal(now, None, &offer("sender-2", json!({}))),
+        vec![]
+    );
+    assert_eq!(
+        s.handle_signal(now, None, &sync_msg("sender-2", json!({}))),
         vec![]
     );
     assert_eq!(s.peer_count(), 1);
@@ -122,15 +129,15 @@ fn sender_emits_its_offer_with_the_current_state() {
 fn sender_ignores_a_second_answer() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    assert_eq!(s.handle_signal(now, &answer(RID)).len(), 1);
-    let out = s.handle_signal(now, &answer(RID));
+    assert_eq!(s.handle_signal(now, None, &answer(RID)).len(), 1);
+    let out = s.handle_signal(now, None, &answer(RID));
     let (id, error) = single_error(&out);
     assert_eq!(id.as_deref(), Some(RID));
     assert!(error.contains("second answer"), "{error}");
     // The peer is still there and still takes candidates.
     assert_eq!(s.peer_count(), 1);
     assert_eq!(
-        s.handle_signal(now, &candidate(RID, cand(1))),
+        s.handle_signal(now, None, &candidate(RID, cand(1))),
         vec![add(RID, cand(1))]
     );
 }
@@ -143,17 +150,17 @@ fn sender_reports_answers_and_candidates_from_unknown_peers() {
         (answer("stranger"), "answer"),
         (candidate("stranger", cand(1)), "candidate"),
     ] {
-        let out = s.handle_signal(now, &m);
+        let out = s.handle_signal(now, None, &m);
         let (id, error) = single_error(&out);
         assert_eq!(id.as_deref(), Some("stranger"));
         assert!(error.contains(what), "{error}");
     }
     // A dispose from a stranger is silently ignored.
-    assert_eq!(s.handle_signal(now, &dispose_msg("stranger")), vec![]);
+    assert_eq!(s.handle_signal(now, None, &dispose_msg("stranger")), vec![]);
     assert_eq!(s.peer_count(), 1);
     // And the real peer's queue is untouched: its answer flushes nothing.
     assert_eq!(
-        s.handle_signal(now, &answer(RID)),
+        s.handle_signal(now, None, &answer(RID)),
         vec![Action::ApplyAnswer {
             peer: RID.into(),
             answer: answer_desc()
@@ -167,7 +174,7 @@ fn receiver_answers_a_sender_announcement_directly() {
     let mut r = receiver();
     r.start(now);
     assert_eq!(
-        r.handle_signal(now, &invoke(SID, None)),
+        r.handle_signal(now, None, &invoke(SID, None)),
         vec![Action::Emit(
             to_sender(SID),
             Message::Invoke {
@@ -178,7 +185,7 @@ fn receiver_answers_a_sender_announcement_directly() {
     );
     assert_eq!(r.peer_count(), 0, "an invoke alone makes no peer");
     // Its own invoke (echoed by the relay) is ignored.
-    assert_eq!(r.handle_signal(now, &invoke(RID, None)), vec![]);
+    assert_eq!(r.handle_signal(now, None, &invoke(RID, None)), vec![]);
 }
 
 #[test]
@@ -219,7 +226,7 @@ fn receiver_replaces_the_peer_on_a_second_offer() {
     assert_eq!(r.connected(), 1);
     let t1 = t0 + Duration::from_secs(5);
     assert_eq!(
-        r.handle_signal(t1, &offer(SID, json!({"nick": "restarted"}))),
+        r.handle_signal(t1, None, &offer(SID, json!({"nick": "restarted"}))),
         vec![
             close(SID),
             Action::AcceptOffer {
@@ -245,15 +252,15 @@ fn receiver_replaces_the_peer_on_a_second_offer() {
 fn receiver_ignores_answers_and_its_own_messages() {
     let now = Instant::now();
     let mut r = receiver_with_peer(now, SID);
-    assert_eq!(r.handle_signal(now, &answer(SID)), vec![]);
-    assert_eq!(r.handle_signal(now, &answer("sender-2")), vec![]);
+    assert_eq!(r.handle_signal(now, None, &answer(SID)), vec![]);
+    assert_eq!(r.handle_signal(now, None, &answer("sender-2")), vec![]);
     for m in [
         offer(RID, json!({})),
         candidate(RID, cand(1)),
         sync_msg(RID, json!({})),
         dispose_msg(RID),
     ] {
-        assert_eq!(r.handle_signal(now, &m), vec![], "{m}");
+        assert_eq!(r.handle_signal(now, None, &m), vec![], "{m}");
     }
     assert_eq!(r.peer_count(), 1);
 }

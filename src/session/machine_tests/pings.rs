@@ -89,7 +89,7 @@ fn receiver_pings_a_limited_number_of_times_while_alone() {
 fn receiver_pings_while_connected_and_a_few_times_after_the_last_peer() {
     let t0 = Instant::now();
     let mut r = pinging_receiver(t0);
-    r.handle_signal(t0, &offer(SID, json!({})));
+    r.handle_signal(t0, None, &offer(SID, json!({})));
     r.handle_peer(t0, SID, PeerEvent::Connected);
 
     // Connected: one ping every interval, however long (well past
@@ -108,7 +108,7 @@ fn receiver_pings_while_connected_and_a_few_times_after_the_last_peer() {
     // The sender leaves at 205 s: look for it again soon, then every
     // interval, ping_attempts times in all.
     let gone = t0 + Duration::from_secs(205);
-    r.handle_signal(gone, &dispose_msg(SID));
+    r.handle_signal(gone, None, &dispose_msg(SID));
     let mut after = Vec::new();
     for ms in (0..=120_000u64).step_by(250) {
         let now = gone + Duration::from_millis(ms);
@@ -130,7 +130,7 @@ fn receiver_ping_budget_is_restored_by_a_new_peer() {
     assert_eq!(total, 3);
     // A sender shows up, then fails.
     let t1 = t0 + Duration::from_secs(100);
-    r.handle_signal(t1, &offer(SID, json!({})));
+    r.handle_signal(t1, None, &offer(SID, json!({})));
     let out = r.handle_peer(t1, SID, PeerEvent::Failed("closed".into()));
     assert_eq!(
         out[1],
@@ -158,7 +158,7 @@ fn receiver_with_zero_ping_attempts_pings_only_while_connected() {
     });
     r.start(t0);
     assert_eq!(r.tick(t0 + Duration::from_secs(10)), vec![]);
-    r.handle_signal(t0, &offer(SID, json!({})));
+    r.handle_signal(t0, None, &offer(SID, json!({})));
     r.handle_peer(t0, SID, PeerEvent::Connected);
     assert_eq!(r.tick(t0 + Duration::from_secs(20)), vec![ping()]);
     r.handle_peer(t0, SID, PeerEvent::Failed("x".into()));
@@ -182,7 +182,7 @@ fn receiver_looks_for_its_sender_a_second_after_losing_the_connection() {
         ..receiver_cfg()
     });
     r.start(t0);
-    r.handle_signal(t0, &offer(SID, json!({})));
+    r.handle_signal(t0, None, &offer(SID, json!({})));
     r.handle_peer(t0, SID, PeerEvent::Connected);
     let lost = t0 + Duration::from_secs(100);
     let out = r.handle_peer(
@@ -196,7 +196,7 @@ fn receiver_looks_for_its_sender_a_second_after_losing_the_connection() {
     assert_eq!(r.tick(lost + Duration::from_secs(1)), vec![ping()]);
 
     let back = lost + Duration::from_secs(2);
-    let out = r.handle_signal(back, &offer(SID, json!({})));
+    let out = r.handle_signal(back, None, &offer(SID, json!({})));
     assert!(
         matches!(&out[0], Action::AcceptOffer { peer, .. } if peer == SID),
         "{out:?}"

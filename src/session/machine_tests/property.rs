@@ -293,8 +293,8 @@ proptest! {
 
         for step in steps {
             let (to_sender, actions) = match step {
-                Step::Signal { to_sender: true, data } => (true, s.handle_signal(now, &data)),
-                Step::Signal { to_sender: false, data } => (false, r.handle_signal(now, &data)),
+                Step::Signal { to_sender: true, data } => (true, s.handle_signal(now, None, &data)),
+                Step::Signal { to_sender: false, data } => (false, r.handle_signal(now, None, &data)),
                 Step::Deliver(i) => {
                     if outbox.is_empty() {
                         continue;
@@ -302,9 +302,9 @@ proptest! {
                     let (ns, data) = outbox.remove(i % outbox.len());
                     let for_us = |id: &str| ns.parts().get(2).is_none_or(|p| p == id);
                     if ns.parts()[0] == "sender" && for_us(SID) {
-                        (true, s.handle_signal(now, &data))
+                        (true, s.handle_signal(now, None, &data))
                     } else if ns.parts()[0] == "receiver" && for_us(RID) {
-                        (false, r.handle_signal(now, &data))
+                        (false, r.handle_signal(now, None, &data))
                     } else {
                         continue;
                     }

@@ -24,7 +24,7 @@ fn sender_sync_merges_or_replaces_and_tells_every_peer() {
     assert_eq!(s.state(), &obj(json!({"a": 1, "b": 3})));
 
     for r in ["rb", "ra"] {
-        s.handle_signal(now, &invoke(r, None));
+        s.handle_signal(now, None, &invoke(r, None));
     }
     s.handle_peer("ra", PeerEvent::Connected);
     let merged = obj(json!({"a": 1, "b": 4, "c": 5}));
@@ -50,7 +50,7 @@ fn sender_sync_merges_or_replaces_and_tells_every_peer() {
     assert_eq!(s.state(), &replaced);
 
     // Later offers carry the new state.
-    s.handle_signal(now, &invoke("rc", None));
+    s.handle_signal(now, None, &invoke("rc", None));
     assert_eq!(
         s.handle_peer("rc", PeerEvent::LocalDescription(offer_desc())),
         vec![Action::Emit(
@@ -69,7 +69,7 @@ fn receiver_sync_updates_the_state() {
     let now = Instant::now();
     let mut r = receiver_with_peer(now, SID);
     assert_eq!(
-        r.handle_signal(now, &sync_msg(SID, json!({"muted": true}))),
+        r.handle_signal(now, None, &sync_msg(SID, json!({"muted": true}))),
         vec![event(Event::Sync {
             id: SID.into(),
             state: obj(json!({"muted": true}))
@@ -78,7 +78,7 @@ fn receiver_sync_updates_the_state() {
     assert_eq!(r.state_of(SID), Some(&obj(json!({"muted": true}))));
     // A sync with no state (the seed's `undefined`) clears it.
     assert_eq!(
-        r.handle_signal(now, &json!({"type": "sync", "id": SID})),
+        r.handle_signal(now, None, &json!({"type": "sync", "id": SID})),
         vec![event(Event::Sync {
             id: SID.into(),
             state: Map::new()
@@ -87,12 +87,12 @@ fn receiver_sync_updates_the_state() {
     assert_eq!(r.state_of(SID), Some(&Map::new()));
     // A sync from a sender we have no peer with is ignored.
     assert_eq!(
-        r.handle_signal(now, &sync_msg("sender-2", json!({"x": 1}))),
+        r.handle_signal(now, None, &sync_msg("sender-2", json!({"x": 1}))),
         vec![]
     );
     assert_eq!(r.state_of("sender-2"), None);
     // The state reported on connect is the synced one.
-    r.handle_signal(now, &sync_msg(SID, json!({"v": 2})));
+    r.handle_signal(now, None, &sync_msg(SID, json!({"v": 2})));
     assert_eq!(
         r.handle_peer(now, SID, PeerEvent::Connected),
         vec![event(Event::Connect {
@@ -107,7 +107,7 @@ fn receiver_rejects_oversized_state() {
     let now = Instant::now();
     let mut r = receiver();
     r.start(now);
-    let out = r.handle_signal(now, &offer(SID, state_of_len(MAX_STATE_BYTES + 1)));
+    let out = r.handle_signal(now, None, &offer(SID, state_of_len(MAX_STATE_BYTES + 1)));
     let (id, error) = single_error(&out);
     assert_eq!(id.as_deref(), Some(SID));
     assert!(error.contains("offer"), "{error}");
@@ -115,13 +115,13 @@ fn receiver_rejects_oversized_state() {
 
     // At the limit is fine.
     assert_eq!(
-        r.handle_signal(now, &offer(SID, state_of_len(MAX_STATE_BYTES))),
+        r.handle_signal(now, None, &offer(SID, state_of_len(MAX_STATE_BYTES))),
         vec![Action::AcceptOffer {
             peer: SID.into(),
             offer: offer_desc()
         }]
     );
-    let out = r.handle_signal(now, &sync_msg(SID, state_of_len(MAX_STATE_BYTES + 1)));
+    let out = r.handle_signal(now, None, &sync_msg(SID, state_of_len(MAX_STATE_BYTES + 1)));
     let (id, error) = single_error(&out);
     assert_eq!(id.as_deref(), Some(SID));
     assert!(error.contains("sync"), "{error}");
@@ -129,7 +129,7 @@ fn receiver_rejects_oversized_state() {
     assert_eq!(r.state_of(SID), Some(&obj(state_of_len(MAX_STATE_BYTES))));
 
     // A huge state in a replacing offer leaves the existing peer alone.
-    let out = r.handle_signal(now, &offer(SID, state_of_len(MAX_STATE_BYTES * 4)));
+    let out = r.handle_signal(now, None, &offer(SID, state_of_len(MAX_STATE_BYTES * 4)));
     single_error(&out);
     assert_eq!(r.peer_count(), 1);
 }

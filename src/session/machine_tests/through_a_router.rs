@@ -46,9 +46,9 @@ fn sender_and_receiver_connect_through_a_router() {
                 let mut out = Vec::new();
                 for (to_sender, _) in subs.iter().filter(|(_, n)| *n == ns) {
                     let acts = if *to_sender {
-                        s.handle_signal(now, &data)
+                        s.handle_signal(now, None, &data)
                     } else {
-                        r.handle_signal(now, &data)
+                        r.handle_signal(now, None, &data)
                     };
                     out.extend(acts.into_iter().map(|a| (*to_sender, a)));
                 }

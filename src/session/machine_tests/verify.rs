@@ -15,17 +15,18 @@ fn sender_verify_rejects_wrong_and_missing_credentials() {
     let rejected = |id: &str| vec![event(Event::Rejected { id: id.into() })];
 
     assert_eq!(
-        s.handle_signal(now, &invoke("r-bad", Some(json!({"token": "bad"})))),
+        s.handle_signal(now, None, &invoke("r-bad", Some(json!({"token": "bad"})))),
         rejected("r-bad")
     );
     assert_eq!(
-        s.handle_signal(now, &invoke("r-none", None)),
+        s.handle_signal(now, None, &invoke("r-none", None)),
         rejected("r-none")
     );
     // `credentials: null` is no credentials.
     assert_eq!(
         s.handle_signal(
             now,
+            None,
             &json!({"type": "invoke", "id": "r-null", "credentials": null})
         ),
         rejected("r-null")
@@ -34,6 +35,7 @@ fn sender_verify_rejects_wrong_and_missing_credentials() {
     assert_eq!(
         s.handle_signal(
             now,
+            None,
             &invoke("r-extra", Some(json!({"token": "good", "x": 1})))
         ),
         rejected("r-extra")
@@ -41,14 +43,14 @@ fn sender_verify_rejects_wrong_and_missing_credentials() {
     assert_eq!(s.peer_count(), 0, "no peer for a rejected receiver");
 
     assert_eq!(
-        s.handle_signal(now, &invoke("r-good", Some(json!({"token": "good"})))),
+        s.handle_signal(now, None, &invoke("r-good", Some(json!({"token": "good"})))),
         vec![Action::CreateOffer {
             peer: "r-good".into(),
             data_channel: true
         }]
     );
     assert_eq!(
-        s.handle_signal(now, &invoke("r-good2", Some(json!("also-good")))),
+        s.handle_signal(now, None, &invoke("r-good2", Some(json!("also-good")))),
         vec![Action::CreateOffer {
             peer: "r-good2".into(),
             data_channel: true
@@ -56,7 +58,7 @@ fn sender_verify_rejects_wrong_and_missing_credentials() {
     );
     // A rejected receiver that comes back with the right credentials is let in.
     assert_eq!(
-        s.handle_signal(now, &invoke("r-bad", Some(json!("also-good")))),
+        s.handle_signal(now, None, &invoke("r-bad", Some(json!("also-good")))),
         vec![Action::CreateOffer {
             peer: "r-bad".into(),
             data_channel: true
@@ -84,7 +86,7 @@ fn sender_without_verify_ignores_credentials() {
     let mut s = sender();
     s.start();
     assert_eq!(
-        s.handle_signal(now, &invoke(RID, Some(json!({"anything": true})))),
+        s.handle_signal(now, None, &invoke(RID, Some(json!({"anything": true})))),
         vec![Action::CreateOffer {
             peer: RID.into(),
             data_channel: true
