@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +23,24 @@ use crate::router::{ConnId, Limits, Routed, Router};
 
 /// Frames queued for one client before it counts as a slow consumer and is
 /// disconnected. A session's whole handshake is a few dozen frames; 1,024
-/// absorbs bursts (a room of receivers pinging at once) while bounding the
-/// memory one stalled client can pin to about 1,024 × the frame limit.
+/// absorbs bursts (a room of receivers pinging at once).
 const OUTBOX_CAPACITY: usize = 1024;
+
+/// Bytes queued for one client before it counts as a slow consumer, whatever
+/// the number of frames. Counting frames alone let a client that never
+/// reads pin 1,024 × the frame limit (64 MiB): ten of them held 563 MB of a
+/// relay.
+const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes queued for all clients together. Past it, the client with the
+/// most queued is cut off: one that never reads has more queued than any
+/// that does. A healthy reader behind a 100 MB burst lags a few MiB here
+/// (`relay::cuts_off_a_client_that_never_reads…`, which a 1 MiB
+/// per-client cap failed one run in three), and signaling is mostly frames
+/// of a few KiB. Ten clients that never read grew the relay by ~617 MB
+/// before; now by ~80 MB, this and what is in flight
+/// (`hostile::subscribers_that_never_read…`).
+const QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Bytes read from a socket at a time (see where it is used).
 const READ_BUFFER: usize = 4 * 1024;
@@ -70,18 +85,99 @@ pub struct RelayConfig {
 
 struct Hub {
     router: Router,
-    outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
+    outboxes: HashMap<ConnId, Outbox>,
+    /// Bytes queued for all clients (see [`QUEUED_BYTES`]).
+    queued: Arc<AtomicUsize>,
     bridge: Option<BridgeHandle>,
 }
 
+/// What is queued for one client's writer, in frames and in bytes, and how
+/// to stop that writer at once (a writer blocked on a client that does not
+/// read would otherwise hold its queue until TCP gives up).
+struct Outbox {
+    tx: mpsc::Sender<Utf8Bytes>,
+    bytes: Arc<Queued>,
+    cut: CancellationToken,
+}
+
+/// Bytes queued for one client, counted into the relay's total as well.
+/// Every byte is taken off once: by the writer as it writes, or all that
+/// is left when the client is cut off.
+struct Queued {
+    mine: AtomicUsize,
+    all: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    /// Adds `n`; returns (this client's, everyone's) queue after.
+    fn add(&self, n: usize) -> (usize, usize) {
+        let all = self.all.fetch_add(n, Ordering::Relaxed) + n;
+        (self.mine.fetch_add(n, Ordering::Relaxed) + n, all)
+    }
+
+    fn take(&self, n: usize) {
+        let old = self
+            .mine
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n))
+            })
+            .unwrap_or_default();
+        self.all.fetch_sub(old.min(n), Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        let old = self.mine.swap(0, Ordering::Relaxed);
+        self.all.fetch_sub(old, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        self.mine.load(Ordering::Relaxed)
+    }
+}
+
 impl Hub {
-    /// Queues `frame` for `conn`; a full outbox disconnects the connection
-    /// (the writer task sees its channel closed and closes the socket).
+    /// Queues `frame` for `conn`; a full outbox (in frames or in bytes)
+    /// disconnects the connection (the writer task sees its channel closed
+    /// and closes the socket).
     fn push(&mut self, conn: ConnId, frame: Utf8Bytes) {
-        let Some(tx) = self.outboxes.get(&conn) else {
+        let Some(out) = self.outboxes.get(&conn) else {
             return;
         };
-        match tx.try_send(frame) {
+        let (mine, all) = out.bytes.add(frame.len());
+        if mine > OUTBOX_BYTES {
+            tracing::warn!(
+                conn,
+                "client is not reading ({} KiB queued): disconnecting it",
+                mine / 1024
+            );
+            self.drop_conn(conn);
+            return;
+        }
+        if all > QUEUED_BYTES {
+            let most = self
+                .outboxes
+                .iter()
+                .map(|(c, o)| (o.bytes.get(), *c))
+                .max()
+                .map(|(bytes, c)| (c, bytes));
+            if let Some((worst, bytes)) = most {
+                tracing::warn!(
+                    conn = worst,
+                    "client is not reading ({} KiB queued, the most while the relay holds {} MiB \
+                     for all): disconnecting it",
+                    bytes / 1024,
+                    all >> 20
+                );
+                self.drop_conn(worst);
+                if worst == conn {
+                    return;
+                }
+            }
+        }
+        let Some(out) = self.outboxes.get(&conn) else {
+            return;
+        };
+        match out.tx.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
@@ -95,7 +191,10 @@ impl Hub {
     }
 
     fn drop_conn(&mut self, conn: ConnId) {
-        self.outboxes.remove(&conn);
+        if let Some(out) = self.outboxes.remove(&conn) {
+            out.cut.cancel();
+            out.bytes.clear();
+        }
         let emptied = self.router.disconnect(conn);
         if let Some(b) = &self.bridge {
             for ns in emptied {
@@ -142,6 +241,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         hub: Mutex::new(Hub {
             router: Router::new(config.limits),
             outboxes: HashMap::new(),
+            queued: Arc::default(),
             bridge: None,
         }),
         token: config.token.clone(),
@@ -328,11 +428,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, wants_ice: bool) {
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
-    {
+    let cut = CancellationToken::new();
+    let queued = {
         let mut hub = relay.hub();
         hub.router.connect(conn);
-        hub.outboxes.insert(conn, tx);
-    }
+        let bytes = Arc::new(Queued {
+            mine: AtomicUsize::new(0),
+            all: hub.queued.clone(),
+        });
+        let out = Outbox {
+            tx,
+            bytes: bytes.clone(),
+            cut: cut.clone(),
+        };
+        hub.outboxes.insert(conn, out);
+        bytes
+    };
     tracing::debug!(conn, %peer, "client connected");
     let (mut sink, mut stream) = socket.split();
 
@@ -343,42 +454,62 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, want
     let shutdown = relay.shutdown.clone();
     let writer = tokio::spawn(async move {
         let _done = done.drop_guard();
+        let close = |code, reason| {
+            Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }))
+        };
+        // Sent to a client that does not read, a close frame would wait
+        // forever: each gets the shutdown grace.
+        let grace = SHUTDOWN_GRACE;
         loop {
             tokio::select! {
+                biased;
+                () = cut.cancelled() => {
+                    let frame = close(1008, "too slow: outbox full");
+                    let _ = tokio::time::timeout(grace, sink.send(frame)).await;
+                    break;
+                }
                 frame = rx.recv() => match frame {
                     Some(frame) => {
                         // Write what is queued in one go, then flush once:
                         // a burst costs one syscall, not one per frame.
-                        let mut ok = sink.feed(Message::Text(frame)).await.is_ok();
-                        while ok {
-                            match rx.try_recv() {
-                                Ok(next) => ok = sink.feed(Message::Text(next)).await.is_ok(),
-                                Err(_) => break,
+                        let write = async {
+                            queued.take(frame.len());
+                            let mut ok = sink.feed(Message::Text(frame)).await.is_ok();
+                            while ok {
+                                match rx.try_recv() {
+                                    Ok(next) => {
+                                        queued.take(next.len());
+                                        ok = sink.feed(Message::Text(next)).await.is_ok();
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                        }
-                        if !ok || sink.flush().await.is_err() {
+                            ok && sink.flush().await.is_ok()
+                        };
+                        // Cut off while blocked on a client that does not
+                        // read: stop now, and free what was queued for it.
+                        let ok = tokio::select! {
+                            ok = write => ok,
+                            () = cut.cancelled() => false,
+                        };
+                        if !ok {
                             break;
                         }
                     }
-                    None => {
-                        // Dropped by the hub: slow consumer.
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: Utf8Bytes::from_static("too slow: outbox full"),
-                        }))).await;
-                        break;
-                    }
+                    // Dropped by the hub, which cancels `cut` first.
+                    None => break,
                 },
                 () = shutdown.cancelled() => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame {
-                        code: 1001,
-                        reason: Utf8Bytes::from_static("relay shutting down"),
-                    }))).await;
+                    let frame = close(1001, "relay shutting down");
+                    let _ = tokio::time::timeout(grace, sink.send(frame)).await;
                     break;
                 }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(grace, sink.close()).await;
     });
 
     if let (true, Some(turn)) = (wants_ice, relay.turn.clone()) {

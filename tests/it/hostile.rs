@@ -304,3 +304,51 @@ async fn forged_disposes_offers_and_syncs_cost_a_viewer_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn subscribers_that_never_read_cannot_pin_the_relays_memory() {
+    let relay = Relay::start(&["--rate-limit", "0"]).await;
+    let pid = relay.proc.child.id().unwrap();
+    // Ten members that subscribe and never read a byte, each on a
+    // namespace of its own (so no two queue the same frame).
+    let mut stalled = Vec::new();
+    for i in 0..10 {
+        let mut c = WsClient::connect(&relay.url).await;
+        c.on(&["pin", &i.to_string()]).await;
+        c.barrier(&relay.url).await;
+        stalled.push(c);
+    }
+    let before = vm_kib(pid, "VmRSS");
+    // 1,100 frames of 60 KiB to each: under the frame limit, 66 MB each.
+    let mut tx = WsClient::connect(&relay.url).await;
+    let blob = "y".repeat(60 * 1024);
+    for _ in 0..1100 {
+        for i in 0..10 {
+            tx.emit(&["pin", &i.to_string()], serde_json::json!(blob))
+                .await;
+        }
+    }
+    wait_count(&relay.proc, "client is not reading", 10).await;
+    let peak = vm_kib(pid, "VmHWM");
+    eprintln!("relay RSS {before} KiB before, peak {peak} KiB");
+    // Each could pin 1,024 frames (60 MiB) before: the relay grew by
+    // ~617 MB. Now it queues at most 32 MiB for all clients together; with
+    // what is in flight (frames read, half-written) it grew ~80 MB.
+    assert!(
+        peak.saturating_sub(before) < 128 * 1024,
+        "the relay grew from {before} KiB to a peak of {peak} KiB"
+    );
+    // The relay still serves.
+    let mut a = WsClient::connect(&relay.url).await;
+    a.on(&["after"]).await;
+    a.barrier(&relay.url).await;
+    tx.emit(&["after"], serde_json::json!("served")).await;
+    loop {
+        let v = a.recv().await;
+        if v["ns"][0] == "after" {
+            assert_eq!(v["data"], "served");
+            break;
+        }
+    }
+    drop(stalled);
+}
