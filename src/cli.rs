@@ -319,8 +319,11 @@ pub struct ReceiveArgs {
     #[command(flatten)]
     pub peer: PeerArgs,
 
-    /// Credentials sent with each invoke, checked by `p2p send --verify`
-    /// (JSON, or a plain string).
+    /// Credentials that `p2p send --verify` checks (JSON, or a plain
+    /// string). They are never sent: a p2p sender asks for a proof over a
+    /// fresh nonce (HMAC-SHA256), which nobody else in the room can reuse.
+    /// Use a long random value: a short one can be guessed offline from a
+    /// proof.
     #[arg(
         long,
         value_name = "VALUE",
@@ -328,6 +331,11 @@ pub struct ReceiveArgs {
         hide_env_values = true
     )]
     pub credentials: Option<String>,
+
+    /// Send --credentials themselves with every invoke, as the seed
+    /// library's Sender expects. Anyone in the room can read them then.
+    #[arg(long, requires = "credentials", env = "P2P_PLAIN_CREDENTIALS")]
+    pub plain_credentials: bool,
 
     /// Seconds between invokes that find senders started later or
     /// restarted.

@@ -172,6 +172,7 @@ impl ReceiveConfig {
             once: a.once || peer.binary,
             peer,
             credentials: a.credentials.as_deref().map(json_or_string),
+            plain_credentials: a.plain_credentials,
             ping_interval: seconds("ping-interval", a.ping_interval)?,
             ping_attempts: a.ping_attempts,
             record: a.record.as_deref().map(record_path).transpose()?,

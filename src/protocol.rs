@@ -266,6 +266,11 @@ pub enum ServerFrame {
     Error {
         error: String,
     },
+    /// The client's own `from`, as the relay stamps its messages: only to
+    /// clients that asked with `?stamp=1` (PROTOCOL.md §2), first.
+    Stamp {
+        from: String,
+    },
     /// ICE servers with credentials of their own for this client, valid
     /// for `ttl` seconds (PROTOCOL.md §2, "ICE servers"): only to clients
     /// that asked with `?ice=1`.
@@ -337,12 +342,32 @@ impl Candidate {
     }
 }
 
+/// The one way of proving credentials there is: HMAC-SHA256.
+pub const PROOF: &str = "hmac-sha256";
+
+/// What an invoke says about proving its credentials instead of sending
+/// them (PROTOCOL.md §1, "Credentials without sending them").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// `"prove":"hmac-sha256"`: send me a challenge.
+    Able,
+    /// `"proof":"<hex>"`: the answer to the challenge this sender sent.
+    Answer(String),
+}
+
 /// A signaling message of PROTOCOL.md §1.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Invoke {
         id: String,
         credentials: Option<Value>,
+        proof: Option<Proof>,
+    },
+    /// Sender to a receiver that can prove its credentials: the nonce to
+    /// prove them over. An extension of this project.
+    Challenge {
+        id: String,
+        nonce: String,
     },
     Offer {
         id: String,
@@ -371,6 +396,7 @@ impl Message {
     pub fn id(&self) -> &str {
         match self {
             Self::Invoke { id, .. }
+            | Self::Challenge { id, .. }
             | Self::Offer { id, .. }
             | Self::Answer { id, .. }
             | Self::Candidate { id, .. }
@@ -382,6 +408,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Invoke { .. } => "invoke",
+            Self::Challenge { .. } => "challenge",
             Self::Offer { .. } => "offer",
             Self::Answer { .. } => "answer",
             Self::Candidate { .. } => "candidate",
@@ -428,6 +455,15 @@ impl Message {
             "invoke" => Self::Invoke {
                 id,
                 credentials: obj.get("credentials").filter(|v| !v.is_null()).cloned(),
+                proof: match (obj.get("proof"), obj.get("prove")) {
+                    (Some(Value::String(p)), _) => Some(Proof::Answer(p.clone())),
+                    (_, Some(Value::String(how))) if how == PROOF => Some(Proof::Able),
+                    _ => None,
+                },
+            },
+            "challenge" => Self::Challenge {
+                id,
+                nonce: field(obj, "challenge", "nonce")?,
             },
             "offer" => {
                 let offer: Description = field(obj, "offer", "offer")?;
@@ -472,10 +508,25 @@ impl Message {
     pub fn to_value(&self) -> Value {
         use serde_json::json;
         match self {
-            Self::Invoke { id, credentials } => match credentials {
-                Some(c) => json!({"type": "invoke", "id": id, "credentials": c}),
-                None => json!({"type": "invoke", "id": id}),
-            },
+            Self::Invoke {
+                id,
+                credentials,
+                proof,
+            } => {
+                let mut v = json!({"type": "invoke", "id": id});
+                if let Some(c) = credentials {
+                    v["credentials"] = c.clone();
+                }
+                match proof {
+                    Some(Proof::Able) => v["prove"] = PROOF.into(),
+                    Some(Proof::Answer(p)) => v["proof"] = p.as_str().into(),
+                    None => {}
+                }
+                v
+            }
+            Self::Challenge { id, nonce } => {
+                json!({"type": "challenge", "id": id, "nonce": nonce})
+            }
             Self::Offer { id, offer, state } => {
                 json!({"type": "offer", "id": id, "offer": offer, "state": state})
             }
@@ -615,9 +666,37 @@ mod tests {
             inv,
             Message::Invoke {
                 id: "r".into(),
-                credentials: Some(json!({"k":"v"}))
+                credentials: Some(json!({"k":"v"})),
+                proof: None,
             }
         );
+        // Proving instead of sending, and the challenge it asks for.
+        for (v, proof) in [
+            (
+                json!({"type":"invoke","id":"r","prove":"hmac-sha256"}),
+                Proof::Able,
+            ),
+            (
+                json!({"type":"invoke","id":"r","proof":"ab01"}),
+                Proof::Answer("ab01".into()),
+            ),
+        ] {
+            let m = Message::from_value(&v).unwrap();
+            assert_eq!(
+                m,
+                Message::Invoke {
+                    id: "r".into(),
+                    credentials: None,
+                    proof: Some(proof)
+                }
+            );
+            assert_eq!(m.to_value(), v);
+        }
+        let c = json!({"type":"challenge","id":"s","nonce":"00ff"});
+        assert_eq!(Message::from_value(&c).unwrap().to_value(), c);
+        // An unknown way of proving is no offer to prove.
+        let m = Message::from_value(&json!({"type":"invoke","id":"r","prove":"md5"})).unwrap();
+        assert!(matches!(m, Message::Invoke { proof: None, .. }));
         // The seed's offer may carry no state at all.
         let m = Message::from_value(
             &json!({"type":"offer","id":"s","offer":{"type":"offer","sdp":"v=0"}}),

@@ -373,7 +373,8 @@ async fn root(
     // frame gets a polite `error` frame from the router instead of a dropped
     // connection; past this hard cap the socket is closed.
     let hard_cap = (relay.limits.max_frame * 4).max(1 << 20);
-    let wants_ice = query.get("ice").is_some_and(|v| v == "1" || v == "true");
+    let asks = |name: &str| query.get(name).is_some_and(|v| v == "1" || v == "true");
+    let (wants_ice, wants_stamp) = (asks("ice"), asks("stamp"));
     // tungstenite reads through a 128 KiB buffer per connection by default:
     // measured with massif, 96 % of an idle relay's heap. Signaling frames
     // are small; 4 KiB reads are plenty and keep 10,000 idle clients cheap.
@@ -382,7 +383,7 @@ async fn root(
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| {
             let tasks = relay.tasks.clone();
-            tasks.track_future(connection(relay, socket, peer, wants_ice))
+            tasks.track_future(connection(relay, socket, peer, wants_ice, wants_stamp))
         })
 }
 
@@ -425,7 +426,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, wants_ice: bool) {
+async fn connection(
+    relay: Arc<Relay>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    wants_ice: bool,
+    wants_stamp: bool,
+) {
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
     let cut = CancellationToken::new();
@@ -442,6 +449,10 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, want
             cut: cut.clone(),
         };
         hub.outboxes.insert(conn, out);
+        if wants_stamp {
+            let from = hub.router.stamp(conn);
+            hub.push(conn, ServerFrame::Stamp { from }.to_json().into());
+        }
         bytes
     };
     tracing::debug!(conn, %peer, "client connected");
@@ -574,7 +585,8 @@ async fn connection(relay: Arc<Relay>, socket: WebSocket, peer: SocketAddr, want
                 if let Some(b) = &hub.bridge {
                     // The emitted bytes as they came, sliced out of the
                     // frame without a copy.
-                    b.publish(ns, bytes::Bytes::from(frame).slice(data));
+                    let from = hub.router.stamp(conn);
+                    b.publish(ns, bytes::Bytes::from(frame).slice(data), from);
                 }
             }
             Routed::Reply(error) => {

@@ -11,6 +11,7 @@ mod sender;
 
 use std::time::{Duration, Instant};
 
+use hmac::Mac as _;
 use serde_json::{Map, Value};
 
 use crate::protocol::{Candidate, Description, Message, Namespace};
@@ -106,7 +107,8 @@ pub enum PeerEvent {
 }
 
 /// The receiver's `credentials` check: a receiver is accepted when its
-/// credentials equal one of the accepted values.
+/// credentials equal one of the accepted values, or when it proves it holds
+/// one ([`proof`]).
 #[derive(Debug, Clone, Default)]
 pub struct Verify {
     pub accepted: Vec<Value>,
@@ -116,6 +118,67 @@ impl Verify {
     pub fn accepts(&self, credentials: Option<&Value>) -> bool {
         credentials.is_some_and(|c| self.accepted.iter().any(|a| a == c))
     }
+
+    /// Is `proof` (hex) what a holder of one accepted value would answer
+    /// to `nonce`? Compared in constant time.
+    pub fn accepts_proof(
+        &self,
+        proof: &str,
+        nonce: &str,
+        ids: (&str, &str),
+        from: Option<&str>,
+    ) -> bool {
+        let Ok(proof) = hex::decode(proof) else {
+            return false;
+        };
+        self.accepted
+            .iter()
+            .any(|a| prover(a, nonce, ids, from).verify_slice(&proof).is_ok())
+    }
+}
+
+/// How long a challenge waits for its answer.
+const CHALLENGE_TTL: Duration = Duration::from_secs(10);
+
+/// Challenges a sender keeps waiting at once; the oldest gives way.
+const MAX_CHALLENGES: usize = 256;
+
+/// A receiver's answer to a sender's challenge (PROTOCOL.md §1,
+/// "Credentials without sending them"): HMAC-SHA256, keyed with the
+/// credentials' JSON text, over the nonce, the sender's and the receiver's
+/// ids, and the receiver's relay connection as the relay stamps it. Whoever
+/// reads it learns nothing it could send from elsewhere: not the
+/// credentials, and not a proof that passes for another nonce, pair of ids
+/// or connection.
+pub fn proof(credentials: &Value, nonce: &str, ids: (&str, &str), from: Option<&str>) -> String {
+    hex::encode(
+        prover(credentials, nonce, ids, from)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+fn prover(
+    credentials: &Value,
+    nonce: &str,
+    (sid, rid): (&str, &str),
+    from: Option<&str>,
+) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let key = serde_json::to_string(credentials).unwrap_or_default();
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
+    for part in [
+        "p2p credentials proof 1",
+        nonce,
+        sid,
+        rid,
+        from.unwrap_or(""),
+    ] {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    mac
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +197,9 @@ pub struct ReceiverConfig {
     pub id: String,
     pub room: String,
     pub credentials: Option<Value>,
+    /// Send the credentials themselves, as the seed library's Sender
+    /// expects, instead of proving them when challenged.
+    pub plain_credentials: bool,
     pub connection_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_attempts: u32,

@@ -290,6 +290,12 @@ impl Runner {
             SignalEvent::Message { from, data, .. } => {
                 self.machine.signal(Instant::now(), from.as_deref(), &data)
             }
+            SignalEvent::Stamp(stamp) => {
+                if let Machine::Receiver(m) = &mut self.machine {
+                    m.set_stamp(stamp);
+                }
+                vec![]
+            }
             SignalEvent::Connected { reconnect: true } => self.machine.reconnected(),
             SignalEvent::Connected { reconnect: false } => vec![],
             SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],

@@ -238,6 +238,7 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         id: id.clone(),
         room: cfg.peer.room.clone(),
         credentials: cfg.credentials.clone(),
+        plain_credentials: cfg.plain_credentials,
         connection_timeout: cfg.peer.connection_timeout,
         ping_interval: cfg.ping_interval,
         ping_attempts: cfg.ping_attempts,

@@ -51,6 +51,7 @@ pub struct SendConfig {
 pub struct ReceiveConfig {
     pub peer: PeerConfig,
     pub credentials: Option<Value>,
+    pub plain_credentials: bool,
     pub ping_interval: Duration,
     pub ping_attempts: u32,
     pub once: bool,

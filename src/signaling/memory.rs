@@ -53,6 +53,7 @@ pub(super) fn spawn(
         h.clients.insert(id, events.clone());
         id
     };
+    let _ = events.try_send(SignalEvent::Stamp(lock(&hub).router.stamp(conn)));
     let _ = events.try_send(SignalEvent::Connected { reconnect: false });
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {

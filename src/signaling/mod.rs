@@ -76,6 +76,9 @@ pub enum SignalEvent {
     Connected { reconnect: bool },
     /// The transport was lost; the driver is reconnecting by itself.
     Disconnected { reason: String },
+    /// The relay's name for our connection (what it stamps our messages
+    /// with), after each (re)connection, where the transport says.
+    Stamp(String),
     /// The relay reported an error about something we sent.
     RelayError(String),
     /// The relay handed us ICE servers with credentials of our own

@@ -93,8 +93,12 @@ impl Driver {
     async fn attempt(&self) -> Attempt {
         // Ask for ICE servers with credentials of our own (PROTOCOL.md §2):
         // a relay with --turn-secret sends them first; others ignore this.
+        // And for our own `from`, which proves to a `--verify` sender that
+        // a proof of our credentials was made for this connection.
         let mut url = self.url.clone();
-        url.query_pairs_mut().append_pair("ice", "1");
+        url.query_pairs_mut()
+            .append_pair("ice", "1")
+            .append_pair("stamp", "1");
         let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => return Attempt::Refused(e.to_string()),
@@ -289,6 +293,7 @@ impl Driver {
                     };
                     let event = match ServerFrame::parse(text.as_str()) {
                         Ok(ServerFrame::Message { ns, from, data }) => SignalEvent::Message { ns, from, data },
+                        Ok(ServerFrame::Stamp { from }) => SignalEvent::Stamp(from),
                         Ok(ServerFrame::Ice { ice_servers, ttl }) => {
                             tracing::debug!("the relay handed us ICE servers valid {ttl} s");
                             SignalEvent::IceServers(ice_servers)

@@ -87,13 +87,20 @@ async fn late_receivers_and_late_senders_find_each_other() {
 async fn a_receiver_that_fails_verify_gets_nothing() {
     let relay = Relay::start(&[]).await;
     let mut good = receiver(&relay, "v", &["--credentials", "letmein"]);
+    // As the seed library's Receiver sends them: in plain.
+    let mut plain = receiver(
+        &relay,
+        "v",
+        &["--credentials", "letmein", "--plain-credentials"],
+    );
     let mut bad = receiver(&relay, "v", &["--credentials", "guess"]);
     let mut none = receiver(&relay, "v", &[]);
     let mut tx = sender(&relay, "v", &["--verify", "letmein"]);
-    wait_count(&tx, CHANNEL, 1).await;
+    wait_count(&tx, CHANNEL, 2).await;
     wait_count(&tx, "credentials rejected", 2).await;
     tx.write_stdin(b"secret line\n").await;
     assert_eq!(good.line().await, "secret line");
+    assert_eq!(plain.line().await, "secret line");
     tx.close_stdin();
     tx.wait_exit().await;
     for rx in [&mut bad, &mut none] {

@@ -266,6 +266,21 @@ pub fn unusual_frames(ns: &[&str]) -> (String, String) {
     )
 }
 
+/// `got` is `message` (an unstamped `message` frame) with `"from":"…"`
+/// put before `data`, as a relay stamps it, and nothing else changed.
+/// Returns the stamp.
+pub fn stamp_of(got: &str, message: &str) -> String {
+    let at = message.find(r#","data":"#).expect("a message frame");
+    let (head, tail) = message.split_at(at);
+    got.strip_prefix(head)
+        .and_then(|rest| rest.strip_suffix(tail))
+        .and_then(|s| s.strip_prefix(r#","from":""#))
+        .and_then(|s| s.strip_suffix('"'))
+        .filter(|s| !s.is_empty() && !s.contains('"'))
+        .unwrap_or_else(|| panic!("{got}\nis not\n{message}\nwith a stamp"))
+        .to_owned()
+}
+
 /// A raw WebSocket client of the relay, speaking PROTOCOL.md §2 by hand.
 pub struct WsClient {
     pub ws: tokio_tungstenite::WebSocketStream<

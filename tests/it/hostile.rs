@@ -352,3 +352,83 @@ async fn subscribers_that_never_read_cannot_pin_the_relays_memory() {
     }
     drop(stalled);
 }
+
+#[tokio::test]
+async fn a_listener_in_the_room_learns_no_credentials_and_cannot_use_a_proof() {
+    const SECRET: &str = "a-long-random-letmein";
+    let relay = Relay::start(&[]).await;
+    let room = "verified";
+    // The attacker hears what senders hear, as a fake sender would.
+    let mut spy = WsClient::connect(&relay.url).await;
+    spy.on(&["sender", room]).await;
+    spy.on(&["receiver", room]).await;
+    spy.barrier(&relay.url).await;
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send", "--signal", &relay.url, "--room", room, "--events", "json", "--verify", SECRET,
+        ],
+    )
+    .spawn();
+    let sid = loop {
+        let v = spy.recv().await;
+        if v["ns"][0] == "receiver" && v["data"]["type"] == "invoke" {
+            break v["data"]["id"].as_str().unwrap().to_owned();
+        }
+    };
+    // And where receivers answer that sender.
+    spy.on(&["sender", room, &sid]).await;
+    spy.barrier(&relay.url).await;
+    let mut heard = Vec::new();
+    let mut rx = Spawn::new(
+        "receiver",
+        &[
+            "receive",
+            "--signal",
+            &relay.url,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--credentials",
+            SECRET,
+        ],
+    )
+    .spawn();
+    tx.wait_stderr(r#""event":"channel""#).await;
+    tx.write_stdin(b"for the verified\n").await;
+    assert_eq!(rx.line().await, "for the verified");
+    while let Some(text) = spy.recv_text_within(Duration::from_millis(300)).await {
+        heard.push(text);
+    }
+    assert!(!heard.iter().any(|f| f.contains(SECRET)), "{heard:#?}");
+    let proof = heard
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
+        .find(|v| v["data"]["proof"].is_string())
+        .unwrap_or_else(|| panic!("no proof went to the sender: {heard:#?}"));
+
+    // The attacker asks in its own name, is challenged, and answers with
+    // the receiver's proof: refused, and no offer comes.
+    let me = "attacker-0001";
+    spy.on(&["receiver", room, me]).await;
+    spy.barrier(&relay.url).await;
+    let to_tx = ["sender", room, sid.as_str()];
+    spy.emit(
+        &to_tx,
+        serde_json::json!({"type": "invoke", "id": me, "prove": "hmac-sha256"}),
+    )
+    .await;
+    let mut stolen = proof["data"].clone();
+    stolen["id"] = me.into();
+    spy.emit(&to_tx, stolen).await;
+    wait_count(&tx, "credentials rejected", 1).await;
+    while let Some(v) = spy.recv_within(Duration::from_secs(1)).await {
+        assert_ne!(v["data"]["type"], "offer", "the attacker got an offer: {v}");
+    }
+    // The real receiver's own proof, sent again by the attacker, changes
+    // nothing either: the receiver is still served.
+    spy.emit(&to_tx, proof["data"].clone()).await;
+    tx.write_stdin(b"still verified\n").await;
+    assert_eq!(rx.line().await, "still verified");
+}

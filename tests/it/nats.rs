@@ -210,6 +210,25 @@ async fn two_relays_bridged_by_nats_share_a_room() {
 }
 
 #[tokio::test]
+async fn a_verified_receiver_proves_its_credentials_across_bridged_relays() {
+    // The proof is bound to the receiver's connection on relay b; the
+    // sender on relay a sees that connection's stamp, carried over NATS.
+    let nats = Nats::start().await;
+    let a = Relay::start(&["--nats", &nats.url()]).await;
+    let b = Relay::start(&["--nats", &nats.url()]).await;
+    let mut rx = peer(
+        "receive",
+        &b.url,
+        "proved",
+        &["--credentials", "open sesame"],
+    );
+    let mut tx = peer("send", &a.url, "proved", &["--verify", "open sesame"]);
+    wait_count(&tx, CHANNEL, 1).await;
+    tx.write_stdin(b"across\n").await;
+    assert_eq!(rx.line().await, "across");
+}
+
+#[tokio::test]
 async fn two_relays_bridged_by_nats_pass_data_byte_for_byte() {
     let nats = Nats::start().await;
     let spy = async_nats::connect(nats.url()).await.unwrap();
@@ -244,7 +263,8 @@ async fn two_relays_bridged_by_nats_pass_data_byte_for_byte() {
             break text;
         }
     };
-    assert_eq!(got, message);
+    // Stamped by relay a, and the stamp crossed with it.
+    stamp_of(&got, &message);
 
     // On NATS itself, the body is `data` as it was emitted.
     let body = loop {

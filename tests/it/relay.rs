@@ -55,20 +55,7 @@ async fn relays_data_byte_for_byte() {
         }
     };
     // The frame is the unstamped one with `"from":"…"` before `data`.
-    let at = message.find(r#","data":"#).unwrap();
-    let (head, tail) = message.split_at(at);
-    let stamp = got
-        .strip_prefix(head)
-        .and_then(|rest| rest.strip_suffix(tail))
-        .unwrap_or_else(|| panic!("{got}\nis not\n{message} with a stamp"));
-    let stamp = stamp
-        .strip_prefix(r#","from":""#)
-        .unwrap()
-        .strip_suffix('"');
-    assert!(
-        stamp.is_some_and(|s| !s.is_empty() && !s.contains('"')),
-        "{got}"
-    );
+    stamp_of(&got, &message);
 }
 
 #[tokio::test]

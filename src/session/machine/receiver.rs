@@ -9,7 +9,7 @@ use super::{
     accept, candidate_for, forged, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
     MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES,
 };
-use crate::protocol::{Candidate, Message, Namespace};
+use crate::protocol::{Candidate, Message, Namespace, Proof};
 
 /// The answering side: one peer connection per sender in the room.
 #[derive(Debug)]
@@ -21,6 +21,9 @@ pub struct Receiver {
     early: VecDeque<(String, Option<String>, Vec<Candidate>)>,
     next_ping: Option<Instant>,
     pings_left: u32,
+    /// Our relay connection's name, as the relay stamps what we send: what
+    /// a proof of our credentials is bound to.
+    stamp: Option<String>,
 }
 
 impl Receiver {
@@ -32,6 +35,7 @@ impl Receiver {
             early: VecDeque::new(),
             next_ping: None,
             pings_left,
+            stamp: None,
         }
     }
 
@@ -59,12 +63,24 @@ impl Receiver {
         Namespace::sender(&self.cfg.room, Some(peer))
     }
 
+    /// The relay named our connection (again).
+    pub fn set_stamp(&mut self, stamp: String) {
+        self.stamp = Some(stamp);
+    }
+
+    /// An invoke: with our credentials in plain (`plain_credentials`), or
+    /// offering to prove them, which keeps them from anyone else in the
+    /// room.
     fn invoke(&self, to: Namespace) -> Action {
+        let plain = self.cfg.plain_credentials;
+        let credentials = self.cfg.credentials.clone().filter(|_| plain);
+        let proof = (self.cfg.credentials.is_some() && !plain).then_some(Proof::Able);
         Action::Emit(
             to,
             Message::Invoke {
                 id: self.cfg.id.clone(),
-                credentials: self.cfg.credentials.clone(),
+                credentials,
+                proof,
             },
         )
     }
@@ -196,6 +212,24 @@ impl Receiver {
                     Action::ClosePeer { peer: id.clone() },
                     Action::Event(Event::Dispose { id, reason: None }),
                 ]
+            }
+            Message::Challenge { id, nonce } => {
+                let Some(credentials) = self.cfg.credentials.as_ref() else {
+                    return vec![];
+                };
+                if self.cfg.plain_credentials {
+                    return vec![];
+                }
+                let ids = (id.as_str(), self.cfg.id.as_str());
+                let answer = super::proof(credentials, &nonce, ids, self.stamp.as_deref());
+                vec![Action::Emit(
+                    self.to(&id),
+                    Message::Invoke {
+                        id: self.cfg.id.clone(),
+                        credentials: None,
+                        proof: Some(Proof::Answer(answer)),
+                    },
+                )]
             }
             Message::Answer { .. } => vec![],
         }

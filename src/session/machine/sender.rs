@@ -5,14 +5,20 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::{accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig};
-use crate::protocol::{Message, Namespace};
+use super::{
+    accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig, CHALLENGE_TTL,
+    MAX_CHALLENGES,
+};
+use crate::protocol::{Message, Namespace, Proof};
 
 /// The broadcasting side: one peer connection per receiver.
 #[derive(Debug)]
 pub struct Sender {
     cfg: SenderConfig,
     peers: HashMap<String, Peer>,
+    /// Nonces sent to receivers that offered to prove their credentials,
+    /// by receiver id and relay connection, with when they were sent.
+    challenges: HashMap<(String, Option<String>), (String, Instant)>,
 }
 
 impl Sender {
@@ -20,6 +26,7 @@ impl Sender {
         Self {
             cfg,
             peers: HashMap::new(),
+            challenges: HashMap::new(),
         }
     }
 
@@ -55,6 +62,7 @@ impl Sender {
             Message::Invoke {
                 id: self.cfg.id.clone(),
                 credentials: None,
+                proof: None,
             },
         )
     }
@@ -82,12 +90,28 @@ impl Sender {
             Err(ev) => return vec![Action::Event(ev)],
         };
         match msg {
-            Message::Invoke { id, credentials } => {
+            Message::Invoke {
+                id,
+                credentials,
+                proof,
+            } => {
                 if self.peers.contains_key(&id) {
                     return vec![];
                 }
                 if let Some(verify) = &self.cfg.verify {
-                    if !verify.accepts(credentials.as_ref()) {
+                    let key = (id.clone(), from.map(str::to_owned));
+                    let accepted = match (&credentials, proof) {
+                        (Some(c), _) => verify.accepts(Some(c)),
+                        (None, Some(Proof::Able)) => return vec![self.challenge(now, key)],
+                        (None, Some(Proof::Answer(p))) => match self.challenges.remove(&key) {
+                            Some((nonce, sent)) if now.duration_since(sent) < CHALLENGE_TTL => {
+                                verify.accepts_proof(&p, &nonce, (&self.cfg.id, &id), from)
+                            }
+                            _ => false,
+                        },
+                        (None, None) => false,
+                    };
+                    if !accepted {
                         return vec![Action::Event(Event::Rejected { id })];
                     }
                 }
@@ -141,8 +165,35 @@ impl Sender {
                 None => vec![],
             },
             // Other senders' traffic is not for us.
-            Message::Offer { .. } | Message::Sync { .. } => vec![],
+            Message::Offer { .. } | Message::Sync { .. } | Message::Challenge { .. } => vec![],
         }
+    }
+
+    /// Asks a receiver (`key`: its id and relay connection) to prove its
+    /// credentials over a fresh nonce.
+    fn challenge(&mut self, now: Instant, key: (String, Option<String>)) -> Action {
+        self.challenges
+            .retain(|_, (_, sent)| now.duration_since(*sent) < CHALLENGE_TTL);
+        if self.challenges.len() >= MAX_CHALLENGES {
+            let oldest = self
+                .challenges
+                .iter()
+                .min_by_key(|(_, (_, sent))| *sent)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.challenges.remove(&k);
+            }
+        }
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let to = self.to(&key.0);
+        self.challenges.insert(key, (nonce.clone(), now));
+        Action::Emit(
+            to,
+            Message::Challenge {
+                id: self.cfg.id.clone(),
+                nonce,
+            },
+        )
     }
 
     pub fn handle_peer(&mut self, peer_id: &str, event: PeerEvent) -> Vec<Action> {

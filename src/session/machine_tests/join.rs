@@ -16,7 +16,8 @@ fn sender_start_subscribes_and_announces() {
                 Namespace::receiver(ROOM, None),
                 Message::Invoke {
                     id: SID.into(),
-                    credentials: None
+                    credentials: None,
+                    proof: None,
                 }
             ),
         ]
@@ -32,7 +33,8 @@ fn sender_start_subscribes_and_announces() {
             Namespace::receiver(ROOM, None),
             Message::Invoke {
                 id: SID.into(),
-                credentials: None
+                credentials: None,
+                proof: None,
             }
         )]
     );
@@ -81,6 +83,7 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
         Message::Invoke {
             id: RID.into(),
             credentials: Some(json!({"token": "t0ken"})),
+            proof: None,
         },
     );
     assert_eq!(
@@ -103,7 +106,8 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
             Namespace::sender(ROOM, None),
             Message::Invoke {
                 id: RID.into(),
-                credentials: None
+                credentials: None,
+                proof: None,
             }
         )
     );

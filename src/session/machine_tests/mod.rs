@@ -43,6 +43,7 @@ fn receiver_cfg() -> ReceiverConfig {
         id: RID.into(),
         room: ROOM.into(),
         credentials: Some(json!({"token": "t0ken"})),
+        plain_credentials: true,
         connection_timeout: TIMEOUT,
         ping_interval: Duration::from_secs(30),
         ping_attempts: 10,
@@ -108,6 +109,7 @@ fn invoke(id: &str, credentials: Option<Value>) -> Value {
     Message::Invoke {
         id: id.into(),
         credentials,
+        proof: None,
     }
     .to_value()
 }

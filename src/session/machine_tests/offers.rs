@@ -179,7 +179,8 @@ fn receiver_answers_a_sender_announcement_directly() {
             to_sender(SID),
             Message::Invoke {
                 id: RID.into(),
-                credentials: Some(json!({"token": "t0ken"}))
+                credentials: Some(json!({"token": "t0ken"})),
+                proof: None,
             }
         )]
     );

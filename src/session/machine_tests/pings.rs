@@ -9,6 +9,7 @@ fn ping() -> Action {
         Message::Invoke {
             id: RID.into(),
             credentials: Some(json!({"token": "t0ken"})),
+            proof: None,
         },
     )
 }
