@@ -173,6 +173,12 @@ pub struct SendArgs {
     #[arg(long, value_name = "PATH")]
     pub verify_file: Option<PathBuf>,
 
+    /// Receivers served at once (connected or connecting); more are
+    /// refused until one leaves. However many there are, at most 32 may be
+    /// connecting at once, 4 of them opened through one relay connection.
+    #[arg(long, value_name = "N", env = "P2P_MAX_RECEIVERS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_receivers: Option<u64>,
+
     /// Messages queued per receiver until its channel opens; the oldest are
     /// dropped beyond this.
     #[arg(long, value_name = "N", default_value_t = 10)]

@@ -153,6 +153,7 @@ impl SendConfig {
             state,
             state_file: a.state_file.clone(),
             verify,
+            max_receivers: a.max_receivers.map(|n| n as usize),
             queue_size: a.queue_size,
             keep_open: a.keep_open,
         })

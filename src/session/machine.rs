@@ -137,6 +137,28 @@ impl Verify {
     }
 }
 
+/// Peers still connecting that one relay connection may have opened. A
+/// receiver opens one; a page that is several receivers, a few. 700
+/// invokes from one connection, never answered, used to make a sender
+/// build 700 peers, run out of file descriptors and keep a real receiver
+/// out for 30 s.
+pub const MAX_CONNECTING_PER_ORIGIN: usize = 4;
+
+/// Peers still connecting at once, from all connections. Past it, the
+/// oldest that has had [`UNPROVEN_AFTER`] to connect gives way to the
+/// newcomer; if none has, the newcomer is refused and told with a
+/// `dispose` (a p2p receiver asks again a second later; the seed library's
+/// at its next ping).
+pub const MAX_CONNECTING: usize = 64;
+
+/// How soon a receiver that a busy sender turned away asks again.
+pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
+
+/// How long a connecting peer is safe from giving way to a newer one. A
+/// receiver on loopback connects in ~0.2 s, through TURN in a second or
+/// two.
+pub const UNPROVEN_AFTER: Duration = Duration::from_secs(3);
+
 /// How long a challenge waits for its answer.
 const CHALLENGE_TTL: Duration = Duration::from_secs(10);
 
@@ -189,6 +211,9 @@ pub struct SenderConfig {
     /// Open a data channel per receiver.
     pub data: bool,
     pub verify: Option<Verify>,
+    /// Receivers (connected or connecting) beyond which new ones are
+    /// refused.
+    pub max_receivers: Option<usize>,
     pub connection_timeout: Duration,
 }
 

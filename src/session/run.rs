@@ -116,6 +116,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         state: cfg.state.clone(),
         data: cfg.data,
         verify: cfg.verify.clone(),
+        max_receivers: cfg.max_receivers,
         connection_timeout: cfg.peer.connection_timeout,
     });
     let mut runner = Runner::new(Machine::Sender(machine), signaling, rtc, rtc_tx, &reporter);

@@ -34,6 +34,7 @@ pub struct SendConfig {
     pub state: Map<String, Value>,
     pub state_file: Option<PathBuf>,
     pub verify: Option<Verify>,
+    pub max_receivers: Option<usize>,
     pub queue_size: usize,
     pub keep_open: bool,
     pub media: Option<CaptureConfig>,

@@ -70,6 +70,27 @@ impl Spawn {
         self
     }
 
+    /// At most `n` open files, as on a machine whose default limit is
+    /// 1,024.
+    pub fn limit_files(mut self, n: u64) -> Self {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between
+        // fork and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+
     /// Leave stdout to the test (`Proc::child.stdout`), for binary data.
     pub fn raw_stdout(mut self) -> Self {
         self.raw_stdout = true;

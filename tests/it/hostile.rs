@@ -432,3 +432,71 @@ async fn a_listener_in_the_room_learns_no_credentials_and_cannot_use_a_proof() {
     tx.write_stdin(b"still verified\n").await;
     assert_eq!(rx.line().await, "still verified");
 }
+
+#[tokio::test]
+async fn a_real_receiver_gets_in_during_a_flood_of_receivers_that_never_connect() {
+    let relay = Relay::start(&[]).await;
+    let room = "flood";
+    // A media sender on a machine whose limit is 1,024 open files.
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send",
+            "--signal",
+            &relay.url,
+            "--room",
+            room,
+            "--events",
+            "json",
+            "--test-source",
+            "--data",
+        ],
+    )
+    .limit_files(1024)
+    .spawn();
+    tx.wait_stderr(r#""event":"start""#).await;
+    // 700 receivers in 10 s from 7 connections, none of which answers.
+    let mut flooders = Vec::new();
+    for _ in 0..7 {
+        flooders.push(WsClient::connect(&relay.url).await);
+    }
+    let flood = tokio::spawn(async move {
+        for _ in 0..100 {
+            for c in &mut flooders {
+                let id = uuid::Uuid::new_v4().to_string();
+                c.emit(
+                    &["sender", room],
+                    serde_json::json!({"type": "invoke", "id": id}),
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        flooders
+    });
+    // Well into the flood: past where file descriptors ran out before.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let joined = std::time::Instant::now();
+    let mut rx = Spawn::new(
+        "receiver",
+        &[
+            "receive", "--signal", &relay.url, "--room", room, "--events", "json",
+        ],
+    )
+    .spawn();
+    rx.wait_stderr(r#""event":"channel""#).await;
+    let took = joined.elapsed();
+    tx.write_stdin(b"through the flood\n").await;
+    assert_eq!(rx.line().await, "through the flood");
+    eprintln!("the real receiver had its channel {took:?} after starting");
+    // Before: 400 peer creations failed for want of file descriptors and
+    // the real receiver got in after 30 s, when the first fakes timed out.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let _flooders = flood.await.unwrap();
+    assert!(
+        !tx.stderr().contains("Too many open files"),
+        "the sender ran out of file descriptors"
+    );
+    // The sender said what it refused.
+    assert!(tx.stderr().contains("refused a receiver"));
+}

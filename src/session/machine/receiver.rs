@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{
     accept, candidate_for, forged, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
-    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES,
+    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES, RETRY_AFTER_BUSY,
 };
 use crate::protocol::{Candidate, Message, Namespace, Proof};
 
@@ -202,6 +202,13 @@ impl Receiver {
             }
             Message::Dispose { id, .. } => {
                 let Some(peer) = self.peers.get(&id) else {
+                    // A sender we have no peer with turned us away while
+                    // busy: ask again soon (a forged one costs an invoke).
+                    let soon = now + RETRY_AFTER_BUSY;
+                    if self.next_ping.is_none_or(|at| at > soon) {
+                        self.next_ping = Some(soon);
+                        self.pings_left = self.pings_left.max(1);
+                    }
                     return vec![];
                 };
                 if !peer.sent_by(from) {

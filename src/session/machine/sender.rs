@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{
     accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig, CHALLENGE_TTL,
-    MAX_CHALLENGES,
+    MAX_CHALLENGES, MAX_CONNECTING, MAX_CONNECTING_PER_ORIGIN, UNPROVEN_AFTER,
 };
 use crate::protocol::{Message, Namespace, Proof};
 
@@ -115,11 +115,32 @@ impl Sender {
                         return vec![Action::Event(Event::Rejected { id })];
                     }
                 }
+                let mut out = match self.room_for(now, &id, from) {
+                    Ok(out) => out,
+                    Err((why, busy)) => {
+                        let mut out = vec![Action::Event(Event::Error {
+                            id: Some(id.clone()),
+                            error: format!("refused a receiver: {why}"),
+                        })];
+                        if busy {
+                            // Not a leave: "ask again soon".
+                            out.push(Action::Emit(
+                                self.to(&id),
+                                Message::Dispose {
+                                    id: self.cfg.id.clone(),
+                                    state: None,
+                                },
+                            ));
+                        }
+                        return out;
+                    }
+                };
                 self.peers.insert(id.clone(), Peer::new(now, from));
-                vec![Action::CreateOffer {
+                out.push(Action::CreateOffer {
                     peer: id,
                     data_channel: self.cfg.data,
-                }]
+                });
+                out
             }
             Message::Answer { id, mut answer } => {
                 let Some(peer) = self.peers.get_mut(&id) else {
@@ -166,6 +187,49 @@ impl Sender {
             },
             // Other senders' traffic is not for us.
             Message::Offer { .. } | Message::Sync { .. } | Message::Challenge { .. } => vec![],
+        }
+    }
+
+    /// Whether a new receiver may have a peer: the actions that make room
+    /// for it (an unproven peer giving way), or why not and whether only
+    /// for now (busy).
+    fn room_for(
+        &mut self,
+        now: Instant,
+        id: &str,
+        from: Option<&str>,
+    ) -> Result<Vec<Action>, (String, bool)> {
+        if let Some(max) = self.cfg.max_receivers {
+            if self.peers.len() >= max {
+                return Err((format!("{max} receivers already (--max-receivers)"), false));
+            }
+        }
+        let connecting = || self.peers.values().filter(|p| !p.connected);
+        if from.is_some() {
+            let same = connecting().filter(|p| p.sent_by(from)).count();
+            if same >= MAX_CONNECTING_PER_ORIGIN {
+                let why = format!("its relay connection has {same} receivers connecting already");
+                return Err((why, false));
+            }
+        }
+        if connecting().count() < MAX_CONNECTING {
+            return Ok(vec![]);
+        }
+        let oldest = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && now.duration_since(p.created) >= UNPROVEN_AFTER)
+            .min_by_key(|(_, p)| p.created)
+            .map(|(id, _)| id.clone());
+        match oldest {
+            Some(old) => {
+                let why = format!("gave way to receiver {id}: {MAX_CONNECTING} were connecting");
+                Ok(self.dispose(&old, Some(why)))
+            }
+            None => Err((
+                format!("{MAX_CONNECTING} receivers are connecting already"),
+                true,
+            )),
         }
     }
 

@@ -12,6 +12,7 @@ const RID: &str = "receiver-1";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 mod candidates;
+mod capacity;
 mod connections;
 mod forgery;
 mod join;
@@ -30,6 +31,7 @@ fn sender_cfg() -> SenderConfig {
         state: obj(json!({"nick": "cam"})),
         data: true,
         verify: None,
+        max_receivers: None,
         connection_timeout: TIMEOUT,
     }
 }
