@@ -15,6 +15,7 @@ pub mod settings;
 pub mod simulcast;
 mod status;
 pub mod stdio;
+mod throttle;
 pub mod whip;
 
 use std::collections::{HashMap, VecDeque};

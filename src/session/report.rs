@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::machine::Event;
 use super::rtc::{short, IceSummary, Payload};
+use super::throttle::{kind_of, Throttle};
 use crate::cli::EventFormat;
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct Reporter {
     json: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
     /// The path each peer's connection took, for its `connect` event.
     paths: Arc<Mutex<HashMap<String, IceSummary>>>,
+    /// Complaints about what peers sent, kept to a few a kind.
+    complaints: Arc<Mutex<Throttle>>,
 }
 
 impl Reporter {
@@ -37,6 +40,7 @@ impl Reporter {
             peer_role,
             json: json.map(|w| Arc::new(Mutex::new(w))),
             paths: Arc::default(),
+            complaints: Arc::default(),
         })
     }
 
@@ -116,20 +120,39 @@ impl Reporter {
                 self.write(json!({"event": "dispose", "id": id, "error": reason}));
             }
             Event::Rejected { id } => {
+                let Some(held) = self.complain("credentials rejected") else {
+                    return;
+                };
                 tracing::warn!(
-                    "refused {role} {}: its credentials do not match --verify",
-                    short(id)
+                    "refused {role} {}: its credentials do not match --verify{}",
+                    short(id),
+                    held_back(held)
                 );
-                self.write(json!({"event": "error", "id": id, "error": "credentials rejected"}));
+                self.write(
+                    json!({"event": "error", "id": id, "error": "credentials rejected",
+                    "held_back": held}),
+                );
             }
             Event::Error { id, error } => {
+                let Some(held) = self.complain(kind_of(error)) else {
+                    return;
+                };
                 match id {
-                    Some(id) => tracing::warn!("{role} {}: {error}", short(id)),
-                    None => tracing::warn!("{error}"),
+                    Some(id) => tracing::warn!("{role} {}: {error}{}", short(id), held_back(held)),
+                    None => tracing::warn!("{error}{}", held_back(held)),
                 }
-                self.write(json!({"event": "error", "id": id, "error": error}));
+                self.write(json!({"event": "error", "id": id, "error": error, "held_back": held}));
             }
         }
+    }
+
+    /// Whether to report a complaint of `kind` now, and how many like it
+    /// were held back before it.
+    fn complain(&self, kind: &str) -> Option<u64> {
+        self.complaints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(std::time::Instant::now(), kind)
     }
 
     /// A sender's track delivered its first packet.
@@ -166,5 +189,13 @@ impl Reporter {
                 self.write(json!({"event": "message", "id": id, "bytes": b.len()}))
             }
         }
+    }
+}
+
+/// Said after a complaint when others like it were not printed.
+fn held_back(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more like it not shown)"),
     }
 }

@@ -500,3 +500,49 @@ async fn a_real_receiver_gets_in_during_a_flood_of_receivers_that_never_connect(
     // The sender said what it refused.
     assert!(tx.stderr().contains("refused a receiver"));
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_messages_leaves_a_few_log_lines() {
+    let relay = Relay::start(&["--rate-limit", "0"]).await;
+    let room = "noise";
+    let mut tx = Spawn::new(
+        "sender",
+        &[
+            "send", "--signal", &relay.url, "--room", room, "--events", "json",
+        ],
+    )
+    .spawn();
+    let mut rx = Spawn::new(
+        "receiver",
+        &[
+            "receive", "--signal", &relay.url, "--room", room, "--events", "json",
+        ],
+    )
+    .spawn();
+    tx.wait_stderr(r#""event":"channel""#).await;
+    let before = tx.stderr().len();
+    let mut spy = WsClient::connect(&relay.url).await;
+    for i in 0..2000 {
+        let bad = match i % 3 {
+            0 => serde_json::json!({"type": "offer", "id": format!("x{i}")}),
+            1 => serde_json::json!({"type": "teleport", "id": format!("x{i}")}),
+            _ => serde_json::json!({"type": "answer", "id": format!("x{i}"), "answer": 5}),
+        };
+        spy.emit(&["sender", room], bad).await;
+    }
+    spy.barrier(&relay.url).await;
+    // Every bad message was read: the one after them is answered.
+    tx.write_stdin(b"after the noise\n").await;
+    assert_eq!(rx.line().await, "after the noise");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grew = tx.stderr().len() - before;
+    // One line each made ~110 KB here, and a flood goes on for as long
+    // as someone sends it.
+    assert!(
+        grew < 16 * 1024,
+        "stderr grew {grew} bytes:\n{}",
+        &tx.stderr()[before..]
+    );
+    // Still told, a few times.
+    assert!(tx.stderr()[before..].contains("ignored a signaling message"));
+}
