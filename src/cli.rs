@@ -394,6 +394,16 @@ pub struct SignalArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate_limit: u32,
 
+    /// Connections one address may hold at once (more are turned away at
+    /// the door). 0: no cap. Clients behind one NAT share an address.
+    #[arg(long, value_name = "N", env = "P2P_MAX_PER_IP", default_value_t = 256)]
+    pub max_per_ip: usize,
+
+    /// Seconds a connection has to send its whole HTTP request (and finish
+    /// its TLS handshake) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub handshake_timeout: f64,
+
     /// Serve wss:// (and the page over https://) with this certificate
     /// chain (PEM). Needs --tls-key.
     #[arg(long, value_name = "PATH", env = "P2P_TLS_CERT", requires = "tls_key")]
@@ -442,4 +452,12 @@ pub struct SignalArgs {
     /// connected longer get fresh ones every half of it.
     #[arg(long, value_name = "SECS", default_value_t = 86400)]
     pub turn_ttl: u64,
+}
+
+/// A number of seconds above zero, as a flag takes it.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds above 0")),
+    }
 }

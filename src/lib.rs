@@ -77,6 +77,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nats: args.nats.filter(|n| !n.is_empty()),
             nats_creds: args.nats_creds,
             tls: args.tls_cert.zip(args.tls_key),
+            max_per_ip: args.max_per_ip,
+            handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
         }),
         Command::Send(args) => Job::Send(Box::new(
             config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?,

@@ -7,6 +7,7 @@
 //! one slow consumer never holds up the others.
 
 mod bridge;
+mod door;
 pub mod limit;
 mod server;
 pub mod turn;

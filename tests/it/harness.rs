@@ -240,7 +240,8 @@ impl Relay {
         Self::started(Spawn::in_netns(netns, "relay", &args)).await
     }
 
-    async fn started(spawn: Spawn) -> Self {
+    /// A relay from a command line of its own (`spawn` prints its URL).
+    pub async fn started(spawn: Spawn) -> Self {
         let mut proc = spawn.spawn();
         let url = proc.line().await;
         assert!(
@@ -315,6 +316,28 @@ impl WsClient {
             .await
             .expect("connect timed out")
             .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self { ws }
+    }
+
+    /// Connects from `source`, one of this machine's addresses (any of
+    /// 127/8 on loopback): another client, as the relay sees it.
+    pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Self {
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("a ws://IP:PORT URL");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let tcp = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect to {url} from {source}: {e}"));
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+            .await
+            .expect("handshake timed out")
+            .unwrap_or_else(|e| panic!("handshake with {url} from {source}: {e}"));
         Self { ws }
     }
 

@@ -546,3 +546,61 @@ async fn a_flood_of_bad_messages_leaves_a_few_log_lines() {
     // Still told, a few times.
     assert!(tx.stderr()[before..].contains("ignored a signaling message"));
 }
+
+#[tokio::test]
+async fn silent_sockets_cannot_lock_clients_out_of_the_relay() {
+    use tokio::io::AsyncReadExt;
+    // A relay limited to 1,024 open files, as on many machines.
+    let relay = Relay::started(
+        Spawn::new(
+            "relay",
+            &[
+                "signal",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-per-ip",
+                "64",
+                "--handshake-timeout",
+                "2",
+            ],
+        )
+        .limit_files(1024),
+    )
+    .await;
+    let addr = relay.url.trim_start_matches("ws://").to_owned();
+    // 1,100 connections from one address that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Clients from other addresses are served meanwhile.
+    let a: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let b: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let mut listener = WsClient::connect_from(&relay.url, a).await;
+    listener.on(&["receiver", "door"]).await;
+    let mut speaker = WsClient::connect_from(&relay.url, b).await;
+    loop {
+        speaker
+            .emit(&["receiver", "door"], serde_json::json!("in"))
+            .await;
+        if let Some(v) = listener.recv_within(Duration::from_millis(200)).await {
+            assert_eq!(v["data"], "in");
+            break;
+        }
+    }
+    // Every silent socket is closed: past the cap at once, the rest when
+    // their time to send a request is up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    for (n, s) in silent.iter_mut().enumerate() {
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "silent socket {n} still open after 6 s: {read:?}"
+        );
+    }
+    assert!(relay
+        .proc
+        .stderr()
+        .contains("too many connections from one address"));
+}

@@ -219,7 +219,7 @@ impl Sender {
             .peers
             .iter()
             .filter(|(_, p)| !p.connected && now.duration_since(p.created) >= UNPROVEN_AFTER)
-            .min_by_key(|(_, p)| p.created)
+            .min_by_key(|(id, p)| (p.created, id.as_str()))
             .map(|(id, _)| id.clone());
         match oldest {
             Some(old) => {

@@ -63,6 +63,8 @@ fn past_the_connecting_cap_the_oldest_unproven_peer_gives_way() {
         )));
     }
     // All are young: the newcomer is told to come back.
+    let start = t0;
+    let t0 = t0 + Duration::from_millis(MAX_CONNECTING as u64);
     let (why, told) = refused(&s.handle_signal(t0, Some("relay.x"), &invoke("new", None)));
     assert!(why.contains("connecting already"), "{why}");
     assert!(told);
@@ -74,7 +76,7 @@ fn past_the_connecting_cap_the_oldest_unproven_peer_gives_way() {
         &invoke("new", None)
     )));
     // Later the oldest peer still connecting (r0) gives way.
-    let later = t0 + UNPROVEN_AFTER;
+    let later = start + UNPROVEN_AFTER;
     let out = s.handle_signal(later, Some("relay.y"), &invoke("newer", None));
     assert_eq!(out[0], close("r0"));
     assert!(matches!(
