@@ -370,7 +370,11 @@ pub struct ReceiveArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SignalArgs {
+    #[command(subcommand)]
+    pub action: Option<SignalAction>,
+
     /// Address to listen on; port 0 picks a free port. Loopback by default:
     /// use 0.0.0.0:8000 to accept other machines.
     #[arg(long, env = "P2P_LISTEN", default_value = "127.0.0.1:8000")]
@@ -380,6 +384,18 @@ pub struct SignalArgs {
     /// Bearer …); others get HTTP 401.
     #[arg(long, env = "P2P_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Require a room token from every client, signed with this key (mint
+    /// them with `p2p signal token`): each connection may then act only in
+    /// its token's room, and only as its role allows (a subscriber cannot
+    /// be a sender). What a public relay needs.
+    #[arg(
+        long,
+        env = "P2P_TOKEN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "token"
+    )]
+    pub token_secret: Option<String>,
 
     /// Largest frame accepted, in bytes; larger frames get an error frame.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
@@ -460,4 +476,31 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
         Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
         _ => Err(format!("{text:?} is not a number of seconds above 0")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignalAction {
+    /// Mint a room token for a relay run with --token-secret, and print it
+    /// on stdout. Clients pass it as --token (or ?token= in the page URL).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The room the token is for.
+    #[arg(long)]
+    pub room: String,
+
+    /// What its holder may be: publish (a sender), subscribe (a receiver)
+    /// or both.
+    #[arg(long, value_enum)]
+    pub role: crate::relay::Role,
+
+    /// How long it stays valid: 90s, 30m, 1h, 7d…
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+
+    /// The relay's --token-secret.
+    #[arg(long, env = "P2P_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
 }

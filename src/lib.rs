@@ -55,6 +55,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // install (tests calling run twice) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let job = match cli.command {
+        Command::Signal(cli::SignalArgs {
+            action: Some(cli::SignalAction::Token(t)),
+            ..
+        }) => {
+            let issuer = relay::Issuer::new(&t.token_secret);
+            println!(
+                "{}",
+                issuer.mint(&t.room, t.role, t.ttl, std::time::SystemTime::now())
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Signal(args) => Job::Signal(relay::RelayConfig {
             turn: match args.turn_secret.filter(|s| !s.is_empty()) {
                 Some(secret) => Some(
@@ -78,6 +89,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nats_creds: args.nats_creds,
             tls: args.tls_cert.zip(args.tls_key),
             max_per_ip: args.max_per_ip,
+            rooms: args
+                .token_secret
+                .filter(|s| !s.is_empty())
+                .map(|s| relay::Issuer::new(&s)),
             handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
         }),
         Command::Send(args) => Job::Send(Box::new(

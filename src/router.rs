@@ -10,6 +10,7 @@ use std::ops::Range;
 use serde_json::value::RawValue;
 
 use crate::protocol::{ClientFrame, Namespace, ServerFrame};
+use crate::relay::grant::Grant;
 
 /// A connection, as the server numbers them.
 pub type ConnId = u64;
@@ -73,6 +74,8 @@ pub struct Router {
     origin: String,
     subs: HashMap<Namespace, BTreeSet<ConnId>>,
     conns: HashMap<ConnId, HashSet<Namespace>>,
+    /// What each connection's room token lets it do (`--token-secret`).
+    grants: HashMap<ConnId, Grant>,
 }
 
 impl Router {
@@ -103,8 +106,14 @@ impl Router {
         self.conns.entry(conn).or_default();
     }
 
+    /// `conn` may act only as `grant` allows from now on.
+    pub fn grant(&mut self, conn: ConnId, grant: Grant) {
+        self.grants.insert(conn, grant);
+    }
+
     /// Forgets a connection and returns the namespaces nobody holds any more.
     pub fn disconnect(&mut self, conn: ConnId) -> Vec<Namespace> {
+        self.grants.remove(&conn);
         let mut emptied = Vec::new();
         for ns in self.conns.remove(&conn).unwrap_or_default() {
             if self.remove_sub(&ns, conn) {
@@ -125,6 +134,9 @@ impl Router {
     pub fn handle(&mut self, conn: ConnId, frame: ClientFrame<&RawValue>) -> Routed {
         match frame {
             ClientFrame::On(ns) => {
+                if let Some(Err(e)) = self.grants.get(&conn).map(|g| g.check_listen(&ns)) {
+                    return Routed::Reply(ServerFrame::error(e).to_json());
+                }
                 let held = self.conns.entry(conn).or_default();
                 if held.contains(&ns) {
                     return Routed::Nothing;
@@ -153,6 +165,9 @@ impl Router {
                 Routed::Unsubscribed { ns, last }
             }
             ClientFrame::Emit { ns, data } => {
+                if let Some(Err(e)) = self.grants.get(&conn).map(|g| g.check_emit(&ns)) {
+                    return Routed::Reply(ServerFrame::error(e).to_json());
+                }
                 let to = self.subscribers(&ns, Some(conn));
                 let (frame, data) = message_frame(&ns, Some(&self.stamp(conn)), data.get());
                 Routed::Deliver {

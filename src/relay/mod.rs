@@ -8,11 +8,13 @@
 
 mod bridge;
 mod door;
+pub mod grant;
 pub mod limit;
 mod server;
 pub mod turn;
 
 pub use crate::router;
+pub use grant::{Issuer, Role};
 pub use router::Limits;
 pub use server::{run, RelayConfig};
 pub use turn::TurnIssuer;

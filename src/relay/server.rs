@@ -81,6 +81,9 @@ pub struct RelayConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Hand clients that ask (`?ice=1`) TURN credentials of their own.
     pub turn: Option<super::TurnIssuer>,
+    /// Room tokens (`--token-secret`): required of every client, and what
+    /// each may do.
+    pub rooms: Option<super::Issuer>,
     /// Connections one address may hold at once; 0 for no cap.
     pub max_per_ip: usize,
     /// How long a connection has to send a whole request (and to finish
@@ -212,6 +215,7 @@ impl Hub {
 struct Relay {
     hub: Mutex<Hub>,
     token: Option<String>,
+    rooms: Option<super::Issuer>,
     limits: Limits,
     next_id: AtomicU64,
     shutdown: CancellationToken,
@@ -250,6 +254,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
             bridge: None,
         }),
         token: config.token.clone(),
+        rooms: config.rooms.clone(),
         limits: config.limits,
         next_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
@@ -362,12 +367,12 @@ async fn root(
         )
             .into_response();
     };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = query.get("token").map(String::as_str).or(bearer);
     if let Some(expected) = &relay.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let given = query.get("token").map(String::as_str).or(bearer);
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
             tracing::warn!(%peer, "refused a connection without the right token");
             return (
@@ -377,6 +382,23 @@ async fn root(
                 .into_response();
         }
     }
+    let grant = match (&relay.rooms, given) {
+        (None, _) => None,
+        (Some(issuer), Some(token)) => match issuer.check(token) {
+            Ok(grant) => Some(grant),
+            Err(why) => {
+                tracing::debug!(%peer, "refused a connection: {why}");
+                return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
+            }
+        },
+        (Some(_), None) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "this relay needs a room token: pass ?token=... or Authorization: Bearer ...\n",
+            )
+                .into_response();
+        }
+    };
     // The transport accepts frames well past our limit so that an oversized
     // frame gets a polite `error` frame from the router instead of a dropped
     // connection; past this hard cap the socket is closed.
@@ -391,7 +413,11 @@ async fn root(
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| {
             let tasks = relay.tasks.clone();
-            tasks.track_future(connection(relay, socket, peer, wants_ice, wants_stamp))
+            let asks = Asks {
+                ice: wants_ice,
+                stamp: wants_stamp,
+            };
+            tasks.track_future(connection(relay, socket, peer, asks, grant))
         })
 }
 
@@ -434,19 +460,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a client asked for in its URL.
+struct Asks {
+    /// `?ice=1`: TURN credentials of its own.
+    ice: bool,
+    /// `?stamp=1`: the `from` its messages carry.
+    stamp: bool,
+}
+
 async fn connection(
     relay: Arc<Relay>,
     socket: WebSocket,
     peer: SocketAddr,
-    wants_ice: bool,
-    wants_stamp: bool,
+    asks: Asks,
+    grant: Option<super::grant::Grant>,
 ) {
+    let Asks {
+        ice: wants_ice,
+        stamp: wants_stamp,
+    } = asks;
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
     let cut = CancellationToken::new();
     let queued = {
         let mut hub = relay.hub();
         hub.router.connect(conn);
+        if let Some(grant) = grant {
+            hub.router.grant(conn, grant);
+        }
         let bytes = Arc::new(Queued {
             mine: AtomicUsize::new(0),
             all: hub.queued.clone(),

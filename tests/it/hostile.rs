@@ -604,3 +604,75 @@ async fn silent_sockets_cannot_lock_clients_out_of_the_relay() {
         .stderr()
         .contains("too many connections from one address"));
 }
+
+/// `p2p signal token …`, run for real.
+fn mint(secret: &str, room: &str, role: &str, ttl: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "signal", "token", "--room", room, "--role", role, "--ttl", ttl,
+        ])
+        .env("P2P_TOKEN_SECRET", secret)
+        .output()
+        .expect("run p2p signal token");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn with_room_tokens_only_publishers_can_be_senders() {
+    const KEY: &str = "relay-key-0123456789";
+    let relay = Relay::start(&["--token-secret", KEY]).await;
+    let peer = |name: &str, cmd: &str, token: &str| {
+        Spawn::new(
+            name,
+            &[
+                cmd, "--signal", &relay.url, "--room", "show", "--events", "json", "--token", token,
+            ],
+        )
+        .spawn()
+    };
+    let publish = mint(KEY, "show", "publish", "1h");
+    let subscribe = mint(KEY, "show", "subscribe", "1h");
+    let mut rx = peer("viewer", "receive", &subscribe);
+    let mut tx = peer("sender", "send", &publish);
+    tx.wait_stderr(r#""event":"channel""#).await;
+    tx.write_stdin(b"from the stage\n").await;
+    assert_eq!(rx.line().await, "from the stage");
+
+    // A viewer's token used to publish: the relay refuses its every
+    // namespace, and no viewer hears it.
+    let mut fake = peer("fake sender", "send", &subscribe);
+    fake.wait_stderr("to subscribe: not for sender:show").await;
+    fake.write_stdin(b"from the audience\n").await;
+    tx.write_stdin(b"still the stage\n").await;
+    assert_eq!(rx.line().await, "still the stage");
+    // Nor can it talk to the viewer directly as a sender would.
+    let mut ws = WsClient::connect(&format!("{}/?token={subscribe}", relay.url)).await;
+    ws.emit(
+        &["receiver", "show"],
+        serde_json::json!({"type":"invoke","id":"x"}),
+    )
+    .await;
+    let refused = ws.recv().await;
+    assert_eq!(refused["op"], "error", "{refused}");
+    let _ = &mut fake;
+
+    // Without a token, with another relay's, for another room, or expired:
+    // refused at the door, or for everything in the room.
+    let status = |url: String| async move {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            other => panic!("{url}: {:?}", other.map(|_| "connected")),
+        }
+    };
+    assert_eq!(status(relay.url.clone()).await, 401);
+    let foreign = mint("another-key", "show", "both", "1h");
+    assert_eq!(status(format!("{}/?token={foreign}", relay.url)).await, 401);
+    let expired = mint(KEY, "show", "both", "1s");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(status(format!("{}/?token={expired}", relay.url)).await, 401);
+    let elsewhere = mint(KEY, "other", "both", "1h");
+    let mut ws = WsClient::connect(&format!("{}/?token={elsewhere}", relay.url)).await;
+    ws.on(&["receiver", "show"]).await;
+    assert_eq!(ws.recv().await["op"], "error");
+}
