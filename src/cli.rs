@@ -174,7 +174,8 @@ pub struct SendArgs {
     pub verify_file: Option<PathBuf>,
 
     /// Receivers served at once (connected or connecting); more are
-    /// refused until one leaves. However many there are, at most 32 may be
+    /// refused until one leaves, or until one that has had 3 s to connect
+    /// and has not gives way. However many there are, at most 64 may be
     /// connecting at once, 4 of them opened through one relay connection.
     #[arg(long, value_name = "N", env = "P2P_MAX_RECEIVERS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_receivers: Option<u64>,
@@ -411,7 +412,9 @@ pub struct SignalArgs {
     pub rate_limit: u32,
 
     /// Connections one address may hold at once (more are turned away at
-    /// the door). 0: no cap. Clients behind one NAT share an address.
+    /// the door). 0: no cap. Clients behind one NAT, or every client when
+    /// the relay sits behind a reverse proxy, share an address: raise it
+    /// (or use 0) there.
     #[arg(long, value_name = "N", env = "P2P_MAX_PER_IP", default_value_t = 256)]
     pub max_per_ip: usize,
 

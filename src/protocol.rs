@@ -351,8 +351,12 @@ pub const PROOF: &str = "hmac-sha256";
 pub enum Proof {
     /// `"prove":"hmac-sha256"`: send me a challenge.
     Able,
-    /// `"proof":"<hex>"`: the answer to the challenge this sender sent.
-    Answer(String),
+    /// `"proof":"<hex>"`: the answer to the challenge this sender sent,
+    /// and (`"stamp"`) the relay connection the prover made it for.
+    Answer {
+        proof: String,
+        stamp: Option<String>,
+    },
 }
 
 /// A signaling message of PROTOCOL.md §1.
@@ -456,7 +460,10 @@ impl Message {
                 id,
                 credentials: obj.get("credentials").filter(|v| !v.is_null()).cloned(),
                 proof: match (obj.get("proof"), obj.get("prove")) {
-                    (Some(Value::String(p)), _) => Some(Proof::Answer(p.clone())),
+                    (Some(Value::String(p)), _) => Some(Proof::Answer {
+                        proof: p.clone(),
+                        stamp: obj.get("stamp").and_then(Value::as_str).map(str::to_owned),
+                    }),
                     (_, Some(Value::String(how))) if how == PROOF => Some(Proof::Able),
                     _ => None,
                 },
@@ -519,7 +526,12 @@ impl Message {
                 }
                 match proof {
                     Some(Proof::Able) => v["prove"] = PROOF.into(),
-                    Some(Proof::Answer(p)) => v["proof"] = p.as_str().into(),
+                    Some(Proof::Answer { proof, stamp }) => {
+                        v["proof"] = proof.as_str().into();
+                        if let Some(s) = stamp {
+                            v["stamp"] = s.as_str().into();
+                        }
+                    }
                     None => {}
                 }
                 v
@@ -677,8 +689,11 @@ mod tests {
                 Proof::Able,
             ),
             (
-                json!({"type":"invoke","id":"r","proof":"ab01"}),
-                Proof::Answer("ab01".into()),
+                json!({"type":"invoke","id":"r","proof":"ab01","stamp":"c.1"}),
+                Proof::Answer {
+                    proof: "ab01".into(),
+                    stamp: Some("c.1".into()),
+                },
             ),
         ] {
             let m = Message::from_value(&v).unwrap();

@@ -6,9 +6,8 @@
 //! published under the same subjects the `nats://` driver uses (hex SHA-256
 //! of the namespace, JSON body), so relay clients and NATS clients meet too.
 //! `data` crosses byte for byte both ways, as it does through one relay.
-//! The emitter's `from` crosses in a NATS header ([`FROM_HEADER`]), so a
-//! peer on another relay binds to the same connection, and a proof of
-//! credentials made for it passes there too.
+//! What comes from NATS carries no `from`: any NATS client could write
+//! any header, so no stamp is passed on that the relay cannot vouch for.
 //!
 //! The bridge knows nothing of the server that owns it: it hands what
 //! arrives from NATS to a [`Deliver`], which the server implements.
@@ -27,11 +26,6 @@ use crate::router::message_frame;
 use crate::signaling::nats::{body_as_json, connect_client, NatsAuth};
 use crate::signaling::secret::subject;
 
-/// The NATS header that carries the emitter's `from` between relays. NATS
-/// clients that publish themselves send none, and their messages carry no
-/// `from`.
-pub const FROM_HEADER: &str = "P2p-From";
-
 /// Commands queued for the bridge: subscription changes and publications.
 /// Generous, since a burst of emits from many clients lands here at once;
 /// past it, messages are dropped with a warning rather than block the hub.
@@ -40,7 +34,7 @@ const BRIDGE_QUEUE: usize = 16 * 1024;
 enum Cmd {
     Sub(Namespace),
     Unsub(Namespace),
-    Pub(Namespace, Bytes, String),
+    Pub(Namespace, Bytes),
 }
 
 /// Where messages from NATS go: to this relay's own subscribers of `ns`.
@@ -70,10 +64,9 @@ impl BridgeHandle {
         self.send(Cmd::Unsub(ns));
     }
 
-    /// Publishes `body`, the JSON text of an emitted `data`, stamped
-    /// `from` its emitter.
-    pub(super) fn publish(&self, ns: Namespace, body: Bytes, from: String) {
-        self.send(Cmd::Pub(ns, body, from));
+    /// Publishes `body`, the JSON text of an emitted `data`.
+    pub(super) fn publish(&self, ns: Namespace, body: Bytes) {
+        self.send(Cmd::Pub(ns, body));
     }
 }
 
@@ -114,9 +107,7 @@ pub(super) async fn start<D: Deliver>(
                                 // A NATS client's body is JSON; sealed bytes
                                 // become a base64 string, as on a relay.
                                 let body = body_as_json(&msg.payload);
-                                let from = msg.headers.as_ref().and_then(|h| h.get(FROM_HEADER));
-                                let from = from.map(|f| f.as_str());
-                                let (frame, _) = message_frame(&ns2, from, &body);
+                                let (frame, _) = message_frame(&ns2, None, &body);
                                 relay.deliver(&ns2, Utf8Bytes::from(frame));
                             }
                         }),
@@ -127,13 +118,8 @@ pub(super) async fn start<D: Deliver>(
                         task.abort();
                     }
                 }
-                Cmd::Pub(ns, body, from) => {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(FROM_HEADER, from);
-                    let published = client
-                        .publish_with_headers(subject(&ns), headers, body)
-                        .await;
-                    if let Err(e) = published {
+                Cmd::Pub(ns, body) => {
+                    if let Err(e) = client.publish(subject(&ns), body).await {
                         tracing::warn!("NATS publish failed: {e}");
                     }
                 }

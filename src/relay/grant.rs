@@ -145,7 +145,7 @@ impl Issuer {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.required_spec_claims = ["exp".to_owned()].into();
-        jsonwebtoken::decode::<Grant>(token, &self.decoding, &v)
+        let grant = jsonwebtoken::decode::<Grant>(token, &self.decoding, &v)
             .map(|t| t.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_owned(),
@@ -153,7 +153,17 @@ impl Issuer {
                     "token not signed with this relay's --token-secret".to_owned()
                 }
                 _ => format!("not a room token: {e}"),
-            })
+            })?;
+        // Expired from its `exp` second on, as a connection holding it is
+        // closed then (the library allows that second too).
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if grant.exp <= now {
+            return Err("token expired".to_owned());
+        }
+        Ok(grant)
     }
 }
 

@@ -42,6 +42,11 @@ const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
 /// (`hostile::subscribers_that_never_read…`).
 const QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
+/// A client with less than this queued is never cut for the total: a
+/// frame fanned out to many shares one buffer, but counts once for each
+/// (a 60 KiB frame to 600 subscribers counts 35 MiB, in 60 KiB queues).
+const CUT_FLOOR: usize = 1024 * 1024;
+
 /// Bytes read from a socket at a time (see where it is used).
 const READ_BUFFER: usize = 4 * 1024;
 
@@ -106,6 +111,8 @@ struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
     bytes: Arc<Queued>,
     cut: CancellationToken,
+    /// Why it was cut, for the close frame; "too slow" unless set first.
+    why: Arc<std::sync::OnceLock<&'static str>>,
 }
 
 /// Bytes queued for one client, counted into the relay's total as well.
@@ -168,7 +175,7 @@ impl Hub {
                 .map(|(c, o)| (o.bytes.get(), *c))
                 .max()
                 .map(|(bytes, c)| (c, bytes));
-            if let Some((worst, bytes)) = most {
+            if let Some((worst, bytes)) = most.filter(|(_, bytes)| *bytes >= CUT_FLOOR) {
                 tracing::warn!(
                     conn = worst,
                     "client is not reading ({} KiB queued, the most while the relay holds {} MiB \
@@ -482,6 +489,15 @@ async fn connection(
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
     let cut = CancellationToken::new();
+    let why_cut: Arc<std::sync::OnceLock<&'static str>> = Arc::default();
+    // A room token's rights end at its expiry, connected or not.
+    let expires = grant.as_ref().map(|g| {
+        let exp = std::time::UNIX_EPOCH + Duration::from_secs(g.exp);
+        let left = exp
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
     let queued = {
         let mut hub = relay.hub();
         hub.router.connect(conn);
@@ -496,6 +512,7 @@ async fn connection(
             tx,
             bytes: bytes.clone(),
             cut: cut.clone(),
+            why: why_cut.clone(),
         };
         hub.outboxes.insert(conn, out);
         if wants_stamp {
@@ -527,7 +544,8 @@ async fn connection(
             tokio::select! {
                 biased;
                 () = cut.cancelled() => {
-                    let frame = close(1008, "too slow: outbox full");
+                    let why = why_cut.get().copied().unwrap_or("too slow: outbox full");
+                    let frame = close(1008, why);
                     let _ = tokio::time::timeout(grace, sink.send(frame)).await;
                     break;
                 }
@@ -584,11 +602,25 @@ async fn connection(
     let shutdown = relay.shutdown.clone();
     let mut bucket = super::limit::Bucket::new(relay.limits.rate, std::time::Instant::now());
     let mut over_limit = 0u64;
+    let expiry = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             () = shutdown.cancelled() => break,
             () = writer_done.cancelled() => break,
+            () = &mut expiry => {
+                tracing::debug!(conn, %peer, "room token expired: closing the connection");
+                if let Some(out) = relay.hub().outboxes.get(&conn) {
+                    let _ = out.why.set("room token expired");
+                }
+                break;
+            }
         };
         let Some(Ok(msg)) = msg else { break };
         let text = match msg {
@@ -634,8 +666,7 @@ async fn connection(
                 if let Some(b) = &hub.bridge {
                     // The emitted bytes as they came, sliced out of the
                     // frame without a copy.
-                    let from = hub.router.stamp(conn);
-                    b.publish(ns, bytes::Bytes::from(frame).slice(data), from);
+                    b.publish(ns, bytes::Bytes::from(frame).slice(data));
                 }
             }
             Routed::Reply(error) => {

@@ -234,7 +234,10 @@ impl Receiver {
                     Message::Invoke {
                         id: self.cfg.id.clone(),
                         credentials: None,
-                        proof: Some(Proof::Answer(answer)),
+                        proof: Some(Proof::Answer {
+                            proof: answer,
+                            stamp: self.stamp.clone(),
+                        }),
                     },
                 )]
             }

@@ -103,12 +103,30 @@ impl Sender {
                     let accepted = match (&credentials, proof) {
                         (Some(c), _) => verify.accepts(Some(c)),
                         (None, Some(Proof::Able)) => return vec![self.challenge(now, key)],
-                        (None, Some(Proof::Answer(p))) => match self.challenges.remove(&key) {
-                            Some((nonce, sent)) if now.duration_since(sent) < CHALLENGE_TTL => {
-                                verify.accepts_proof(&p, &nonce, (&self.cfg.id, &id), from)
+                        (None, Some(Proof::Answer { proof, stamp })) => {
+                            // The proof is bound to the connection the
+                            // relay saw; where no relay says (NATS), to
+                            // the one the prover names.
+                            let bound = match (from, stamp.as_deref()) {
+                                (Some(f), Some(s)) if f != s => None,
+                                (Some(f), _) => Some(Some(f)),
+                                (None, s) => Some(s),
+                            };
+                            let ok = match (bound, self.challenges.get(&key)) {
+                                (Some(bound), Some((nonce, sent)))
+                                    if now.duration_since(*sent) < CHALLENGE_TTL =>
+                                {
+                                    verify.accepts_proof(&proof, nonce, (&self.cfg.id, &id), bound)
+                                }
+                                _ => false,
+                            };
+                            // Used once; a wrong answer (someone else's,
+                            // or to a forged challenge) leaves it waiting.
+                            if ok {
+                                self.challenges.remove(&key);
                             }
-                            _ => false,
-                        },
+                            ok
+                        }
                         (None, None) => false,
                     };
                     if !accepted {
@@ -199,11 +217,6 @@ impl Sender {
         id: &str,
         from: Option<&str>,
     ) -> Result<Vec<Action>, (String, bool)> {
-        if let Some(max) = self.cfg.max_receivers {
-            if self.peers.len() >= max {
-                return Err((format!("{max} receivers already (--max-receivers)"), false));
-            }
-        }
         let connecting = || self.peers.values().filter(|p| !p.connected);
         if from.is_some() {
             let same = connecting().filter(|p| p.sent_by(from)).count();
@@ -212,9 +225,17 @@ impl Sender {
                 return Err((why, false));
             }
         }
-        if connecting().count() < MAX_CONNECTING {
-            return Ok(vec![]);
-        }
+        let full = match self.cfg.max_receivers {
+            Some(max) if self.peers.len() >= max => {
+                format!("{max} receivers already (--max-receivers)")
+            }
+            _ if connecting().count() >= MAX_CONNECTING => {
+                format!("{MAX_CONNECTING} receivers are connecting already")
+            }
+            _ => return Ok(vec![]),
+        };
+        // Full: a peer that has had its time to connect and has not gives
+        // way; else, while some are still connecting, ask again soon.
         let oldest = self
             .peers
             .iter()
@@ -223,13 +244,10 @@ impl Sender {
             .map(|(id, _)| id.clone());
         match oldest {
             Some(old) => {
-                let why = format!("gave way to receiver {id}: {MAX_CONNECTING} were connecting");
+                let why = format!("gave way to receiver {id}: {full}");
                 Ok(self.dispose(&old, Some(why)))
             }
-            None => Err((
-                format!("{MAX_CONNECTING} receivers are connecting already"),
-                true,
-            )),
+            None => Err((full, connecting().next().is_some())),
         }
     }
 
@@ -248,9 +266,17 @@ impl Sender {
                 self.challenges.remove(&k);
             }
         }
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
         let to = self.to(&key.0);
-        self.challenges.insert(key, (nonce.clone(), now));
+        // Asked again while one waits (a broadcast and a direct invoke
+        // cross): the same nonce, so either answer passes.
+        let nonce = match self.challenges.get(&key) {
+            Some((nonce, _)) => nonce.clone(),
+            None => {
+                let nonce = hex::encode(rand::random::<[u8; 16]>());
+                self.challenges.insert(key, (nonce.clone(), now));
+                nonce
+            }
+        };
         Action::Emit(
             to,
             Message::Challenge {

@@ -88,7 +88,7 @@ fn past_the_connecting_cap_the_oldest_unproven_peer_gives_way() {
 }
 
 #[test]
-fn max_receivers_is_a_hard_cap() {
+fn max_receivers_is_a_hard_cap_that_silent_peers_cannot_hold() {
     let now = Instant::now();
     let mut s = Sender::new(SenderConfig {
         max_receivers: Some(2),
@@ -98,11 +98,21 @@ fn max_receivers_is_a_hard_cap() {
     assert!(created(&s.handle_signal(now, None, &invoke("a", None))));
     assert!(created(&s.handle_signal(now, None, &invoke("b", None))));
     s.handle_peer("a", PeerEvent::Connected);
+    // b is still connecting: c is told to ask again soon.
     let (why, told) = refused(&s.handle_signal(now, None, &invoke("c", None)));
     assert!(why.contains("--max-receivers"), "{why}");
+    assert!(told);
+    // b never connects: after its time, it gives way to c.
+    let later = now + UNPROVEN_AFTER;
+    let out = s.handle_signal(later, None, &invoke("c", None));
+    assert_eq!(out[0], close("b"));
+    assert!(created(&out));
+    // Both connected: the room is full, and d is not invited back.
+    s.handle_peer("c", PeerEvent::Connected);
+    let (_, told) = refused(&s.handle_signal(later, None, &invoke("d", None)));
     assert!(!told);
-    s.handle_signal(now, None, &dispose_msg("a"));
-    assert!(created(&s.handle_signal(now, None, &invoke("c", None))));
+    s.handle_signal(later, None, &dispose_msg("a"));
+    assert!(created(&s.handle_signal(later, None, &invoke("d", None))));
 }
 
 #[test]

@@ -238,3 +238,45 @@ fn plain_credentials_are_sent_as_the_seed_library_expects() {
     let challenge = json!({"type": "challenge", "id": SID, "nonce": "00"});
     assert_eq!(r.handle_signal(now, None, &challenge), vec![]);
 }
+
+#[test]
+fn a_wrong_answer_does_not_use_up_the_challenge_and_asking_twice_gets_one_nonce() {
+    let now = Instant::now();
+    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"});
+    let mut s = verifying_sender();
+    let mut r = proving_receiver(now, "relay.1");
+    let first = emitted(&s.handle_signal(now, Some("relay.1"), &able));
+    let again = emitted(&s.handle_signal(now, Some("relay.1"), &able));
+    assert_eq!(first["nonce"], again["nonce"]);
+    // Someone sends the receiver junk challenges in this sender's name; it
+    // answers them, and the answers reach the sender first.
+    let junk = json!({"type": "challenge", "id": SID, "nonce": "00"});
+    let junk_answer = emitted(&r.handle_signal(now, Some("relay.9"), &junk));
+    assert_eq!(
+        s.handle_signal(now, Some("relay.1"), &junk_answer),
+        vec![event(Event::Rejected { id: RID.into() })]
+    );
+    // The real answer still passes.
+    let answer = emitted(&r.handle_signal(now, None, &first));
+    assert!(matches!(
+        s.handle_signal(now, Some("relay.1"), &answer)[..],
+        [Action::CreateOffer { .. }]
+    ));
+}
+
+#[test]
+fn where_no_relay_stamps_the_prover_names_its_connection() {
+    // The receiver on a relay, the sender on NATS: the sender sees no
+    // `from`, and checks the proof against the stamp the receiver names.
+    let now = Instant::now();
+    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"});
+    let mut s = verifying_sender();
+    let mut r = proving_receiver(now, "relay.1");
+    let challenge = emitted(&s.handle_signal(now, None, &able));
+    let answer = emitted(&r.handle_signal(now, None, &challenge));
+    assert_eq!(answer["stamp"], "relay.1");
+    assert!(matches!(
+        s.handle_signal(now, None, &answer)[..],
+        [Action::CreateOffer { .. }]
+    ));
+}
