@@ -344,7 +344,9 @@ class Bench:
         )
 
     def relay(self):
-        p = spawn([self.p2p, "signal", "--listen", "127.0.0.1:0", "-q"],
+        # The load generators are one address standing for many clients:
+        # no per-address cap.
+        p = spawn([self.p2p, "signal", "--listen", "127.0.0.1:0", "-q", "--max-per-ip", "0"],
                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         url = p.stdout.readline().strip()
         if not url.startswith("ws://"):
