@@ -211,6 +211,14 @@ impl Proc {
     }
 }
 
+/// `p2p CMD --signal SIGNAL --room ROOM --events json EXTRA…`: a sender or
+/// a receiver as most tests start one, to be spawned.
+pub fn in_room(name: &str, cmd: &str, signal: &str, room: &str, extra: &[&str]) -> Spawn {
+    let mut args = vec![cmd, "--signal", signal, "--room", room, "--events", "json"];
+    args.extend_from_slice(extra);
+    Spawn::new(name, &args)
+}
+
 /// A `p2p signal` relay on a free port.
 pub struct Relay {
     pub proc: Proc,

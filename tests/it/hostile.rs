@@ -48,36 +48,16 @@ async fn a_sender_id_cannot_write_outside_the_recording_directory() {
     std::fs::write(&important, b"precious").unwrap();
 
     let template = rec.join("{id}.webm");
-    let mut rx = Spawn::new(
+    let mut rx = in_room(
         "recorder",
-        &[
-            "receive",
-            "--signal",
-            &relay.url,
-            "--room",
-            "climb",
-            "--events",
-            "json",
-            "--record",
-            template.to_str().unwrap(),
-        ],
+        "receive",
+        &relay.url,
+        "climb",
+        &["--record", template.to_str().unwrap()],
     )
     .spawn();
     let proxy = sender_named(&relay, "../victim-home/important").await;
-    let _tx = Spawn::new(
-        "sender",
-        &[
-            "send",
-            "--signal",
-            &proxy,
-            "--room",
-            "climb",
-            "--events",
-            "json",
-            "--test-source",
-        ],
-    )
-    .spawn();
+    let _tx = in_room("sender", "send", &proxy, "climb", &["--test-source"]).spawn();
     rx.wait_stderr("recording sender").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     rx.signal("INT");
@@ -149,13 +129,7 @@ async fn a_thousand_candidates_cannot_aim_the_sender_at_a_third_party() {
     });
 
     let relay = Relay::start(&[]).await;
-    let mut tx = Spawn::new(
-        "sender",
-        &[
-            "send", "--signal", &relay.url, "--room", "aim", "--events", "json",
-        ],
-    )
-    .spawn();
+    let mut tx = in_room("sender", "send", &relay.url, "aim", &[]).spawn();
     // A receiver that, with its answer, sends 1,000 candidates at the
     // third party.
     let up: Rewrite = Arc::new(move |v: Value| {
@@ -169,13 +143,7 @@ async fn a_thousand_candidates_cannot_aim_the_sender_at_a_third_party() {
         vec![v]
     });
     let proxy = tamper_proxy(relay.url.clone(), up, unchanged()).await;
-    let mut rx = Spawn::new(
-        "receiver",
-        &[
-            "receive", "--signal", &proxy, "--room", "aim", "--events", "json",
-        ],
-    )
-    .spawn();
+    let mut rx = in_room("receiver", "receive", &proxy, "aim", &[]).spawn();
     tx.wait_stderr(r#""event":"channel""#).await;
     // webrtc-rs checks a pair up to 8 times, 200 ms apart: after 12 s every
     // check the flood could cause has been sent.
@@ -210,35 +178,15 @@ async fn forged_disposes_offers_and_syncs_cost_a_viewer_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.webm");
-    let mut rx = Spawn::new(
+    let mut rx = in_room(
         "recorder",
-        &[
-            "receive",
-            "--signal",
-            &relay.url,
-            "--room",
-            room,
-            "--events",
-            "json",
-            "--record",
-            path.to_str().unwrap(),
-        ],
+        "receive",
+        &relay.url,
+        room,
+        &["--record", path.to_str().unwrap()],
     )
     .spawn();
-    let tx = Spawn::new(
-        "sender",
-        &[
-            "send",
-            "--signal",
-            &relay.url,
-            "--room",
-            room,
-            "--events",
-            "json",
-            "--test-source",
-        ],
-    )
-    .spawn();
+    let tx = in_room("sender", "send", &relay.url, room, &["--test-source"]).spawn();
     let (mut sid, mut rid) = (None, None);
     while sid.is_none() || rid.is_none() {
         let v = spy.recv().await;
@@ -363,13 +311,7 @@ async fn a_listener_in_the_room_learns_no_credentials_and_cannot_use_a_proof() {
     spy.on(&["sender", room]).await;
     spy.on(&["receiver", room]).await;
     spy.barrier(&relay.url).await;
-    let mut tx = Spawn::new(
-        "sender",
-        &[
-            "send", "--signal", &relay.url, "--room", room, "--events", "json", "--verify", SECRET,
-        ],
-    )
-    .spawn();
+    let mut tx = in_room("sender", "send", &relay.url, room, &["--verify", SECRET]).spawn();
     let sid = loop {
         let v = spy.recv().await;
         if v["ns"][0] == "receiver" && v["data"]["type"] == "invoke" {
@@ -380,19 +322,12 @@ async fn a_listener_in_the_room_learns_no_credentials_and_cannot_use_a_proof() {
     spy.on(&["sender", room, &sid]).await;
     spy.barrier(&relay.url).await;
     let mut heard = Vec::new();
-    let mut rx = Spawn::new(
+    let mut rx = in_room(
         "receiver",
-        &[
-            "receive",
-            "--signal",
-            &relay.url,
-            "--room",
-            room,
-            "--events",
-            "json",
-            "--credentials",
-            SECRET,
-        ],
+        "receive",
+        &relay.url,
+        room,
+        &["--credentials", SECRET],
     )
     .spawn();
     tx.wait_stderr(r#""event":"channel""#).await;
@@ -438,19 +373,12 @@ async fn a_real_receiver_gets_in_during_a_flood_of_receivers_that_never_connect(
     let relay = Relay::start(&[]).await;
     let room = "flood";
     // A media sender on a machine whose limit is 1,024 open files.
-    let mut tx = Spawn::new(
+    let mut tx = in_room(
         "sender",
-        &[
-            "send",
-            "--signal",
-            &relay.url,
-            "--room",
-            room,
-            "--events",
-            "json",
-            "--test-source",
-            "--data",
-        ],
+        "send",
+        &relay.url,
+        room,
+        &["--test-source", "--data"],
     )
     .limit_files(1024)
     .spawn();
@@ -477,13 +405,7 @@ async fn a_real_receiver_gets_in_during_a_flood_of_receivers_that_never_connect(
     // Well into the flood: past where file descriptors ran out before.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let joined = std::time::Instant::now();
-    let mut rx = Spawn::new(
-        "receiver",
-        &[
-            "receive", "--signal", &relay.url, "--room", room, "--events", "json",
-        ],
-    )
-    .spawn();
+    let mut rx = in_room("receiver", "receive", &relay.url, room, &[]).spawn();
     rx.wait_stderr(r#""event":"channel""#).await;
     let took = joined.elapsed();
     tx.write_stdin(b"through the flood\n").await;
@@ -505,20 +427,8 @@ async fn a_real_receiver_gets_in_during_a_flood_of_receivers_that_never_connect(
 async fn a_flood_of_bad_messages_leaves_a_few_log_lines() {
     let relay = Relay::start(&["--rate-limit", "0"]).await;
     let room = "noise";
-    let mut tx = Spawn::new(
-        "sender",
-        &[
-            "send", "--signal", &relay.url, "--room", room, "--events", "json",
-        ],
-    )
-    .spawn();
-    let mut rx = Spawn::new(
-        "receiver",
-        &[
-            "receive", "--signal", &relay.url, "--room", room, "--events", "json",
-        ],
-    )
-    .spawn();
+    let mut tx = in_room("sender", "send", &relay.url, room, &[]).spawn();
+    let mut rx = in_room("receiver", "receive", &relay.url, room, &[]).spawn();
     tx.wait_stderr(r#""event":"channel""#).await;
     let before = tx.stderr().len();
     let mut spy = WsClient::connect(&relay.url).await;
@@ -623,13 +533,7 @@ async fn with_room_tokens_only_publishers_can_be_senders() {
     const KEY: &str = "relay-key-0123456789";
     let relay = Relay::start(&["--token-secret", KEY]).await;
     let peer = |name: &str, cmd: &str, token: &str| {
-        Spawn::new(
-            name,
-            &[
-                cmd, "--signal", &relay.url, "--room", "show", "--events", "json", "--token", token,
-            ],
-        )
-        .spawn()
+        in_room(name, cmd, &relay.url, "show", &["--token", token]).spawn()
     };
     let publish = mint(KEY, "show", "publish", "1h");
     let subscribe = mint(KEY, "show", "subscribe", "1h");
