@@ -256,22 +256,23 @@ impl Sender {
     fn challenge(&mut self, now: Instant, key: (String, Option<String>)) -> Action {
         self.challenges
             .retain(|_, (_, sent)| now.duration_since(*sent) < CHALLENGE_TTL);
-        if self.challenges.len() >= MAX_CHALLENGES {
-            let oldest = self
-                .challenges
-                .iter()
-                .min_by_key(|(_, (_, sent))| *sent)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.challenges.remove(&k);
-            }
-        }
         let to = self.to(&key.0);
         // Asked again while one waits (a broadcast and a direct invoke
-        // cross): the same nonce, so either answer passes.
+        // cross): the same nonce, so either answer passes. Only a new one
+        // makes the oldest waiting give way, never the one asked again.
         let nonce = match self.challenges.get(&key) {
             Some((nonce, _)) => nonce.clone(),
             None => {
+                if self.challenges.len() >= MAX_CHALLENGES {
+                    let oldest = self
+                        .challenges
+                        .iter()
+                        .min_by_key(|(_, (_, sent))| *sent)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        self.challenges.remove(&k);
+                    }
+                }
                 let nonce = hex::encode(rand::random::<[u8; 16]>());
                 self.challenges.insert(key, (nonce.clone(), now));
                 nonce
