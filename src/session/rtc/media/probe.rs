@@ -268,14 +268,18 @@ struct Video {
     next: usize,
 }
 
-/// A probe being sent.
+/// A probe being sent: from `start` to `end`, everything the connection
+/// sends (media, resends and copies) adds up to `rate`. Copies fill what
+/// the media leaves, counted from the probe's own start: a baseline read
+/// from what was sent before it would count the last probe's copies (a
+/// probe right after another sent ~620 kbit/s when asked for 841 and
+/// passed on a 600 kbit/s link) or a key frame's burst.
 struct Running {
+    start: Instant,
     end: Instant,
-    /// What the copies add to what the connection sends anyway, bit/s.
-    extra: f64,
-    /// Bits owed to the path, and when last brought up to date.
-    owed: f64,
-    at: Instant,
+    rate: f64,
+    /// Bits sent since `start`.
+    sent: f64,
     /// When to send the next copies.
     wake: Instant,
 }
@@ -290,15 +294,10 @@ pub(in crate::session::rtc) struct Prober {
     video: HashMap<u32, Video>,
     /// The next sequence number on each RTX SSRC.
     rtx_seq: HashMap<u32, u16>,
-    /// What left lately: when, how many bytes.
-    sent: VecDeque<(Instant, usize)>,
     running: Option<Running>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
-
-/// Over how long what a connection sends anyway is measured.
-const SENT_WINDOW: Duration = Duration::from_millis(500);
 
 impl Prober {
     pub fn new(feedback: Arc<Feedback>) -> Self {
@@ -306,32 +305,9 @@ impl Prober {
             feedback,
             video: HashMap::new(),
             rtx_seq: HashMap::new(),
-            sent: VecDeque::new(),
             running: None,
             read: VecDeque::new(),
             write: VecDeque::new(),
-        }
-    }
-
-    /// What the connection sent over the last [`SENT_WINDOW`], bit/s.
-    fn sending(&self, now: Instant) -> f64 {
-        let bytes: usize = self
-            .sent
-            .iter()
-            .filter(|(t, _)| now.saturating_duration_since(*t) <= SENT_WINDOW)
-            .map(|(_, n)| n)
-            .sum();
-        bytes as f64 * 8.0 / SENT_WINDOW.as_secs_f64()
-    }
-
-    fn note_sent(&mut self, now: Instant, size: usize) {
-        self.sent.push_back((now, size));
-        while self
-            .sent
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > SENT_WINDOW)
-        {
-            self.sent.pop_front();
         }
     }
 
@@ -359,11 +335,11 @@ impl Prober {
             (rate, end)
         };
         self.running = Some(Running {
+            start: now,
             end,
-            extra: (rate - self.sending(now)).max(0.0),
-            owed: 0.0,
-            at: now,
-            wake: now + MIN_WAKE,
+            rate,
+            sent: 0.0,
+            wake: now,
         });
     }
 
@@ -439,8 +415,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
                     payload: p.payload.clone(),
                 });
             }
-            let size = p.marshal_size();
-            self.note_sent(msg.now, size);
+            if let Some(running) = self.running.as_mut() {
+                running.sent += p.marshal_size() as f64 * 8.0;
+            }
             self.start(msg.now);
         }
         self.write.push_back(msg);
@@ -460,16 +437,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
             self.running = None;
             return Ok(());
         }
-        running.owed += running.extra * now.saturating_duration_since(running.at).as_secs_f64();
-        running.at = now;
-        let mut owed = running.owed;
+        let due = running.rate * now.saturating_duration_since(running.start).as_secs_f64();
+        let mut owed = due - running.sent;
         while owed > 0.0 {
             let Some(packet) = self.copy() else {
                 break;
             };
-            let size = packet.marshal_size();
-            owed -= size as f64 * 8.0;
-            self.note_sent(now, size);
+            let bits = packet.marshal_size() as f64 * 8.0;
+            owed -= bits;
+            if let Some(running) = self.running.as_mut() {
+                running.sent += bits;
+            }
             self.write.push_back(TaggedPacket {
                 now,
                 transport: TransportContext::default(),
@@ -477,9 +455,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
             });
         }
         if let Some(running) = self.running.as_mut() {
-            running.owed = owed;
-            let wait = if running.extra > 0.0 {
-                Duration::from_secs_f64(((WAKE_BITS - owed) / running.extra).max(0.0))
+            let wait = if running.rate > 0.0 {
+                Duration::from_secs_f64(((WAKE_BITS - owed) / running.rate).max(0.0))
             } else {
                 MAX_WAKE
             };
