@@ -16,9 +16,17 @@ use tokio::sync::{mpsc, watch};
 use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
 
 /// How long the jitter buffer waits for a missing packet (late, reordered
-/// or retransmitted) before giving it up. A LAN or a continent round-trips
-/// well inside it. Packets that arrive in order are passed on at once.
+/// or retransmitted) before giving it up, when the picture is shown live
+/// (`--display`): a LAN or a continent round-trips well inside it.
+/// Packets that arrive in order are passed on at once.
 const JITTER_LATENCY_MS: u32 = 100;
+
+/// The same wait for a recording only: a file loses nothing by a frame
+/// coming half a second late, and a resend asked for behind a full queue
+/// comes later than 100 ms. Behind a 1 Mbit/s shaper with a 100 ms queue,
+/// a 100 ms wait gave up 24–41 resends a 20 s run, each a lost frame, a
+/// key frame asked for and a freeze of up to 1.9 s while it came.
+const RECORD_JITTER_LATENCY_MS: u32 = 500;
 
 /// Consecutive packets after the first that let the jitter buffer start at
 /// once. Without it, it holds the very first packet for the whole latency,
@@ -295,13 +303,18 @@ impl Recorder {
             // sat until the next frame's. The latency is set once the first
             // packet is through.
             set(&jitter, "latency", "0");
+            let latency = if cfg.display {
+                JITTER_LATENCY_MS
+            } else {
+                RECORD_JITTER_LATENCY_MS
+            };
             let weak = jitter.downgrade();
             jitter
                 .static_pad("src")
                 .ok_or_else(|| MediaError::Pipeline("jitter buffer has no src pad".into()))?
                 .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                     if let Some(j) = weak.upgrade() {
-                        j.set_property("latency", JITTER_LATENCY_MS);
+                        j.set_property("latency", latency);
                     }
                     gst::PadProbeReturn::Remove
                 });
