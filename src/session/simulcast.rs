@@ -64,6 +64,16 @@ const NEAR_MAX: Duration = Duration::from_secs(4);
 /// one) kept a receiver on the smallest layer for 12.5 s after its link
 /// widened, in one CI run in ten of the narrow-and-widen test.
 const NEAR_SPAN: f64 = 1.25;
+/// A new receiver starts on this layer (the middle one of three), or
+/// the smallest if there are fewer, and climbs by probes: its first
+/// second does not fill the path with a full-size key frame. Started at
+/// full size, a receiver behind 1 Mbit/s (4 KB bucket) spent its first
+/// second on a 90-packet key frame its link dropped, and recorded its
+/// first picture 1.1–1.8 s after joining.
+const START_LAYER: usize = 1;
+/// A receiver that sent no congestion feedback this long after it
+/// started does not send any: it gets the best layer.
+const FIRST_FEEDBACK: Duration = Duration::from_secs(2);
 /// How long a passed probe speaks for the path.
 const PROVEN_FOR: Duration = Duration::from_secs(2);
 /// After a step up, the next probe waits this long: the new layer's key
@@ -79,6 +89,11 @@ const PROBE_MARGIN: f64 = 1.1;
 /// small excess, which a queue absorbs, not by a big one that loses
 /// packets.
 const PROBE_STAGE: f64 = 2.0;
+/// A stage that would fall short of the step by less than this factor
+/// is the step's own probe: one probe fewer on the way up (a receiver
+/// that starts on the middle layer reaches full size in two probes, not
+/// three).
+const STAGE_SLACK: f64 = 1.25;
 
 /// How far after the last frame sent a switched-to layer's key frame is
 /// put when its own timestamp is not later: 10 ms at video's 90 kHz, so a
@@ -214,6 +229,9 @@ fn h264_keyframe_start(p: &[u8]) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Chooser {
     layer: usize,
+    /// The layer it starts on, and when it started.
+    start: usize,
+    started: Option<Instant>,
     /// Since when the estimate has had room for the layer above.
     room_since: Option<Instant>,
     /// Per layer: no step up to it before this, and the wait after its
@@ -261,7 +279,27 @@ pub struct ProbeVerdict {
     pub lossy: bool,
 }
 
+/// The layer a receiver of `layers` of `payload` starts on (see
+/// [`START_LAYER`]). H.264 starts on the best: its recordings go into
+/// MP4, and `mp4mux` cannot take a change of picture size (the file had
+/// no playable stream); a receiver moved by its path still changes size.
+pub fn start_layer(layers: usize, payload: Payload) -> usize {
+    match payload {
+        Payload::Vp8 => START_LAYER.min(layers.saturating_sub(1)),
+        Payload::H264 | Payload::Other => 0,
+    }
+}
+
 impl Chooser {
+    /// A chooser whose receiver starts on `start` (held within the
+    /// layers there are).
+    pub fn starting_at(start: usize) -> Self {
+        Self {
+            start,
+            ..Self::default()
+        }
+    }
+
     pub fn layer(&self) -> usize {
         self.layer
     }
@@ -369,7 +407,7 @@ impl Chooser {
         let due = p.asked.is_none() && p.want.is_none() && p.next.is_none_or(|t| now >= t);
         if due {
             let from = proven.unwrap_or(0.0).max(sending);
-            let rate = if p.near {
+            let rate = if p.near || target <= from * PROBE_STAGE * STAGE_SLACK {
                 target
             } else {
                 target.min(from * PROBE_STAGE).max(from)
@@ -395,12 +433,22 @@ impl Chooser {
         if self.retry.len() != rates.len() {
             self.retry = vec![RETRY_AFTER_FAILURE; rates.len()];
             self.next_up = vec![None; rates.len()];
-            self.last_up = Some((now, 0));
-            self.layer = 0;
+            self.layer = self.start.min(rates.len().saturating_sub(1));
+            self.last_up = Some((now, self.layer));
+            self.started = Some(now);
+            // The start layer's key frame goes before the first probe.
+            self.probe.next = Some(now + AFTER_STEP);
         }
         let Some(estimate) = estimate else {
-            self.layer = 0;
-            return 0;
+            // No feedback yet: the start layer, until it is clear none
+            // will come.
+            let waiting = self
+                .started
+                .is_some_and(|t| now.duration_since(t) < FIRST_FEEDBACK);
+            if !waiting {
+                self.layer = 0;
+            }
+            return self.layer;
         };
         let lowest = rates.len().saturating_sub(1);
         // A full path carries what it delivers (a measured rate: no
@@ -886,6 +934,40 @@ mod tests {
         assert_eq!(bottom(&[300_000.0, 150_000.0]), 125_000.0);
         // Never up to the middle layer's rate.
         assert_eq!(bottom(&[900_000.0]), 312_500.0);
+    }
+
+    #[test]
+    fn a_new_receiver_starts_on_the_middle_layer_and_climbs_by_probes() {
+        let t = Instant::now();
+        let mut c = Chooser::starting_at(start_layer(RATES.len(), Payload::Vp8));
+        c.probing(true);
+        assert_eq!(start_layer(1, Payload::Vp8), 0);
+        assert_eq!(start_layer(3, Payload::H264), 0);
+        // No feedback yet: the start layer, and no probe before its key
+        // frame.
+        assert_eq!(c.update(t, None, None, &RATES, 50_000.0), 1);
+        assert_eq!(choose(&mut c, t, 0.2, None), 1);
+        assert_eq!(c.take_probe(), None);
+        // The estimate has room for full size: probes, in stages from
+        // what is sent, and up on the one that decides.
+        assert_eq!(choose(&mut c, t, 0.6, None), 1);
+        let (stage, decides) = c.take_probe().expect("a probe once the key frame went");
+        assert!(!decides && stage == 2.0 * (RATES[1] + 50_000.0));
+        c.probed(at(t, 1.0), verdict(stage, true, false));
+        choose(&mut c, t, 1.0, None);
+        let (decider, decides) = c.take_probe().unwrap();
+        assert!(decides, "{decider}");
+        c.probed(at(t, 1.8), verdict(decider, true, false));
+        assert_eq!(choose(&mut c, t, 1.8, None), 0);
+    }
+
+    #[test]
+    fn a_receiver_that_sends_no_feedback_gets_the_best_layer_soon() {
+        let t = Instant::now();
+        let mut c = Chooser::starting_at(1);
+        assert_eq!(c.update(t, None, None, &RATES, 50_000.0), 1);
+        assert_eq!(c.update(at(t, 1.9), None, None, &RATES, 50_000.0), 1);
+        assert_eq!(c.update(at(t, 2.1), None, None, &RATES, 50_000.0), 0);
     }
 
     #[test]

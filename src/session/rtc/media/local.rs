@@ -56,7 +56,17 @@ impl LocalMedia {
         send_only: bool,
     ) -> anyhow::Result<PendingTracks> {
         let mut pending = Vec::new();
-        let layer = Arc::new(AtomicUsize::new(0));
+        // The layer a receiver starts on: its first key frame is asked for
+        // at binding, before its chooser has run.
+        let start = self
+            .specs
+            .iter()
+            .zip(&self.writers)
+            .find(|(spec, _)| spec.kind == MediaKind::Video)
+            .map_or(0, |(spec, w)| {
+                simulcast::start_layer(w.layers, simulcast::Payload::from_mime(&spec.mime))
+            });
+        let layer = Arc::new(AtomicUsize::new(start));
         for (spec, writer) in self.specs.iter().zip(&self.writers) {
             let ssrc = rand::random::<u32>();
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -126,9 +136,13 @@ impl PendingTracks {
                 continue;
             };
             let switch = (writer.layers > 1).then(|| {
+                let payload = simulcast::Payload::from_mime(&spec.mime);
+                let start = simulcast::start_layer(writer.layers, payload);
+                let mut forwarder = Forwarder::new(payload);
+                forwarder.set_target(start);
                 Mutex::new(Switch {
-                    chooser: Chooser::default(),
-                    forwarder: Forwarder::new(simulcast::Payload::from_mime(&spec.mime)),
+                    chooser: Chooser::starting_at(start),
+                    forwarder,
                     next_choice: Instant::now(),
                 })
             });
