@@ -89,6 +89,13 @@ const FEEDBACK_SLOT: usize = 3_500;
 /// and reported like any packet).
 const PROBE_SLOT: usize = 3_200;
 
+/// Where the pacer sits: wire-ward of the NACK responder and of
+/// [`FEEDBACK_SLOT`] (the NACK answers it lets through spend its budget),
+/// application-ward of [`PROBE_SLOT`] (probe copies fill what the paced
+/// video leaves) and of transport-wide numbering (which records when a
+/// packet left the pacer, so its wait is not counted as the path's).
+const PACE_SLOT: usize = 3_300;
+
 /// The transport-wide congestion control extension and feedback.
 const TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
@@ -115,9 +122,10 @@ impl Rtc {
     /// whether or not media comes in: on a sender with 20 receivers that
     /// was 1,200 idle wake-ups a second, so a sender runs neither.
     ///
-    /// No pacer: packets leave as the encoder makes them, and each
-    /// receiver is kept under its estimate by the layer it is forwarded,
-    /// not by queueing (which would add delay to every frame).
+    /// Each receiver is kept under its estimate by the layer it is
+    /// forwarded, and its video is paced at a multiple of that layer's
+    /// rate (`pacer.rs`), so a key frame does not reach a shallow
+    /// bottleneck as one burst.
     pub(super) fn engines(
         &self,
         feedback: &Arc<Feedback>,
@@ -180,7 +188,8 @@ impl Rtc {
                         CongestionControlBuilder::new(estimator).build(),
                     )
                     .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-                    .with(Slot::from(PROBE_SLOT), media::Prober::new(feedback.clone()));
+                    .with(Slot::from(PROBE_SLOT), media::Prober::new(feedback.clone()))
+                    .with(Slot::from(PACE_SLOT), media::Pacer::new(feedback.clone()));
             }
             return Ok((media, registry));
         }

@@ -55,6 +55,9 @@ pub struct Feedback {
     /// is asked for (read without the lock, for every packet sent).
     probe: Mutex<ProbeState>,
     pub(super) probe_asked: AtomicBool,
+    /// The rate the receiver's video is paced at, bit/s (as f64 bits); 0:
+    /// not paced (see `pacer.rs`).
+    pace: AtomicU64,
 }
 
 impl Feedback {
@@ -115,6 +118,21 @@ impl Feedback {
     pub fn capacity(&self) -> Option<f64> {
         let c = f64::from_bits(self.capacity.load(Ordering::Relaxed));
         (c > 0.0).then_some(c)
+    }
+
+    /// Paces the receiver's video at `bps` (see `pacer.rs`).
+    pub fn set_pace(&self, bps: f64) {
+        // Called for every packet forwarded: write only a change.
+        let bits = bps.to_bits();
+        if self.pace.load(Ordering::Relaxed) != bits {
+            self.pace.store(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// The rate the receiver's video is paced at, bit/s, if it is.
+    pub fn pace(&self) -> Option<f64> {
+        let p = f64::from_bits(self.pace.load(Ordering::Relaxed));
+        (p > 0.0).then_some(p)
     }
 
     pub(super) fn probe(&self) -> MutexGuard<'_, ProbeState> {

@@ -7,6 +7,7 @@
 
 mod feedback;
 mod local;
+mod pacer;
 mod probe;
 mod relay;
 mod remote;
@@ -26,6 +27,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 pub use feedback::Feedback;
 pub(super) use feedback::{Estimator, SenderFeedback};
 pub(super) use local::{LocalMedia, PendingTracks};
+pub(super) use pacer::Pacer;
 pub(super) use probe::Prober;
 pub use relay::{relay, Continuity};
 pub(super) use remote::watch_remote;

@@ -10,6 +10,7 @@ use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::shared::marshal::Unmarshal;
 use webrtc::media_stream::track_local::TrackLocal;
 
+use super::pacer::PACE_FACTOR;
 use super::{AbsCaptureTime, Binding, Bindings, Switch};
 use crate::media::KeyframeReason;
 use crate::session::rtc::{short, OnKeyframe};
@@ -305,6 +306,16 @@ impl TrackWriter {
                 );
             }
             s.forwarder.set_target(target);
+        }
+        // Paced for the bigger of the layer it leaves and the one it goes
+        // to, while it switches.
+        let forwarded = s.forwarder.current().unwrap_or(s.chooser.layer());
+        let need = [forwarded, s.chooser.layer()]
+            .iter()
+            .filter_map(|&l| rates.get(l))
+            .fold(0.0, |a: f64, &r| a.max(r));
+        if need > 0.0 {
+            b.feedback.set_pace(PACE_FACTOR * (need + self.others_bps));
         }
         let decision = s.forwarder.packet(
             layer,
