@@ -224,8 +224,9 @@ fn h264_keyframe_start(p: &[u8]) -> bool {
 /// sent; so a step up is a trial, and a layer that fails one waits long
 /// before the next ([`RETRY_AFTER_FAILURE`]). Each layer keeps its own
 /// wait: a path that cannot carry full size still moves freely between
-/// the smaller layers. A receiver starts at the best layer, and that start
-/// counts as a trial.
+/// the smaller layers. A receiver starts on the layer it is given
+/// ([`Chooser::starting_at`]: the middle one for VP8, see
+/// [`START_LAYER`]), and that start counts as a trial.
 #[derive(Debug, Clone, Default)]
 pub struct Chooser {
     layer: usize,
@@ -296,6 +297,7 @@ impl Chooser {
     pub fn starting_at(start: usize) -> Self {
         Self {
             start,
+            layer: start,
             ..Self::default()
         }
     }

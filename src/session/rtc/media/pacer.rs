@@ -51,6 +51,9 @@ const MIN_BURST_BITS: f64 = 12_000.0;
 /// alone they could keep its first frame back for half a second.
 const MAX_QUEUE: Duration = Duration::from_millis(250);
 
+/// The least time the queue is given to drain, however late it is.
+const MIN_DRAIN: Duration = Duration::from_millis(10);
+
 /// A leaky bucket in bits: packets leave while it is above zero (the last
 /// one may take it below), and it refills at the rate it is given, up to
 /// [`BURST`] of it.
@@ -78,6 +81,11 @@ impl Budget {
 
     pub fn allows(&self) -> bool {
         self.level > 0.0
+    }
+
+    /// Bits spent ahead of the rate (audio and resends pass at once).
+    pub fn debt(&self) -> f64 {
+        (-self.level).max(0.0)
     }
 
     /// When it next allows a packet, at `rate` bit/s.
@@ -122,16 +130,25 @@ impl Pacer {
         }
     }
 
-    /// The rate the queue drains at now, bit/s; `None`: not paced.
-    fn rate(&self) -> Option<f64> {
+    /// The rate the queue drains at, at `now`, bit/s; `None`: not paced.
+    /// What is queued, and what audio and resends spent ahead of it,
+    /// leave by the time the oldest packet has waited [`MAX_QUEUE`].
+    fn rate(&self, now: Instant) -> Option<f64> {
         let pace = self.feedback.pace()?;
-        Some(pace.max(self.queued_bits / MAX_QUEUE.as_secs_f64()))
+        let Some(oldest) = self.queue.front() else {
+            return Some(pace);
+        };
+        let left = (oldest.now + MAX_QUEUE)
+            .saturating_duration_since(now)
+            .max(MIN_DRAIN);
+        let behind = self.queued_bits + self.budget.debt();
+        Some(pace.max(behind / left.as_secs_f64()))
     }
 
     /// Sends what the budget allows of the queue (all of it when pacing
     /// is off).
     fn release(&mut self, now: Instant) {
-        let rate = self.rate();
+        let rate = self.rate(now);
         if let Some(rate) = rate {
             self.budget.refill(now, rate);
         }
@@ -186,7 +203,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
         let now = msg.now;
         let bits = bits_of(&msg);
         if !paced {
-            if let Some(rate) = self.rate() {
+            if let Some(rate) = self.rate(now) {
                 self.budget.refill(now, rate);
                 self.budget.spend(bits);
             }
@@ -214,10 +231,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
         if self.queue.is_empty() {
             return None;
         }
-        match self.rate() {
+        let at = self.budget.at?;
+        match self.rate(at) {
             Some(rate) => self.budget.ready_at(rate),
             // Pacing was switched off with packets queued: at once.
-            None => self.budget.at,
+            None => Some(at),
         }
     }
 }
@@ -314,6 +332,140 @@ mod tests {
         assert!(burst <= 2, "{burst} packets at once after idling");
         let last = *out.last().unwrap();
         assert!(last > 1_070.0, "{last}");
+    }
+
+    /// An RTP packet of `size` payload bytes on `ssrc`, written at `now`.
+    fn rtp(ssrc: u32, seq: u16, size: usize, now: Instant) -> TaggedPacket {
+        use rtc::interceptor::AttributedPacket;
+        use rtc::rtp::header::Header;
+        use rtc::rtp::packet::Packet as RtpPacket;
+        use rtc::shared::TransportContext;
+        let packet = RtpPacket {
+            header: Header {
+                version: 2,
+                ssrc,
+                sequence_number: seq,
+                ..Default::default()
+            },
+            payload: vec![0u8; size].into(),
+        };
+        TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(packet)),
+        }
+    }
+
+    /// A pacer on a connection with video on SSRC 1 and audio on 2,
+    /// paced at `bps`.
+    fn pacer(bps: f64) -> Pacer {
+        let feedback = Arc::new(Feedback::default());
+        feedback.set_pace(bps);
+        let mut p = Pacer::new(feedback);
+        for (ssrc, mime) in [(1, "video/VP8"), (2, "audio/opus")] {
+            p.bind_local_stream(&StreamInfo {
+                ssrc,
+                mime_type: mime.into(),
+                ..Default::default()
+            });
+        }
+        p
+    }
+
+    /// Runs the pacer's timer until its queue is empty: each packet's
+    /// (SSRC, sequence number, stamped departure, the instant it came out).
+    fn drain(p: &mut Pacer, out: &mut Vec<(u32, u16, Instant, Instant)>, mut now: Instant) {
+        let mut take = |p: &mut Pacer, now: Instant| {
+            while let Some(m) = p.poll_write() {
+                if let Packet::Rtp(r) = &m.message.packet {
+                    out.push((r.header.ssrc, r.header.sequence_number, m.now, now));
+                }
+            }
+        };
+        take(p, now);
+        for _ in 0..10_000 {
+            let Some(at) = p.poll_timeout() else {
+                return;
+            };
+            assert!(
+                at > now || p.budget.allows(),
+                "a deadline that does not move on"
+            );
+            now = now.max(at);
+            p.handle_timeout(now).unwrap();
+            take(p, now);
+        }
+        panic!("the queue never emptied");
+    }
+
+    #[test]
+    fn the_pacer_holds_video_to_its_rate_and_lets_audio_pass() {
+        let t0 = Instant::now();
+        let mut p = pacer(1_000_000.0);
+        // A 24 KB key frame and an audio packet right behind it.
+        for seq in 0..20 {
+            p.handle_write(rtp(1, seq, 1_188, t0)).unwrap();
+        }
+        p.handle_write(rtp(2, 0, 100, t0)).unwrap();
+        let mut out = Vec::new();
+        drain(&mut p, &mut out, t0);
+        let video: Vec<_> = out.iter().filter(|o| o.0 == 1).collect();
+        assert_eq!(
+            video.iter().map(|o| o.1).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<u16>>(),
+            "in order, all of it"
+        );
+        // Audio did not wait behind the frame.
+        let audio = out.iter().find(|o| o.0 == 2).expect("audio passed");
+        assert_eq!(audio.3, t0);
+        // Each packet is stamped with when it left, and the frame took
+        // about its size at the rate (192 kbit at 1 Mbit/s, less the
+        // burst): not one burst.
+        assert!(video.iter().all(|o| o.2 == o.3));
+        let last = video.last().unwrap().3.duration_since(t0).as_secs_f64();
+        assert!((0.15..0.2).contains(&last), "{last}");
+    }
+
+    #[test]
+    fn a_long_queue_drains_within_its_limit() {
+        let t0 = Instant::now();
+        let mut p = pacer(300_000.0);
+        // 120 KB held for a peer whose connection just came up: at
+        // 300 kbit/s alone it would take 3.2 s.
+        for seq in 0..100 {
+            p.handle_write(rtp(1, seq, 1_188, t0)).unwrap();
+        }
+        let mut out = Vec::new();
+        drain(&mut p, &mut out, t0);
+        assert_eq!(out.len(), 100);
+        let last = out.last().unwrap().3.duration_since(t0);
+        assert!(last <= MAX_QUEUE + Duration::from_millis(5), "{last:?}");
+        // Spread over that time, not sent at once.
+        let first_half = out.iter().filter(|o| o.3 - t0 < MAX_QUEUE / 2).count();
+        assert!(
+            (40..=60).contains(&first_half),
+            "{first_half} in the first half"
+        );
+    }
+
+    #[test]
+    fn without_a_pace_nothing_is_held() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Arc::new(Feedback::default()));
+        p.bind_local_stream(&StreamInfo {
+            ssrc: 1,
+            mime_type: "video/VP8".into(),
+            ..Default::default()
+        });
+        for seq in 0..50 {
+            p.handle_write(rtp(1, seq, 1_188, t0)).unwrap();
+        }
+        let mut n = 0;
+        while p.poll_write().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 50);
+        assert_eq!(p.poll_timeout(), None);
     }
 
     #[test]

@@ -276,7 +276,11 @@ impl TrackWriter {
         layer: usize,
         p: &RtpPacket,
     ) -> Forward {
-        if now >= s.next_choice {
+        // Chosen from when the connection is up: until then there is no
+        // feedback to choose on, and the start layer's wait for the first
+        // (see `Chooser`) would run out on a slow connection set-up (a
+        // relayed path, a long round trip) and start it at full size.
+        if now >= s.next_choice && b.live.load(Ordering::Acquire) {
             s.next_choice = now + CHOOSE_EVERY;
             let before = s.chooser.layer();
             let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
