@@ -72,7 +72,8 @@ pub enum Command {
 /// Options of both `send` and `receive`.
 #[derive(Debug, Args, Clone)]
 pub struct PeerArgs {
-    /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay),
+    /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay;
+    /// HOST:PORT alone means ws://HOST:PORT),
     /// nats://HOST:PORT[,nats://…] or tls://… (a NATS cluster; user:pass@ or
     /// token@ before the host), or memory: (in-process, for tests).
     #[arg(long, env = "P2P_SIGNAL", default_value = "ws://127.0.0.1:8000")]

@@ -155,9 +155,21 @@ impl Signaling {
     }
 }
 
+/// A relay given as `HOST:PORT` (or `HOST`), with no scheme, is reached
+/// over `ws://`, as the default one is. (Parsed as it is, `127.0.0.1:8000`
+/// was "relative URL without a base" and `localhost:8000` the unknown
+/// scheme `localhost`.)
+fn with_scheme(url: &str) -> std::borrow::Cow<'_, str> {
+    if url.contains("://") || url.starts_with("memory:") {
+        url.into()
+    } else {
+        format!("ws://{url}").into()
+    }
+}
+
 /// Connects to the signaling service at `url`, by scheme:
 /// - `ws://HOST:PORT` / `wss://…`: a `p2p signal` relay (or any relay that
-///   speaks PROTOCOL.md §2);
+///   speaks PROTOCOL.md §2); `HOST:PORT` alone means `ws://HOST:PORT`;
 /// - `memory:` or `memory:NAME`: an in-process hub, for tests.
 ///
 /// A relay that cannot be reached is retried in the background (the
@@ -179,6 +191,8 @@ pub async fn connect(
         .filter(|s| !s.is_empty())
         .map(secret::Secret::new);
     let hash_namespaces;
+    let full = with_scheme(url);
+    let url = full.as_ref();
     if let Some(name) = url.strip_prefix("memory:") {
         memory::spawn(name, rx, ev_tx);
         hash_namespaces = true;
@@ -264,6 +278,22 @@ fn open_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_without_a_scheme_is_reached_over_ws() {
+        assert_eq!(with_scheme("127.0.0.1:8000"), "ws://127.0.0.1:8000");
+        assert_eq!(with_scheme("localhost:8000"), "ws://localhost:8000");
+        assert_eq!(with_scheme("relay.lan"), "ws://relay.lan");
+        for kept in [
+            "ws://h:1",
+            "wss://h",
+            "nats://h:4222",
+            "memory:",
+            "memory:x",
+        ] {
+            assert_eq!(with_scheme(kept), kept);
+        }
+    }
 
     #[tokio::test]
     async fn bad_urls_name_the_accepted_schemes() {

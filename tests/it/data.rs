@@ -367,3 +367,17 @@ async fn to_sends_to_one_receiver_only() {
     tx.close_stdin();
     assert!(tx.wait_exit().await.success());
 }
+
+#[tokio::test]
+async fn a_relay_given_as_host_and_port_is_reached_over_ws() {
+    // `--signal 127.0.0.1:PORT`, as a user types it: no scheme.
+    let relay = Relay::start(&[]).await;
+    let bare = format!("127.0.0.1:{}", relay.port());
+    let mut rx = in_room("receiver", "receive", &bare, "bare", &[]).spawn();
+    let mut tx = in_room("sender", "send", &bare, "bare", &[]).spawn();
+    tx.wait_stderr(CHANNEL).await;
+    tx.write_stdin(b"no scheme needed\n").await;
+    assert_eq!(rx.line().await, "no scheme needed");
+    tx.close_stdin();
+    assert!(tx.wait_exit().await.success());
+}
