@@ -160,16 +160,21 @@ impl Drop for Star {
 }
 
 /// A 720p zone plate asked for 2.5 Mbit/s: the hardest thing to fit into
-/// a slow link.
+/// a slow link. In the hub, beside the relay.
 fn sender(star: &Star, relay: &Relay, room: &str) -> Proc {
     let local = format!("ws://127.0.0.1:{}", relay.port());
+    sender_in(&star.hub, &local, room)
+}
+
+/// The same sender in namespace `netns`, reaching the relay at `url`.
+fn sender_in(netns: &str, url: &str, room: &str) -> Proc {
     Spawn::in_netns(
-        &star.hub,
+        netns,
         "sender",
         &[
             "send",
             "--signal",
-            &local,
+            url,
             "--room",
             room,
             "--events",
@@ -780,29 +785,7 @@ async fn three_receivers_behind_the_senders_one_uplink_share_it() {
     let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("ws://{}:{}", Star::hub_addr(0), relay.port());
-    let tx = Spawn::in_netns(
-        &star.leaves[0],
-        "sender",
-        &[
-            "send",
-            "--signal",
-            &url,
-            "--room",
-            "uplink",
-            "--events",
-            "json",
-            "--test-source",
-            "--test-pattern",
-            "zone-plate",
-            "--width",
-            "1280",
-            "--height",
-            "720",
-            "--video-bitrate",
-            "2500",
-        ],
-    )
-    .spawn();
+    let tx = sender_in(&star.leaves[0], &url, "uplink");
     tx.wait_stderr(r#""event":"start""#).await;
     let files: Vec<_> = (1..4)
         .map(|k| dir.path().join(format!("rx{k}.webm")))
