@@ -63,9 +63,7 @@ impl LocalMedia {
             .iter()
             .zip(&self.writers)
             .find(|(spec, _)| spec.kind == MediaKind::Video)
-            .map_or(0, |(spec, w)| {
-                simulcast::start_layer(w.layers, simulcast::Payload::from_mime(&spec.mime))
-            });
+            .map_or(0, |(spec, w)| start_layer(spec, w));
         let layer = Arc::new(AtomicUsize::new(start));
         for (spec, writer) in self.specs.iter().zip(&self.writers) {
             let ssrc = rand::random::<u32>();
@@ -124,6 +122,11 @@ impl LocalMedia {
     }
 }
 
+/// The layer a receiver of `writer`'s track starts on.
+fn start_layer(spec: &TrackSpec, writer: &TrackWriter) -> usize {
+    simulcast::start_layer(writer.layers, simulcast::Payload::from_mime(&spec.mime))
+}
+
 impl PendingTracks {
     /// Once negotiated, starts writing to this peer with the payload types
     /// its description settled on.
@@ -136,9 +139,8 @@ impl PendingTracks {
                 continue;
             };
             let switch = (writer.layers > 1).then(|| {
-                let payload = simulcast::Payload::from_mime(&spec.mime);
-                let start = simulcast::start_layer(writer.layers, payload);
-                let mut forwarder = Forwarder::new(payload);
+                let start = start_layer(spec, writer);
+                let mut forwarder = Forwarder::new(simulcast::Payload::from_mime(&spec.mime));
                 forwarder.set_target(start);
                 Mutex::new(Switch {
                     chooser: Chooser::starting_at(start),

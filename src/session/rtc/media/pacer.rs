@@ -357,10 +357,12 @@ mod tests {
     }
 
     /// A pacer on a connection with video on SSRC 1 and audio on 2,
-    /// paced at `bps`.
+    /// paced at `bps` (0: no pace set).
     fn pacer(bps: f64) -> Pacer {
         let feedback = Arc::new(Feedback::default());
-        feedback.set_pace(bps);
+        if bps > 0.0 {
+            feedback.set_pace(bps);
+        }
         let mut p = Pacer::new(feedback);
         for (ssrc, mime) in [(1, "video/VP8"), (2, "audio/opus")] {
             p.bind_local_stream(&StreamInfo {
@@ -451,12 +453,7 @@ mod tests {
     #[test]
     fn without_a_pace_nothing_is_held() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(Arc::new(Feedback::default()));
-        p.bind_local_stream(&StreamInfo {
-            ssrc: 1,
-            mime_type: "video/VP8".into(),
-            ..Default::default()
-        });
+        let mut p = pacer(0.0);
         for seq in 0..50 {
             p.handle_write(rtp(1, seq, 1_188, t0)).unwrap();
         }
