@@ -47,6 +47,21 @@ impl Spawn {
         Self::program("ip", &["netns", "exec", netns, BIN], name, args)
     }
 
+    /// Cargo example `example` (built beside the binary by `cargo test
+    /// --all-targets` or `cargo build --examples`) inside `netns`.
+    pub fn example_in_netns(netns: &str, example: &str, args: &[&str]) -> Self {
+        let path = std::path::Path::new(BIN)
+            .with_file_name("examples")
+            .join(example);
+        assert!(
+            path.exists(),
+            "{} is missing: build it with `cargo build --examples`",
+            path.display()
+        );
+        let path = path.to_str().expect("a UTF-8 target directory");
+        Self::program("ip", &["netns", "exec", netns, path], example, args)
+    }
+
     fn program(program: &str, prefix: &[&str], name: &str, args: &[&str]) -> Self {
         let mut cmd = Command::new(program);
         cmd.args(prefix)
