@@ -37,19 +37,26 @@ const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
 /// RTO past it. Needs `third_party/rtc*-rto-min.patch` (bench/NOTES.md).
 const SCTP_RTO_MIN: Duration = Duration::from_millis(20);
 
-/// How often a receiver asks again for the video packets it is missing
-/// (NACK). webrtc-rs's default, 100 ms, is the recorder's whole jitter
-/// buffer latency: half the retransmissions came too late to be used. At
-/// 20 ms a lost packet (or a lost retransmission) is asked for again well
-/// inside it on a LAN or a continent.
+/// How often a receiver looks for video packets it is missing and asks
+/// for them (NACK). webrtc-rs's default, 100 ms, is the recorder's whole
+/// jitter buffer latency on a display: half the retransmissions came too
+/// late to be used. At 20 ms a loss is asked for at once.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long a receiver waits for a packet it asked for before asking
+/// again, until it has timed a repair; from then on the wait follows that
+/// time (round trip and queueing: `third_party/rtc-interceptor-*-nack-rtx.patch`).
+/// Asking every 20 ms, all three NACKs for a packet left within 60 ms, so
+/// at a 150 ms round trip each loss was sent three times and a lost
+/// repair never asked for again.
+const NACK_FIRST_REPAIR_WAIT: Duration = Duration::from_millis(100);
 
 /// How many times a receiver asks for one lost packet. Unlimited (the
 /// default) turned a congested path into a storm: every packet the
 /// bottleneck dropped was asked for every 20 ms, each answer dropped in
 /// turn, until retransmissions alone filled the link (measured: 15,000
 /// packets a second dropped on a 1 Mbit/s link carrying 200 kbit/s of
-/// video). Three tries spread over 60 ms recover a packet lost at 5 %
+/// video). Three tries, a repair time apart, recover a packet lost at 5 %
 /// all but once in 8,000.
 const NACKS_PER_PACKET: u16 = 3;
 
@@ -278,6 +285,7 @@ fn receiving(
         NackGeneratorBuilder::new()
             .with_interval(NACK_INTERVAL)
             .with_max_nacks_per_packet(NACKS_PER_PACKET)
+            .with_initial_repair_time(NACK_FIRST_REPAIR_WAIT)
             .build(),
     );
     let registry = configure_twcc_receiver_only(registry, &mut media)?;
