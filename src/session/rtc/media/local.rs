@@ -14,7 +14,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::{
-    codec_kind, codec_of, fmtp_matches, is_keyframe_request, Binding, Feedback, Switch,
+    codec_kind, codec_of, fmtp_matches, is_keyframe_request, Binding, Feedback, Held, Switch,
     TrackWriter, ABS_CAPTURE_TIME,
 };
 use crate::media::{KeyframeReason, MediaKind, TrackSpec};
@@ -158,7 +158,7 @@ impl PendingTracks {
                 layer: self.layer.clone(),
                 switch,
                 live: AtomicBool::new(*up),
-                held: tokio::sync::Mutex::new(Vec::new()),
+                held: tokio::sync::Mutex::new(Held::default()),
             });
             if spec.kind == MediaKind::Video {
                 // The picture this peer starts with: encoded while its
@@ -179,10 +179,11 @@ impl PendingTracks {
                 continue; // not negotiated
             };
             let mut held = b.held.lock().await;
-            if !held.is_empty() {
-                tracing::debug!(peer = %short(&b.peer), "connected: {} {} packets held for it go out", held.len(), spec.kind);
+            if !held.packets.is_empty() {
+                tracing::debug!(peer = %short(&b.peer), "connected: {} {} packets held for it go out", held.packets.len(), spec.kind);
             }
-            for p in held.drain(..) {
+            held.since = None;
+            for p in held.packets.drain(..) {
                 if let Err(e) = b.track.write_rtp(p).await {
                     tracing::trace!(peer = %short(&b.peer), "RTP not written: {e}");
                 }

@@ -74,7 +74,15 @@ struct Binding {
     /// moment it is up, instead of waiting for a key frame asked for then
     /// (one capture interval plus an encode later) and for its first
     /// audio packet before its recording can start.
-    held: tokio::sync::Mutex<Vec<RtpPacket>>,
+    held: tokio::sync::Mutex<Held>,
+}
+
+/// Packets held for a peer whose connection is not up yet.
+#[derive(Default)]
+struct Held {
+    packets: Vec<RtpPacket>,
+    /// When the first of them was held.
+    since: Option<std::time::Instant>,
 }
 
 struct Switch {
