@@ -103,6 +103,17 @@ pub struct RecordConfig {
     pub display: bool,
 }
 
+impl RecordConfig {
+    /// How long the jitter buffers wait for a missing packet.
+    pub fn jitter_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(if self.display {
+            JITTER_LATENCY_MS
+        } else {
+            RECORD_JITTER_LATENCY_MS
+        }))
+    }
+}
+
 /// What the progress display shows.
 #[derive(Debug, Default)]
 pub struct RecordStats {
@@ -303,11 +314,7 @@ impl Recorder {
             // sat until the next frame's. The latency is set once the first
             // packet is through.
             set(&jitter, "latency", "0");
-            let latency = if cfg.display {
-                JITTER_LATENCY_MS
-            } else {
-                RECORD_JITTER_LATENCY_MS
-            };
+            let latency = cfg.jitter_latency().as_millis() as u32;
             let weak = jitter.downgrade();
             jitter
                 .static_pad("src")

@@ -10,21 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinSet;
 
+use super::keyframes::KeyframeRequests;
 use super::latency::Latency;
 use super::report::Reporter;
 use super::rtc::{short, OnKeyframe, PeerHandle, RemoteTrack, Rtc, TrackWriter};
 use crate::media::capture::{Capture, CaptureConfig};
 use crate::media::record::{RecordConfig, Recorder, TrackInput};
 use crate::media::MediaKind;
-
-/// How often a receiver repeats its key-frame request until one arrives.
-const PLI_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Least time between two key-frame requests for frames lost in transit.
-/// Every frame dropped while waiting for the key frame asks again, so a
-/// lost request is repeated after this; the sender rate-limits key frames
-/// itself as well.
-const LOSS_PLI_GAP: Duration = Duration::from_millis(250);
 
 /// How long a receiver waits for all of a sender's tracks before it starts
 /// recording the ones it has.
@@ -135,7 +127,12 @@ pub struct RecordingStatus {
 
 /// What a video track's pump keeps up to date: frame latencies, and the
 /// picture.
-type VideoWatch = (Arc<Mutex<Latency>>, Arc<Mutex<Picture>>);
+struct VideoWatch {
+    latency: Arc<Mutex<Latency>>,
+    picture: Arc<Mutex<Picture>>,
+    /// Told when a key frame arrives.
+    requests: Arc<Mutex<KeyframeRequests>>,
+}
 
 /// What the video of one recording looks like as it arrives.
 #[derive(Debug, Default)]
@@ -311,17 +308,23 @@ impl Recordings {
         let picture = Arc::new(Mutex::new(Picture::default()));
         for (track, input) in p.tracks.into_iter().zip(inputs) {
             let video = input.kind == MediaKind::Video;
+            let requests = Arc::new(Mutex::new(KeyframeRequests::new(cfg.jitter_latency())));
             if video {
                 if let Some(h) = handle {
                     spawn_keyframe_requests(
                         h.clone(),
                         track.ssrc(),
                         (recorder.keyframe_seen(), recorder.take_keyframe_requests()),
+                        requests.clone(),
                         (self.reporter.clone(), peer.to_owned()),
                     );
                 }
             }
-            let watch = video.then(|| (latency.clone(), picture.clone()));
+            let watch = video.then(|| VideoWatch {
+                latency: latency.clone(),
+                picture: picture.clone(),
+                requests,
+            });
             tokio::spawn(pump(track, input, watch));
         }
         self.active.insert(
@@ -452,22 +455,33 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Feeds a track into its recorder; for video, times each frame from
-/// capture to the arrival of its last packet, counts frames and reads the
-/// picture size from key frames.
+/// capture to the arrival of its last packet, counts frames, reads the
+/// picture size from key frames and tells the key-frame requests when one
+/// arrives.
 async fn pump(track: RemoteTrack, input: TrackInput, video: Option<VideoWatch>) {
-    let vp8 = track.spec.encoding_name().eq_ignore_ascii_case("VP8");
+    let payload = super::simulcast::Payload::from_mime(&track.spec.mime);
     while let Some(packet) = track.read().await {
-        if let Some((latency, picture)) = &video {
+        if let Some(v) = &video {
             if let (Some(at), true) = (packet.captured, packet.marker) {
                 let d = SystemTime::now().duration_since(at).unwrap_or_default();
-                latency.lock().unwrap_or_else(|e| e.into_inner()).add(d);
+                v.latency.lock().unwrap_or_else(|e| e.into_inner()).add(d);
             }
-            let size = vp8.then(|| super::simulcast::vp8_keyframe_size(&packet.rtp));
-            if packet.marker || size.flatten().is_some() {
-                let mut p = picture.lock().unwrap_or_else(|e| e.into_inner());
+            let keyframe = super::simulcast::rtp_payload(&packet.rtp)
+                .is_some_and(|p| payload.starts_keyframe(p));
+            if keyframe {
+                v.requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .arrived(Instant::now());
+            }
+            let size = keyframe
+                .then(|| super::simulcast::vp8_keyframe_size(&packet.rtp))
+                .flatten();
+            if packet.marker || size.is_some() {
+                let mut p = v.picture.lock().unwrap_or_else(|e| e.into_inner());
                 p.frames += u64::from(packet.marker);
-                if let Some(size) = size.flatten() {
-                    p.size = Some(size);
+                if size.is_some() {
+                    p.size = size;
                 }
             }
         }
@@ -476,8 +490,9 @@ async fn pump(track: RemoteTrack, input: TrackInput, video: Option<VideoWatch>) 
 }
 
 /// webrtc-rs receivers do not ask for key frames by themselves: ask when
-/// the track starts and again until one has been recorded; afterwards,
-/// whenever the recorder lost a frame that retransmission did not recover.
+/// the track starts and until one has been recorded; afterwards, whenever
+/// the recorder lost a frame that retransmission did not recover. Each
+/// time only if `requests` finds no key frame on its way.
 fn spawn_keyframe_requests(
     handle: PeerHandle,
     ssrc: u32,
@@ -485,32 +500,34 @@ fn spawn_keyframe_requests(
         tokio::sync::watch::Receiver<bool>,
         Option<tokio::sync::mpsc::Receiver<()>>,
     ),
+    requests: Arc<Mutex<KeyframeRequests>>,
     (reporter, peer): (Reporter, String),
 ) {
-    tokio::spawn(async move {
-        loop {
-            if *seen.borrow() {
-                reporter.keyframe(&peer);
-                break;
-            }
-            if !handle.request_keyframe(ssrc) {
-                return; // peer gone
-            }
-            let _ = tokio::time::timeout(PLI_INTERVAL, seen.changed()).await;
+    // Some(whether it asked), None once the peer is gone.
+    let ask = move |requests: &Mutex<KeyframeRequests>| -> Option<bool> {
+        let mut r = requests.lock().unwrap_or_else(|e| e.into_inner());
+        if !r.ask(Instant::now()) {
+            return Some(false);
         }
-        let Some(mut lost) = lost else { return };
+        handle.request_keyframe(ssrc).then_some(true)
+    };
+    tokio::spawn(async move {
+        while !*seen.borrow() {
+            ask(&requests)?;
+            let next = requests.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let until = tokio::time::Instant::from_std(next.unwrap_or_else(Instant::now));
+            let _ = tokio::time::timeout_at(until, seen.changed()).await;
+        }
+        reporter.keyframe(&peer);
+        let mut lost = lost?;
         // Ends when the recording is finalised (the channel closes) or the
         // peer is gone.
         while lost.recv().await.is_some() {
-            tracing::debug!(peer = %short(&peer), "video frame lost; asking for a key frame");
-            if !handle.request_keyframe(ssrc) {
-                return;
+            if ask(&requests)? {
+                tracing::debug!(peer = %short(&peer), "video frame lost; asked for a key frame");
             }
-            tokio::time::sleep(LOSS_PLI_GAP).await;
-            // A request from before the key frame came is stale; one still
-            // waiting for it is repeated by the next dropped frame.
-            let _ = lost.try_recv();
         }
+        Some(())
     });
 }
 

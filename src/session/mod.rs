@@ -5,6 +5,7 @@
 pub mod av;
 pub mod fanout;
 pub mod ingest;
+mod keyframes;
 mod latency;
 pub mod machine;
 mod output;

@@ -160,7 +160,7 @@ pub fn vp8_keyframe_size(rtp: &[u8]) -> Option<(u32, u32)> {
 
 /// The payload of an RTP packet (after CSRCs and header extensions,
 /// before padding).
-fn rtp_payload(rtp: &[u8]) -> Option<&[u8]> {
+pub fn rtp_payload(rtp: &[u8]) -> Option<&[u8]> {
     let first = *rtp.first()?;
     let mut at = 12 + 4 * usize::from(first & 0x0f);
     if first & 0x10 != 0 {
