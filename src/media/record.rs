@@ -17,16 +17,28 @@ use super::{chain, make, set, MediaError, MediaKind, TrackSpec};
 
 /// How long the jitter buffer waits for a missing packet (late, reordered
 /// or retransmitted) before giving it up, when the picture is shown live
-/// (`--display`): a LAN or a continent round-trips well inside it.
-/// Packets that arrive in order are passed on at once.
-const JITTER_LATENCY_MS: u32 = 100;
+/// (`--display`), beyond the sender's round trip: one resend, with room
+/// for queueing. Packets that arrive in order are passed on at once.
+const JITTER_LATENCY_MS: u64 = 100;
 
 /// The same wait for a recording only: a file loses nothing by a frame
 /// coming half a second late, and a resend asked for behind a full queue
 /// comes later than 100 ms. Behind a 1 Mbit/s shaper with a 100 ms queue,
 /// a 100 ms wait gave up 24–41 resends a 20 s run, each a lost frame, a
 /// key frame asked for and a freeze of up to 1.9 s while it came.
-const RECORD_JITTER_LATENCY_MS: u32 = 500;
+/// Beyond it, [`RECORD_REPAIRS`] round trips.
+const RECORD_JITTER_LATENCY_MS: u64 = 500;
+
+/// Round trips a recording's wait adds: a resend lost behind the queue
+/// that dropped the original is asked for again after a repair time
+/// (round trip and queueing), and comes another round trip later. At a
+/// 150 ms round trip behind a full 100 ms queue, a second resend came
+/// ~0.7 s after the loss: with 500 ms, the frame was given up, a key
+/// frame asked for, and the picture froze for ~1 s.
+const RECORD_REPAIRS: u32 = 3;
+
+/// The most a recording waits, whatever the round trip.
+const RECORD_JITTER_MAX: Duration = Duration::from_secs(2);
 
 /// Consecutive packets after the first that let the jitter buffer start at
 /// once. Without it, it holds the very first packet for the whole latency,
@@ -101,16 +113,21 @@ pub fn check_container(path: &Path) -> Result<(), MediaError> {
 pub struct RecordConfig {
     pub path: Option<PathBuf>,
     pub display: bool,
+    /// The sender's round trip, when known (zero if not).
+    pub round_trip: Duration,
 }
 
 impl RecordConfig {
-    /// How long the jitter buffers wait for a missing packet.
-    pub fn jitter_latency(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(u64::from(if self.display {
-            JITTER_LATENCY_MS
+    /// How long the jitter buffers wait for a missing packet: time for
+    /// resends, one round trip each. On a display, one; a recording,
+    /// where being late costs nothing, waits for [`RECORD_REPAIRS`].
+    pub fn jitter_latency(&self) -> Duration {
+        if self.display {
+            Duration::from_millis(JITTER_LATENCY_MS) + self.round_trip
         } else {
-            RECORD_JITTER_LATENCY_MS
-        }))
+            (Duration::from_millis(RECORD_JITTER_LATENCY_MS) + self.round_trip * RECORD_REPAIRS)
+                .min(RECORD_JITTER_MAX)
+        }
     }
 }
 
@@ -314,7 +331,7 @@ impl Recorder {
             // sat until the next frame's. The latency is set once the first
             // packet is through.
             set(&jitter, "latency", "0");
-            let latency = cfg.jitter_latency().as_millis() as u32;
+            let latency = u32::try_from(cfg.jitter_latency().as_millis()).unwrap_or(u32::MAX);
             let weak = jitter.downgrade();
             jitter
                 .static_pad("src")

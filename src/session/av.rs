@@ -277,7 +277,14 @@ impl Recordings {
         let cfg = RecordConfig {
             path: path.clone(),
             display: self.cfg.display,
+            round_trip: self.reporter.round_trip(peer).unwrap_or_default(),
         };
+        tracing::debug!(
+            peer = %short(peer),
+            "jitter buffers wait {} ms for a packet (round trip {} ms)",
+            cfg.jitter_latency().as_millis(),
+            cfg.round_trip.as_millis()
+        );
         let specs: Vec<_> = p.tracks.iter().map(|t| t.spec.clone()).collect();
         let (mut recorder, inputs) = match Recorder::start(&cfg, &specs) {
             Ok(r) => r,
@@ -542,6 +549,7 @@ mod tests {
             RecordConfig {
                 path: Some(PathBuf::from("/tmp/out.webm")),
                 display: false,
+                round_trip: Duration::ZERO,
             },
             reporter(),
         );
@@ -557,6 +565,7 @@ mod tests {
             RecordConfig {
                 path: Some(PathBuf::from("rec-{id}.mkv")),
                 display: false,
+                round_trip: Duration::ZERO,
             },
             reporter(),
         );
@@ -570,6 +579,7 @@ mod tests {
         let cfg = |p: &str| RecordConfig {
             path: Some(PathBuf::from(p)),
             display: false,
+            round_trip: Duration::ZERO,
         };
         let mut r = Recordings::new(cfg("out.webm"), reporter.clone());
         let paths: Vec<_> = (0..3)
@@ -593,6 +603,7 @@ mod tests {
             RecordConfig {
                 path: Some(template.clone()),
                 display: false,
+                round_trip: Duration::ZERO,
             },
             reporter.clone(),
         );
@@ -628,6 +639,7 @@ mod tests {
             RecordConfig {
                 path: Some(dir.path().join("out.webm")),
                 display: false,
+                round_trip: Duration::ZERO,
             },
             reporter,
         );
@@ -645,6 +657,7 @@ mod tests {
             RecordConfig {
                 path: Some(dir.path().join("{id}.webm")),
                 display: false,
+                round_trip: Duration::ZERO,
             },
             reporter,
         );

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -19,6 +20,9 @@ pub struct Reporter {
     json: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
     /// The path each peer's connection took, for its `connect` event.
     paths: Arc<Mutex<HashMap<String, IceSummary>>>,
+    /// Each connected peer's round trip, as ICE measured it when it
+    /// connected.
+    round_trips: Arc<Mutex<HashMap<String, Duration>>>,
     /// Complaints about what peers sent, kept to a few a kind.
     complaints: Arc<Mutex<Throttle>>,
 }
@@ -40,6 +44,7 @@ impl Reporter {
             peer_role,
             json: json.map(|w| Arc::new(Mutex::new(w))),
             paths: Arc::default(),
+            round_trips: Arc::default(),
             complaints: Arc::default(),
         })
     }
@@ -56,6 +61,15 @@ impl Reporter {
         let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(w, "{v}");
         let _ = w.flush();
+    }
+
+    /// `id`'s round trip when it connected, if ICE measured one.
+    pub fn round_trip(&self, id: &str) -> Option<Duration> {
+        self.round_trips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
     }
 
     /// What ICE did for `id`: kept for the `connect` event that follows,
@@ -92,6 +106,12 @@ impl Reporter {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(id);
+                if let Some(rtt) = ice.as_ref().and_then(IceSummary::round_trip) {
+                    self.round_trips
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone(), rtt);
+                }
                 let path = ice.as_ref().and_then(IceSummary::path);
                 match &path {
                     Some(p) => tracing::info!("{role} {} connected ({p})", short(id)),
@@ -113,6 +133,10 @@ impl Reporter {
                 self.write(json!({"event": "sync", "id": id, "state": state}));
             }
             Event::Dispose { id, reason } => {
+                self.round_trips
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
                 match reason {
                     Some(r) => tracing::info!("{role} {} disposed: {r}", short(id)),
                     None => tracing::info!("{role} {} left", short(id)),

@@ -255,6 +255,7 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
     let record = RecordConfig {
         path: cfg.record.clone(),
         display: cfg.display,
+        round_trip: std::time::Duration::ZERO,
     };
     if record.path.is_some() || record.display {
         let record = record.clone();
