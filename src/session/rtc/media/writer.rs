@@ -295,6 +295,7 @@ impl TrackWriter {
             let before = s.chooser.layer();
             let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
             s.chooser.probing(b.feedback.can_probe());
+            s.chooser.path_carried(b.feedback.capacity());
             if let Some(o) = b.feedback.take_probe_outcome() {
                 s.chooser.probed(
                     now,
