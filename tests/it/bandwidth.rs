@@ -121,6 +121,62 @@ impl Star {
         );
     }
 
+    /// Gives leaves their access links' delay, jitter, reordering and
+    /// loss (`(k, "delay:25ms,jitter:5ms")`, examples/wan.rs): a user-space
+    /// link in the hub holds every packet the hub forwards to or from them
+    /// (a packet between two such leaves pays both). Runs until the
+    /// returned process is dropped. Rates stay with [`Star::shape`].
+    async fn wan(&self, hosts: &[(usize, &str)]) -> Proc {
+        let hosts: Vec<String> = hosts
+            .iter()
+            .map(|(k, spec)| format!("10.233.{}.2={spec}", k + 1))
+            .collect();
+        let mut args = vec!["--dev", "wan0"];
+        for h in &hosts {
+            args.extend(["--host", h.as_str()]);
+        }
+        let mut wan = Spawn::example_in_netns(&self.hub, "wan", &args).spawn();
+        assert_eq!(wan.line().await, "ready");
+        let hub = self.hub.as_str();
+        run(
+            &[
+                "ip",
+                "netns",
+                "exec",
+                hub,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.wan0.rp_filter=0",
+            ],
+            None,
+        );
+        run(
+            &[
+                "ip", "-n", hub, "route", "add", "default", "dev", "wan0", "table", "7",
+            ],
+            None,
+        );
+        // What the link writes back goes on by the main table; what comes
+        // in from a leaf goes into the link first.
+        run(
+            &[
+                "ip", "-n", hub, "rule", "add", "iif", "wan0", "lookup", "main", "pref", "100",
+            ],
+            None,
+        );
+        for k in 0..self.leaves.len() {
+            let dev = Self::dev(k);
+            run(
+                &[
+                    "ip", "-n", hub, "rule", "add", "iif", &dev, "lookup", "7", "pref", "200",
+                ],
+                None,
+            );
+        }
+        wan
+    }
+
     fn dev(k: usize) -> String {
         format!("leaf{k}")
     }
@@ -839,5 +895,63 @@ async fn three_receivers_behind_the_senders_one_uplink_share_it() {
     // share. Issue 23 asks for 25 fps, no freeze over 0.5 s and half the
     // link or more together: not met yet.)
     assert!(moving.iter().all(|m| *m), "a picture stopped: {report}");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn across_a_150_ms_round_trip_behind_a_shallow_bucket_a_receiver_records_within_1_5_s() {
+    // The shallow-bucket link (1 Mbit/s, 4 KB bucket, 100 ms queue) with
+    // the sender and the receiver 150 ms apart (examples/wan.rs). Before
+    // the first picture: ~0.75 s of connection set-up (ICE and DTLS take
+    // 2.5 round trips), a key frame asked for then, and its way across.
+    let _one = ONE_SENDER.lock().await;
+    let star = Star::new(2);
+    star.route_leaves();
+    star.shape(1, "1mbit", "4kb", "100ms");
+    let _wan = star
+        .wan(&[(0, "delay:40ms,jitter:2ms"), (1, "delay:35ms,jitter:2ms")])
+        .await;
+    let relay = Relay::start_in(&star.hub, "0.0.0.0:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rx.webm");
+    let url = format!("ws://{}:{}", Star::hub_addr(0), relay.port());
+    let tx = sender_in(&star.leaves[0], &url, "far");
+    tx.wait_stderr(r#""event":"start""#).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut rx = receiver(&star, 1, &relay, "far", &file);
+    rx.wait_stderr(r#""event":"track""#).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let id = own_id(&rx);
+    stop(&mut rx).await;
+
+    let joined = event_ts(&rx, "start").unwrap_or_else(|| rx.fail("no start event"));
+    let first = event_ts(&rx, "keyframe")
+        .map(|t| (t - joined) / 1000.0)
+        .unwrap_or_else(|| rx.fail("no key frame recorded in 20 s"));
+    let r = inspect(&file);
+    let (fps, gap) = r.fps_and_gap_from(r.first_pts);
+    let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);
+    let layers: Vec<String> = peer_stats(&tx, &id)
+        .iter()
+        .map(|(t, p)| format!("{t:.0}s L{}", p["layer"]))
+        .collect();
+    eprintln!(
+        "150 ms away: first frame {first:.2} s after joining, {fps:.1} fps, longest gap \
+         {gap:.2} s; last 10 s: {late_fps:.1} fps, longest gap {late_gap:.2} s; {layers:?}"
+    );
+    assert!(r.errors.is_empty(), "decode errors: {:?}", r.errors);
+    // 1.13–1.37 s measured (3.0 s while the key frame went out with the
+    // 0.8 s of video held behind it during set-up).
+    assert!(first <= 1.5, "first frame {first:.2} s after joining");
+    // 30 fps over the last 10 s, gaps of 0.03 s, in 4 runs of 4. Before
+    // probes above what the path carried went up by a quarter (not 2x),
+    // and a recording waited 3 round trips beyond 500 ms for resends: a
+    // freeze of 0.8–1.4 s in half the runs (a probe's overrun lost a
+    // burst), and in every run with three NACKs per loss.
+    assert!(
+        late_fps >= 25.0 && late_gap <= 1.0 && gap <= 2.0,
+        "the picture did not keep moving: {late_fps:.1} fps, longest gap {late_gap:.2} s \
+         over the last 10 s, {gap:.2} s in all ({layers:?})"
+    );
     drop(tx);
 }
