@@ -26,6 +26,8 @@ import traceback
 import urllib.request
 import uuid
 
+import matrix  # figure 10
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -329,6 +331,7 @@ class Bench:
         self.quick = args.quick
         self.p2p = args.p2p
         self.loadgen = args.loadgen
+        self.wan = args.wan
         self.tmp = tempfile.mkdtemp(prefix="p2p-bench-")
         self.rows = []  # (figure, measure, value, baseline, ratio, target, note)
         self.missing = []  # (figure, reason)
@@ -1383,6 +1386,7 @@ class Bench:
             "7": ("7 across NATs", self.across_nats),
             "8": ("8 constrained links", self.constrained_links),
             "9": ("9 publish to an SFU", self.whip),
+            "10": ("10 link matrix", lambda: matrix.link_matrix(self)),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -1476,7 +1480,8 @@ def main():
     ap.add_argument("--p2p", required=True)
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--dc-loopback", default=None)
-    ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9")
+    ap.add_argument("--wan", default=None)
+    ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9,10")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")
@@ -1484,6 +1489,8 @@ def main():
     a = ap.parse_args()
     if a.dc_loopback is None:
         a.dc_loopback = os.path.join(os.path.dirname(a.loadgen), "dc_loopback")
+    if a.wan is None:
+        a.wan = os.path.join(os.path.dirname(a.loadgen), "wan")
     if a.data_mb is None:
         a.data_mb = 50 if a.quick else 200
     if a.churn is None:

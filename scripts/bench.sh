@@ -3,10 +3,11 @@
 # measures every figure next to a baseline in the same run, prints a Markdown
 # table and writes BENCHMARKS.md.
 #
-#   bash scripts/bench.sh            # full suite (< 15 min on 2 cores)
+#   bash scripts/bench.sh            # full suite (~40 min on 2 cores; figure 10,
+#                                    # the link matrix, is ~25 of them)
 #   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
 #                                    # target/bench/BENCHMARKS.quick.md instead
-#   bash scripts/bench.sh --only 4,5 # some figures (1 to 9)
+#   bash scripts/bench.sh --only 4,5 # some figures (1 to 10)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
 # Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server,
@@ -21,7 +22,7 @@ COMMAND="scripts/bench.sh${*:+ $*}"
 ARGS=()
 for a in "$@"; do
     case "$a" in
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ARGS+=("$a") ;;
     esac
 done
@@ -49,9 +50,9 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 TARGET="${CARGO_TARGET_DIR:-target}"
-echo "[bench] cargo build --release (p2p, examples/loadgen, examples/dc_loopback)" >&2
+echo "[bench] cargo build --release (p2p, examples/loadgen, examples/dc_loopback, examples/wan)" >&2
 bash scripts/patch-deps.sh
-cargo build --release --quiet --bin p2p --example loadgen --example dc_loopback
+cargo build --release --quiet --bin p2p --example loadgen --example dc_loopback --example wan
 
 # Ends the driver and everything it started (its children run in their own
 # process groups; the driver kills them on exit, this is the safety net).

@@ -5,9 +5,12 @@
 // and reads which ICE candidate pair carries it and how many bytes of
 // video came meanwhile. Prints one JSON line on stdout:
 //   {"frames":…, "maxGapMs":…, "width":…, "height":…, "videoBps":…,
+//    "firstFrameMs":…, "packetsLost":…, "packetsReceived":…,
 //    "local":"relay", "remote":"relay", "issued":1}
-// ("issued": ICE servers the relay handed the page), or {"error":…} and
-// exits with 1.
+// ("firstFrameMs": from the page's navigation to its first video frame
+// shown; "packetsLost"/"packetsReceived": video RTP over the whole visit,
+// as Chromium counts them; "issued": ICE servers the relay handed the
+// page), or {"error":…} and exits with 1.
 //
 //   node tests/browser/watch-page.mjs 'http://10.240.0.1:8000/?room=r' [SETTLE_MS WATCH_MS]
 import { Session, countFrames } from './harness.mjs';
@@ -23,15 +26,20 @@ if (!url || !(settleMs >= 0) || !(watchMs > 0)) {
 // Bytes of video received so far over all the page's connections (the
 // room has one sender, but a connection that failed and was made again
 // stays in the map beside its successor).
-const videoBytes = (page) => page.evaluate(async () => {
-  let bytes = 0;
+const videoIn = (page) => page.evaluate(async () => {
+  const sum = { bytes: 0, lost: 0, received: 0 };
   for (const peer of window.p2pApp.receiver.peers.values()) {
     (await peer.pc.getStats()).forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') bytes += r.bytesReceived;
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        sum.bytes += r.bytesReceived;
+        sum.lost += r.packetsLost || 0;
+        sum.received += r.packetsReceived || 0;
+      }
     });
   }
-  return bytes;
+  return sum;
 });
+const videoBytes = async (page) => (await videoIn(page)).bytes;
 
 const s = new Session('watch-page');
 let result;
@@ -39,10 +47,23 @@ try {
   await s.browserStart({ allowHosts: [new URL(url).hostname] });
   const page = await s.page(url, 'viewer');
   const tileVideo = '.tile:not(.local):not(.no-media) video';
-  await s.waitFor(() => page.evaluate((sel) => {
-    const v = document.querySelector(sel);
-    return !!v && !!v.srcObject && v.srcObject.getVideoTracks().length > 0 && v.readyState >= 2;
-  }, tileVideo), 45000, 'the sender\'s tile to play video');
+  // Watched from inside the page, once per animation frame, so the time
+  // of the first picture is known to a frame.
+  const firstFrameMs = await page.evaluate((sel) => new Promise((resolve) => {
+    const deadline = performance.now() + 45000;
+    const look = () => {
+      const v = document.querySelector(sel);
+      if (v && v.srcObject && v.srcObject.getVideoTracks().length > 0 && v.readyState >= 2) {
+        resolve(performance.now());
+      } else if (performance.now() > deadline) {
+        resolve(null);
+      } else {
+        requestAnimationFrame(look);
+      }
+    };
+    look();
+  }), tileVideo);
+  if (firstFrameMs === null) throw new Error('timed out after 45000 ms waiting for the sender\'s tile to play video');
   await new Promise((r) => setTimeout(r, settleMs));
   const before = await videoBytes(page);
   const { frames, maxGapMs, width, height } = await countFrames(page, tileVideo, watchMs);
@@ -67,7 +88,11 @@ try {
       issued: (app.driver.iceServers || []).length,
     };
   });
-  result = { frames, maxGapMs: Math.round(maxGapMs), width, height, videoBps: Math.round(videoBps), ...path };
+  const { lost, received } = await videoIn(page);
+  result = {
+    frames, maxGapMs: Math.round(maxGapMs), width, height, videoBps: Math.round(videoBps),
+    firstFrameMs: Math.round(firstFrameMs), packetsLost: lost, packetsReceived: received, ...path,
+  };
 } catch (e) {
   result = { error: `${e.message}` };
 }
