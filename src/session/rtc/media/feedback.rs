@@ -316,6 +316,14 @@ impl BandwidthEstimator for Estimator {
             reports
         };
         self.gcc.on_reports(now, reports);
+        // The estimate, from the first report on: GCC announces a target
+        // only when it changes, and one that holds its start (it does
+        // while loss stays between 2 and 10 %: random loss of 5 %) was
+        // never announced, so the layer chooser went on as if the
+        // receiver sent no feedback at all.
+        self.feedback
+            .estimate
+            .store(self.gcc.target_bitrate().to_bits(), Ordering::Relaxed);
         for r in reports {
             self.path
                 .add(r.departure, r.size, r.arrival.filter(|_| r.arrived));
