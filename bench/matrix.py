@@ -262,8 +262,8 @@ def way_p2p(b, cell, star, port, room):
 
 
 def fmt(rs, k, f):
-    vals = [r[k] for r in rs if r.get(k) is not None]
-    return "/".join(f.format(v) for v in vals) if vals else "—"
+    """Each viewer's figure, "—" for one that has none."""
+    return "/".join("—" if r.get(k) is None else f.format(r[k]) for r in rs) or "—"
 
 
 def link_matrix(b):
@@ -295,10 +295,13 @@ def link_matrix(b):
                 err = "; ".join(r["error"] for r in p + c if "error" in r)
                 b.missing.append((f"10 link matrix: {label} ({name})", f"failed: {err}"))
                 continue
-            worst = lambda rs, k, f: f(r[k] for r in rs if r.get(k) is not None)  # noqa: E731
-            p_fps, c_fps = worst(p, "fps", min), worst(c, "fps", min)
-            p_gap, c_gap = worst(p, "gap", max), worst(c, "gap", max)
-            p_first, c_first = worst(p, "first", max), worst(c, "first", max)
+            # A viewer that has no figure never showed a picture: the
+            # worst there is.
+            def worst(rs, k, pick, none):
+                return pick(none if r.get(k) is None else r[k] for r in rs)
+            p_fps, c_fps = worst(p, "fps", min, 0.0), worst(c, "fps", min, 0.0)
+            p_gap, c_gap = worst(p, "gap", max, float("inf")), worst(c, "gap", max, float("inf"))
+            p_first, c_first = worst(p, "first", max, float("inf")), worst(c, "first", max, float("inf"))
             lat = fmt(p, "latency", "{:.0f}")
             b.row("10 link matrix", f"{label}: {name}, frames/s over {WINDOW} s after {SETTLE} s (worst viewer)",
                   f"{fmt(p, 'fps', '{:.1f}')} fps ({fmt(p, 'width', '{}')} wide)", "",

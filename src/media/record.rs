@@ -37,6 +37,10 @@ const RECORD_JITTER_LATENCY_MS: u64 = 500;
 /// frame asked for, and the picture froze for ~1 s.
 const RECORD_REPAIRS: u32 = 3;
 
+/// The most a display waits, whatever the round trip: it shows the
+/// picture that late.
+const DISPLAY_JITTER_MAX: Duration = Duration::from_millis(500);
+
 /// The most a recording waits, whatever the round trip.
 const RECORD_JITTER_MAX: Duration = Duration::from_secs(2);
 
@@ -123,7 +127,7 @@ impl RecordConfig {
     /// where being late costs nothing, waits for [`RECORD_REPAIRS`].
     pub fn jitter_latency(&self) -> Duration {
         if self.display {
-            Duration::from_millis(JITTER_LATENCY_MS) + self.round_trip
+            (Duration::from_millis(JITTER_LATENCY_MS) + self.round_trip).min(DISPLAY_JITTER_MAX)
         } else {
             (Duration::from_millis(RECORD_JITTER_LATENCY_MS) + self.round_trip * RECORD_REPAIRS)
                 .min(RECORD_JITTER_MAX)

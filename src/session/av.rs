@@ -523,7 +523,9 @@ fn spawn_keyframe_requests(
             ask(&requests)?;
             let next = requests.lock().unwrap_or_else(|e| e.into_inner()).next();
             let until = tokio::time::Instant::from_std(next.unwrap_or_else(Instant::now));
-            let _ = tokio::time::timeout_at(until, seen.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout_at(until, seen.changed()).await {
+                return None; // the recording is gone
+            }
         }
         reporter.keyframe(&peer);
         let mut lost = lost?;

@@ -928,6 +928,15 @@ async fn across_a_150_ms_round_trip_behind_a_shallow_bucket_a_receiver_records_w
     let first = event_ts(&rx, "keyframe")
         .map(|t| (t - joined) / 1000.0)
         .unwrap_or_else(|| rx.fail("no key frame recorded in 20 s"));
+    // The link really is 150 ms long (ICE's round trip at connection).
+    let rtt = rx
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "connect")
+        .and_then(|v| v["path"]["rtt_ms"].as_f64())
+        .unwrap_or_else(|| rx.fail("no round trip in the connect event"));
+    assert!(rtt >= 140.0, "round trip {rtt:.0} ms: the link is not in the path");
     let r = inspect(&file);
     let (fps, gap) = r.fps_and_gap_from(r.first_pts);
     let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);

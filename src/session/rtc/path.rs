@@ -161,13 +161,13 @@ impl IceSummary {
         Some(s)
     }
 
-    /// The selected path for `--events json`.
     /// The chosen path's round trip, if ICE measured one.
     pub fn round_trip(&self) -> Option<std::time::Duration> {
         let (_, _, rtt) = self.selected.as_ref()?;
         rtt.map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0))
     }
 
+    /// The selected path for `--events json`.
     pub fn path_json(&self) -> Option<Value> {
         let (l, r, rtt) = self.selected.as_ref()?;
         Some(json!({
