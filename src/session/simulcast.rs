@@ -433,7 +433,10 @@ impl Chooser {
             };
             // Unproven room above what the path carried when full: a
             // small step first.
-            if let Some(c) = p.capacity.filter(|&c| proven.is_none() && c * CAPACITY_STAGE > from) {
+            if let Some(c) = p
+                .capacity
+                .filter(|&c| proven.is_none() && c * CAPACITY_STAGE > from)
+            {
                 rate = rate.min(c * CAPACITY_STAGE);
             }
             p.deciding = rate >= target;

@@ -936,7 +936,10 @@ async fn across_a_150_ms_round_trip_behind_a_shallow_bucket_a_receiver_records_w
         .find(|v| v["event"] == "connect")
         .and_then(|v| v["path"]["rtt_ms"].as_f64())
         .unwrap_or_else(|| rx.fail("no round trip in the connect event"));
-    assert!(rtt >= 140.0, "round trip {rtt:.0} ms: the link is not in the path");
+    assert!(
+        rtt >= 140.0,
+        "round trip {rtt:.0} ms: the link is not in the path"
+    );
     let r = inspect(&file);
     let (fps, gap) = r.fps_and_gap_from(r.first_pts);
     let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);
