@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/patch-deps.sh
-cargo build --bins
+# The binary, and examples/wan.rs, which the constrained-link tests run
+# (--all-targets below builds examples as tests, not as programs).
+cargo build --bins --examples
 # Before the Rust tests: tests/it/nat.rs drives a page through it too.
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 # The constrained-link tests run alone afterwards: each encodes 720p in
