@@ -98,6 +98,14 @@ const PROBE_STAGE: f64 = 2.0;
 /// packets, more than the resend budget repairs, and froze the picture
 /// for ~1 s in half the runs.
 const CAPACITY_STAGE: f64 = 1.25;
+/// No probe starts while this much queue stands in front of the receiver:
+/// on top of it, a probe's excess overflows sooner, its verdict reads
+/// growth from a baseline that is not the path's, and a path with a deep
+/// queue never empties it. Behind a 1 Mbit/s link with a 1 s queue, a
+/// failed probe at 3.3 Mbit/s left ~0.4 s of queue that drains at what
+/// the link has over the layer (~0.3 Mbit/s); the next probe came every
+/// 4 s anyway, and the receiver's picture was 0.6 s late on average.
+const PROBE_QUEUE: Duration = Duration::from_millis(50);
 /// A stage that would fall short of the step by less than this factor
 /// is the step's own probe: one probe fewer on the way up (a receiver
 /// that starts on the middle layer reaches full size in two probes, not
@@ -279,6 +287,8 @@ struct Probing {
     near: bool,
     /// What the path carried when it was last full, bit/s.
     capacity: Option<f64>,
+    /// The queue standing in front of the receiver.
+    queue: Option<Duration>,
 }
 
 /// A probe's verdict, as the chooser takes it.
@@ -331,6 +341,12 @@ impl Chooser {
     /// been: probes above it go up by [`CAPACITY_STAGE`].
     pub fn path_carried(&mut self, capacity: Option<f64>) {
         self.probe.capacity = capacity;
+    }
+
+    /// The queue standing in front of the receiver, if known: no probe
+    /// starts before it is under [`PROBE_QUEUE`].
+    pub fn path_queue(&mut self, queue: Option<Duration>) {
+        self.probe.queue = queue;
     }
 
     /// A probe to send now, if one is due: bit/s of the path, and whether
@@ -423,7 +439,9 @@ impl Chooser {
         {
             p.asked = None;
         }
-        let due = p.asked.is_none() && p.want.is_none() && p.next.is_none_or(|t| now >= t);
+        let drained = p.queue.is_none_or(|q| q <= PROBE_QUEUE);
+        let due =
+            drained && p.asked.is_none() && p.want.is_none() && p.next.is_none_or(|t| now >= t);
         if due {
             let from = proven.unwrap_or(0.0).max(sending);
             let mut rate = if p.near || target <= from * PROBE_STAGE * STAGE_SLACK {
@@ -1239,6 +1257,18 @@ mod tests {
         choose(&mut c, t, 3.1, None);
         let (first, _) = c.take_probe().unwrap();
         assert_eq!(first, 2.0 * (RATES[2] + 50_000.0));
+    }
+
+    #[test]
+    fn no_probe_starts_while_a_queue_stands_in_front_of_the_receiver() {
+        let (t, mut c) = probing_chooser();
+        assert_eq!(choose(&mut c, t, 1.0, Some(500_000.0)), 2);
+        c.path_queue(Some(Duration::from_millis(300)));
+        choose(&mut c, t, 3.1, None);
+        assert_eq!(c.take_probe(), None, "due, but 300 ms of queue stand");
+        c.path_queue(Some(Duration::from_millis(40)));
+        choose(&mut c, t, 3.5, None);
+        assert!(c.take_probe().is_some(), "drained");
     }
 
     #[test]

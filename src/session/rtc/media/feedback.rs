@@ -58,6 +58,9 @@ pub struct Feedback {
     /// The rate the receiver's video is paced at, bit/s (as f64 bits); 0:
     /// not paced (see `pacer.rs`).
     pace: AtomicU64,
+    /// The queue standing in front of the receiver (see [`QueueMeter`]),
+    /// in µs plus one; 0 until the first report.
+    queue_us: AtomicU64,
 }
 
 impl Feedback {
@@ -120,6 +123,16 @@ impl Feedback {
         (c > 0.0).then_some(c)
     }
 
+    /// The queue standing in front of the receiver at the last report
+    /// (its least one-way delay over the least of the last
+    /// [`FLOOR_MEMORY`]), if reported yet.
+    pub fn queue(&self) -> Option<Duration> {
+        match self.queue_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us - 1)),
+        }
+    }
+
     /// Paces the receiver's video at `bps` (see `pacer.rs`).
     pub fn set_pace(&self, bps: f64) {
         // Called for every packet forwarded: write only a change.
@@ -147,6 +160,43 @@ impl Feedback {
 /// path with room, a few percent. (Chromium's NACK storm, before
 /// `RetransmitBudget`, made paths with room lose 15–25 %.)
 const FULL_LOSS: f64 = 0.1;
+
+/// How long a path's least one-way delay is remembered as its floor: the
+/// delay with no queue in front of the receiver. (The clocks of sender and
+/// receiver drift apart by parts per million: microseconds over this.)
+const FLOOR_MEMORY: Duration = Duration::from_secs(10);
+
+/// The queue standing in front of a receiver: the least one-way delay of
+/// the latest report above the least of the last [`FLOOR_MEMORY`]. The
+/// least of a report, not its mean: the first packet of a frame finds the
+/// queue a burst has not filled yet, so only a queue that stays between
+/// frames shows.
+#[derive(Debug, Default)]
+struct QueueMeter {
+    /// Each report's least one-way delay (seconds, any origin), and when.
+    least: VecDeque<(Instant, f64)>,
+}
+
+impl QueueMeter {
+    /// A report at `now` whose least one-way delay was `least`: the queue
+    /// standing now.
+    fn add(&mut self, now: Instant, least: f64) -> Duration {
+        self.least.push_back((now, least));
+        while self
+            .least
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > FLOOR_MEMORY)
+        {
+            self.least.pop_front();
+        }
+        let floor = self
+            .least
+            .iter()
+            .map(|(_, d)| *d)
+            .fold(f64::INFINITY, f64::min);
+        Duration::from_secs_f64((least - floor).max(0.0))
+    }
+}
 
 /// While a path is full, what it carries is the most it delivered over
 /// this long: long enough to span a step down (after which it delivers
@@ -242,6 +292,7 @@ impl PathMeter {
 pub(in crate::session::rtc) struct Estimator {
     gcc: Gcc,
     path: PathMeter,
+    queue: QueueMeter,
     /// While the path is full, what it delivered, at each report.
     full: VecDeque<(Instant, f64)>,
     feedback: Arc<Feedback>,
@@ -255,6 +306,7 @@ impl Estimator {
         Self {
             gcc: Gcc::new(start, min, max),
             path: PathMeter::default(),
+            queue: QueueMeter::default(),
             full: VecDeque::new(),
             feedback,
             origin: Instant::now(),
@@ -324,9 +376,24 @@ impl BandwidthEstimator for Estimator {
         self.feedback
             .estimate
             .store(self.gcc.target_bitrate().to_bits(), Ordering::Relaxed);
+        let origin = self.origin;
+        let mut least: Option<f64> = None;
         for r in reports {
-            self.path
-                .add(r.departure, r.size, r.arrival.filter(|_| r.arrived));
+            let arrival = r.arrival.filter(|_| r.arrived);
+            self.path.add(r.departure, r.size, arrival);
+            if let Some(a) = arrival {
+                let sent = match r.departure.checked_duration_since(origin) {
+                    Some(d) => d.as_secs_f64(),
+                    None => -origin.duration_since(r.departure).as_secs_f64(),
+                };
+                let delay = a.as_secs_f64() - sent;
+                least = Some(least.map_or(delay, |l: f64| l.min(delay)));
+            }
+        }
+        if let Some(least) = least {
+            let queue = self.queue.add(now, least);
+            let us = u64::try_from(queue.as_micros()).unwrap_or(u64::MAX - 1);
+            self.feedback.queue_us.store(us + 1, Ordering::Relaxed);
         }
         let delivered = self.path.delivered(DELIVERED_WINDOW);
         // While full, the most it delivered lately: a step down empties
@@ -545,6 +612,27 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_standing_queue_reads_above_the_least_delay_of_the_last_ten_seconds() {
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut q = QueueMeter::default();
+        // Any origin: 5.000 s is an empty queue.
+        assert_eq!(q.add(at(0.0), 5.000), Duration::ZERO);
+        assert_eq!(q.add(at(0.1), 5.002), Duration::from_millis(2));
+        // A probe filled 400 ms of queue; it drains.
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round();
+        assert_eq!(ms(q.add(at(1.0), 5.400)), 400.0);
+        assert_eq!(ms(q.add(at(2.0), 5.050)), 50.0);
+        assert_eq!(q.add(at(3.0), 5.000), Duration::ZERO);
+        // The floor is forgotten after 10 s: a path whose delay rose
+        // for good (a longer route) reads empty again.
+        for s in 4..=13 {
+            q.add(at(f64::from(s)), 5.030);
+        }
+        assert_eq!(q.add(at(13.5), 5.030), Duration::ZERO);
     }
 
     #[test]

@@ -296,6 +296,7 @@ impl TrackWriter {
             let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
             s.chooser.probing(b.feedback.can_probe());
             s.chooser.path_carried(b.feedback.capacity());
+            s.chooser.path_queue(b.feedback.queue());
             if let Some(o) = b.feedback.take_probe_outcome() {
                 s.chooser.probed(
                     now,
