@@ -776,6 +776,47 @@ fn event_ts(p: &Proc, event: &str) -> Option<f64> {
         .and_then(|v| v["ts"].as_f64())
 }
 
+/// How a receiver that joined a running sender did: its first picture
+/// after joining, and its recording's longest gap, and frame rate and
+/// longest gap over its last 10 s.
+struct Joined {
+    first: f64,
+    gap: f64,
+    late_fps: f64,
+    late_gap: f64,
+    /// The sender's layer for it, once a second (for failure messages).
+    layers: Vec<String>,
+}
+
+/// [`Joined`] for receiver `rx` (its sender `tx` knows it as `id`),
+/// which recorded to `file`; printed under `what`. Fails on a file that
+/// does not decode cleanly.
+fn joined(what: &str, rx: &Proc, tx: &Proc, id: &str, file: &Path) -> Joined {
+    let start = event_ts(rx, "start").unwrap_or_else(|| rx.fail("no start event"));
+    let first = event_ts(rx, "keyframe")
+        .map(|t| (t - start) / 1000.0)
+        .unwrap_or_else(|| rx.fail("no key frame recorded"));
+    let r = inspect(file);
+    assert!(r.errors.is_empty(), "decode errors: {:?}", r.errors);
+    let (fps, gap) = r.fps_and_gap_from(r.first_pts);
+    let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);
+    let layers: Vec<String> = peer_stats(tx, id)
+        .iter()
+        .map(|(t, p)| format!("{t:.0}s L{}", p["layer"]))
+        .collect();
+    eprintln!(
+        "{what}: first frame {first:.2} s after joining, {fps:.1} fps, longest gap \
+         {gap:.2} s; last 10 s: {late_fps:.1} fps, longest gap {late_gap:.2} s; {layers:?}"
+    );
+    Joined {
+        first,
+        gap,
+        late_fps,
+        late_gap,
+        layers,
+    }
+}
+
 #[tokio::test]
 async fn behind_a_shallow_bucket_a_receiver_records_from_its_first_second() {
     // A home link's shaper: 1 Mbit/s with a 4 KB bucket and a 100 ms
@@ -797,22 +838,13 @@ async fn behind_a_shallow_bucket_a_receiver_records_from_its_first_second() {
     let id = own_id(&rx);
     stop(&mut rx).await;
 
-    let joined = event_ts(&rx, "start").unwrap_or_else(|| rx.fail("no start event"));
-    let first = event_ts(&rx, "keyframe")
-        .map(|t| (t - joined) / 1000.0)
-        .unwrap_or_else(|| rx.fail("no key frame recorded in 20 s"));
-    let r = inspect(&file);
-    let (fps, gap) = r.fps_and_gap_from(r.first_pts);
-    let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);
-    let layers: Vec<String> = peer_stats(&tx, &id)
-        .iter()
-        .map(|(t, p)| format!("{t:.0}s L{}", p["layer"]))
-        .collect();
-    eprintln!(
-        "shallow bucket: first frame {first:.2} s after joining, {fps:.1} fps, longest gap \
-         {gap:.2} s; last 10 s: {late_fps:.1} fps, longest gap {late_gap:.2} s; {layers:?}"
-    );
-    assert!(r.errors.is_empty(), "decode errors: {:?}", r.errors);
+    let Joined {
+        first,
+        gap,
+        late_fps,
+        late_gap,
+        layers,
+    } = joined("shallow bucket", &rx, &tx, &id, &file);
     // Within 1 s of joining (0.25–0.28 s measured once a receiver started
     // on the middle layer; 1.1–1.8 s when it started at full size).
     assert!(first <= 1.0, "first frame {first:.2} s after joining");
@@ -924,10 +956,6 @@ async fn across_a_150_ms_round_trip_behind_a_shallow_bucket_a_receiver_records_w
     let id = own_id(&rx);
     stop(&mut rx).await;
 
-    let joined = event_ts(&rx, "start").unwrap_or_else(|| rx.fail("no start event"));
-    let first = event_ts(&rx, "keyframe")
-        .map(|t| (t - joined) / 1000.0)
-        .unwrap_or_else(|| rx.fail("no key frame recorded in 20 s"));
     // The link really is 150 ms long (ICE's round trip at connection).
     let rtt = rx
         .stderr()
@@ -940,18 +968,13 @@ async fn across_a_150_ms_round_trip_behind_a_shallow_bucket_a_receiver_records_w
         rtt >= 140.0,
         "round trip {rtt:.0} ms: the link is not in the path"
     );
-    let r = inspect(&file);
-    let (fps, gap) = r.fps_and_gap_from(r.first_pts);
-    let (late_fps, late_gap) = r.fps_and_gap_from(r.last_pts - 10.0);
-    let layers: Vec<String> = peer_stats(&tx, &id)
-        .iter()
-        .map(|(t, p)| format!("{t:.0}s L{}", p["layer"]))
-        .collect();
-    eprintln!(
-        "150 ms away: first frame {first:.2} s after joining, {fps:.1} fps, longest gap \
-         {gap:.2} s; last 10 s: {late_fps:.1} fps, longest gap {late_gap:.2} s; {layers:?}"
-    );
-    assert!(r.errors.is_empty(), "decode errors: {:?}", r.errors);
+    let Joined {
+        first,
+        gap,
+        late_fps,
+        late_gap,
+        layers,
+    } = joined("150 ms away", &rx, &tx, &id, &file);
     // 1.13–1.37 s measured (3.0 s while the key frame went out with the
     // 0.8 s of video held behind it during set-up).
     assert!(first <= 1.5, "first frame {first:.2} s after joining");
