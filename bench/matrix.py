@@ -172,11 +172,21 @@ def relay_in(b, star):
     return relay, relay.stdout.readline().strip().rsplit(":", 1)[-1]
 
 
+def log_to(b, name):
+    """Where a p2p process's stderr goes: a debug log under --logs, or nowhere."""
+    if not b.a.logs:
+        return dict(stderr=subprocess.DEVNULL)
+    os.makedirs(b.a.logs, exist_ok=True)
+    return dict(stderr=open(os.path.join(b.a.logs, f"{name}.log"), "w"),
+                env=dict(os.environ, RUST_LOG="p2p=debug"))
+
+
 def p2p_sender(b, star, port, room):
     return bench.spawn(star.exec(star.leaves[0], [
         b.p2p, "send", "--test-source", "--test-pattern", "zone-plate", "--width", "1280", "--height", "720",
-        "--video-bitrate", "2500", "--room", room, "--signal", f"ws://{star.hub_addr(0)}:{port}", "-q"]),
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        "--video-bitrate", "2500", "--room", room, "--signal", f"ws://{star.hub_addr(0)}:{port}", "-q",
+        *(["--events-file", os.path.join(b.a.logs, f"{room}-send.events")] if b.a.logs else [])]),
+        stdin=subprocess.DEVNULL, **log_to(b, f"{room}-send"))
 
 
 def page_viewers(star, n, port, room):
@@ -197,7 +207,9 @@ def page_results(viewers):
         sent = r["packetsLost"] + r["packetsReceived"]
         out.append(dict(first=r["firstFrameMs"] / 1000, fps=r["frames"] / WINDOW, gap=r["maxGapMs"] / 1000,
                         bps=r["videoBps"], width=r["width"], loss=r["packetsLost"] / sent if sent else 0.0,
-                        latency=None))
+                        latency=None, gap_end=r.get("maxGapEndMs"),
+                        chromium={k: r.get(k) for k in ("nacks", "plis", "firs", "freezes", "freezeMs", "keyFrames",
+                                                        "retransmitted", "jitterMs", "framesDropped", "steps")}))
     return out
 
 
@@ -239,7 +251,8 @@ def way_p2p(b, cell, star, port, room):
             start = time.time()
             rxs.append((bench.spawn(star.exec(star.leaves[k], [
                 b.p2p, "receive", "--room", room, "--record", rec, "--signal",
-                f"ws://{star.hub_addr(k)}:{port}", "-q", "--events-file", ev]), stdout=subprocess.DEVNULL),
+                f"ws://{star.hub_addr(k)}:{port}", "-q", "--events-file", ev]), stdout=subprocess.DEVNULL,
+                **log_to(b, f"{room}-receive-{k}")),
                 rec, ev, start))
         time.sleep(SETTLE + WINDOW + 1)
         out = []
@@ -268,11 +281,16 @@ def fmt(rs, k, f):
 
 def link_matrix(b):
     cells = [c for c in CELLS if c[8]] if b.quick else CELLS
+    if b.a.cells:
+        cells = [c for c in CELLS if c[0] in b.a.cells.split(",")]
     results = {}
     for cell in cells:
         key, label = cell[0], cell[1]
         ways = {}
         for way, fn in (("chromium", way_chromium), ("page", way_page), ("p2p", way_p2p)):
+            if way not in b.a.ways.split(","):
+                ways[way] = [dict(error="not run (--ways)")]
+                continue
             star = build(b, cell)
             try:
                 relay, port = relay_in(b, star)

@@ -146,6 +146,7 @@ impl Runner {
                 Action::Unsubscribe(ns) => self.sig(self.signaling.off(ns).await),
                 Action::Emit(ns, msg) => self.sig(self.signaling.emit(ns, msg.to_value()).await),
                 Action::CreateOffer { peer, data_channel } => {
+                    tracing::debug!(peer = %rtc::short(&peer), "making an offer");
                     match self.rtc.peer(&peer, self.rtc_events.clone()).await {
                         Ok(h) => {
                             h.create_offer(data_channel).await;

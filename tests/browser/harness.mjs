@@ -210,11 +210,15 @@ export async function countFrames(page, selector, ms) {
     if (!video) throw new Error(`no element ${selector}`);
     let frames = 0;
     let maxGapMs = 0;
+    let maxGapEndMs = 0;
     const start = performance.now();
     let last = start;
     await new Promise((resolve) => {
       const step = (now) => {
-        maxGapMs = Math.max(maxGapMs, now - last);
+        if (now - last > maxGapMs) {
+          maxGapMs = now - last;
+          maxGapEndMs = now - start;
+        }
         last = now;
         if (now - start >= ms) return resolve();
         frames++;
@@ -224,8 +228,12 @@ export async function countFrames(page, selector, ms) {
       setTimeout(resolve, ms + 500);
     });
     // A picture that stopped for good shows as a gap up to the end.
-    maxGapMs = Math.max(maxGapMs, Math.min(performance.now(), start + ms) - last);
-    return { frames, maxGapMs, width: video.videoWidth, height: video.videoHeight };
+    const end = Math.min(performance.now(), start + ms);
+    if (end - last > maxGapMs) {
+      maxGapMs = end - last;
+      maxGapEndMs = end - start;
+    }
+    return { frames, maxGapMs, maxGapEndMs, width: video.videoWidth, height: video.videoHeight };
   }, { selector, ms });
 }
 

@@ -6,7 +6,12 @@
 // video came meanwhile. Prints one JSON line on stdout:
 //   {"frames":…, "maxGapMs":…, "width":…, "height":…, "videoBps":…,
 //    "firstFrameMs":…, "packetsLost":…, "packetsReceived":…,
-//    "local":"relay", "remote":"relay", "issued":1}
+//    "local":"relay", "remote":"relay", "issued":1, …}
+// (and Chromium's own receive counters over the visit: "nacks", "plis",
+// "firs", "freezes", "freezeMs", "framesDropped", "keyFrames",
+// "retransmitted", "jitterMs" (mean jitter-buffer delay); "maxGapEndMs":
+// when, in the watched window, the longest gap ended; "steps": the first
+// peer connections' steps, [name, ms from navigation])
 // ("firstFrameMs": from the page's navigation to its first video frame
 // shown; "packetsLost"/"packetsReceived": video RTP over the whole visit,
 // as Chromium counts them; "issued": ICE servers the relay handed the
@@ -27,13 +32,26 @@ if (!url || !(settleMs >= 0) || !(watchMs > 0)) {
 // room has one sender, but a connection that failed and was made again
 // stays in the map beside its successor).
 const videoIn = (page) => page.evaluate(async () => {
-  const sum = { bytes: 0, lost: 0, received: 0 };
+  const sum = {
+    bytes: 0, lost: 0, received: 0, nacks: 0, plis: 0, firs: 0, freezes: 0, freezeMs: 0,
+    dropped: 0, keyFrames: 0, retransmitted: 0, jitterDelay: 0, jitterEmitted: 0,
+  };
   for (const peer of window.p2pApp.receiver.peers.values()) {
     (await peer.pc.getStats()).forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
         sum.bytes += r.bytesReceived;
         sum.lost += r.packetsLost || 0;
         sum.received += r.packetsReceived || 0;
+        sum.nacks += r.nackCount || 0;
+        sum.plis += r.pliCount || 0;
+        sum.firs += r.firCount || 0;
+        sum.freezes += r.freezeCount || 0;
+        sum.freezeMs += (r.totalFreezesDuration || 0) * 1000;
+        sum.dropped += r.framesDropped || 0;
+        sum.keyFrames += r.keyFramesDecoded || 0;
+        sum.retransmitted += r.retransmittedPacketsReceived || 0;
+        sum.jitterDelay += r.jitterBufferDelay || 0;
+        sum.jitterEmitted += r.jitterBufferEmittedCount || 0;
       }
     });
   }
@@ -45,6 +63,33 @@ const s = new Session('watch-page');
 let result;
 try {
   await s.browserStart({ allowHosts: [new URL(url).hostname] });
+  // When each step of the first connection happened, from navigation: to
+  // tell the page's own start from the network's and the sender's.
+  await s.context.addInitScript(() => {
+    const steps = [];
+    window.__steps = steps;
+    const mark = (name) => steps.length < 40 && steps.push([name, Math.round(performance.now())]);
+    const Native = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        mark('pc');
+        this.addEventListener('iceconnectionstatechange', () => mark(`ice-${this.iceConnectionState}`));
+        this.addEventListener('connectionstatechange', () => mark(`pc-${this.connectionState}`));
+        this.addEventListener('track', (e) => mark(`track-${e.track.kind}`));
+      }
+
+      setRemoteDescription(d) {
+        mark(`remote-${d && d.type}`);
+        return super.setRemoteDescription(d);
+      }
+
+      setLocalDescription(d) {
+        mark(`local-${d ? d.type : 'auto'}`);
+        return super.setLocalDescription(d);
+      }
+    };
+  });
   const page = await s.page(url, 'viewer');
   const tileVideo = '.tile:not(.local):not(.no-media) video';
   // Watched from inside the page, once per animation frame, so the time
@@ -66,7 +111,7 @@ try {
   if (firstFrameMs === null) throw new Error('timed out after 45000 ms waiting for the sender\'s tile to play video');
   await new Promise((r) => setTimeout(r, settleMs));
   const before = await videoBytes(page);
-  const { frames, maxGapMs, width, height } = await countFrames(page, tileVideo, watchMs);
+  const { frames, maxGapMs, maxGapEndMs, width, height } = await countFrames(page, tileVideo, watchMs);
   const videoBps = ((await videoBytes(page)) - before) * 8 / (watchMs / 1000);
   const path = await page.evaluate(async () => {
     const app = window.p2pApp;
@@ -88,10 +133,15 @@ try {
       issued: (app.driver.iceServers || []).length,
     };
   });
-  const { lost, received } = await videoIn(page);
+  const v = await videoIn(page);
   result = {
-    frames, maxGapMs: Math.round(maxGapMs), width, height, videoBps: Math.round(videoBps),
-    firstFrameMs: Math.round(firstFrameMs), packetsLost: lost, packetsReceived: received, ...path,
+    frames, maxGapMs: Math.round(maxGapMs), maxGapEndMs: Math.round(maxGapEndMs), width, height,
+    videoBps: Math.round(videoBps), firstFrameMs: Math.round(firstFrameMs),
+    packetsLost: v.lost, packetsReceived: v.received, nacks: v.nacks, plis: v.plis, firs: v.firs,
+    freezes: v.freezes, freezeMs: Math.round(v.freezeMs), framesDropped: v.dropped, keyFrames: v.keyFrames,
+    retransmitted: v.retransmitted, steps: await page.evaluate(() => window.__steps || []),
+    jitterMs: v.jitterEmitted ? Math.round((v.jitterDelay / v.jitterEmitted) * 1000) : null,
+    ...path,
   };
 } catch (e) {
   result = { error: `${e.message}` };
