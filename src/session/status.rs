@@ -126,6 +126,7 @@ impl Runner {
                 "probed": p.probed.map(f64::round),
                 "resent_bytes": p.resends.0,
                 "resends_dropped": p.resends.1,
+                "resends_repeated": p.resends.2,
                 "loss": (p.loss * 1000.0).round() / 1000.0,
                 "layer": p.layer,
                 "width": p.layer.and_then(|k| layers.get(k)).map(|l| l.width),

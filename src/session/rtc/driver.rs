@@ -172,6 +172,11 @@ impl Driver {
                     }
                     if up || !connected {
                         let summary = path::summarize(&*self.pc, &self.relays).await;
+                        if let (true, Some(pending), Some(rtt)) =
+                            (up, &self.pending, summary.round_trip())
+                        {
+                            pending.feedback.set_round_trip(rtt);
+                        }
                         let event = if up {
                             PeerEvent::Connected
                         } else {
@@ -302,6 +307,7 @@ impl Driver {
     }
 
     async fn report_description(&self, kind: &str, sdp: String) {
+        tracing::debug!(peer = %short(&self.peer), "{kind} made");
         let desc = PeerEvent::LocalDescription(Description {
             kind: kind.into(),
             sdp,

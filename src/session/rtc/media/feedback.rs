@@ -3,7 +3,7 @@
 //! [`Estimator`], congestion control that also tells what the path
 //! delivers.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use rtc::shared::marshal::MarshalSize;
 
 use super::is_keyframe_request;
 use super::probe::{self, ProbeState};
-use super::retransmit::RetransmitBudget;
+use super::retransmit::{RecentResends, RetransmitBudget};
 
 /// What one receiver's feedback says about its path, written by the
 /// connection's interceptors and read by the tracks' writers.
@@ -47,6 +47,12 @@ pub struct Feedback {
     /// (see `RetransmitBudget`).
     resent_bytes: AtomicU64,
     resends_dropped: AtomicU64,
+    /// NACKs not answered because the last answer for the same packet
+    /// could not have arrived yet (see `RecentResends`).
+    resends_repeated: AtomicU64,
+    /// The path's round trip as ICE measured it at connection, in µs
+    /// plus one; 0 until known.
+    round_trip_us: AtomicU64,
     /// The receiver is being moved to a smaller layer: what it is sent
     /// again of the layer it leaves would only queue ahead of the new
     /// layer's key frame, so NACKs go unanswered meanwhile.
@@ -83,12 +89,31 @@ impl Feedback {
         f
     }
 
-    /// Bytes sent again on NACKs, and NACK answers dropped over budget.
-    pub fn resends(&self) -> (u64, u64) {
+    /// Bytes sent again on NACKs, NACK answers dropped over budget, and
+    /// NACKs not answered as the last answer was still on its way.
+    pub fn resends(&self) -> (u64, u64, u64) {
         (
             self.resent_bytes.load(Ordering::Relaxed),
             self.resends_dropped.load(Ordering::Relaxed),
+            self.resends_repeated.load(Ordering::Relaxed),
         )
+    }
+
+    /// The path's round trip, as ICE measured it at connection.
+    pub fn set_round_trip(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX - 1);
+        self.round_trip_us.store(us + 1, Ordering::Relaxed);
+    }
+
+    /// How long an answer to a NACK takes to reach the receiver: the round
+    /// trip and the queue standing in front of the receiver, and a
+    /// quarter more for the pacer and the receiver's own timing.
+    fn repair_time(&self) -> Duration {
+        let rtt = match self.round_trip_us.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            us => Duration::from_micros(us - 1),
+        };
+        (rtt + self.queue().unwrap_or_default()) * 5 / 4
     }
 
     /// What the receiver reported arriving lately, bit/s.
@@ -461,6 +486,10 @@ impl BandwidthEstimator for Estimator {
 pub(in crate::session::rtc) struct SenderFeedback {
     feedback: Arc<Feedback>,
     budget: RetransmitBudget,
+    recent: RecentResends,
+    /// The RTX streams' SSRCs: their packets carry the original sequence
+    /// number in front of the payload.
+    rtx: HashSet<u32>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -470,6 +499,8 @@ impl SenderFeedback {
         Self {
             feedback,
             budget: RetransmitBudget::default(),
+            recent: RecentResends::default(),
+            rtx: HashSet::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -519,6 +550,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &msg.message.packet {
             if msg.message.has(&Attribute::Retransmission) {
+                let seq = match (self.rtx.contains(&p.header.ssrc), &p.payload[..]) {
+                    (true, [hi, lo, ..]) => u16::from_be_bytes([*hi, *lo]),
+                    _ => p.header.sequence_number,
+                };
+                let wait = self.feedback.repair_time();
+                if self.recent.too_soon((p.header.ssrc, seq), msg.now, wait) {
+                    self.feedback
+                        .resends_repeated
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 let size = p.marshal_size();
                 if self.feedback.stepping_down.load(Ordering::Relaxed)
                     || !self.budget.spend(&self.feedback, msg.now, size)
@@ -543,8 +585,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
 }
 
 impl Interceptor for SenderFeedback {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.rtx.extend(info.ssrc_rtx);
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.rtx.remove(&rtx);
+        }
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

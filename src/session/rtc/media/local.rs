@@ -37,7 +37,7 @@ pub(in crate::session::rtc) struct LocalMedia {
 /// A peer's tracks, added to its connection but not yet negotiated.
 pub(in crate::session::rtc) struct PendingTracks {
     tracks: Vec<(TrackSpec, TrackWriter, Arc<TrackLocalStaticRTP>, u32)>,
-    feedback: Arc<Feedback>,
+    pub feedback: Arc<Feedback>,
     layer: Arc<AtomicUsize>,
     /// Whether the connection is up; bindings made after that are live
     /// at once.

@@ -13,10 +13,15 @@
 //!   while it is above zero and refills at the pacing rate.
 //! - [`Pacer`], an interceptor on each sending connection, holds the
 //!   video packets the budget does not allow yet and releases them on its
-//!   timer. Audio and retransmissions pass at once (each is small, and
-//!   late is useless for both) but spend the budget, so the video after
-//!   them waits. The rate comes from the layer chooser through
-//!   [`Feedback::set_pace`]; with none set, nothing is held.
+//!   timer. Audio passes at once (it is small, and late is useless) but
+//!   spends the budget, so the video after it waits. Retransmissions are
+//!   paced too, ahead of the video queued: a receiver that lost a key
+//!   frame's tail asks for all of it at once, and answered in one burst
+//!   the answers overran the same shallow queue again (a viewer behind a
+//!   1 Mbit/s link with a 4 KB bucket lost a third of its first second,
+//!   and its picture waited for a second key frame). The rate comes from
+//!   the layer chooser through [`Feedback::set_pace`]; with none set,
+//!   nothing is held.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -83,7 +88,7 @@ impl Budget {
         self.level > 0.0
     }
 
-    /// Bits spent ahead of the rate (audio and resends pass at once).
+    /// Bits spent ahead of the rate (audio passes at once).
     pub fn debt(&self) -> f64 {
         (-self.level).max(0.0)
     }
@@ -111,7 +116,10 @@ pub(in crate::session::rtc) struct Pacer {
     /// Primary SSRCs of the video streams.
     video: HashSet<u32>,
     budget: Budget,
+    /// Retransmissions, which leave ahead of `queue`.
+    resends: VecDeque<TaggedPacket>,
     queue: VecDeque<TaggedPacket>,
+    /// What `resends` and `queue` hold.
     queued_bits: f64,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -123,6 +131,7 @@ impl Pacer {
             feedback,
             video: HashSet::new(),
             budget: Budget::default(),
+            resends: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bits: 0.0,
             read: VecDeque::new(),
@@ -131,14 +140,19 @@ impl Pacer {
     }
 
     /// The rate the queue drains at, at `now`, bit/s; `None`: not paced.
-    /// What is queued, and what audio and resends spent ahead of it,
+    /// What is queued, and what audio spent ahead of it,
     /// leave by the time the oldest packet has waited [`MAX_QUEUE`].
     fn rate(&self, now: Instant) -> Option<f64> {
         let pace = self.feedback.pace()?;
-        let Some(oldest) = self.queue.front() else {
+        let Some(oldest) = [self.resends.front(), self.queue.front()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.now)
+            .min()
+        else {
             return Some(pace);
         };
-        let left = (oldest.now + MAX_QUEUE)
+        let left = (oldest + MAX_QUEUE)
             .saturating_duration_since(now)
             .max(MIN_DRAIN);
         let behind = self.queued_bits + self.budget.debt();
@@ -153,7 +167,8 @@ impl Pacer {
             self.budget.refill(now, rate);
         }
         while rate.is_none() || self.budget.allows() {
-            let Some(mut packet) = self.queue.pop_front() else {
+            let Some(mut packet) = self.resends.pop_front().or_else(|| self.queue.pop_front())
+            else {
                 break;
             };
             let bits = bits_of(&packet);
@@ -164,9 +179,13 @@ impl Pacer {
             packet.now = now;
             self.write.push_back(packet);
         }
-        if self.queue.is_empty() {
+        if self.is_empty() {
             self.queued_bits = 0.0;
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.resends.is_empty()
     }
 }
 
@@ -198,8 +217,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
             self.write.push_back(msg);
             return Ok(());
         };
-        let paced =
-            self.video.contains(&p.header.ssrc) && !msg.message.has(&Attribute::Retransmission);
+        let resend = msg.message.has(&Attribute::Retransmission);
+        let paced = resend || self.video.contains(&p.header.ssrc);
         let now = msg.now;
         let bits = bits_of(&msg);
         if !paced {
@@ -211,7 +230,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
             return Ok(());
         }
         self.queued_bits += bits;
-        self.queue.push_back(msg);
+        if resend {
+            self.resends.push_back(msg);
+        } else {
+            self.queue.push_back(msg);
+        }
         self.release(now);
         Ok(())
     }
@@ -221,14 +244,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Pacer {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
-        if !self.queue.is_empty() {
+        if !self.is_empty() {
             self.release(now);
         }
         Ok(())
     }
 
     fn poll_timeout(&mut self) -> Option<Self::Time> {
-        if self.queue.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let at = self.budget.at?;
@@ -426,6 +449,35 @@ mod tests {
         assert!(video.iter().all(|o| o.2 == o.3));
         let last = video.last().unwrap().3.duration_since(t0).as_secs_f64();
         assert!((0.15..0.2).contains(&last), "{last}");
+    }
+
+    #[test]
+    fn retransmissions_are_paced_and_leave_ahead_of_queued_video() {
+        let t0 = Instant::now();
+        let mut p = pacer(1_000_000.0);
+        // A 24 KB key frame, then a receiver asks again for ten packets
+        // it lost of the frame before, on the RTX stream (SSRC 3).
+        for seq in 0..20 {
+            p.handle_write(rtp(1, seq, 1_188, t0)).unwrap();
+        }
+        let later = t0 + Duration::from_millis(20);
+        for seq in 0..10 {
+            let mut resend = rtp(3, seq, 1_190, later);
+            resend.message = resend.message.with(Attribute::Retransmission);
+            p.handle_write(resend).unwrap();
+        }
+        let mut out = Vec::new();
+        drain(&mut p, &mut out, t0);
+        assert_eq!(out.len(), 30);
+        // Once asked for, they go before the rest of the frame (one video
+        // packet may slip in while they are being written one by one).
+        let first_resend = out.iter().position(|o| o.0 == 3).unwrap();
+        let last_resend = out.iter().rposition(|o| o.0 == 3).unwrap();
+        assert!(last_resend - first_resend <= 10, "{out:?}");
+        assert!(out[last_resend + 1..].iter().all(|o| o.0 == 1));
+        // And at the rate, not in one burst: 12 KB at 1 Mbit/s is ~95 ms.
+        let spread = out[last_resend].3 - out[first_resend].3;
+        assert!(spread >= Duration::from_millis(60), "{spread:?}");
     }
 
     #[test]

@@ -71,8 +71,9 @@ pub struct PeerMedia {
     pub probed: Option<f64>,
     /// Fraction lost in its latest report.
     pub loss: f64,
-    /// Bytes sent again on its NACKs, and NACK answers dropped over budget.
-    pub resends: (u64, u64),
+    /// Bytes sent again on its NACKs, NACK answers dropped over budget,
+    /// and NACKs left unanswered as the last answer was on its way.
+    pub resends: (u64, u64, u64),
     /// Layer it is forwarded (0: the best), once it gets one.
     pub layer: Option<usize>,
 }
