@@ -166,6 +166,28 @@ def schedule(star, cell, t0):
     return t
 
 
+def watch_queue(b, star, cell, room, secs=25.0):
+    """Under --logs: the first viewer's shaper, every 100 ms (time, bytes
+    sent, packets dropped, bytes queued) into ROOM-tc.log."""
+    if not b.a.logs or cell[3] != "down":
+        return
+    import re
+    import threading
+
+    def go():
+        t0 = time.time()
+        with open(os.path.join(b.a.logs, f"{room}-tc.log"), "w") as out:
+            while time.time() - t0 < secs:
+                r = subprocess.run(star.exec(star.hub, ["tc", "-s", "qdisc", "show", "dev", "leaf1"]),
+                                   capture_output=True, text=True)
+                m = re.search(r"Sent (\d+) bytes \d+ pkt \(dropped (\d+).*?backlog (\d+)b", r.stdout, re.S)
+                if m is None:
+                    return
+                out.write(f"{time.time() - t0:.2f} {m[1]} {m[2]} {m[3]}\n")
+                time.sleep(0.1)
+    threading.Thread(target=go, daemon=True).start()
+
+
 def relay_in(b, star):
     relay = bench.spawn(star.exec(star.hub, [b.p2p, "signal", "--listen", "0.0.0.0:0", "-q"]),
                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -178,7 +200,7 @@ def log_to(b, name):
         return dict(stderr=subprocess.DEVNULL)
     os.makedirs(b.a.logs, exist_ok=True)
     return dict(stderr=open(os.path.join(b.a.logs, f"{name}.log"), "w"),
-                env=dict(os.environ, RUST_LOG="p2p=debug"))
+                env=dict(os.environ, RUST_LOG="p2p=debug,p2p::session::rtc::media::probe=trace"))
 
 
 def p2p_sender(b, star, port, room):
@@ -232,6 +254,7 @@ def way_page(b, cell, star, port, room):
     tx = p2p_sender(b, star, port, room)
     time.sleep(3)
     schedule(star, cell, time.time())
+    watch_queue(b, star, cell, room)
     try:
         return page_results(page_viewers(star, n, port, room))
     finally:
@@ -243,6 +266,7 @@ def way_p2p(b, cell, star, port, room):
     tx = p2p_sender(b, star, port, room)
     time.sleep(3)
     schedule(star, cell, time.time())
+    watch_queue(b, star, cell, room)
     rxs = []
     try:
         for k in range(1, n + 1):
