@@ -110,9 +110,13 @@ const LOSSY: f64 = 0.05;
 /// was sent more than it carries.
 const PASS_GROWTH: f64 = 0.04;
 /// A running probe stops at once past these (it is failing, and more of
-/// it would only fill the queue further).
+/// it would only fill the queue further). A queue that grew by
+/// [`PASS_GROWTH`] fails the probe anyway; at 60 ms, a probe at 1.16
+/// Mbit/s into a 1 Mbit/s link with a 4 KB bucket and a 100 ms queue ran
+/// its whole 350 ms, filled the queue and lost 21 packets, and our page in
+/// Chromium froze for 0.15–0.3 s on each such probe.
 const ABORT_LOSS: f64 = 0.1;
-const ABORT_GROWTH: f64 = 0.06;
+const ABORT_GROWTH: f64 = PASS_GROWTH;
 /// How far before a probe its baseline delay is read.
 const BASELINE: Duration = Duration::from_millis(300);
 /// A probe whose feedback has not come this long after it ended fails.
@@ -434,6 +438,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
         };
         // Stopped early (it failed), or over.
         if now >= running.end || self.feedback.probe_cluster().is_none() {
+            let secs = now.saturating_duration_since(running.start).as_secs_f64();
+            tracing::trace!(
+                "probe at {:.0} kbit/s sent {:.0} kbit/s over {:.0} ms",
+                running.rate / 1e3,
+                running.sent / secs.max(1e-3) / 1e3,
+                secs * 1e3
+            );
             self.running = None;
             return Ok(());
         }
@@ -562,13 +573,17 @@ mod tests {
         let packets = train(t0, Duration::ZERO, 100, Duration::from_millis(8), |k| {
             Some(0.02 + 0.002 * k.saturating_sub(start) as f64)
         });
-        // Stopped while running, once the delay grew past the abort line.
-        let partial: Vec<_> = packets
-            .iter()
-            .copied()
-            .filter(|p| p.0 < c.start + Duration::from_millis(300))
-            .collect();
-        let early = judge(&c, partial.iter().copied(), c.start).expect("stops early");
+        // Stopped while running, once the delay grew past what fails it
+        // (its last five packets 40 ms over the baseline: ~200 ms in).
+        let upto = |ms| -> Vec<_> {
+            packets
+                .iter()
+                .copied()
+                .filter(|p| p.0 < c.start + Duration::from_millis(ms))
+                .collect()
+        };
+        assert_eq!(judge(&c, upto(150).into_iter(), c.start), None);
+        let early = judge(&c, upto(210).into_iter(), c.start).expect("stops early");
         assert!(!early.passed && !early.lossy, "{early:?}");
         let out = judge(&c, packets.iter().copied(), c.end + PROBE_LENGTH).unwrap();
         assert!(!out.passed && !out.lossy, "{out:?}");
