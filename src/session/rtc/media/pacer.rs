@@ -40,6 +40,23 @@ use super::Feedback;
 /// in under half of one.
 pub(super) const PACE_FACTOR: f64 = 2.5;
 
+/// The rate a receiver's video is paced at, bit/s, when what it is sent
+/// needs `need` bit/s: [`PACE_FACTOR`] times that, but once its path has
+/// been seen full, no faster than the path then carried (`capacity`),
+/// and never slower than `need`. Paced at the factor, a key frame into a
+/// path that is already full only adds to its queue: behind a 1 Mbit/s
+/// link with a 4 KB bucket and a 100 ms queue, the key frame a viewer
+/// asked for after losing its first one's tail (at 1.7 Mbit/s) lost its
+/// own, and Chromium asked again, up to four times, before its first
+/// picture (2.6 s after joining, against 1.0 s when nothing was lost).
+pub(super) fn pace_rate(need: f64, capacity: Option<f64>) -> f64 {
+    let paced = PACE_FACTOR * need;
+    match capacity {
+        Some(c) => paced.min(c.max(need)),
+        None => paced,
+    }
+}
+
 /// Most a budget saves up while nothing is sent: 15 ms at the pacing
 /// rate is 37 ms of the layer's, about one average frame at 30 fps. A
 /// delta frame leaves as it comes, with no wait added to it; a key frame
@@ -342,6 +359,19 @@ mod tests {
         let out = pace(6_250_000.0, &frames);
         let waited = out.iter().filter(|&&t| (t as u64) % 33 > 1).count();
         assert_eq!(waited, 0, "{out:?}");
+    }
+
+    #[test]
+    fn a_path_seen_full_is_paced_no_faster_than_it_carried() {
+        // Never seen full: the factor.
+        assert_eq!(pace_rate(700_000.0, None), PACE_FACTOR * 700_000.0);
+        // It carried 930 kbit/s when full: no faster than that.
+        assert_eq!(pace_rate(700_000.0, Some(930_000.0)), 930_000.0);
+        // Wide: the factor still.
+        assert_eq!(pace_rate(700_000.0, Some(5e6)), PACE_FACTOR * 700_000.0);
+        // Narrower than what is sent (a step down under way): what is
+        // sent, or the queue would only grow.
+        assert_eq!(pace_rate(700_000.0, Some(300_000.0)), 700_000.0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::shared::marshal::Unmarshal;
 use webrtc::media_stream::track_local::TrackLocal;
 
-use super::pacer::PACE_FACTOR;
+use super::pacer::pace_rate;
 use super::{AbsCaptureTime, Binding, Bindings, Switch};
 use crate::media::KeyframeReason;
 use crate::session::rtc::{short, OnKeyframe};
@@ -332,7 +332,14 @@ impl TrackWriter {
             .filter_map(|&l| rates.get(l))
             .fold(0.0, |a: f64, &r| a.max(r));
         if need > 0.0 {
-            b.feedback.set_pace(PACE_FACTOR * (need + self.others_bps));
+            // (What the path carried when full, or more if a probe since
+            // proved more.)
+            let carried = b
+                .feedback
+                .capacity()
+                .map(|c| b.feedback.probed().map_or(c, |p| p.max(c)));
+            b.feedback
+                .set_pace(pace_rate(need + self.others_bps, carried));
         }
         let decision = s.forwarder.packet(
             layer,
