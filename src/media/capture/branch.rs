@@ -11,6 +11,14 @@ use crate::media::{chain, make, set, MediaError, TestPattern, VideoCodec};
 /// Payload sizes that fit any path's MTU after SRTP and UDP/IP headers.
 const RTP_MTU: u32 = 1200;
 
+/// Key frames come when a receiver asks (it joins, switches layer or lost
+/// what it cannot repair), and at least this often, so a long recording
+/// can be sought in. Not more often: behind a 1 Mbit/s link a key frame
+/// of the 640×360 layer (~22 KB) takes ~0.2 s to cross, and our page in
+/// Chromium froze for that long at every one (every 10 s, the interval
+/// before); libwebrtc sends key frames only when asked.
+const GOP_SECS: u32 = 60;
+
 /// Builds source → scale → encode → pay → sink. For a file source, returns
 /// the branch's first element, which the decoder's pad links to later.
 pub(super) fn video_branch(
@@ -140,7 +148,7 @@ fn video_encoder(
     layer: &Layer,
     k: usize,
 ) -> Result<(Vec<gst::Element>, gst::Element), MediaError> {
-    let gop = (layer.fps * 10).to_string();
+    let gop = (layer.fps * GOP_SECS).to_string();
     let bits = (layer.kbps * 1000).to_string();
     let (venc, vpay) = (format!("venc{k}"), format!("vpay{k}"));
     Ok(match cfg.codec {
@@ -151,7 +159,8 @@ fn video_encoder(
                 (make("vp9enc", &venc)?, make("rtpvp9pay", &vpay)?)
             };
             // Realtime: no lookahead, a fast speed setting, constant
-            // bitrate, key frames on request (and at least every 10 s).
+            // bitrate, key frames on request (and at least every
+            // GOP_SECS).
             set(&enc, "deadline", "1");
             set(
                 &enc,
