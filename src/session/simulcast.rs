@@ -364,8 +364,9 @@ impl Chooser {
     pub fn probed(&mut self, now: Instant, verdict: ProbeVerdict) {
         let p = &mut self.probe;
         p.asked = None;
+        // (With a little slack: a stage is exactly NEAR_SPAN above.)
         let just_below = p.proven.is_some_and(|(t, r)| {
-            now.duration_since(t) < PROVEN_FOR && verdict.rate <= r * NEAR_SPAN
+            now.duration_since(t) < PROVEN_FOR && verdict.rate <= r * NEAR_SPAN * 1.01
         });
         if verdict.passed {
             p.proven = Some((now, verdict.rate));
@@ -388,7 +389,18 @@ impl Chooser {
             // the wait grows slowly, to [`NEAR_MAX`], and the next probe
             // decides at once (no stage leads up to it). So does failing
             // with loss [`NEAR_SPAN`] above a rate that just passed.
-            if (verdict.lossy && !just_below) || !p.deciding {
+            //
+            // A stage that failed without loss a stage above one that
+            // just passed found the path near that rate too: the wait
+            // grows slowly, but the next probe still goes by stages (past
+            // what a full path carried, the step's own probe would
+            // overrun it).
+            if !p.deciding && !verdict.lossy && just_below {
+                if wait < NEAR_MAX {
+                    p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
+                }
+                p.near = false;
+            } else if (verdict.lossy && !just_below) || !p.deciding {
                 p.wait = Some((wait * FAR_GROWTH).min(PROBE_MAX));
                 p.near = false;
             } else {
@@ -1274,6 +1286,31 @@ mod tests {
         choose(&mut c, t, 3.1, None);
         let (first, _) = c.take_probe().unwrap();
         assert_eq!(first, 2.0 * (RATES[2] + 50_000.0));
+    }
+
+    #[test]
+    fn a_second_stage_that_only_queued_is_tried_again_soon_and_by_stages() {
+        let (t, mut c) = probing_chooser();
+        let up = |c: &mut Chooser, secs: f64| choose(c, t, secs, None);
+        assert_eq!(choose(&mut c, t, 1.0, Some(500_000.0)), 2);
+        c.path_carried(Some(300_000.0));
+        up(&mut c, 3.1);
+        let (first, _) = c.take_probe().unwrap();
+        c.probed(at(t, 3.6), verdict(first, true, false));
+        up(&mut c, 3.6);
+        let (second, _) = c.take_probe().unwrap();
+        assert_eq!(second, first * CAPACITY_STAGE);
+        // Its queue grew, nothing lost: the path is near the first stage.
+        c.probed(at(t, 4.1), verdict(second, false, false));
+        up(&mut c, 6.0);
+        assert_eq!(c.take_probe(), None, "not at once");
+        up(&mut c, 6.7);
+        let (again, decides) = c.take_probe().expect("within a slowly growing wait");
+        assert_eq!(
+            again, first,
+            "by stages again, from what the full path carried"
+        );
+        assert!(!decides);
     }
 
     #[test]
