@@ -165,6 +165,9 @@ pub struct Recordings {
     /// (same id) gets a new file, never overwrites its earlier one.
     used: std::collections::HashSet<PathBuf>,
     finishing: JoinSet<()>,
+    /// Whether the user was told that media arrives and nothing keeps it
+    /// (no `--record`, no `--display`).
+    told_unkept: bool,
 }
 
 impl Recordings {
@@ -176,6 +179,7 @@ impl Recordings {
             active: HashMap::new(),
             used: Default::default(),
             finishing: JoinSet::new(),
+            told_unkept: false,
         }
     }
 
@@ -205,6 +209,15 @@ impl Recordings {
             &track.spec.kind.to_string(),
             &track.spec.encoding_name(),
         );
+        if !self.enabled() && !self.told_unkept {
+            self.told_unkept = true;
+            tracing::info!(
+                "sender {} sends {} ({}): not kept; give --record FILE or --display to keep it",
+                short(peer),
+                track.spec.kind,
+                track.spec.encoding_name()
+            );
+        }
         let Some(p) = self.pending.get_mut(peer) else {
             return;
         };

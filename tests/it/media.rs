@@ -102,6 +102,26 @@ async fn receiver_finalises_when_the_sender_stops_first() {
     inspect(&path).assert_valid("VP8", Some("Opus"), 5.0, 30.0);
 }
 
+/// A receiver with nothing to keep media in (no `--record`, no
+/// `--display`) says so once, naming the flags, instead of dropping
+/// what arrives without a word.
+#[tokio::test]
+async fn a_receiver_that_keeps_no_media_says_how_to_keep_it() {
+    let relay = Relay::start(&[]).await;
+    let args = [
+        "receive", "--signal", &relay.url, "--room", "unkept", "--events", "json",
+    ];
+    let mut rx = Spawn::new("receiver", &args).spawn();
+    let _tx = send_media(&relay, "unkept", &[]);
+    rx.wait_stderr("not kept; give --record FILE or --display to keep it")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success());
+    let told = rx.stderr().matches("not kept; give --record").count();
+    assert_eq!(told, 1, "told once, not per track: {}", rx.stderr());
+}
+
 #[tokio::test]
 async fn a_late_receiver_gets_a_key_frame_at_once() {
     let relay = Relay::start(&[]).await;
