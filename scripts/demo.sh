@@ -31,7 +31,7 @@ echo "relay:     $url"
 pids+=($!)
 
 # 3. A receiver that records what arrives and prints the data lines.
-"$p2p" receive --signal "$url" --room demo --record "$out/demo.webm" \
+"$p2p" receive --signal "$url" --room demo --record "$out/demo.webm" --overwrite \
   >"$out/received.txt" 2>"$out/receiver.log" &
 rx=$!
 pids+=($rx)

@@ -366,6 +366,11 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "PATH", env = "P2P_RECORD")]
     pub record: Option<PathBuf>,
 
+    /// Let --record replace a file that is already there (without it, an
+    /// existing file is an error: a recording is not lost to a re-run).
+    #[arg(long, requires = "record")]
+    pub overwrite: bool,
+
     /// Play each sender's audio and video live.
     #[arg(long)]
     pub display: bool,

@@ -176,15 +176,20 @@ impl ReceiveConfig {
             plain_credentials: a.plain_credentials,
             ping_interval: seconds("ping-interval", a.ping_interval)?,
             ping_attempts: a.ping_attempts,
-            record: a.record.as_deref().map(record_path).transpose()?,
+            record: a
+                .record
+                .as_deref()
+                .map(|p| record_path(p, a.overwrite))
+                .transpose()?,
             display: a.display,
         })
     }
 }
 
 /// `--record PATH`, checked now: otherwise a receiver joins the room and
-/// fails only when the first sender's media arrives.
-fn record_path(path: &Path) -> anyhow::Result<PathBuf> {
+/// fails only when the first sender's media arrives. A file already there
+/// is kept unless `overwrite`.
+fn record_path(path: &Path, overwrite: bool) -> anyhow::Result<PathBuf> {
     let show = path.display();
     crate::media::record::check_container(path).with_context(|| format!("--record {show}"))?;
     // `{id}` becomes a sender id later; a directory named with it cannot be
@@ -207,6 +212,9 @@ fn record_path(path: &Path) -> anyhow::Result<PathBuf> {
     }
     if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
         bail!("--record {show} is a directory: name a file in it, e.g. {show}/out.webm");
+    }
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        bail!("--record {show}: the file exists; name another, remove it, or add --overwrite");
     }
     // Permission bits do not tell (root, ACLs, read-only mounts): try.
     let probe = dir.join(format!(".p2p-record-check-{}", std::process::id()));
@@ -334,10 +342,10 @@ mod tests {
     fn record_paths_are_checked_at_start() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let err = |p: &Path| format!("{:#}", record_path(p).unwrap_err());
+        let err = |p: &Path| format!("{:#}", record_path(p, false).unwrap_err());
         for ok in ["out.webm", "rec-{id}.mkv", "{id}/x.mp4", "{id}/{id}/x.webm"] {
             let p = dir.join(ok);
-            assert_eq!(record_path(&p).unwrap(), p, "{ok}");
+            assert_eq!(record_path(&p, false).unwrap(), p, "{ok}");
         }
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "probe left");
 
@@ -355,6 +363,17 @@ mod tests {
         assert!(err(&file.join("x.webm")).contains("is not a directory"));
         assert!(err(dir).contains("is a directory"));
         assert!(err(&dir.join("x.avi")).contains(".webm, .mkv or .mp4"));
+
+        // A recording already there is kept, unless --overwrite.
+        let earlier = dir.join("earlier.webm");
+        std::fs::write(&earlier, b"a recording").unwrap();
+        let e = err(&earlier);
+        assert!(
+            e.contains(&earlier.display().to_string()) && e.contains("--overwrite"),
+            "{e}"
+        );
+        assert_eq!(record_path(&earlier, true).unwrap(), earlier);
+        assert_eq!(std::fs::read(&earlier).unwrap(), b"a recording");
     }
 
     #[test]

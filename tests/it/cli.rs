@@ -140,6 +140,35 @@ fn p2p_bounded(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn an_existing_recording_is_kept_unless_overwrite_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier.webm");
+    std::fs::write(&earlier, b"yesterday's recording").unwrap();
+    let path = earlier.to_str().unwrap();
+    // Port 1 has no relay: a receiver that got past the check would not
+    // exit.
+    let out = p2p_bounded(&[
+        "receive",
+        "--signal",
+        "ws://127.0.0.1:1",
+        "--room",
+        "r",
+        "--record",
+        path,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("p2p: error: --record")
+            && err.contains(path)
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&earlier).unwrap(), b"yesterday's recording");
+}
+
+#[test]
 fn an_unusable_record_directory_fails_at_start_with_code_2() {
     // Port 1 has no relay: a receiver that tried to join would retry for
     // ever instead of exiting.
