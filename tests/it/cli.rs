@@ -139,14 +139,11 @@ fn p2p_bounded(args: &[&str]) -> std::process::Output {
     child.wait_with_output().expect("collect p2p")
 }
 
-#[test]
-fn an_existing_recording_is_kept_unless_overwrite_is_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let earlier = dir.path().join("earlier.webm");
-    std::fs::write(&earlier, b"yesterday's recording").unwrap();
-    let path = earlier.to_str().unwrap();
-    // Port 1 has no relay: a receiver that got past the check would not
-    // exit.
+/// `p2p receive --record PATH` against port 1 (no relay there: a receiver
+/// that got past the check would retry for ever instead of exiting): it
+/// must fail at once with code 2 and one line about --record; that line.
+fn refused_record(path: &str) -> String {
+    let started = std::time::Instant::now();
     let out = p2p_bounded(&[
         "receive",
         "--signal",
@@ -156,49 +153,40 @@ fn an_existing_recording_is_kept_unless_overwrite_is_given() {
         "--record",
         path,
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+    assert_eq!(err.lines().count(), 1, "{path}: {err}");
+    assert!(err.starts_with("p2p: error: --record"), "{path}: {err}");
     assert!(
-        err.starts_with("p2p: error: --record")
-            && err.contains(path)
-            && err.contains("--overwrite"),
-        "{err}"
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{path}: took {:?}",
+        started.elapsed()
     );
+    err
+}
+
+#[test]
+fn an_existing_recording_is_kept_unless_overwrite_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier.webm");
+    std::fs::write(&earlier, b"yesterday's recording").unwrap();
+    let path = earlier.to_str().unwrap();
+    let err = refused_record(path);
+    assert!(err.contains(path) && err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(&earlier).unwrap(), b"yesterday's recording");
 }
 
 #[test]
 fn an_unusable_record_directory_fails_at_start_with_code_2() {
-    // Port 1 has no relay: a receiver that tried to join would retry for
-    // ever instead of exiting.
     for (path, dir) in [
         ("/nonexistent/dir/x.webm", "/nonexistent/dir"),
         ("/nonexistent/dir/{id}.webm", "/nonexistent/dir"),
         ("/nonexistent/{id}/x.webm", "/nonexistent"),
     ] {
-        let started = std::time::Instant::now();
-        let out = p2p_bounded(&[
-            "receive",
-            "--signal",
-            "ws://127.0.0.1:1",
-            "--room",
-            "r",
-            "--record",
-            path,
-        ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
-        assert_eq!(err.lines().count(), 1, "{path}: {err}");
+        let err = refused_record(path);
         assert!(
-            err.starts_with("p2p: error: --record")
-                && err.contains(&format!("directory {dir} does not exist")),
+            err.contains(&format!("directory {dir} does not exist")),
             "{path}: {err}"
-        );
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "{path}: took {:?}",
-            started.elapsed()
         );
     }
 }
