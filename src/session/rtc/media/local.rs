@@ -146,6 +146,7 @@ impl PendingTracks {
                     chooser: Chooser::starting_at(start),
                     forwarder,
                     next_choice: Instant::now(),
+                    path_carried: None,
                 })
             });
             writer.bindings.add(Binding {

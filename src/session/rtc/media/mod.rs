@@ -89,6 +89,9 @@ struct Switch {
     chooser: Chooser,
     forwarder: Forwarder,
     next_choice: Instant,
+    /// What the path carried when last full, or more if a probe since
+    /// proved more, as of the last choice: the pace's ceiling.
+    path_carried: Option<f64>,
 }
 
 /// Every peer's copy of one encoded track.

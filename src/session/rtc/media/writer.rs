@@ -297,6 +297,11 @@ impl TrackWriter {
             let (estimate, carried) = (b.feedback.estimate(), b.feedback.carried());
             s.chooser.probing(b.feedback.can_probe());
             s.chooser.path_carried(b.feedback.capacity());
+            // (Read here, not per packet: `probed` takes a lock.)
+            s.path_carried = b
+                .feedback
+                .capacity()
+                .map(|c| b.feedback.probed().map_or(c, |p| p.max(c)));
             s.chooser.path_queue(b.feedback.queue());
             if let Some(o) = b.feedback.take_probe_outcome() {
                 s.chooser.probed(
@@ -332,14 +337,8 @@ impl TrackWriter {
             .filter_map(|&l| rates.get(l))
             .fold(0.0, |a: f64, &r| a.max(r));
         if need > 0.0 {
-            // (What the path carried when full, or more if a probe since
-            // proved more.)
-            let carried = b
-                .feedback
-                .capacity()
-                .map(|c| b.feedback.probed().map_or(c, |p| p.max(c)));
             b.feedback
-                .set_pace(pace_rate(need + self.others_bps, carried));
+                .set_pace(pace_rate(need + self.others_bps, s.path_carried));
         }
         let decision = s.forwarder.packet(
             layer,
