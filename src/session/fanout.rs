@@ -16,14 +16,30 @@ use tokio::time::Instant;
 
 use super::rtc::{short, Channel, Payload};
 
-/// How long after start a sender whose stdin already ended still waits for
-/// receivers in the room to answer its invoke: one signaling round trip is
-/// milliseconds, a loaded relay or a slow peer a bit more.
+/// How long after start a sender whose stdin already ended waits at most
+/// for the room's receivers to answer its invoke, when none answered.
 const DISCOVERY: Duration = Duration::from_secs(1);
 
-/// At the end, how long a receiver may acknowledge nothing before the
-/// sender stops waiting for it (a lossy path that still makes progress
-/// gets all the time it needs).
+/// Once one receiver answered, the others in the room answer within a few
+/// times that delay: they got the same invoke through the same relay. Not
+/// less than `DISCOVERY_MIN`, for a relay on this machine whose first
+/// answer came in a millisecond.
+const DISCOVERY_ANSWERS: u32 = 4;
+const DISCOVERY_MIN: Duration = Duration::from_millis(100);
+
+/// Whether the receivers in the room had their chance to answer our invoke,
+/// `elapsed` after start, given when the first answer came (if one did).
+fn discovered(elapsed: Duration, first_answer: Option<Duration>) -> bool {
+    let window = match first_answer {
+        Some(first) => (first * DISCOVERY_ANSWERS).clamp(DISCOVERY_MIN, DISCOVERY),
+        None => DISCOVERY,
+    };
+    elapsed >= window
+}
+
+/// At the end, how long a receiver may take nothing before the sender
+/// stops waiting for it (a lossy path or a slow reader that still makes
+/// progress gets all the time it needs).
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
 /// What the run loop tells the fan-out about peers.
@@ -62,6 +78,9 @@ struct Fanout {
     backlog: VecDeque<Payload>,
     ever_open: bool,
     read_any: bool,
+    /// When the first receiver answered, after start.
+    first_answer: Option<Duration>,
+    started: Instant,
 }
 
 /// Runs until stdin ended and everything read was delivered to the
@@ -78,6 +97,8 @@ pub async fn run(
         backlog: VecDeque::new(),
         ever_open: false,
         read_any: false,
+        first_answer: None,
+        started,
     };
     let mut input_open = true;
     let mut said_waiting = false;
@@ -86,9 +107,9 @@ pub async fn run(
         // connect: the ones that answer our invoke within the discovery
         // window get everything from the first line. Binary data is a stream,
         // never queued and dropped: it waits for a receiver.
-        let discovered = started.elapsed() >= DISCOVERY;
-        let settled = f.open_count() > 0 && (f.connecting() == 0 || discovered);
-        let can_read = input_open && (settled || (!f.cfg.binary && discovered));
+        let found = discovered(started.elapsed(), f.first_answer);
+        let settled = f.open_count() > 0 && (f.connecting() == 0 || found);
+        let can_read = input_open && (settled || (!f.cfg.binary && found));
         tokio::select! {
             biased;
             c = ctl.recv() => match c {
@@ -120,7 +141,7 @@ pub async fn run(
             }
             continue;
         }
-        if started.elapsed() < DISCOVERY || f.connecting() > 0 {
+        if !discovered(started.elapsed(), f.first_answer) || f.connecting() > 0 {
             continue;
         }
         f.finish().await;
@@ -145,6 +166,8 @@ impl Fanout {
     async fn control(&mut self, c: Ctl) {
         match c {
             Ctl::Added(id) => {
+                self.first_answer
+                    .get_or_insert_with(|| self.started.elapsed());
                 let mut data = PeerData::default();
                 if !self.ever_open && self.wanted(&id) {
                     data.queue = self.backlog.clone();
@@ -222,25 +245,51 @@ impl Fanout {
         }
     }
 
-    /// Waits until every open channel has had everything acknowledged.
-    /// The channels stay open: the sender then tells each receiver it is
-    /// leaving and waits for it to close the connection once it has read
-    /// everything (`Runner::leave`). Closing them here (a stream reset) lost
-    /// the last messages a receiver held back while its output was behind:
-    /// rtc 0.21 can report the stream closed ahead of them.
+    /// Ends every open channel's stream, all at once, and waits until each
+    /// receiver has taken everything (`Channel::finish`): the receiver's
+    /// channel then ends after its last message, and the session can close.
     async fn finish(&mut self) {
         let channels: Vec<Channel> = self
             .peers
             .values()
             .filter_map(|p| p.channel.clone())
             .collect();
-        for ch in &channels {
-            if !ch.drain(DRAIN_STALL).await {
+        let done = futures_util::future::join_all(channels.iter().map(|ch| async move {
+            let all = ch.finish(DRAIN_STALL).await;
+            (ch, all)
+        }))
+        .await;
+        for (ch, all) in done {
+            if !all {
                 tracing::warn!(
-                    "receiver {}: not everything was acknowledged before leaving",
-                    short(ch.peer())
+                    "receiver {}: not everything reached it (it left, or took nothing for {} s)",
+                    short(ch.peer()),
+                    DRAIN_STALL.as_secs()
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_room_had_its_chance_a_few_first_answers_after_start() {
+        // A relay on this machine: the floor.
+        assert!(!discovered(ms(99), Some(ms(2))));
+        assert!(discovered(ms(100), Some(ms(2))));
+        // A relay 60 ms away: four times its answer.
+        assert!(!discovered(ms(239), Some(ms(60))));
+        assert!(discovered(ms(240), Some(ms(60))));
+        // Never longer than when nobody answers.
+        assert!(discovered(ms(1000), Some(ms(900))));
+        assert!(!discovered(ms(999), None));
+        assert!(discovered(ms(1000), None));
     }
 }

@@ -35,8 +35,9 @@ use rtc::{Channel, Payload, PeerHandle, Rtc, RtcEvent};
 pub use run::{run_receiver, run_sender};
 use status::{Status, STATUS_EVERY};
 
-/// How long a receiver waits for a leaving sender's last data before it
-/// closes the connection.
+/// How long a receiver waits for a leaving sender's channel to end before
+/// it closes the connection: a sender that left closed its channel first,
+/// so this bounds only a peer that does not.
 const LAST_DATA_WAIT: Duration = Duration::from_secs(10);
 
 /// Which machine a run loop drives.
@@ -96,6 +97,12 @@ struct Runner {
     /// Receiver: where channel readers put messages.
     output: Option<mpsc::Sender<(String, Payload)>>,
     readers: HashMap<String, Reader>,
+    /// Receiver: readers of peers being closed, and their closes; the run
+    /// waits for them before it flushes stdout.
+    closing: Vec<tokio::task::JoinHandle<()>>,
+    /// Receiver: senders whose connection was lost before their stream
+    /// ended, and that have not come back since.
+    incomplete: std::collections::HashSet<String>,
     ever_connected: bool,
     /// Sender: the capture pipeline, asked for key frames as peers join.
     capture: Option<Arc<Capture>>,
@@ -128,6 +135,8 @@ impl Runner {
             fanout: None,
             output: None,
             readers: HashMap::new(),
+            closing: Vec::new(),
+            incomplete: Default::default(),
             ever_connected: false,
             capture: None,
             video: None,
@@ -139,6 +148,19 @@ impl Runner {
 
     /// Carries out actions in order; peer failures feed back into the machine.
     async fn exec(&mut self, actions: Vec<Action>) {
+        // A peer given up for a reason (its connection failed, it never
+        // connected) is lost; one that said it leaves (or that we leave) is
+        // not: what it sent is still to be read.
+        let lost: std::collections::HashSet<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(machine::Event::Dispose {
+                    id,
+                    reason: Some(_),
+                }) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
@@ -190,7 +212,10 @@ impl Runner {
                         h.add_candidate(candidate).await;
                     }
                 }
-                Action::ClosePeer { peer } => self.close_peer(&peer).await,
+                Action::ClosePeer { peer } => {
+                    let lost = lost.contains(&peer);
+                    self.close_peer(&peer, lost).await;
+                }
                 Action::Event(ev) => {
                     if matches!(ev, machine::Event::Connect { .. }) {
                         self.ever_connected = true;
@@ -207,7 +232,11 @@ impl Runner {
         }
     }
 
-    async fn close_peer(&mut self, peer: &str) {
+    /// Closes one peer. A receiver first lets the peer's reader take what
+    /// the sender sent: a sender that left ends its stream (closes its
+    /// channel) first, so the reader ends by itself. A `lost` peer's
+    /// connection is gone and nothing more can arrive.
+    async fn close_peer(&mut self, peer: &str, lost: bool) {
         if let Some(r) = &mut self.recordings {
             r.close(peer);
         }
@@ -222,12 +251,34 @@ impl Runner {
         }
         let channel = self.channels.remove(peer);
         match self.readers.remove(peer) {
-            // Receiver: let the reader take what the sender sent before it
-            // left (its channel ends after the last message), then close.
+            Some(reader) if lost && !reader.task.is_finished() => {
+                // Its stream never ended: what it sent after the last
+                // message that arrived is missing.
+                tracing::warn!(
+                    "sender {}: connection lost before its data ended; the output is incomplete",
+                    rtc::short(peer)
+                );
+                self.incomplete.insert(peer.to_owned());
+                if let Some(ch) = channel {
+                    ch.close().await;
+                }
+                if let Some(h) = handle {
+                    h.close().await;
+                }
+                // The reader ends with the channel, after what was queued.
+                self.closing.push(reader.task);
+            }
             Some(reader) => {
-                reader.leaving.cancel();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(LAST_DATA_WAIT, reader.task).await;
+                let task = tokio::spawn(async move {
+                    if tokio::time::timeout(LAST_DATA_WAIT, reader.task)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            "a leaving sender's data channel did not end within {} s; closing it",
+                            LAST_DATA_WAIT.as_secs()
+                        );
+                    }
                     if let Some(ch) = channel {
                         ch.close().await;
                     }
@@ -235,6 +286,7 @@ impl Runner {
                         h.close().await;
                     }
                 });
+                self.closing.push(task);
             }
             None => {
                 if let Some(ch) = channel {
@@ -274,15 +326,16 @@ impl Runner {
                     ch.close().await;
                     return;
                 }
+                // A sender that was lost and came back goes on with its stream.
+                self.incomplete.remove(&peer);
                 self.channels.insert(peer.clone(), ch.clone());
                 if let Some(f) = &self.fanout {
                     let _ = f.send(fanout::Ctl::Open(ch)).await;
                 } else if let Some(out) = &self.output {
                     let out = out.clone();
                     let counter = self.status.data_bytes.clone();
-                    let leaving = tokio_util::sync::CancellationToken::new();
-                    let task = tokio::spawn(read_channel(ch, out, counter, leaving.clone()));
-                    self.readers.insert(peer, Reader { task, leaving });
+                    let task = tokio::spawn(read_channel(ch, out, counter));
+                    self.readers.insert(peer, Reader { task });
                 }
             }
         }
@@ -334,45 +387,6 @@ impl Runner {
             self.refresh_status();
         }
         Ok(())
-    }
-
-    /// A sender done with its input leaves: it tells every receiver first
-    /// and gives each up to `limit` to close the connection, which a
-    /// receiver does once it has read everything, then closes what is left.
-    /// Closing first lost the last lines a receiver still held: webrtc-rs
-    /// drops the messages it has read out of SCTP but not yet handed to the
-    /// application when the association is aborted (1,000 lines, loopback:
-    /// 100–300 lost in about one run in five; through a TURN relay in most).
-    async fn leave(&mut self, rtc_rx: &mut mpsc::Receiver<(String, RtcEvent)>, limit: Duration) {
-        let (closes, rest): (Vec<Action>, Vec<Action>) = self
-            .machine
-            .stop()
-            .into_iter()
-            .partition(|a| matches!(a, Action::ClosePeer { .. }));
-        let mut open: std::collections::HashSet<String> = closes
-            .iter()
-            .filter_map(|a| match a {
-                Action::ClosePeer { peer } => Some(peer.clone()),
-                _ => None,
-            })
-            .collect();
-        self.exec(rest).await;
-        let deadline = tokio::time::Instant::now() + limit;
-        while !open.is_empty() {
-            match tokio::time::timeout_at(deadline, rtc_rx.recv()).await {
-                Ok(Some((peer, RtcEvent::Peer(PeerEvent::Failed(_))))) => {
-                    open.remove(&peer);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if !open.is_empty() {
-            tracing::debug!("{} receiver(s) did not close within {limit:?}", open.len());
-        }
-        self.exec(closes).await;
-        self.signaling.close().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     /// Leaves the room: disposes every peer, tells the others, closes

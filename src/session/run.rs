@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::output::write_output;
 use super::report::Reporter;
-use super::rtc::Rtc;
+use super::rtc::{self, Rtc};
 use super::settings::{self, ReceiveConfig, SendConfig};
 use super::status::Status;
 use super::whip::Whip;
@@ -29,11 +28,6 @@ const RTC_EVENTS: usize = 1024;
 /// Messages from data channels waiting to be written to stdout. Small, so a
 /// stdout that does not keep up holds back the channels (and the senders).
 const OUTPUT_QUEUE: usize = 64;
-
-/// How long a sender that is done waits for its receivers to close first
-/// (see `Runner::leave`): a receiver waits up to `LAST_DATA_WAIT` for its
-/// reader before it closes.
-const LINGER: Duration = Duration::from_secs(8);
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -140,7 +134,6 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(TICK);
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
-    let mut left = false;
     loop {
         tokio::select! {
             Some(ev) = sig_rx.recv() => runner.on_signal(ev).await,
@@ -162,9 +155,9 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                 tracing::error!("{e:#}; still serving the room's receivers");
             }
             _ = &mut fanout => {
+                // Every receiver's stream has ended after its last message:
+                // nothing is left in flight, so the session can close.
                 tracing::debug!("everything read from stdin was delivered");
-                runner.leave(&mut rtc_rx, LINGER).await;
-                left = true;
                 break;
             }
             Some(()) = recv_hangup(&mut hangup) => {
@@ -186,9 +179,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
             () = &mut shutdown => break,
         }
     }
-    if !left {
-        runner.stop().await;
-    }
+    runner.stop().await;
     stop_whip(whip).await;
     if let Some(c) = &runner.capture {
         use std::sync::atomic::Ordering::Relaxed;
@@ -296,22 +287,20 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    // Let readers finish what their senders sent, then flush stdout.
-    let readers: Vec<JoinHandle<()>> = runner
-        .readers
-        .drain()
-        .map(|(_, r)| {
-            r.leaving.cancel();
-            r.task
-        })
-        .collect();
-    let closing = runner.peers.is_empty();
-    if closing {
-        for r in readers {
-            let _ = tokio::time::timeout(LAST_DATA_WAIT, r).await;
+    // Senders that left: their readers end with their channels, after their
+    // last message. Interrupted: what is still open is not waited for.
+    let interrupted = !runner.peers.is_empty();
+    if interrupted {
+        for (_, r) in runner.readers.drain() {
+            r.task.abort();
         }
     }
     runner.stop().await;
+    if !interrupted {
+        for task in std::mem::take(&mut runner.closing) {
+            let _ = tokio::time::timeout(LAST_DATA_WAIT, task).await;
+        }
+    }
     if let Some(r) = &mut runner.recordings {
         r.finish_all().await;
     }
@@ -327,6 +316,14 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         },
     };
     match result.context("stdout writer failed")? {
+        Ok(()) if !runner.incomplete.is_empty() => {
+            let mut lost: Vec<&str> = runner.incomplete.iter().map(|p| rtc::short(p)).collect();
+            lost.sort_unstable();
+            Err(anyhow::anyhow!(
+                "the output is incomplete: the connection to sender {} was lost before its data ended",
+                lost.join(", ")
+            ))
+        }
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),

@@ -5,6 +5,7 @@ mod bandwidth;
 mod cli;
 mod data;
 mod drivers;
+mod eos;
 mod faults;
 mod harness;
 mod hostile;

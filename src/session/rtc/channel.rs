@@ -86,24 +86,11 @@ pub(super) fn watch(raw: Arc<dyn DataChannel>, peer: String, events: Events) {
                     } else {
                         Payload::Binary(m.data.freeze())
                     };
-                    match tx.try_send(payload) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(payload)) => {
-                            // The application is behind. Once it has made
-                            // room, wake the connection's driver: webrtc-rs
-                            // holds back what it could not deliver meanwhile
-                            // and otherwise picks it up only at the next
-                            // packet, and a stream reset arriving first (the
-                            // sender done) discarded it: lines lost at the
-                            // end of a burst.
-                            if tx.send(payload).await.is_ok() {
-                                let _ = raw.set_buffered_amount_low_threshold(0).await;
-                            }
-                        }
-                        // The application is gone: keep draining so the
-                        // connection is never held up by this channel.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+                    // A full inbox makes this task wait, and webrtc-rs then
+                    // keeps what it cannot deliver in SCTP's receive window:
+                    // the sender slows down. An application that is gone is
+                    // not waited for, so the connection is never held up.
+                    let _ = tx.send(payload).await;
                 }
                 DataChannelEvent::OnClose => break,
                 DataChannelEvent::OnError => {
@@ -174,6 +161,24 @@ impl Channel {
     /// that arrived before was read.
     pub async fn recv(&self) -> Option<Payload> {
         self.inbox.lock().await.recv().await
+    }
+
+    /// Ends the stream for the peer: waits until it acknowledged everything
+    /// (see `drain`), resets the stream behind the data, and waits until the
+    /// peer performed the reset, which it does once its application has
+    /// taken every message sent before it (our patched rtc). Gives up when
+    /// the peer made no progress for `stall`. Returns whether the peer has
+    /// it all.
+    pub async fn finish(&self, stall: Duration) -> bool {
+        if !self.drain(stall).await {
+            return false;
+        }
+        if self.raw.close().await.is_err() {
+            return false;
+        }
+        tokio::time::timeout(stall, self.closed.cancelled())
+            .await
+            .is_ok()
     }
 
     /// Closes the channel (an SCTP stream reset: the peer reads everything
