@@ -96,6 +96,36 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// A transfer of `total` bytes, `done` so far at `per_second`:
+/// `12.4 MB of 200.0 MB (6 %) · 45.0 MB/s · 4 s left`.
+pub fn transfer(done: u64, total: u64, per_second: f64) -> String {
+    let percent = if total == 0 {
+        100
+    } else {
+        done.saturating_mul(100) / total
+    };
+    let mut s = format!("{} of {} ({percent} %)", size(done), size(total));
+    if done < total && per_second >= 1.0 {
+        let left = (total - done) as f64 / per_second;
+        s.push_str(&format!(
+            " · {}/s · {} left",
+            size(per_second as u64),
+            duration(left)
+        ));
+    }
+    s
+}
+
+/// Human durations: `45 s`, `3 min 20 s`, `2 h 5 min`.
+pub fn duration(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +136,19 @@ mod tests {
         assert_eq!(bitrate(1_250_000.0), "1.2 Mbit/s");
         assert_eq!(size(830_000), "830 kB");
         assert_eq!(size(12_400_000), "12.4 MB");
+    }
+
+    #[test]
+    fn a_transfer_says_how_far_how_fast_and_how_long_is_left() {
+        assert_eq!(
+            transfer(12_400_000, 200_000_000, 45_000_000.0),
+            "12.4 MB of 200.0 MB (6 %) · 45.0 MB/s · 4 s left"
+        );
+        // Stalled, or done: no time left to tell.
+        assert_eq!(transfer(1_000, 2_000, 0.0), "1 kB of 2 kB (50 %)");
+        assert_eq!(transfer(2_000, 2_000, 5e6), "2 kB of 2 kB (100 %)");
+        assert_eq!(transfer(0, 0, 0.0), "0 kB of 0 kB (100 %)");
+        assert_eq!(duration(200.0), "3 min 20 s");
+        assert_eq!(duration(7500.0), "2 h 5 min");
     }
 }

@@ -83,12 +83,16 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     };
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
-    let status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
+    let mut status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
     let data_bytes = status.data_bytes.clone();
+    if cfg.peer.binary {
+        status.input_total = stdio::stdin_size();
+    }
+    let input_read = status.input_read.clone();
     // With media, the session lasts until Ctrl-C; stdin feeds data channels
     // only when they are on.
     let mut fanout = if cfg.data {
-        let input = stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary);
+        let input = stdio::spawn_reader(tokio::io::stdin(), cfg.peer.binary, input_read);
         tokio::spawn(fanout::run(
             fanout::FanoutConfig {
                 queue_size: cfg.queue_size,

@@ -22,6 +22,10 @@ pub(super) struct Status {
     before: HashMap<String, u64>,
     /// Data bytes sent or received over channels.
     pub(super) data_bytes: Arc<AtomicU64>,
+    /// Sender, `--binary`: bytes read from stdin, and stdin's size when it
+    /// is a file (a progress line with a total and the time left).
+    pub(super) input_read: Arc<AtomicU64>,
+    pub(super) input_total: Option<u64>,
 }
 
 pub(super) const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -33,8 +37,11 @@ impl Status {
             room: room.to_owned(),
             lines: HashMap::new(),
             last: Instant::now(),
-            before: HashMap::new(),
+            // Input is counted from the start, not from the first refresh.
+            before: HashMap::from([("input".to_owned(), 0)]),
             data_bytes: Arc::new(AtomicU64::new(0)),
+            input_read: Arc::new(AtomicU64::new(0)),
+            input_total: None,
         }
     }
 
@@ -195,7 +202,14 @@ impl Runner {
                         crate::progress::bitrate(media_rate)
                     ));
                 }
-                if self.fanout.is_some() {
+                if let Some(total) = self.status.input_total {
+                    let read = self.status.input_read.load(Ordering::Relaxed);
+                    let per_second = self.status.per_second("input", read, secs);
+                    msg.push_str(&format!(
+                        " · {}",
+                        crate::progress::transfer(read, total, per_second)
+                    ));
+                } else if self.fanout.is_some() {
                     msg.push_str(&format!(
                         " · data {} sent, {}",
                         crate::progress::size(data),

@@ -3,8 +3,15 @@
 //! Text mode: one message per line (without its newline). Binary mode: the
 //! bytes as they come, in chunks no larger than a data channel takes.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::BytesMut;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::sync::mpsc;
 
 use crate::session::rtc::{Payload, CHUNK};
@@ -13,13 +20,15 @@ use crate::session::rtc::{Payload, CHUNK};
 /// while the channels are busy.
 const READ_AHEAD: usize = 16;
 
-/// Reads `input` into messages until EOF. The channel closes at EOF.
-pub fn spawn_reader<R>(input: R, binary: bool) -> mpsc::Receiver<Payload>
+/// Reads `input` into messages until EOF, counting the bytes read in
+/// `read`. The channel closes at EOF.
+pub fn spawn_reader<R>(input: R, binary: bool, read: Arc<AtomicU64>) -> mpsc::Receiver<Payload>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     tokio::spawn(async move {
+        let input = Counted { inner: input, read };
         let result = if binary {
             read_chunks(input, &tx).await
         } else {
@@ -30,6 +39,35 @@ where
         }
     });
     rx
+}
+
+/// stdin's size when it is a regular file (`p2p send < file`), for a
+/// progress line with a total; `None` for a pipe or a terminal.
+pub fn stdin_size() -> Option<u64> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
+/// An input that counts what was read from it.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        polled
+    }
 }
 
 async fn read_chunks<R: AsyncRead + Unpin>(
@@ -140,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn lines_become_messages() {
         let input: &[u8] = b"one\r\ntwo\n\nthree";
-        let mut rx = spawn_reader(input, false);
+        let mut rx = spawn_reader(input, false, Default::default());
         let mut got = Vec::new();
         while let Some(p) = rx.recv().await {
             got.push(p);
@@ -152,13 +190,19 @@ mod tests {
     #[tokio::test]
     async fn bytes_arrive_whole_in_bounded_chunks() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut rx = spawn_reader(std::io::Cursor::new(data.clone()), true);
+        let read = Arc::new(AtomicU64::new(0));
+        let mut rx = spawn_reader(std::io::Cursor::new(data.clone()), true, read.clone());
         let mut got = Vec::new();
         while let Some(Payload::Binary(b)) = rx.recv().await {
             assert!(b.len() <= CHUNK);
             got.extend_from_slice(&b);
         }
         assert_eq!(got, data);
+        assert_eq!(
+            read.load(Ordering::Relaxed),
+            data.len() as u64,
+            "bytes counted"
+        );
     }
 
     #[test]

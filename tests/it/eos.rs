@@ -215,3 +215,42 @@ async fn a_receiver_that_joins_after_stdin_ended_still_gets_it() {
     let status = rx.wait_exit().await;
     assert!(status.success(), "receiver exited with {status}");
 }
+
+#[tokio::test]
+async fn a_file_sent_from_a_terminal_shows_how_far_it_is() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.bin");
+    let data = noise(60 * 1000 * 1000, 5);
+    std::fs::write(&file, &data).unwrap();
+    let mut rx = binary_receiver(&relay, "eos5");
+    // `script` gives the sender a terminal for stderr, as a user's shell would.
+    let typescript = dir.path().join("typescript");
+    let cmd = format!(
+        "{BIN} send --signal {} --room eos5 --binary < {}",
+        relay.url,
+        file.display()
+    );
+    let mut tx = tokio::process::Command::new("script")
+        .args(["-qfec", &cmd])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run script(1)");
+    // The receiver reads nothing for a while: the sender is part way.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let got = read_to_end(&mut rx).await;
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&data), "bytes differ");
+    let status = tokio::time::timeout(WAIT, tx.wait())
+        .await
+        .expect("the sender did not exit")
+        .unwrap();
+    assert!(status.success(), "sender exited with {status}");
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        screen.contains("of 60.0 MB (") && screen.contains(" left"),
+        "no progress with a total and the time left on the terminal:\n{screen}"
+    );
+}
