@@ -99,11 +99,7 @@ pub fn size(bytes: u64) -> String {
 /// A transfer of `total` bytes, `done` so far at `per_second`:
 /// `12.4 MB of 200.0 MB (6 %) · 45.0 MB/s · 4 s left`.
 pub fn transfer(done: u64, total: u64, per_second: f64) -> String {
-    let percent = if total == 0 {
-        100
-    } else {
-        done.saturating_mul(100) / total
-    };
+    let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
     let mut s = format!("{} of {} ({percent} %)", size(done), size(total));
     if done < total && per_second >= 1.0 {
         let left = (total - done) as f64 / per_second;
