@@ -473,6 +473,7 @@ class Bench:
 
         self.data_over_loss()
         self.pipe_end(url)
+        self.data_at_round_trips()
 
         # small messages: one-way latency, lines stamped with the send time
         count = 500 if self.quick else 2000
@@ -582,6 +583,80 @@ class Bench:
                  f"{p2p['mb_per_s']:.1f} MB/s", "",
                  baseline=f"{tcp['mb_per_s']:.1f} MB/s (socat TCP, same link)",
                  ratio=p2p["mb_per_s"] / tcp["mb_per_s"])
+
+    def data_at_round_trips(self):
+        """`--binary` between two namespaces whose packets examples/wan.rs
+        holds for a round trip of 20, 50 and 150 ms (no loss, no cap), next
+        to TCP (socat) over the same path: what SCTP's windows and the
+        user-space link leave. Timed from the sender's start to the
+        receiver's exit, connect included."""
+        rtts = [50] if self.quick else [20, 50, 150]
+        mb = 20 if self.quick else 50
+        nbytes = mb * 1_000_000
+        figures = {}
+        for rtt in rtts:
+            side = f"delay:{rtt / 4:g}ms"
+            star = matrix.WanStar(2, self.wan, {0: side, 1: side})
+            mine = []
+
+            def run(args, **kw):
+                p = spawn(args, **kw)
+                mine.append(p)
+                return p
+
+            try:
+                a, b = star.leaf_addr(0), star.leaf_addr(1)
+                relay = run(star.exec(star.leaves[0], [self.p2p, "signal", "--listen", f"{a}:0", "-q"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                url = relay.stdout.readline().strip()
+                room = f"rtt-{uuid.uuid4().hex[:8]}"
+                recv = run(star.exec(star.leaves[1], [self.p2p, "receive", "--binary", "--room", room,
+                                                      "--signal", url, "-q"]), stdout=subprocess.PIPE)
+                sink = run([self.loadgen, "sink"], stdin=recv.stdout, stdout=subprocess.PIPE, text=True)
+                recv.stdout.close()
+                time.sleep(1.0)  # the receiver waits in the room
+                src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
+                t0 = time.monotonic()
+                run(star.exec(star.leaves[0], [self.p2p, "send", "--binary", "--room", room, "--signal", url,
+                                               "-q"]), stdin=src.stdout)
+                src.stdout.close()
+                out, _ = sink.communicate(timeout=600)
+                recv.wait(timeout=60)
+                p2p_secs = time.monotonic() - t0
+                if json.loads(out)["bytes"] != nbytes:
+                    raise RuntimeError(f"at {rtt} ms, p2p delivered {json.loads(out)['bytes']} of {nbytes} bytes")
+                for p in mine:
+                    stop(p)
+                port = free_port()
+                lst = run(star.exec(star.leaves[1], ["socat", "-u", "-b", "262144",
+                                                     f"TCP-LISTEN:{port},bind={b},reuseaddr", "STDOUT"]),
+                          stdout=subprocess.PIPE)
+                sink = run([self.loadgen, "sink"], stdin=lst.stdout, stdout=subprocess.PIPE, text=True)
+                lst.stdout.close()
+                time.sleep(0.3)
+                src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
+                t0 = time.monotonic()
+                run(star.exec(star.leaves[0], ["socat", "-u", "-b", "262144", "STDIN",
+                                               f"TCP:{b}:{port},retry=100,interval=0.02"]), stdin=src.stdout)
+                src.stdout.close()
+                out, _ = sink.communicate(timeout=600)
+                lst.wait(timeout=60)
+                tcp_secs = time.monotonic() - t0
+                if json.loads(out)["bytes"] != nbytes:
+                    raise RuntimeError(f"at {rtt} ms, socat delivered {json.loads(out)['bytes']} of {nbytes} bytes")
+            finally:
+                for p in mine:
+                    stop(p)
+                star.close()
+            p, t = mb / p2p_secs, mb / tcp_secs
+            figures[rtt] = dict(p2p_mb_s=p, tcp_mb_s=t)
+            log(f"  {rtt} ms round trip: p2p {p:.1f} MB/s, tcp {t:.1f} MB/s")
+            self.row("4 data", f"`--binary` {mb} MB at a {rtt} ms round trip (examples/wan.rs, no loss), "
+                     "sender's start to receiver's exit", f"{p:.1f} MB/s", "",
+                     baseline=f"{t:.1f} MB/s (socat TCP, same path)", ratio=p / t,
+                     target="≥ 0.5× at 50 ms" if rtt == 50 else "",
+                     met=(p / t >= 0.5) if rtt == 50 else None)
+        self.raw["data_at_round_trips"] = dict(mb=mb, figures=figures)
 
     def pipe_end(self, url):
         """`head -c 1024 | p2p send --binary` to a `p2p receive --binary`
