@@ -66,8 +66,29 @@ pub enum Command {
     ///
     /// Prints the ws:// URL it listens on, on stdout, once it accepts
     /// connections. With --nats, relays share rooms through a NATS cluster.
+    #[command(after_help = SIGNAL_EXAMPLES)]
     Signal(SignalArgs),
+    /// Print a completion script for SHELL on stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    #[command(after_help = "Example:\n  p2p man > p2p.1 && man ./p2p.1")]
+    Man,
 }
+
+const SIGNAL_EXAMPLES: &str = "Examples:
+  p2p signal                                   # ws://127.0.0.1:8000, this machine only
+  p2p signal --listen 0.0.0.0:8000             # for other machines too
+  p2p signal --nats nats://127.0.0.1:4222      # rooms shared with other relays";
+
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  p2p completions bash > ~/.local/share/bash-completion/completions/p2p
+  p2p completions zsh > ~/.zfunc/_p2p          # with fpath+=~/.zfunc
+  p2p completions fish > ~/.config/fish/completions/p2p.fish";
 
 /// Options of both `send` and `receive`.
 #[derive(Debug, Args, Clone)]

@@ -55,6 +55,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // install (tests calling run twice) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let job = match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "p2p", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("cannot write the manual page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Signal(cli::SignalArgs {
             action: Some(cli::SignalAction::Token(t)),
             ..

@@ -392,6 +392,7 @@ impl Runner {
     /// Leaves the room: disposes every peer, tells the others, closes
     /// signaling after what was queued went out.
     async fn stop(&mut self) {
+        self.reporter.leaving();
         let actions = self.machine.stop();
         self.exec(actions).await;
         self.signaling.close().await;

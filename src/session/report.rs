@@ -25,9 +25,18 @@ pub struct Reporter {
     round_trips: Arc<Mutex<HashMap<String, Duration>>>,
     /// Complaints about what peers sent, kept to a few a kind.
     complaints: Arc<Mutex<Throttle>>,
+    /// Set once we leave the room ourselves: peers disposed from then on
+    /// did not leave, we did.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reporter {
+    /// We are leaving the room: the disposals that follow are ours.
+    pub fn leaving(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(
         peer_role: &'static str,
         format: EventFormat,
@@ -46,6 +55,7 @@ impl Reporter {
             paths: Arc::default(),
             round_trips: Arc::default(),
             complaints: Arc::default(),
+            leaving: Arc::default(),
         })
     }
 
@@ -137,8 +147,12 @@ impl Reporter {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(id);
+                let ours = self.leaving.load(std::sync::atomic::Ordering::Relaxed);
                 match reason {
                     Some(r) => tracing::info!("{role} {} disposed: {r}", short(id)),
+                    None if ours => {
+                        tracing::debug!("closed the connection to {role} {}", short(id))
+                    }
                     None => tracing::info!("{role} {} left", short(id)),
                 }
                 self.write(json!({"event": "dispose", "id": id, "error": reason}));

@@ -210,3 +210,38 @@ fn a_test_pattern_needs_the_test_source() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--test-source"), "{err}");
 }
+
+#[test]
+fn completions_and_the_manual_page_cover_every_command() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef p2p"),
+        ("fish", "complete -c p2p"),
+    ] {
+        let out = p2p(&["completions", shell]);
+        assert!(out.status.success(), "completions {shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell} script lacks {marker:?}");
+        for word in ["send", "receive", "signal", "--record", "--room"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let out = p2p(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
+
+    let out = p2p(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH p2p"),
+        "not roff:\n{page}"
+    );
+    for word in ["send", "receive", "signal"] {
+        assert!(page.contains(word), "the manual page lacks {word}");
+    }
+}

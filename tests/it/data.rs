@@ -248,6 +248,13 @@ async fn receiver_exits_cleanly_on_broken_pipe_and_sigterm() {
     wait_count(&tx, CHANNEL, 2).await;
     rx.signal("TERM");
     assert!(rx.wait_exit().await.success());
+    // We left; the sender did not.
+    assert!(
+        !rx.stderr().contains(" left"),
+        "the receiver says its sender left:
+{}",
+        rx.stderr()
+    );
 }
 
 #[tokio::test]

@@ -226,8 +226,9 @@ async fn a_file_sent_from_a_terminal_shows_how_far_it_is() {
     let mut rx = binary_receiver(&relay, "eos5");
     // `script` gives the sender a terminal for stderr, as a user's shell would.
     let typescript = dir.path().join("typescript");
+    // A wide terminal: the status line is cut at the terminal's width.
     let cmd = format!(
-        "{BIN} send --signal {} --room eos5 --binary < {}",
+        "stty rows 50 cols 200; {BIN} send --signal {} --room eos5 --binary < {}",
         relay.url,
         file.display()
     );
