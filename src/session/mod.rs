@@ -81,6 +81,14 @@ impl Machine {
             Self::Receiver(m) => m.stop(),
         }
     }
+
+    /// Peers whose connection is up.
+    fn connected_peers(&self) -> usize {
+        match self {
+            Self::Sender(m) => m.peer_count() - m.connecting(),
+            Self::Receiver(m) => m.connected(),
+        }
+    }
 }
 
 /// The IO around one state machine.
@@ -104,6 +112,9 @@ struct Runner {
     /// ended, and that have not come back since.
     incomplete: std::collections::HashSet<String>,
     ever_connected: bool,
+    /// Since when the relay has been out of reach, and why; `None` while
+    /// it is connected.
+    relay_down: Option<(Instant, String)>,
     /// Sender: the capture pipeline, asked for key frames as peers join.
     capture: Option<Arc<Capture>>,
     /// Sender: the video track's writer (each receiver's estimate and layer).
@@ -138,6 +149,7 @@ impl Runner {
             closing: Vec::new(),
             incomplete: Default::default(),
             ever_connected: false,
+            relay_down: None,
             capture: None,
             video: None,
             audio_bps: 0.0,
@@ -352,9 +364,24 @@ impl Runner {
                 }
                 vec![]
             }
-            SignalEvent::Connected { reconnect: true } => self.machine.reconnected(),
-            SignalEvent::Connected { reconnect: false } => vec![],
-            SignalEvent::Disconnected { .. } | SignalEvent::RelayError(_) => vec![],
+            SignalEvent::Connected { reconnect } => {
+                if let Some((since, _)) = self.relay_down.take() {
+                    tracing::info!(
+                        "reached the relay after {:.0} s",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                if reconnect {
+                    self.machine.reconnected()
+                } else {
+                    vec![]
+                }
+            }
+            SignalEvent::Disconnected { reason } => {
+                self.relay_down.get_or_insert((Instant::now(), reason));
+                vec![]
+            }
+            SignalEvent::RelayError(_) => vec![],
             SignalEvent::IceServers(servers) => {
                 let urls: Vec<&str> = servers
                     .iter()
@@ -369,6 +396,21 @@ impl Runner {
             }
         };
         self.exec(actions).await;
+    }
+
+    /// An error once the relay has been out of reach for `limit` and no
+    /// peer is connected: nobody can join us, and waiting longer would only
+    /// look like an empty room.
+    fn relay_gone(&self, limit: std::time::Duration, url: &str) -> Option<anyhow::Error> {
+        let (since, reason) = self.relay_down.as_ref()?;
+        if since.elapsed() < limit || self.machine.connected_peers() > 0 {
+            return None;
+        }
+        Some(anyhow::anyhow!(
+            "cannot reach the relay at {url} for {:.0} s ({reason}): is `p2p signal` running there? \
+             (--connection-timeout sets how long to keep trying)",
+            limit.as_secs_f64()
+        ))
     }
 
     /// Timeouts, pings, recordings; a capture failure ends the sender.

@@ -148,6 +148,13 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                     stop_whip(whip).await;
                     return Err(e);
                 }
+                if !cfg.keep_open {
+                    if let Some(e) = runner.relay_gone(cfg.peer.connection_timeout, &cfg.peer.signal) {
+                        runner.stop().await;
+                        stop_whip(whip).await;
+                        return Err(e);
+                    }
+                }
             }
             e = whip_ended(&mut whip) => {
                 whip = None;
@@ -275,6 +282,10 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             Some((peer, ev)) = rtc_rx.recv() => runner.on_rtc(peer, ev).await,
             _ = tick.tick() => {
                 if let Err(e) = runner.tick().await {
+                    runner.stop().await;
+                    return Err(e);
+                }
+                if let Some(e) = runner.relay_gone(cfg.peer.connection_timeout, &cfg.peer.signal) {
                     runner.stop().await;
                     return Err(e);
                 }

@@ -174,6 +174,18 @@ impl Runner {
         (Value::Array(layer_json), Value::Array(peers))
     }
 
+    /// What the status line says while the relay is out of reach: without
+    /// it, an unreachable relay looks like an empty room.
+    fn relay_note(&self) -> String {
+        match &self.relay_down {
+            Some((since, _)) => format!(
+                " · relay unreachable for {:.0} s, retrying",
+                since.elapsed().as_secs_f64()
+            ),
+            None => String::new(),
+        }
+    }
+
     pub(super) fn refresh_status(&mut self) {
         let secs = self.status.last.elapsed().as_secs_f64();
         self.status.last = Instant::now();
@@ -192,9 +204,10 @@ impl Runner {
                 let media_rate = self.status.rate("media", media, secs);
                 let receivers = m.peer_count() - m.connecting();
                 let mut msg = format!(
-                    "room {} · {receivers} receiver{}",
+                    "room {} · {receivers} receiver{}{}",
                     self.status.room,
-                    if receivers == 1 { "" } else { "s" }
+                    if receivers == 1 { "" } else { "s" },
+                    self.relay_note()
                 );
                 if self.capture.is_some() {
                     msg.push_str(&format!(
@@ -241,10 +254,11 @@ impl Runner {
                 self.status.line(
                     "room",
                     format!(
-                        "room {} · {} sender{} · data {} received",
+                        "room {} · {} sender{}{} · data {} received",
                         self.status.room,
                         m.connected(),
                         if m.connected() == 1 { "" } else { "s" },
+                        self.relay_note(),
                         crate::progress::size(data)
                     ),
                 );

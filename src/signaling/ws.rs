@@ -82,6 +82,11 @@ pub(super) async fn spawn(
                 "cannot reach the relay at {}: {reason}; retrying in the background (is `p2p signal` running there?)",
                 driver.url
             );
+            // The session shows it, and gives up after its timeout.
+            let _ = driver
+                .events
+                .send(SignalEvent::Disconnected { reason })
+                .await;
             None
         }
     };

@@ -245,3 +245,45 @@ fn completions_and_the_manual_page_cover_every_command() {
         assert!(page.contains(word), "the manual page lacks {word}");
     }
 }
+
+/// A port nobody listens on (bound, read, released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_is_not_an_empty_room() {
+    // Nothing there: said at once, given up after --connection-timeout.
+    let url = format!("ws://127.0.0.1:{}", closed_port());
+    for cmd in ["receive", "send"] {
+        let mut p = Spawn::new(cmd, &[cmd, "--signal", &url, "--connection-timeout", "2"]).spawn();
+        let status = p.wait_exit().await;
+        assert_eq!(status.code(), Some(1), "{cmd}:\n{}", p.stderr());
+        // Its last words may still be on their way through the pipe.
+        p.wait_stderr(&format!("{url} for 2 s")).await;
+        let err = p.stderr();
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("cannot reach the relay") && last.contains(&url) && last.contains("2 s"),
+            "{cmd}'s last line does not say the relay was out of reach:\n{err}"
+        );
+    }
+
+    // A relay that comes up before the timeout is reached, and the receiver
+    // stays.
+    let port = closed_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut rx = Spawn::new(
+        "receiver",
+        &["receive", "--signal", &url, "--connection-timeout", "20"],
+    )
+    .spawn();
+    rx.wait_stderr("cannot reach the relay").await;
+    let _relay = Relay::start_on(&format!("127.0.0.1:{port}"), &[]).await;
+    rx.wait_stderr("reached the relay").await;
+    assert!(rx.child.try_wait().unwrap().is_none(), "the receiver ended");
+}
