@@ -604,6 +604,21 @@ class Bench:
                 mine.append(p)
                 return p
 
+            def timed(send_args, reader, sink, what):
+                """Seconds from the sending side's start until `reader` (the
+                receiving side, piped into `sink`) exits with every byte."""
+                src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
+                t0 = time.monotonic()
+                run(send_args, stdin=src.stdout)
+                src.stdout.close()
+                out, _ = sink.communicate(timeout=600)
+                reader.wait(timeout=60)
+                secs = time.monotonic() - t0
+                got = json.loads(out)["bytes"]
+                if got != nbytes:
+                    raise RuntimeError(f"at {rtt} ms, {what} delivered {got} of {nbytes} bytes")
+                return secs
+
             try:
                 a, b = star.leaf_addr(0), star.leaf_addr(1)
                 relay = run(star.exec(star.leaves[0], [self.p2p, "signal", "--listen", f"{a}:0", "-q"]),
@@ -615,16 +630,8 @@ class Bench:
                 sink = run([self.loadgen, "sink"], stdin=recv.stdout, stdout=subprocess.PIPE, text=True)
                 recv.stdout.close()
                 time.sleep(1.0)  # the receiver waits in the room
-                src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
-                t0 = time.monotonic()
-                run(star.exec(star.leaves[0], [self.p2p, "send", "--binary", "--room", room, "--signal", url,
-                                               "-q"]), stdin=src.stdout)
-                src.stdout.close()
-                out, _ = sink.communicate(timeout=600)
-                recv.wait(timeout=60)
-                p2p_secs = time.monotonic() - t0
-                if json.loads(out)["bytes"] != nbytes:
-                    raise RuntimeError(f"at {rtt} ms, p2p delivered {json.loads(out)['bytes']} of {nbytes} bytes")
+                p2p_secs = timed(star.exec(star.leaves[0], [self.p2p, "send", "--binary", "--room", room,
+                                                            "--signal", url, "-q"]), recv, sink, "p2p")
                 for p in mine:
                     stop(p)
                 port = free_port()
@@ -634,16 +641,9 @@ class Bench:
                 sink = run([self.loadgen, "sink"], stdin=lst.stdout, stdout=subprocess.PIPE, text=True)
                 lst.stdout.close()
                 time.sleep(0.3)
-                src = run(["head", "-c", str(nbytes), "/dev/urandom"], stdout=subprocess.PIPE)
-                t0 = time.monotonic()
-                run(star.exec(star.leaves[0], ["socat", "-u", "-b", "262144", "STDIN",
-                                               f"TCP:{b}:{port},retry=100,interval=0.02"]), stdin=src.stdout)
-                src.stdout.close()
-                out, _ = sink.communicate(timeout=600)
-                lst.wait(timeout=60)
-                tcp_secs = time.monotonic() - t0
-                if json.loads(out)["bytes"] != nbytes:
-                    raise RuntimeError(f"at {rtt} ms, socat delivered {json.loads(out)['bytes']} of {nbytes} bytes")
+                tcp_secs = timed(star.exec(star.leaves[0], ["socat", "-u", "-b", "262144", "STDIN",
+                                                            f"TCP:{b}:{port},retry=100,interval=0.02"]),
+                                 lst, sink, "socat")
             finally:
                 for p in mine:
                     stop(p)
