@@ -262,6 +262,9 @@ impl Runner {
             let _ = f.send(fanout::Ctl::Gone(peer.to_owned())).await;
         }
         let channel = self.channels.remove(peer);
+        // A long-running receiver sees senders come and go: keep only what
+        // is still closing.
+        self.closing.retain(|t| !t.is_finished());
         match self.readers.remove(peer) {
             Some(reader) if lost && !reader.task.is_finished() => {
                 // Its stream never ended: what it sent after the last
