@@ -90,7 +90,6 @@ pub async fn run(
     mut input: mpsc::Receiver<Payload>,
     mut ctl: mpsc::Receiver<Ctl>,
 ) {
-    let started = Instant::now();
     let mut f = Fanout {
         cfg,
         peers: HashMap::new(),
@@ -98,7 +97,7 @@ pub async fn run(
         ever_open: false,
         read_any: false,
         first_answer: None,
-        started,
+        started: Instant::now(),
     };
     let mut input_open = true;
     let mut said_waiting = false;
@@ -107,7 +106,7 @@ pub async fn run(
         // connect: the ones that answer our invoke within the discovery
         // window get everything from the first line. Binary data is a stream,
         // never queued and dropped: it waits for a receiver.
-        let found = discovered(started.elapsed(), f.first_answer);
+        let found = f.discovered();
         let settled = f.open_count() > 0 && (f.connecting() == 0 || found);
         let can_read = input_open && (settled || (!f.cfg.binary && found));
         tokio::select! {
@@ -141,7 +140,7 @@ pub async fn run(
             }
             continue;
         }
-        if !discovered(started.elapsed(), f.first_answer) || f.connecting() > 0 {
+        if !f.discovered() || f.connecting() > 0 {
             continue;
         }
         f.finish().await;
@@ -150,6 +149,11 @@ pub async fn run(
 }
 
 impl Fanout {
+    /// Whether the room's receivers had their chance to answer our invoke.
+    fn discovered(&self) -> bool {
+        discovered(self.started.elapsed(), self.first_answer)
+    }
+
     /// Peers whose channel is not open yet.
     fn connecting(&self) -> usize {
         self.peers.values().filter(|p| p.channel.is_none()).count()
