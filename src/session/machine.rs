@@ -67,6 +67,9 @@ pub enum Action {
     },
     ClosePeer {
         peer: String,
+        /// Given up (its connection failed or never came up), not left:
+        /// whatever it had still to send is not coming.
+        lost: bool,
     },
     Event(Event),
 }

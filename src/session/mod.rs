@@ -160,19 +160,6 @@ impl Runner {
 
     /// Carries out actions in order; peer failures feed back into the machine.
     async fn exec(&mut self, actions: Vec<Action>) {
-        // A peer given up for a reason (its connection failed, it never
-        // connected) is lost; one that said it leaves (or that we leave) is
-        // not: what it sent is still to be read.
-        let lost: std::collections::HashSet<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Event(machine::Event::Dispose {
-                    id,
-                    reason: Some(_),
-                }) => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
@@ -224,10 +211,7 @@ impl Runner {
                         h.add_candidate(candidate).await;
                     }
                 }
-                Action::ClosePeer { peer } => {
-                    let lost = lost.contains(&peer);
-                    self.close_peer(&peer, lost).await;
-                }
+                Action::ClosePeer { peer, lost } => self.close_peer(&peer, lost).await,
                 Action::Event(ev) => {
                     if matches!(ev, machine::Event::Connect { .. }) {
                         self.ever_connected = true;

@@ -132,7 +132,10 @@ impl Receiver {
                     // The sender started over with us (e.g. after a failed
                     // connection on its side): replace the old peer.
                     self.peers.remove(&id);
-                    out.push(Action::ClosePeer { peer: id.clone() });
+                    out.push(Action::ClosePeer {
+                        peer: id.clone(),
+                        lost: false,
+                    });
                 }
                 let mut peer = Peer::new(now, from);
                 peer.remote_set = true;
@@ -216,7 +219,10 @@ impl Receiver {
                 }
                 self.remove(now, &id);
                 vec![
-                    Action::ClosePeer { peer: id.clone() },
+                    Action::ClosePeer {
+                        peer: id.clone(),
+                        lost: false,
+                    },
                     Action::Event(Event::Dispose { id, reason: None }),
                 ]
             }
@@ -294,6 +300,7 @@ impl Receiver {
         vec![
             Action::ClosePeer {
                 peer: peer_id.to_owned(),
+                lost: reason.is_some(),
             },
             Action::Emit(
                 self.to(peer_id),
@@ -355,7 +362,10 @@ impl Receiver {
                     state: None,
                 },
             ));
-            out.push(Action::ClosePeer { peer: id.clone() });
+            out.push(Action::ClosePeer {
+                peer: id.clone(),
+                lost: false,
+            });
             out.push(Action::Event(Event::Dispose { id, reason: None }));
         }
         out.push(Action::Unsubscribe(Namespace::receiver(

@@ -194,7 +194,10 @@ impl Sender {
                 Some(_) => {
                     self.peers.remove(&id);
                     vec![
-                        Action::ClosePeer { peer: id.clone() },
+                        Action::ClosePeer {
+                            peer: id.clone(),
+                            lost: false,
+                        },
                         Action::Event(Event::Dispose {
                             id,
                             reason: Some("receiver left".into()),
@@ -367,6 +370,7 @@ impl Sender {
         vec![
             Action::ClosePeer {
                 peer: peer_id.to_owned(),
+                lost: reason.is_some(),
             },
             Action::Emit(
                 self.to(peer_id),

@@ -78,7 +78,7 @@ fn past_the_connecting_cap_the_oldest_unproven_peer_gives_way() {
     // Later the oldest peer still connecting (r0) gives way.
     let later = start + UNPROVEN_AFTER;
     let out = s.handle_signal(later, Some("relay.y"), &invoke("newer", None));
-    assert_eq!(out[0], close("r0"));
+    assert_eq!(out[0], give_up("r0"));
     assert!(matches!(
         &out[2],
         Action::Event(Event::Dispose { id, reason: Some(r) }) if id == "r0" && r.contains("gave way")
@@ -105,7 +105,7 @@ fn max_receivers_is_a_hard_cap_that_silent_peers_cannot_hold() {
     // b never connects: after its time, it gives way to c.
     let later = now + UNPROVEN_AFTER;
     let out = s.handle_signal(later, None, &invoke("c", None));
-    assert_eq!(out[0], close("b"));
+    assert_eq!(out[0], give_up("b"));
     assert!(created(&out));
     // Both connected: the room is full, and d is not invited back.
     s.handle_peer("c", PeerEvent::Connected);

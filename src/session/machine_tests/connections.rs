@@ -32,7 +32,7 @@ fn sender_disposes_a_failed_peer_and_tells_the_receiver() {
     assert_eq!(
         s.handle_peer(RID, PeerEvent::Failed("ice failed".into())),
         vec![
-            close(RID),
+            give_up(RID),
             Action::Emit(
                 to_receiver(RID),
                 Message::Dispose {
@@ -79,7 +79,7 @@ fn sender_tick_gives_up_unconnected_peers_only() {
     assert_eq!(
         s.tick(t0 + TIMEOUT),
         vec![
-            close("late"),
+            give_up("late"),
             Action::Emit(
                 to_receiver("late"),
                 Message::Dispose {
@@ -97,7 +97,7 @@ fn sender_tick_gives_up_unconnected_peers_only() {
     // "young" was created 10 s later and times out 10 s later.
     assert_eq!(s.tick(t1 + TIMEOUT - Duration::from_millis(1)), vec![]);
     let out = s.tick(t1 + TIMEOUT);
-    assert_eq!(out.first(), Some(&close("young")));
+    assert_eq!(out.first(), Some(&give_up("young")));
     assert_eq!(out.len(), 3);
     // The connected peer stays, however long.
     assert_eq!(s.tick(t0 + TIMEOUT * 100), vec![]);
@@ -178,7 +178,7 @@ fn receiver_disposes_a_failed_peer_and_tells_the_sender() {
     assert_eq!(
         r.handle_peer(now, SID, PeerEvent::Failed("ice failed".into())),
         vec![
-            close(SID),
+            give_up(SID),
             Action::Emit(
                 to_sender(SID),
                 Message::Dispose {
@@ -214,7 +214,7 @@ fn receiver_tick_gives_up_unconnected_peers() {
     assert_eq!(
         r.tick(t0 + TIMEOUT),
         vec![
-            close("slow"),
+            give_up("slow"),
             Action::Emit(
                 to_sender("slow"),
                 Message::Dispose {

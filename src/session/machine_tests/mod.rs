@@ -172,8 +172,20 @@ fn add(peer: &str, c: Candidate) -> Action {
     }
 }
 
+/// A peer closed because it (or we) left.
 fn close(peer: &str) -> Action {
-    Action::ClosePeer { peer: peer.into() }
+    Action::ClosePeer {
+        peer: peer.into(),
+        lost: false,
+    }
+}
+
+/// A peer given up: its connection failed or never came up.
+fn give_up(peer: &str) -> Action {
+    Action::ClosePeer {
+        peer: peer.into(),
+        lost: true,
+    }
 }
 
 fn event(e: Event) -> Action {

@@ -191,7 +191,13 @@ fn receiver_looks_for_its_sender_a_second_after_losing_the_connection() {
         SID,
         PeerEvent::Failed("connection lost (ICE disconnected)".into()),
     );
-    assert_eq!(out[0], Action::ClosePeer { peer: SID.into() });
+    assert_eq!(
+        out[0],
+        Action::ClosePeer {
+            peer: SID.into(),
+            lost: true
+        }
+    );
     assert_eq!(r.peer_count(), 0);
     assert_eq!(r.tick(lost + Duration::from_millis(900)), vec![]);
     assert_eq!(r.tick(lost + Duration::from_secs(1)), vec![ping()]);

@@ -247,7 +247,7 @@ impl Model {
                     prop_assert!(!candidate.candidate.is_empty());
                     prop_assert!(!candidate.is_mdns());
                 }
-                Action::ClosePeer { peer } => {
+                Action::ClosePeer { peer, .. } => {
                     prop_assert!(self.live.remove(peer), "closed unknown peer {}", peer);
                     self.remote_set.remove(peer);
                 }

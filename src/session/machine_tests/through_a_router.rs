@@ -74,7 +74,7 @@ fn sender_and_receiver_connect_through_a_router() {
                 applied.push((from_sender, format!("{} {peer}", candidate.candidate)));
                 vec![]
             }
-            Action::ClosePeer { peer } => panic!("closed {peer}"),
+            Action::ClosePeer { peer, .. } => panic!("closed {peer}"),
             Action::Event(e) => {
                 events.push((from_sender, e));
                 vec![]
