@@ -288,7 +288,10 @@ pub struct MediaArgs {
     #[arg(long, value_enum, default_value_t, requires = "test_source")]
     pub test_pattern: crate::media::TestPattern,
 
-    /// Send a media file (anything GStreamer decodes), paced in real time.
+    /// Send a media file (anything GStreamer decodes), paced in real time:
+    /// its video and audio (what it has of them), at its own picture size
+    /// up to 1280×720. It starts when the first receiver connects, and the
+    /// sender leaves when it ends (unless --loop).
     #[arg(long, value_name = "PATH", conflicts_with = "camera")]
     pub file: Option<PathBuf>,
 
@@ -312,13 +315,15 @@ pub struct MediaArgs {
     #[arg(long, value_enum, default_value_t = crate::media::VideoCodec::Vp8)]
     pub video_codec: crate::media::VideoCodec,
 
-    /// Video width in pixels.
-    #[arg(long, default_value_t = 640)]
-    pub width: u32,
+    /// Video width in pixels [default: 640, or a --file's own width].
+    /// Given alone, the height follows the picture's shape.
+    #[arg(long)]
+    pub width: Option<u32>,
 
-    /// Video height in pixels.
-    #[arg(long, default_value_t = 480)]
-    pub height: u32,
+    /// Video height in pixels [default: 480, or a --file's own height]. A
+    /// picture of another shape than --width × --height is letterboxed.
+    #[arg(long)]
+    pub height: Option<u32>,
 
     /// Video frames per second.
     #[arg(long, default_value_t = 30)]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 
 use crate::cli::{MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
-use crate::media::capture::{AudioSource, CaptureConfig, VideoSource};
+use crate::media::capture::{frame_size, probe_file, AudioSource, CaptureConfig, VideoSource};
 use crate::session::ingest::IngestConfig;
 use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
@@ -269,10 +269,33 @@ fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {
 /// and `--file`; `None` when it sends data only.
 fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
     let dev = |d: &Option<String>| d.clone().filter(|d| !d.is_empty());
+    let mut probed = None;
     let (mut video, mut audio) = if m.test_source {
         (Some(VideoSource::Test), Some(AudioSource::Test))
-    } else if m.file.is_some() {
-        (Some(VideoSource::File), Some(AudioSource::File))
+    } else if let Some(path) = &m.file {
+        let info = probe_file(path)?;
+        probed = Some(info);
+        let shown = path.display();
+        let (has_video, has_audio) = (info.video.is_some(), info.audio);
+        if !has_video && !has_audio {
+            bail!("--file {shown}: it has neither video nor audio GStreamer can decode");
+        }
+        if !has_video && m.no_audio {
+            bail!("--file {shown} has no video, and --no-audio leaves nothing to send");
+        }
+        if !has_audio && m.no_video {
+            bail!("--file {shown} has no audio, and --no-video leaves nothing to send");
+        }
+        if !has_video && !m.no_video {
+            tracing::info!("--file {shown} has no video: sending its audio only");
+        }
+        if !has_audio && !m.no_audio {
+            tracing::info!("--file {shown} has no audio: sending its video only");
+        }
+        (
+            has_video.then_some(VideoSource::File),
+            has_audio.then_some(AudioSource::File),
+        )
     } else if m.camera.is_some() {
         (
             Some(VideoSource::Camera(dev(&m.camera))),
@@ -295,15 +318,16 @@ fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
     if video.is_none() && audio.is_none() {
         bail!("nothing left to send: --no-audio and --no-video together remove every track");
     }
-    if m.width == 0 || m.height == 0 || m.fps == 0 {
+    if m.width == Some(0) || m.height == Some(0) || m.fps == 0 {
         bail!("--width, --height and --fps must be positive");
     }
-    if !m.width.is_multiple_of(2) || !m.height.is_multiple_of(2) {
+    if m.width.is_some_and(|w| w % 2 == 1) || m.height.is_some_and(|h| h % 2 == 1) {
         bail!("--width and --height must be even numbers (encoders need it)");
     }
     if m.video_bitrate == 0 || m.audio_bitrate == 0 {
         bail!("--video-bitrate and --audio-bitrate must be positive (kbit/s)");
     }
+    let (width, height) = frame_size((m.width, m.height), probed.and_then(|p| p.video));
     Ok(Some(CaptureConfig {
         video,
         audio,
@@ -311,12 +335,13 @@ fn capture_config(m: &MediaArgs) -> anyhow::Result<Option<CaptureConfig>> {
         looped: m.looped,
         pattern: m.test_pattern,
         codec: m.video_codec,
-        width: m.width,
-        height: m.height,
+        width,
+        height,
         fps: m.fps,
         video_kbps: m.video_bitrate,
         audio_kbps: m.audio_bitrate,
         layers: usize::from(m.layers),
+        file_duration: probed.and_then(|p| p.duration),
     }))
 }
 

@@ -141,6 +141,18 @@ pub struct RecordStats {
     pub bytes: AtomicU64,
     pub packets: AtomicU64,
     pub dropped: AtomicU64,
+    /// The earliest and latest media time kept, in ns of running time.
+    span: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl RecordStats {
+    fn kept(&self, pts: Option<gst::ClockTime>) {
+        let Some(t) = pts.map(gst::ClockTime::nseconds) else {
+            return;
+        };
+        let mut span = self.span.lock().unwrap_or_else(|e| e.into_inner());
+        *span = Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+    }
 }
 
 /// Feeds one track's RTP packets into the pipeline.
@@ -394,25 +406,28 @@ impl Recorder {
                 .static_pad("src")
                 .ok_or_else(|| MediaError::Pipeline("depayloader has no src pad".into()))?;
             let (kind, kf, started) = (spec.kind, kf_tx.clone(), video_started.clone());
+            let kept = stats.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 let Some(buffer) = info.buffer() else {
                     return gst::PadProbeReturn::Ok;
                 };
-                match kind {
+                let keep = match kind {
+                    MediaKind::Video if started.load(Ordering::Relaxed) => true,
+                    MediaKind::Video if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) => {
+                        false
+                    }
                     MediaKind::Video => {
-                        if started.load(Ordering::Relaxed) {
-                            return gst::PadProbeReturn::Ok;
-                        }
-                        if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                            return gst::PadProbeReturn::Drop;
-                        }
                         started.store(true, Ordering::Relaxed);
                         let _ = kf.send(true);
-                        gst::PadProbeReturn::Ok
+                        true
                     }
-                    MediaKind::Audio if started.load(Ordering::Relaxed) => gst::PadProbeReturn::Ok,
-                    MediaKind::Audio => gst::PadProbeReturn::Drop,
+                    MediaKind::Audio => started.load(Ordering::Relaxed),
+                };
+                if !keep {
+                    return gst::PadProbeReturn::Drop;
                 }
+                kept.kept(buffer.pts());
+                gst::PadProbeReturn::Ok
             });
 
             if let Some(mux) = &mux {
@@ -476,6 +491,13 @@ impl Recorder {
     /// Becomes true once the first video key frame went into the file.
     pub fn keyframe_seen(&self) -> watch::Receiver<bool> {
         self.keyframe.clone()
+    }
+
+    /// How much media time the recording holds: from its first frame to
+    /// its last (not how long the sender was connected).
+    pub fn media_duration(&self) -> Duration {
+        let span = *self.stats.span.lock().unwrap_or_else(|e| e.into_inner());
+        span.map_or(Duration::ZERO, |(a, b)| Duration::from_nanos(b - a))
     }
 
     /// Whether anything went into the file: with video, nothing does

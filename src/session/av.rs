@@ -22,14 +22,27 @@ use crate::media::MediaKind;
 /// recording the ones it has.
 const TRACK_WAIT: Duration = Duration::from_secs(3);
 
+/// The tasks writing each track's packets to the peer connections. They
+/// end when the capture does (a file's end), after its last packet.
+pub struct MediaEnd(JoinSet<()>);
+
+impl MediaEnd {
+    /// Resolves once every track has written its last packet; never while
+    /// a live source runs.
+    pub async fn ended(&mut self) {
+        while self.0.join_next().await.is_some() {}
+    }
+}
+
 /// Starts capture and encoding, and declares the encoded tracks to `rtc`
-/// so that every peer connection carries them. Returns the pipeline and
-/// the video track's writer (which knows each receiver's layer).
+/// so that every peer connection carries them. Returns the pipeline, the
+/// video track's writer (which knows each receiver's layer) and the end of
+/// the media.
 pub fn start_sender_media(
     cfg: &CaptureConfig,
     rtc: &mut Rtc,
     stream_id: &str,
-) -> anyhow::Result<(Arc<Capture>, Option<TrackWriter>)> {
+) -> anyhow::Result<(Arc<Capture>, Option<TrackWriter>, MediaEnd)> {
     let (capture, outputs) = Capture::start(cfg)?;
     let capture = Arc::new(capture);
     let weak = Arc::downgrade(&capture);
@@ -65,8 +78,9 @@ pub fn start_sender_media(
         video_bps + audio_bps,
         audio_bps,
     );
+    let mut tasks = JoinSet::new();
     for (mut out, writer) in outputs.into_iter().zip(writers.clone()) {
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(packet) = out.packets.recv().await {
                 writer
                     .write(&packet.data, packet.captured, packet.layer)
@@ -92,11 +106,26 @@ pub fn start_sender_media(
             kinds.join(" + ")
         );
     }
+    if let Some(path) = &cfg.file {
+        let length = cfg
+            .file_duration
+            .map(|d| format!(" ({:.1} s)", d.as_secs_f64()))
+            .unwrap_or_default();
+        let then = if cfg.looped {
+            "and plays it over and over"
+        } else {
+            "and leaves when it ends"
+        };
+        tracing::info!(
+            "--file {}{length}: starts when the first receiver connects, {then}",
+            path.display()
+        );
+    }
     let video = tracks
         .iter()
         .position(|(s, _)| s.kind == MediaKind::Video)
         .map(|i| writers[i].clone());
-    Ok((capture, video))
+    Ok((capture, video, MediaEnd(tasks)))
 }
 
 /// Media sections in an SDP offer: the tracks a sender will send.
@@ -410,6 +439,7 @@ async fn finish(a: Active) {
     let path = a.recorder.path.clone();
     let secs = a.started.elapsed().as_secs_f64();
     let started = a.recorder.started();
+    let media = a.recorder.media_duration().as_secs_f64();
     match a.recorder.finish().await {
         Ok(()) if !started => {
             // Ended before the first key frame: the file holds no picture
@@ -431,7 +461,7 @@ async fn finish(a: Active) {
                 tracing::info!(
                     "saved {} ({:.1} s, {:.1} MB) from sender {}",
                     path.display(),
-                    secs,
+                    media,
                     size as f64 / 1e6,
                     short(&a.sender)
                 );

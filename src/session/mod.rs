@@ -215,6 +215,9 @@ impl Runner {
                 Action::Event(ev) => {
                     if matches!(ev, machine::Event::Connect { .. }) {
                         self.ever_connected = true;
+                        if self.capture.as_ref().is_some_and(|c| c.play()) {
+                            tracing::debug!("the first receiver connected: the file plays");
+                        }
                     }
                     self.reporter.event(&ev);
                 }

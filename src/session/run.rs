@@ -49,12 +49,12 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         cfg.peer.signal_opts.ca_file.as_deref(),
         false,
     )?;
-    let (capture, mut video) = match &cfg.media {
+    let (capture, mut video, mut media_end) = match &cfg.media {
         Some(m) => {
-            let (capture, video) = av::start_sender_media(m, &mut rtc, &id)?;
-            (Some(capture), video)
+            let (capture, video, end) = av::start_sender_media(m, &mut rtc, &id)?;
+            (Some(capture), video, Some(end))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     // Lives as long as the session: dropping it closes the endpoint.
     let mut _ingest = None;
@@ -81,6 +81,10 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         Some(w) => Some(Whip::start(w.clone(), rtc.sibling()?)?),
         None => None,
     };
+    if let (Some(c), Some(_)) = (&capture, &whip) {
+        // The SFU is a receiver that is there from the start.
+        c.play();
+    }
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (ctl_tx, ctl_rx) = mpsc::channel(RTC_EVENTS);
     let mut status = Status::new(crate::progress::wanted(cfg.peer.quiet), &cfg.peer.room);
@@ -165,6 +169,13 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                 // The room's receivers do not depend on the SFU.
                 tracing::error!("{e:#}; still serving the room's receivers");
             }
+            () = media_ended(&mut media_end) => {
+                match cfg.media.as_ref().and_then(|m| m.file.as_ref()) {
+                    Some(path) => tracing::info!("--file {} ended: leaving the room", path.display()),
+                    None => tracing::warn!("the capture ended: leaving the room"),
+                }
+                break;
+            }
             _ = &mut fanout => {
                 // Every receiver's stream has ended after its last message:
                 // nothing is left in flight, so the session can close.
@@ -203,6 +214,15 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the sender's media has ended and its last packets are
+/// written (a file's end); never without one.
+async fn media_ended(end: &mut Option<av::MediaEnd>) {
+    match end {
+        Some(e) => e.ended().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when a WHIP publication ends by itself (a failure); never

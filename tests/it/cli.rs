@@ -115,6 +115,54 @@ fn unusable_files_are_one_line_errors() {
     }
 }
 
+/// A `--file` that cannot be sent is refused before anything starts, in
+/// one line that names it and says why, with the code for unusable options.
+#[test]
+fn an_unusable_media_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a video\n").unwrap();
+    let ogg = dir.path().join("tone.ogg");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "audiotestsrc",
+            "num-buffers=10",
+            "!",
+            "audioconvert",
+            "!",
+        ])
+        .args(["opusenc", "!", "oggmux", "!", "filesink"])
+        .arg(format!("location={}", ogg.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dir_path = dir.path().display().to_string();
+    for (file, extra, says) in [
+        (notes.display().to_string(), "", "not a media file"),
+        ("/nonexistent.webm".into(), "", "no such file"),
+        (dir_path, "", "is a directory"),
+        (
+            ogg.display().to_string(),
+            "--no-audio",
+            "has no video, and --no-audio leaves nothing",
+        ),
+    ] {
+        let mut args = vec!["send", "--signal", "memory:", "--file", &file];
+        if !extra.is_empty() {
+            args.push(extra);
+        }
+        let out = p2p(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert_eq!(err.lines().count(), 1, "{file}: {err}");
+        assert!(
+            err.starts_with(&format!("p2p: error: --file {file}")) && err.contains(says),
+            "{file}: {err}"
+        );
+    }
+}
+
 /// Runs `p2p` with `args`, failing if it is still running after `WAIT`.
 fn p2p_bounded(args: &[&str]) -> std::process::Output {
     let mut child = std::process::Command::new(BIN)

@@ -333,12 +333,19 @@ async fn a_media_file_is_sent_in_real_time_with_data_beside_it() {
     let mut rx = record(&relay, "file", &path, &["--once"]);
     let mut tx = send_file(&relay, "file", &src, &["--data"]);
     rx.wait_stderr(CONNECT).await;
+    let connected = Instant::now();
     tx.wait_stderr(r#""event":"channel""#).await;
     tx.write_stdin(b"subtitle line\n").await;
     assert_eq!(rx.line().await, "subtitle line");
-    // Paced in real time: the 4 s file takes about 4 s to send.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    tx.signal("INT");
+    // Paced in real time from the receiver's arrival: the 4 s file takes
+    // about 4 s, and then the sender leaves by itself.
+    assert!(tx.wait_exit().await.success());
+    let took = connected.elapsed().as_secs_f64();
+    assert!(
+        (3.0..7.0).contains(&took),
+        "the file took {took:.1} s to send"
+    );
+    tx.wait_stderr("ended: leaving the room").await;
     assert!(rx.wait_exit().await.success());
     let report = inspect(&path);
     report.assert_valid("VP8", Some("Opus"), 2.5, 30.0);
@@ -388,4 +395,141 @@ async fn a_looped_file_keeps_playing_into_one_recording() {
     assert!(rx.wait_exit().await.success());
     let report = inspect(&path);
     report.assert_valid("VP8", Some("Opus"), 6.0, 30.0);
+}
+
+/// Makes `name` in `dir` with `gst-launch-1.0 -q ARGS… ! filesink`.
+fn make_file(dir: &Path, name: &str, args: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut argv: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+    argv.extend([
+        "!".into(),
+        "filesink".into(),
+        format!("location={}", path.display()),
+    ]);
+    let made = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(&argv)
+        .status()
+        .expect("gst-launch-1.0");
+    assert!(made.success(), "could not make {name}");
+    path
+}
+
+/// A file with video and no audio (as ffmpeg and screen recorders make
+/// them), 16:9: sent as video alone, at its own shape, and the sender
+/// leaves when it ends; the recording holds what the file held.
+#[tokio::test]
+async fn a_video_only_file_plays_once_at_its_own_shape_and_the_sender_leaves() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(
+        dir.path(),
+        "video-only.webm",
+        "videotestsrc num-buffers=90 pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! vp8enc deadline=1 ! webmmux",
+    );
+    let path = dir.path().join("got.webm");
+    let mut rx = record(&relay, "vonly", &path, &["--once"]);
+    let mut tx = send_file(&relay, "vonly", &src, &[]);
+    assert!(tx.wait_exit().await.success());
+    assert!(rx.wait_exit().await.success());
+    let said = tx.stderr();
+    assert!(
+        said.contains("has no audio: sending its video only"),
+        "{said}"
+    );
+    let report = inspect(&path);
+    assert!(report.audio.is_none(), "{}", report.discoverer);
+    report.assert_valid("VP8", None, 2.5, 30.0);
+    assert!(
+        report.duration < 3.5,
+        "longer than the file: {}",
+        report.discoverer
+    );
+    // Every layer is 16:9, none the 4:3 default size.
+    let odd: Vec<_> = report
+        .frames
+        .iter()
+        .filter(|(_, w, h)| (f64::from(*w) / f64::from(*h) - 16.0 / 9.0).abs() > 0.02)
+        .collect();
+    assert!(odd.is_empty(), "frames not 16:9: {odd:?}");
+    let saved = rx.stderr();
+    let secs: f64 = saved
+        .split("saved ")
+        .nth(1)
+        .and_then(|l| l.split(" (").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| rx.fail("no duration in the saved line"));
+    assert!(
+        (report.duration - secs).abs() < 0.3,
+        "the log says {secs} s, the file holds {}",
+        report.duration
+    );
+}
+
+/// A file with audio alone: sent as audio, recorded as audio.
+#[tokio::test]
+async fn an_audio_only_file_is_sent_as_audio() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(
+        dir.path(),
+        "audio-only.ogg",
+        "audiotestsrc num-buffers=150 ! audioconvert ! opusenc ! oggmux",
+    );
+    let path = dir.path().join("got.webm");
+    let mut rx = record(&relay, "aonly", &path, &["--once"]);
+    let mut tx = send_file(&relay, "aonly", &src, &[]);
+    assert!(tx.wait_exit().await.success());
+    assert!(rx.wait_exit().await.success());
+    assert!(tx.stderr().contains("has no video: sending its audio only"));
+    let report = inspect(&path);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.video.is_none(), "{}", report.discoverer);
+    assert!(
+        report.audio.as_deref().is_some_and(|a| a.contains("Opus")) && report.audio_buffers > 100,
+        "{} audio buffers: {}",
+        report.audio_buffers,
+        report.discoverer
+    );
+    assert!(
+        (2.5..3.6).contains(&report.duration),
+        "{}",
+        report.discoverer
+    );
+}
+
+/// A 16:9 picture sent as 640×480 is letterboxed: black bands above and
+/// below, the picture whole (a white frame stays white to its edges), not
+/// stretched to fill.
+#[tokio::test]
+async fn a_picture_of_another_shape_is_letterboxed_not_stretched() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(
+        dir.path(),
+        "wide.webm",
+        "videotestsrc num-buffers=60 pattern=white ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! vp8enc deadline=1 ! webmmux",
+    );
+    let path = dir.path().join("got.webm");
+    let mut rx = record(&relay, "box", &path, &["--once"]);
+    let mut tx = send_file(
+        &relay,
+        "box",
+        &src,
+        &["--width", "640", "--height", "480", "--layers", "1"],
+    );
+    assert!(tx.wait_exit().await.success());
+    assert!(rx.wait_exit().await.success());
+    let rows = crate::mediafile::row_brightness(&path);
+    assert_eq!(rows.len(), 480, "not 640×480");
+    let mean = |r: std::ops::Range<usize>| rows[r.clone()].iter().sum::<f64>() / r.len() as f64;
+    // 640×360 of picture in the middle: rows 60..420.
+    let (top, middle, bottom) = (mean(0..50), mean(70..410), mean(430..480));
+    assert!(
+        top < 40.0 && bottom < 40.0 && middle > 200.0,
+        "luma top {top:.0}, middle {middle:.0}, bottom {bottom:.0}"
+    );
 }

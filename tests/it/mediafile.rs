@@ -83,8 +83,8 @@ fn decode(path: &Path, r: &mut Report) {
     gst::init().unwrap();
     let desc = format!(
         "filesrc location=\"{}\" ! decodebin name=d \
-         d. ! queue ! videoconvert ! appsink name=v sync=false \
-         d. ! queue ! audioconvert ! appsink name=a sync=false",
+         d. ! queue ! videoconvert ! appsink name=v sync=false async=false \
+         d. ! queue ! audioconvert ! appsink name=a sync=false async=false",
         path.display()
     );
     let pipeline = gst::parse::launch(&desc)
@@ -101,7 +101,8 @@ fn decode(path: &Path, r: &mut Report) {
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
-    // A file without audio leaves one branch unlinked; that is fine.
+    // A file without audio (or video) leaves one branch unlinked, and its
+    // sink never prerolls: the sinks do not wait for one (async=false).
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -125,6 +126,12 @@ fn decode(path: &Path, r: &mut Report) {
         }
         while audio.try_pull_sample(gst::ClockTime::ZERO).is_some() {
             r.audio_buffers += 1;
+        }
+        // With one kind of stream the pipeline never posts EOS (the other
+        // sink waits): done when each kind the file has is.
+        let (want_v, want_a) = (r.video.is_some(), r.audio.is_some());
+        if (want_v || want_a) && (!want_v || video.is_eos()) && (!want_a || audio.is_eos()) {
+            break;
         }
         if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             if let gst::MessageView::Error(e) = msg.view() {
@@ -209,4 +216,39 @@ impl Report {
             self.video_frames
         );
     }
+}
+
+/// The mean luma (0–255) of each row of the last picture in a file.
+pub fn row_brightness(path: &Path) -> Vec<f64> {
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 \
+         ! appsink name=v sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("v")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut last = None;
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        last = Some(s);
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    let sample = last.expect("no picture decoded");
+    let info = gstreamer_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    let stride = info.stride()[0] as usize;
+    (0..info.height() as usize)
+        .map(|y| {
+            let row = &map[y * stride..y * stride + info.width() as usize];
+            row.iter().map(|&p| f64::from(p)).sum::<f64>() / row.len() as f64
+        })
+        .collect()
 }

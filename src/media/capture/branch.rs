@@ -32,9 +32,12 @@ pub(super) fn video_branch(
     let scale = make("videoscale", "vscale")?;
     let rate = make("videorate", "vrate")?;
     let caps = make("capsfilter", "vcaps")?;
+    // Square pixels: a picture of another shape than --width × --height
+    // is letterboxed (videoscale adds the borders), not stretched.
     let mut want = gst::Caps::builder("video/x-raw")
         .field("width", cfg.width as i32)
-        .field("height", cfg.height as i32);
+        .field("height", cfg.height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
     if *src == VideoSource::File {
         want = want.field("framerate", gst::Fraction::new(cfg.fps as i32, 1));
     } else {
@@ -131,6 +134,7 @@ fn layer_branch(
             gst::Caps::builder("video/x-raw")
                 .field("width", layer.width as i32)
                 .field("height", layer.height as i32)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
                 .build(),
         );
         branch.extend([scale, caps]);

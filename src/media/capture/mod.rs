@@ -6,7 +6,7 @@ mod sink;
 mod source;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,7 @@ use super::{KeyframeReason, MediaError, MediaKind, TrackSpec, VideoCodec};
 use branch::{audio_branch, video_branch};
 use sink::rtp_sink;
 use source::{check_devices, file_source, watch_loop};
+pub use source::{probe_file, FileInfo};
 
 /// RTP packets queued between GStreamer's streaming thread and the task
 /// that writes them to the peer connections: about half a second of 720p
@@ -82,6 +83,8 @@ pub struct CaptureConfig {
     pub audio_kbps: u32,
     /// Simulcast layers asked for (1 = a single encoding); see [`ladder`].
     pub layers: usize,
+    /// How long the file plays, when known (for the log).
+    pub file_duration: Option<Duration>,
 }
 
 /// One simulcast layer: its size and its encoder's target.
@@ -133,6 +136,42 @@ fn even(n: u32) -> u32 {
     (n & !1).max(2)
 }
 
+/// The picture size sent when neither the flags nor the source say.
+pub const DEFAULT_SIZE: (u32, u32) = (640, 480);
+
+/// A file's own picture is sent as it is up to 720p (its longer side and
+/// its shorter), and scaled down to fit beyond: three layers of 1080p take
+/// more than a small machine's cores.
+const MAX_FILE_BOX: (u32, u32) = (1280, 720);
+
+/// The picture size to encode, from `--width`/`--height` as given and the
+/// source's own size when it has one (a file). Both given: those, and a
+/// picture of another shape is letterboxed, never stretched. One given:
+/// the other follows the source's shape (4:3 without a source). Neither:
+/// the source's size, scaled down to fit [`MAX_FILE_BOX`] but never up, or
+/// [`DEFAULT_SIZE`].
+pub fn frame_size(asked: (Option<u32>, Option<u32>), source: Option<(u32, u32)>) -> (u32, u32) {
+    let (sw, sh) = source.map_or((4, 3), |(w, h)| (u64::from(w.max(1)), u64::from(h.max(1))));
+    let scaled = |n: u32, num: u64, den: u64| even((u64::from(n) * num / den).min(16_384) as u32);
+    match asked {
+        (Some(w), Some(h)) => (w, h),
+        (Some(w), None) => (w, scaled(w, sh, sw)),
+        (None, Some(h)) => (scaled(h, sw, sh), h),
+        (None, None) => {
+            let Some((w, h)) = source else {
+                return DEFAULT_SIZE;
+            };
+            // Within 1280×720, or 720×1280 for a picture taller than wide.
+            let (long, short) = MAX_FILE_BOX;
+            let (bw, bh) = if w >= h { (long, short) } else { (short, long) };
+            let k = (f64::from(bw) / f64::from(w))
+                .min(f64::from(bh) / f64::from(h))
+                .min(1.0);
+            (even((w as f64 * k) as u32), even((h as f64 * k) as u32))
+        }
+    }
+}
+
 /// RTP out of the pipeline for one track.
 pub struct Output {
     pub spec: TrackSpec,
@@ -165,6 +204,8 @@ pub struct Capture {
     last_keyframe: Mutex<Vec<Keyframes>>,
     layers: Vec<Layer>,
     pub stats: Arc<CaptureStats>,
+    /// A file waits, paused on its first frames, until [`Capture::play`].
+    waiting: AtomicBool,
 }
 
 impl Drop for Capture {
@@ -251,35 +292,50 @@ impl Capture {
             file_source(&pipeline, cfg, decode_pads)?;
         }
 
-        if cfg.looped {
-            // Looping plays the file as segments: a flushing seek at each
-            // end would restart the running time, and with it the RTP
-            // timestamps every receiver plays and records by.
-            pipeline.set_state(gst::State::Paused).map_err(|_| {
+        let from_file =
+            cfg.video == Some(VideoSource::File) || cfg.audio == Some(AudioSource::File);
+        if from_file {
+            // A file is read up to its first frames now, so what cannot be
+            // decoded fails here, naming the file; it plays from `play`.
+            let opened = pipeline.set_state(gst::State::Paused).is_ok()
+                && pipeline.state(gst::ClockTime::from_seconds(10)).0.is_ok();
+            if let Some(err) = first_error(&pipeline)
+                .or_else(|| (!opened).then(|| "the file could not be opened".to_owned()))
+            {
+                let _ = pipeline.set_state(gst::State::Null);
+                let shown = cfg
+                    .file
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display();
+                return Err(MediaError::Pipeline(format!("--file {shown}: {err}")));
+            }
+            if cfg.looped {
+                // Looping plays the file as segments: a flushing seek at
+                // each end would restart the running time, and with it the
+                // RTP timestamps every receiver plays and records by.
+                pipeline
+                    .seek_simple(
+                        gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                        gst::ClockTime::ZERO,
+                    )
+                    .map_err(|_| {
+                        MediaError::Pipeline("--loop: the file cannot be seeked".into())
+                    })?;
+                watch_loop(&pipeline);
+            }
+        } else {
+            pipeline.set_state(gst::State::Playing).map_err(|_| {
                 MediaError::Pipeline(
-                    first_error(&pipeline).unwrap_or_else(|| "cannot open --file".into()),
+                    first_error(&pipeline)
+                        .unwrap_or_else(|| "capture pipeline failed to start".into()),
                 )
             })?;
-            let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-            pipeline
-                .seek_simple(
-                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
-                    gst::ClockTime::ZERO,
-                )
-                .map_err(|_| MediaError::Pipeline("--loop: the file cannot be seeked".into()))?;
-        }
-        pipeline.set_state(gst::State::Playing).map_err(|_| {
-            MediaError::Pipeline(
-                first_error(&pipeline).unwrap_or_else(|| "capture pipeline failed to start".into()),
-            )
-        })?;
-        // A device that cannot be opened fails within the first moments.
-        if let Some(err) = wait_for_error(&pipeline, Duration::from_millis(300)) {
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(MediaError::Pipeline(err));
-        }
-        if cfg.looped {
-            watch_loop(&pipeline);
+            // A device that cannot be opened fails within the first moments.
+            if let Some(err) = wait_for_error(&pipeline, Duration::from_millis(300)) {
+                let _ = pipeline.set_state(gst::State::Null);
+                return Err(MediaError::Pipeline(err));
+            }
         }
         Ok((
             Self {
@@ -288,9 +344,22 @@ impl Capture {
                 video_sinks,
                 layers,
                 stats,
+                waiting: AtomicBool::new(from_file),
             },
             outputs,
         ))
+    }
+
+    /// Starts a file that was waiting (for its first receiver); returns
+    /// whether it was. A live source plays from the start.
+    pub fn play(&self) -> bool {
+        if !self.waiting.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        if self.pipeline.set_state(gst::State::Playing).is_err() {
+            tracing::warn!("the file would not start playing");
+        }
+        true
     }
 
     /// The simulcast layers being encoded, best first.
@@ -396,4 +465,43 @@ fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
 
 fn wait_for_error(pipeline: &gst::Pipeline, wait: Duration) -> Option<String> {
     super::pipeline_error(pipeline, wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_size_given_in_full_is_kept_whatever_the_source() {
+        assert_eq!(
+            frame_size((Some(320), Some(240)), Some((1920, 1080))),
+            (320, 240)
+        );
+        assert_eq!(frame_size((Some(320), Some(240)), None), (320, 240));
+    }
+
+    #[test]
+    fn one_side_given_keeps_the_pictures_shape() {
+        assert_eq!(frame_size((Some(640), None), Some((1280, 720))), (640, 360));
+        assert_eq!(frame_size((None, Some(360)), Some((1280, 720))), (640, 360));
+        // No source to follow: 4:3.
+        assert_eq!(frame_size((Some(800), None), None), (800, 600));
+        // Portrait, and sizes rounded down to even numbers.
+        assert_eq!(frame_size((Some(360), None), Some((720, 1280))), (360, 640));
+        assert_eq!(frame_size((None, Some(100)), Some((853, 480))), (176, 100));
+    }
+
+    #[test]
+    fn a_files_own_size_is_kept_up_to_720p_and_never_enlarged() {
+        assert_eq!(frame_size((None, None), None), DEFAULT_SIZE);
+        assert_eq!(frame_size((None, None), Some((320, 240))), (320, 240));
+        assert_eq!(frame_size((None, None), Some((1280, 720))), (1280, 720));
+        assert_eq!(frame_size((None, None), Some((1920, 1080))), (1280, 720));
+        assert_eq!(frame_size((None, None), Some((3840, 2160))), (1280, 720));
+        // Portrait 1080×1920: 720p on its side.
+        assert_eq!(frame_size((None, None), Some((1080, 1920))), (720, 1280));
+        // Odd sizes become even; a 4:3 picture stays 4:3.
+        assert_eq!(frame_size((None, None), Some((321, 241))), (320, 240));
+        assert_eq!(frame_size((None, None), Some((1440, 1080))), (960, 720));
+    }
 }

@@ -2,7 +2,7 @@
 //! time its media was captured, to a bounded channel read by the session.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 use super::{CaptureStats, RtpOut};
 
-/// An appsink handing RTP packets of `layer` to a bounded channel.
+/// An appsink handing RTP packets of `layer` to a bounded channel. At the
+/// end of the stream (a file's end) it lets go of the channel, so its
+/// reader sees the end once every packet before it is read.
 pub(super) fn rtp_sink(
     name: &str,
     stats: &Arc<CaptureStats>,
@@ -21,7 +23,8 @@ pub(super) fn rtp_sink(
     layer: usize,
     tx: &mpsc::Sender<RtpOut>,
 ) -> gst_app::AppSink {
-    let tx = tx.clone();
+    let tx = Arc::new(Mutex::new(Some(tx.clone())));
+    let at_end = tx.clone();
     let sink = gst_app::AppSink::builder()
         .name(name)
         .caps(&gst::Caps::builder("application/x-rtp").build())
@@ -44,6 +47,10 @@ pub(super) fn rtp_sink(
                 stats.packets.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 let captured = capture_time(sink, &sample, buffer);
+                let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(tx) = tx.as_ref() else {
+                    return Err(gst::FlowError::Eos);
+                };
                 match tx.try_send(RtpOut {
                     data,
                     captured,
@@ -57,6 +64,9 @@ pub(super) fn rtp_sink(
                     // Nobody reads any more: the session is ending.
                     Err(mpsc::error::TrySendError::Closed(_)) => Err(gst::FlowError::Eos),
                 }
+            })
+            .eos(move |_| {
+                at_end.lock().unwrap_or_else(|e| e.into_inner()).take();
             })
             .build(),
     );

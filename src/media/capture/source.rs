@@ -1,11 +1,109 @@
 //! Where the media comes from: the devices checked before starting, and a
-//! `--file` decoded (and looped) into the branches.
+//! `--file` probed, decoded (and looped) into the branches.
+
+use std::path::Path;
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_pbutils as pbutils;
 
 use super::{CaptureConfig, VideoSource};
 use crate::media::{make, MediaError, MediaKind};
+
+/// How long probing a `--file` may take: a local file answers in
+/// milliseconds; this bounds a stuck demuxer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a `--file` holds, as far as choosing its tracks and picture size
+/// needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The first video stream's picture as shown: its width with the pixel
+    /// aspect applied, and its height. `None` without video.
+    pub video: Option<(u32, u32)>,
+    pub audio: bool,
+    pub duration: Option<Duration>,
+}
+
+/// Reads what `path` holds before anything is built, so a file that is not
+/// media, or lacks what was asked for, is refused (or its tracks chosen)
+/// with the file named, rather than failing inside the pipeline.
+pub fn probe_file(path: &Path) -> Result<FileInfo, MediaError> {
+    let shown = path.display();
+    let fail = |why: String| MediaError::Pipeline(format!("--file {shown}: {why}"));
+    if path.is_dir() {
+        return Err(fail("is a directory: name a media file".into()));
+    }
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    crate::media::init()?;
+    let full = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
+    let uri = gst::glib::filename_to_uri(&full, None).map_err(|e| fail(e.to_string()))?;
+    let discoverer = pbutils::Discoverer::new(gst::ClockTime::from_nseconds(
+        PROBE_TIMEOUT.as_nanos() as u64,
+    ))
+    .map_err(|e| fail(e.to_string()))?;
+    let info = discoverer
+        .discover_uri(&uri)
+        .map_err(|e| fail(unreadable(&e)))?;
+    match info.result() {
+        pbutils::DiscovererResult::Ok => {}
+        pbutils::DiscovererResult::MissingPlugins => {
+            return Err(fail(missing_decoders(&info)));
+        }
+        pbutils::DiscovererResult::Timeout => {
+            return Err(fail(format!(
+                "reading it took over {} s; is it a complete media file?",
+                PROBE_TIMEOUT.as_secs()
+            )));
+        }
+        other => return Err(fail(format!("cannot be read ({other:?})"))),
+    }
+    let video = info.video_streams().first().map(|v| {
+        let par = v.par();
+        let (n, d) = (par.numer().max(1) as u64, par.denom().max(1) as u64);
+        let width = (u64::from(v.width()) * n / d).clamp(2, 16_384) as u32;
+        (width, v.height().max(2))
+    });
+    Ok(FileInfo {
+        video,
+        audio: !info.audio_streams().is_empty(),
+        duration: info.duration().map(|d| Duration::from_nanos(d.nseconds())),
+    })
+}
+
+/// One line for why GStreamer could not read a file at all.
+fn unreadable(e: &gst::glib::Error) -> String {
+    match e.kind::<gst::StreamError>() {
+        Some(gst::StreamError::TypeNotFound | gst::StreamError::WrongType) => {
+            "not a media file GStreamer can read (its type was not recognised)".into()
+        }
+        Some(gst::StreamError::CodecNotFound) => {
+            "GStreamer has no decoder for it: install gstreamer1.0-plugins-bad, -ugly or gstreamer1.0-libav".into()
+        }
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
+/// Which decoders a file needs and this machine lacks, from GStreamer's
+/// installer details ("gstreamer|1.0|app|H.265 (Main Profile) decoder|…").
+fn missing_decoders(info: &pbutils::DiscovererInfo) -> String {
+    let names: Vec<String> = info
+        .missing_elements_installer_details()
+        .iter()
+        .filter_map(|d| d.split('|').nth(3).map(str::to_owned))
+        .collect();
+    let what = if names.is_empty() {
+        "a plugin".to_owned()
+    } else {
+        names.join(", ")
+    };
+    format!(
+        "GStreamer lacks {what} to play it: install gstreamer1.0-plugins-bad, -ugly or gstreamer1.0-libav"
+    )
+}
 
 pub(super) fn check_devices(cfg: &CaptureConfig) -> Result<(), MediaError> {
     if let Some(VideoSource::Camera(dev)) = &cfg.video {
@@ -21,14 +119,6 @@ pub(super) fn check_devices(cfg: &CaptureConfig) -> Result<(), MediaError> {
                 ));
             }
             _ => {}
-        }
-    }
-    if let Some(path) = &cfg.file {
-        if !path.is_file() {
-            return Err(MediaError::Pipeline(format!(
-                "--file {}: no such file",
-                path.display()
-            )));
         }
     }
     Ok(())
