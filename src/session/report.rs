@@ -85,7 +85,8 @@ impl Reporter {
     /// What ICE did for `id`: kept for the `connect` event that follows,
     /// or, when nothing connected, an `ice` event with what was tried.
     pub fn ice(&self, id: &str, summary: IceSummary) {
-        if summary.path().is_some() {
+        // A connection that came up has a path, named or not: no warning.
+        if summary.path().is_some() || summary.connected() {
             self.paths
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -235,5 +236,28 @@ fn held_back(n: u64) -> String {
     match n {
         0 => String::new(),
         n => format!(" ({n} more like it not shown)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that came up before its statistics named its pair is
+    /// not reported as having no network path (it was, 50 µs before
+    /// "connected").
+    #[test]
+    fn a_connection_that_came_up_is_never_said_to_have_no_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("events");
+        let r = Reporter::new("receiver", EventFormat::Human, Some(&file)).unwrap();
+        r.ice("peer-a", IceSummary::without_pair(true));
+        r.ice("peer-b", IceSummary::without_pair(false));
+        let events = std::fs::read_to_string(&file).unwrap();
+        assert!(!events.contains("peer-a"), "{events}");
+        assert!(
+            events.contains(r#""event":"ice""#) && events.contains("peer-b"),
+            "{events}"
+        );
     }
 }

@@ -171,7 +171,7 @@ impl Driver {
                         }
                     }
                     if up || !connected {
-                        let summary = path::summarize(&*self.pc, &self.relays).await;
+                        let summary = path::summarize(&*self.pc, &self.relays, up).await;
                         if let (true, Some(pending), Some(rtt)) =
                             (up, &self.pending, summary.round_trip())
                         {
@@ -195,7 +195,7 @@ impl Driver {
             let result = match cmd {
                 Command::Close => {
                     if !connected && started.elapsed() >= EXPLAIN_AFTER {
-                        let summary = path::summarize(&*self.pc, &self.relays).await;
+                        let summary = path::summarize(&*self.pc, &self.relays, false).await;
                         if summary.gathered() {
                             let ice = (self.peer.clone(), RtcEvent::Ice(summary));
                             let _ = self.unmuted.send(ice).await;

@@ -71,9 +71,19 @@ pub struct IceSummary {
     answered: usize,
     /// The pair in use, with its round-trip time.
     selected: Option<(End, End, Option<f64>)>,
+    /// The connection came up (whether or not the statistics named its
+    /// pair yet).
+    connected: bool,
 }
 
-pub(super) async fn summarize(pc: &dyn PeerConnection, bridges: &RelayTransports) -> IceSummary {
+/// What ICE did for `pc`; `connected` when it came up. Right at the
+/// connection the statistics may not name the selected pair yet (seen
+/// once in many runs): the pair that carried the most is taken then.
+pub(super) async fn summarize(
+    pc: &dyn PeerConnection,
+    bridges: &RelayTransports,
+    connected: bool,
+) -> IceSummary {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     // Candidates by the id a pair names them with (their stats id less
     // its `RTCLocalIceCandidate_`/`RTCRemoteIceCandidate_` prefix).
@@ -128,6 +138,23 @@ pub(super) async fn summarize(pc: &dyn PeerConnection, bridges: &RelayTransports
             s.selected = Some((l.clone(), r.clone(), rtt));
         }
     }
+    s.connected = connected;
+    if connected && s.selected.is_none() {
+        let busiest = report
+            .candidate_pairs()
+            .filter(|p| p.responses_received > 0 || p.packets_received > 0)
+            .max_by_key(|p| p.packets_received + p.responses_received);
+        if let Some(pair) = busiest {
+            if let (Some(l), Some(r)) = (
+                ends.get(&(true, pair.local_candidate_id.clone())),
+                ends.get(&(false, pair.remote_candidate_id.clone())),
+            ) {
+                let rtt = (pair.current_round_trip_time > 0.0)
+                    .then_some(pair.current_round_trip_time * 1000.0);
+                s.selected = Some((l.clone(), r.clone(), rtt));
+            }
+        }
+    }
     s
 }
 
@@ -146,6 +173,21 @@ fn counts(c: &BTreeMap<String, usize>) -> String {
 }
 
 impl IceSummary {
+    /// A summary of a connection whose pair was not named: it came up
+    /// before the statistics named it, or it failed (for tests elsewhere).
+    #[cfg(test)]
+    pub(crate) fn without_pair(connected: bool) -> Self {
+        let host = BTreeMap::from([("host".to_owned(), 2)]);
+        Self {
+            local: host.clone(),
+            remote: host,
+            pairs: 1,
+            answered: 1,
+            selected: None,
+            connected,
+        }
+    }
+
     /// Whether this side had any candidate to try.
     pub(super) fn gathered(&self) -> bool {
         !self.local.is_empty()
@@ -175,6 +217,11 @@ impl IceSummary {
             "remote": r.json(),
             "rtt_ms": rtt,
         }))
+    }
+
+    /// Whether the connection came up.
+    pub fn connected(&self) -> bool {
+        self.connected
     }
 
     fn has(c: &BTreeMap<String, usize>, typ: &str) -> bool {
@@ -242,6 +289,7 @@ mod tests {
             pairs: 4,
             answered: 0,
             selected: None,
+            connected: false,
         }
     }
 
