@@ -90,8 +90,13 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
   p2p completions zsh > ~/.zfunc/_p2p          # with fpath+=~/.zfunc
   p2p completions fish > ~/.config/fish/completions/p2p.fish";
 
-/// Options of both `send` and `receive`.
+/// The help headings `send` and `receive` share.
+const ROOM: &str = "Room and relay";
+const CONNECTION: &str = "Connection";
+
+/// Where peers meet and how they connect (`send` and `receive`).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = ROOM)]
 pub struct PeerArgs {
     /// Signaling URL: ws://HOST:PORT or wss://… (a `p2p signal` relay;
     /// HOST:PORT alone means ws://HOST:PORT),
@@ -138,19 +143,20 @@ pub struct PeerArgs {
         value_name = "URL",
         env = "P2P_ICE_SERVERS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = CONNECTION
     )]
     pub ice_servers: Vec<String>,
 
     /// Seconds a peer may take to connect before it is given up.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = CONNECTION)]
     pub connection_timeout: f64,
+}
 
-    /// Raw bytes instead of lines: stdin is sent byte for byte, and written
-    /// byte for byte to the receiver's stdout.
-    #[arg(long)]
-    pub binary: bool,
-
+/// How a session reports what happens (`send` and `receive`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Reporting")]
+pub struct OutputArgs {
     /// How events (connect, dispose, sync, …) are reported on stderr:
     /// `human` status lines, or `json`, one object per line.
     #[arg(long, value_enum, default_value_t = EventFormat::Human)]
@@ -170,53 +176,67 @@ pub enum EventFormat {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     #[command(flatten)]
-    pub peer: PeerArgs,
+    pub media: MediaArgs,
+
+    /// Raw bytes instead of lines: stdin is sent byte for byte (receivers
+    /// write it as it is with their own --binary). On a terminal, a file on
+    /// stdin shows its progress.
+    #[arg(long, help_heading = "Data from stdin")]
+    pub binary: bool,
 
     /// Send stdin only to the receiver with this id (default: all).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", help_heading = "Data from stdin")]
     pub to: Option<String>,
+
+    /// Messages queued per receiver until its channel opens; the oldest are
+    /// dropped beyond this.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Data from stdin"
+    )]
+    pub queue_size: usize,
+
+    /// Stay in the room after stdin ends (serve state and media until
+    /// Ctrl-C) instead of leaving once everything queued is delivered.
+    #[arg(long, help_heading = "Data from stdin")]
+    pub keep_open: bool,
+
+    #[command(flatten)]
+    pub peer: PeerArgs,
 
     /// Initial state sent with each offer (a JSON object), e.g.
     /// '{"nickname":"cam 1"}'.
-    #[arg(long, value_name = "JSON")]
+    #[arg(long, value_name = "JSON", help_heading = RECEIVERS)]
     pub state: Option<String>,
 
     /// File holding the state as a JSON object; re-read on SIGHUP, and the
     /// new state is sent to every receiver (`sync`).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = RECEIVERS)]
     pub state_file: Option<PathBuf>,
 
     /// Accept only receivers whose credentials equal this value (JSON, or
     /// a plain string). Repeatable: any one matches.
-    #[arg(long, value_name = "VALUE", env = "P2P_VERIFY", hide_env_values = true)]
+    #[arg(long, value_name = "VALUE", env = "P2P_VERIFY", hide_env_values = true, help_heading = RECEIVERS)]
     pub verify: Vec<String>,
 
     /// File with accepted credentials, one value per line.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = RECEIVERS)]
     pub verify_file: Option<PathBuf>,
 
     /// Receivers served at once (connected or connecting); more are
     /// refused until one leaves, or until one that has had 3 s to connect
     /// and has not gives way. However many there are, at most 64 may be
     /// connecting at once, 4 of them opened through one relay connection.
-    #[arg(long, value_name = "N", env = "P2P_MAX_RECEIVERS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", env = "P2P_MAX_RECEIVERS", value_parser = clap::value_parser!(u64).range(1..), help_heading = RECEIVERS)]
     pub max_receivers: Option<u64>,
-
-    /// Messages queued per receiver until its channel opens; the oldest are
-    /// dropped beyond this.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub queue_size: usize,
-
-    /// Stay in the room after stdin ends (serve state and media until
-    /// Ctrl-C) instead of leaving once everything queued is delivered.
-    #[arg(long)]
-    pub keep_open: bool,
-
-    #[command(flatten)]
-    pub media: MediaArgs,
 
     #[command(flatten)]
     pub whip: WhipArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Whether --room or --signal was given (on the command line or in the
     /// environment), not left at its default: with --whip, the room is
@@ -224,6 +244,8 @@ pub struct SendArgs {
     #[arg(skip)]
     pub room_given: bool,
 }
+
+const RECEIVERS: &str = "Who receives";
 
 /// Publishing to an SFU (`p2p send`).
 #[derive(Debug, Args, Clone)]
@@ -308,7 +330,7 @@ pub struct MediaArgs {
     pub no_video: bool,
 
     /// Also open data channels (stdin to receivers) when sending media.
-    #[arg(long)]
+    #[arg(long, help_heading = "Data from stdin")]
     pub data: bool,
 
     /// Video codec: encoded once, whatever the number of receivers.
@@ -350,8 +372,44 @@ pub struct MediaArgs {
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
+    /// Record each sender's media, as it arrives (no re-encoding), to PATH:
+    /// .webm (VP8/VP9 + Opus), .mkv (anything) or .mp4 (H.264). With several
+    /// senders, {id} in PATH is replaced by the sender id; otherwise later
+    /// senders get PATH with the id before the extension.
+    #[arg(long, value_name = "PATH", env = "P2P_RECORD", help_heading = "Media")]
+    pub record: Option<PathBuf>,
+
+    /// Let --record replace a file that is already there (without it, an
+    /// existing file is an error: a recording is not lost to a re-run).
+    #[arg(long, requires = "record", help_heading = "Media")]
+    pub overwrite: bool,
+
+    /// Play each sender's audio and video live.
+    #[arg(long, help_heading = "Media")]
+    pub display: bool,
+
+    /// Write what senders send to stdout byte for byte, as it came (for
+    /// senders that send with --binary: files, archives); without it, each
+    /// message is written as a line. Implies --once.
+    #[arg(long, help_heading = "Data to stdout")]
+    pub binary: bool,
+
+    /// Exit once every sender that connected has left (implied by --binary,
+    /// so `p2p receive --binary > file` ends with the sender's input).
+    #[arg(long, help_heading = "Data to stdout")]
+    pub once: bool,
+
     #[command(flatten)]
     pub peer: PeerArgs,
+
+    /// Seconds between invokes that find senders started later or
+    /// restarted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = CONNECTION)]
+    pub ping_interval: f64,
+
+    /// Invokes sent after the last sender is gone, before waiting quietly.
+    #[arg(long, value_name = "N", default_value_t = 10, help_heading = CONNECTION)]
+    pub ping_attempts: u32,
 
     /// Credentials that `p2p send --verify` checks (JSON, or a plain
     /// string). They are never sent: a p2p sender asks for a proof over a
@@ -362,44 +420,23 @@ pub struct ReceiveArgs {
         long,
         value_name = "VALUE",
         env = "P2P_CREDENTIALS",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Credentials"
     )]
     pub credentials: Option<String>,
 
     /// Send --credentials themselves with every invoke, as the seed
     /// library's Sender expects. Anyone in the room can read them then.
-    #[arg(long, requires = "credentials", env = "P2P_PLAIN_CREDENTIALS")]
+    #[arg(
+        long,
+        requires = "credentials",
+        env = "P2P_PLAIN_CREDENTIALS",
+        help_heading = "Credentials"
+    )]
     pub plain_credentials: bool,
 
-    /// Seconds between invokes that find senders started later or
-    /// restarted.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub ping_interval: f64,
-
-    /// Invokes sent after the last sender is gone, before waiting quietly.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub ping_attempts: u32,
-
-    /// Exit once every sender that connected has left (implied by --binary,
-    /// so `p2p receive --binary > file` ends with the sender's input).
-    #[arg(long)]
-    pub once: bool,
-
-    /// Record each sender's media, as it arrives (no re-encoding), to PATH:
-    /// .webm (VP8/VP9 + Opus), .mkv (anything) or .mp4 (H.264). With several
-    /// senders, {id} in PATH is replaced by the sender id; otherwise later
-    /// senders get PATH with the id before the extension.
-    #[arg(long, value_name = "PATH", env = "P2P_RECORD")]
-    pub record: Option<PathBuf>,
-
-    /// Let --record replace a file that is already there (without it, an
-    /// existing file is an error: a recording is not lost to a re-run).
-    #[arg(long, requires = "record")]
-    pub overwrite: bool,
-
-    /// Play each sender's audio and video live.
-    #[arg(long)]
-    pub display: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 
-use crate::cli::{MediaArgs, PeerArgs, ReceiveArgs, SendArgs};
+use crate::cli::{MediaArgs, OutputArgs, PeerArgs, ReceiveArgs, SendArgs};
 use crate::media::capture::{frame_size, probe_file, AudioSource, CaptureConfig, VideoSource};
 use crate::session::ingest::IngestConfig;
 use crate::session::machine::Verify;
@@ -63,7 +63,12 @@ pub fn ice_server(spec: &str) -> anyhow::Result<IceServer> {
 }
 
 impl PeerConfig {
-    fn from_args(a: &PeerArgs, quiet: bool) -> anyhow::Result<Self> {
+    fn from_args(
+        a: &PeerArgs,
+        out: &OutputArgs,
+        binary: bool,
+        quiet: bool,
+    ) -> anyhow::Result<Self> {
         if a.room.is_empty() {
             bail!("--room must not be empty");
         }
@@ -83,9 +88,9 @@ impl PeerConfig {
                 .map(|s| ice_server(s))
                 .collect::<anyhow::Result<_>>()?,
             connection_timeout: seconds("connection-timeout", a.connection_timeout)?,
-            binary: a.binary,
-            events: a.events,
-            events_file: a.events_file.clone(),
+            binary,
+            events: out.events,
+            events_file: out.events_file.clone(),
             quiet,
         })
     }
@@ -93,7 +98,7 @@ impl PeerConfig {
 
 impl SendConfig {
     pub fn from_args(a: &SendArgs, quiet: bool) -> anyhow::Result<Self> {
-        let peer = PeerConfig::from_args(&a.peer, quiet)?;
+        let peer = PeerConfig::from_args(&a.peer, &a.output, a.binary, quiet)?;
         let mut state = match &a.state {
             Some(s) => state_object(s, "--state")?,
             None => Map::new(),
@@ -162,7 +167,7 @@ impl SendConfig {
 
 impl ReceiveConfig {
     pub fn from_args(a: &ReceiveArgs, quiet: bool) -> anyhow::Result<Self> {
-        let peer = PeerConfig::from_args(&a.peer, quiet)?;
+        let peer = PeerConfig::from_args(&a.peer, &a.output, a.binary, quiet)?;
         if a.display
             && std::env::var_os("DISPLAY").is_none()
             && std::env::var_os("WAYLAND_DISPLAY").is_none()

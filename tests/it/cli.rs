@@ -62,6 +62,50 @@ fn help_explains_every_command_and_flag() {
     }
 }
 
+/// `-h` is grouped by task, and what to send or keep comes first, before
+/// the relay and connection plumbing.
+#[test]
+fn short_help_starts_with_what_to_send_and_keep() {
+    let headings = |cmd: &str| -> Vec<String> {
+        let out = p2p(&[cmd, "-h"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
+            .map(|l| l.trim_end_matches(':').to_owned())
+            .collect()
+    };
+    let send = headings("send");
+    assert_eq!(
+        send,
+        [
+            "Options",
+            "Media",
+            "Data from stdin",
+            "Room and relay",
+            "Connection",
+            "Who receives",
+            "Publish to an SFU (WHIP)",
+            "Reporting",
+            "Examples"
+        ],
+        "{send:?}"
+    );
+    let receive = headings("receive");
+    assert_eq!(
+        &receive[..3],
+        ["Options", "Media", "Data to stdout"],
+        "{receive:?}"
+    );
+    // The receiver's --binary speaks of what the receiver does.
+    let out = p2p(&["receive", "-h"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let binary = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("--binary"))
+        .unwrap_or_default();
+    assert!(binary.contains("Write what senders send"), "{binary}");
+}
+
 #[test]
 fn bad_signal_url_is_one_line_naming_the_schemes() {
     for cmd in ["send", "receive"] {
