@@ -379,3 +379,46 @@ async fn an_unreachable_relay_is_not_an_empty_room() {
     rx.wait_stderr("reached the relay").await;
     assert!(rx.child.try_wait().unwrap().is_none(), "the receiver ended");
 }
+
+/// What `p2p receive` prints on a terminal in its first moment, through
+/// script(1), with `env` added to the environment.
+fn on_a_terminal(env: &[(&str, &str)]) -> String {
+    let cmd = format!("timeout -s INT 1 {BIN} receive --signal memory: --room tty");
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run script(1)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On a terminal a log line starts with the time of day, not a UTC stamp
+/// to the nanosecond, and NO_COLOR takes the colour out of it.
+#[test]
+fn log_lines_on_a_terminal_are_short_and_honour_no_color() {
+    let coloured = on_a_terminal(&[]);
+    let line = coloured
+        .lines()
+        .find(|l| l.contains("joined room"))
+        .unwrap_or_else(|| panic!("no log line: {coloured:?}"));
+    assert!(line.contains('\x1b'), "no colour on a terminal: {line:?}");
+    let plain = on_a_terminal(&[("NO_COLOR", "1")]);
+    let line = plain
+        .lines()
+        .find(|l| l.contains("joined room"))
+        .unwrap_or_else(|| panic!("no log line: {plain:?}"));
+    assert!(
+        !plain.contains('\x1b'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+    // "09:46:11  INFO receiver …"
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let parts: Vec<&str> = stamp.split(':').collect();
+    assert!(
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| p.len() == 2 && p.parse::<u8>().is_ok()),
+        "not a time of day: {line:?}"
+    );
+}
