@@ -102,6 +102,15 @@ impl Reporter {
         self.write(v);
     }
 
+    /// The session started outside any room (publishing only to WHIP).
+    pub fn started_alone(&self, role: &str, id: &str) {
+        tracing::info!(
+            "{role} {} started, in no room (--room serves receivers too)",
+            short(id)
+        );
+        self.write(json!({"event": "start", "role": role, "id": id, "room": null}));
+    }
+
     /// The session started: our id and room.
     pub fn started(&self, role: &str, id: &str, room: &str) {
         tracing::info!("{role} {} joined room {room:?}", short(id));

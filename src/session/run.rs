@@ -131,7 +131,13 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         _ => 0.0,
     };
     runner.status = status;
-    reporter.started("sender", &id, &cfg.peer.room);
+    if cfg.mesh {
+        reporter.started("sender", &id, &cfg.peer.room);
+    } else {
+        // Publishing only to WHIP: the in-process room is not one anybody
+        // can join, and naming it would say otherwise.
+        reporter.started_alone("sender", &id);
+    }
     let start = match &mut runner.machine {
         Machine::Sender(m) => m.start(),
         Machine::Receiver(_) => unreachable!("built as a sender above"),

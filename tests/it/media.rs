@@ -282,6 +282,38 @@ async fn missing_camera_is_one_clear_line() {
     }
 }
 
+/// A microphone that is not there is one line naming what was asked for
+/// (this machine has no sound server and no sound card): no ALSA or OpenAL
+/// chatter, no GStreamer element names.
+#[tokio::test]
+async fn missing_microphone_is_one_clear_line() {
+    for (dev, says) in [
+        (None, "no microphone found"),
+        (Some("hw:7"), "--mic hw:7: cannot open the microphone"),
+        (
+            Some("no-such-source"),
+            "--mic no-such-source: cannot open the microphone",
+        ),
+    ] {
+        let mut args = vec!["send", "--room", "x", "--signal", "memory:", "--mic"];
+        args.extend(dev);
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(
+            lines[0].starts_with("p2p: error: ") && lines[0].contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(lines[0].contains("--no-audio"), "{err}");
+    }
+}
+
 /// A `secs`-second file with a moving pattern and a tone, to send.
 fn source_file(dir: &Path, secs: u32) -> PathBuf {
     let src = dir.join("source.mkv");

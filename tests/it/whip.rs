@@ -306,6 +306,10 @@ async fn the_client_speaks_whip_and_ends_the_session_on_ctrl_c() {
     for s in fake.seen() {
         assert!(s.from.ip().is_loopback(), "a request from {}", s.from);
     }
+    // Without --room it joined no room, and does not say it did.
+    let said = p.stderr();
+    assert!(!said.contains("joined room"), "{said}");
+    assert!(said.contains("in no room"), "{said}");
 }
 
 #[tokio::test]

@@ -295,7 +295,16 @@ pub(super) fn audio_branch(
                     p.set_property("device", d);
                     p
                 }
-                None => make("autoaudiosrc", "asrc")?,
+                // Not autoaudiosrc: with no sound server it can settle on
+                // OpenAL, which writes its own errors to stderr.
+                None => match super::source::default_mic() {
+                    Some(super::source::DefaultMic::Pulse) => make("pulsesrc", "asrc")?,
+                    _ => {
+                        let a = make("alsasrc", "asrc")?;
+                        a.set_property("device", "default");
+                        a
+                    }
+                },
             };
             elements.push(mic);
         }

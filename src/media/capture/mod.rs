@@ -325,16 +325,15 @@ impl Capture {
                 watch_loop(&pipeline);
             }
         } else {
-            pipeline.set_state(gst::State::Playing).map_err(|_| {
-                MediaError::Pipeline(
-                    first_error(&pipeline)
-                        .unwrap_or_else(|| "capture pipeline failed to start".into()),
-                )
-            })?;
-            // A device that cannot be opened fails within the first moments.
-            if let Some(err) = wait_for_error(&pipeline, Duration::from_millis(300)) {
+            let started = pipeline.set_state(gst::State::Playing).is_ok();
+            // A device that cannot be opened fails within the first
+            // moments (the state change may return before it says why).
+            let wait = Duration::from_millis(if started { 300 } else { 500 });
+            let err = wait_for_error(&pipeline, wait)
+                .or_else(|| (!started).then(|| "capture pipeline failed to start".to_owned()));
+            if let Some(err) = err {
                 let _ = pipeline.set_state(gst::State::Null);
-                return Err(MediaError::Pipeline(err));
+                return Err(MediaError::Pipeline(device_error(cfg, &err)));
             }
         }
         Ok((
@@ -457,6 +456,32 @@ impl Capture {
     pub fn poll_error(&self) -> Option<String> {
         wait_for_error(&self.pipeline, Duration::ZERO)
     }
+}
+
+/// A capture failure in the user's terms: which device (as they named it)
+/// could not be opened, and where to look. `err` is "element: message".
+fn device_error(cfg: &CaptureConfig, err: &str) -> String {
+    let (element, why) = err.split_once(": ").unwrap_or(("", err));
+    let named = |d: &Option<String>| d.clone().unwrap_or_else(|| "default".into());
+    if element.starts_with("asrc") {
+        if let Some(AudioSource::Mic(dev)) = &cfg.audio {
+            return format!(
+                "--mic {}: cannot open the microphone ({}); list devices with `pactl list short sources` or `arecord -l`, or leave it out with --no-audio",
+                named(dev),
+                why.trim_end_matches('.')
+            );
+        }
+    }
+    if element.starts_with("vsrc") {
+        if let Some(VideoSource::Camera(dev)) = &cfg.video {
+            return format!(
+                "--camera {}: cannot open the camera ({}); list devices with `v4l2-ctl --list-devices`, or leave it out with --no-video",
+                named(dev),
+                why.trim_end_matches('.')
+            );
+        }
+    }
+    err.to_owned()
 }
 
 fn first_error(pipeline: &gst::Pipeline) -> Option<String> {

@@ -8,7 +8,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_pbutils as pbutils;
 
-use super::{CaptureConfig, VideoSource};
+use super::{AudioSource, CaptureConfig, VideoSource};
 use crate::media::{make, MediaError, MediaKind};
 
 /// How long probing a `--file` may take: a local file answers in
@@ -121,7 +121,59 @@ pub(super) fn check_devices(cfg: &CaptureConfig) -> Result<(), MediaError> {
             _ => {}
         }
     }
+    if let Some(AudioSource::Mic(None)) = &cfg.audio {
+        if default_mic().is_none() {
+            return Err(MediaError::Pipeline(
+                "no microphone found (no sound server and no /dev/snd capture device): plug one in, name it with --mic DEVICE, leave it out with --no-audio, or use --test-source".into(),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Where a microphone named by nothing comes from: PulseAudio (or
+/// PipeWire's Pulse server) when one answers here, else ALSA's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DefaultMic {
+    Pulse,
+    Alsa,
+}
+
+/// The default microphone's way in, or `None` when this machine has
+/// neither a sound server nor an ALSA capture device.
+pub(super) fn default_mic() -> Option<DefaultMic> {
+    if pulse_server() {
+        return Some(DefaultMic::Pulse);
+    }
+    alsa_capture_device().then_some(DefaultMic::Alsa)
+}
+
+fn pulse_server() -> bool {
+    if std::env::var_os("PULSE_SERVER").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| format!("/run/user/{}", current_uid()).into());
+    runtime.join("pulse/native").exists()
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+/// An ALSA capture PCM (`/dev/snd/pcmC0D0c`).
+fn alsa_capture_device() -> bool {
+    std::fs::read_dir("/dev/snd")
+        .map(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("pcmC") && name.ends_with('c')
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn has_video_device() -> bool {
