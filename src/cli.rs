@@ -17,7 +17,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// carries the handshake, and serves a web page through which browsers join
 /// the same rooms.
 #[derive(Debug, Parser)]
-#[command(name = "p2p", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "p2p",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = MAIN_AFTER
+)]
 pub struct Cli {
     /// More logs on stderr (-v p2p debug, -vv all debug, -vvv trace).
     /// RUST_LOG overrides.
@@ -31,6 +37,19 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const MAIN_AFTER: &str = "Examples (three terminals, no camera needed):
+  p2p signal                                   # the relay, on 127.0.0.1:8000
+  p2p send --room demo --test-source           # a test picture and tone
+  p2p receive --room demo --record out.webm    # record it (Ctrl-C to stop)
+  tail -f app.log | p2p send --room ops        # lines to every receiver's stdout
+
+Exit status:
+  0  the session ended normally: the sender's stdin or --file ended and was delivered,
+     Ctrl-C or SIGTERM, every sender left (receive --once), stdout was closed
+  1  a failure while running: relay unreachable, capture or recording failed, WHIP
+     refused, a sender lost before its data ended (the output is incomplete)
+  2  an unusable command line or input, found before anything starts";
 
 const SEND_EXAMPLES: &str = "Examples:
   p2p send --room demo --camera                # camera and microphone

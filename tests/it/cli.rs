@@ -23,6 +23,15 @@ fn help_explains_every_command_and_flag() {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
     assert!(!text.contains("soon"), "stale --help:\n{text}");
+    // Examples a new user can paste, and what each exit code means.
+    for word in [
+        "Examples",
+        "--test-source",
+        "Exit status:",
+        "  2  an unusable",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
     for (cmd, flags) in [
         (
             "signal",
