@@ -155,7 +155,7 @@ pub struct PeerArgs {
     /// --ca-file trusts a self-signed certificate). None by default: on one
     /// network, host candidates suffice and nothing is contacted. STUN is
     /// enough across most home NATs; symmetric NATs need TURN, firewalls
-    /// that drop UDP TURN over TCP or TLS (README, "Across networks"). A
+    /// that drop UDP TURN over TCP or TLS (docs/networks.md). A
     /// relay run with --turn-secret hands out TURN credentials itself.
     #[arg(
         long = "ice-server",
@@ -167,7 +167,9 @@ pub struct PeerArgs {
     )]
     pub ice_servers: Vec<String>,
 
-    /// Seconds a peer may take to connect before it is given up.
+    /// Seconds a peer may take to connect before it is given up; also how
+    /// long an unreachable relay is retried, with nobody connected, before
+    /// p2p exits.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, help_heading = CONNECTION)]
     pub connection_timeout: f64,
 }

@@ -72,6 +72,7 @@ impl PeerConfig {
         if a.room.is_empty() {
             bail!("--room must not be empty");
         }
+        crate::signaling::check_url(&a.signal)?;
         Ok(Self {
             signal: a.signal.clone(),
             signal_opts: SignalOptions {

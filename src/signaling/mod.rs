@@ -167,6 +167,31 @@ fn with_scheme(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Checks a signaling URL without connecting, so a bad one is refused with
+/// the other unusable options, before anything starts.
+pub fn check_url(url: &str) -> Result<(), SignalError> {
+    let full = with_scheme(url);
+    let url = full.as_ref();
+    if url.starts_with("memory:") || url.starts_with("nats://") || url.starts_with("tls://") {
+        return Ok(());
+    }
+    relay_url(url).map(drop)
+}
+
+/// A `ws://` or `wss://` relay URL with a host.
+fn relay_url(url: &str) -> Result<url::Url, SignalError> {
+    let bad = |reason: &str| SignalError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    match parsed.scheme() {
+        "ws" | "wss" if parsed.host_str().is_none_or(str::is_empty) => Err(bad("no host")),
+        "ws" | "wss" => Ok(parsed),
+        other => Err(bad(&format!("unknown scheme \"{other}\""))),
+    }
+}
+
 /// Connects to the signaling service at `url`, by scheme:
 /// - `ws://HOST:PORT` / `wss://…`: a `p2p signal` relay (or any relay that
 ///   speaks PROTOCOL.md §2); `HOST:PORT` alone means `ws://HOST:PORT`;
@@ -179,10 +204,6 @@ pub async fn connect(
     url: &str,
     opts: SignalOptions,
 ) -> Result<(Signaling, mpsc::Receiver<SignalEvent>), SignalError> {
-    let bad = |reason: &str| SignalError::BadUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
     let secret = opts
@@ -204,17 +225,8 @@ pub async fn connect(
                 hash_namespaces = false;
             }
             _ => {
-                let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-                match parsed.scheme() {
-                    "ws" | "wss" => {
-                        if parsed.host_str().is_none_or(str::is_empty) {
-                            return Err(bad("no host"));
-                        }
-                        ws::spawn(parsed, opts, rx, ev_tx).await?;
-                        hash_namespaces = true;
-                    }
-                    other => return Err(bad(&format!("unknown scheme \"{other}\""))),
-                }
+                ws::spawn(relay_url(url)?, opts, rx, ev_tx).await?;
+                hash_namespaces = true;
             }
         }
     }

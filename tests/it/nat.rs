@@ -198,7 +198,7 @@ const TURN_USER: &str = "p2p:secret";
 /// The secret coturn shares with the relay in [`Auth::Secret`].
 const TURN_SECRET: &str = "shared-with-the-relay";
 
-/// How coturn checks clients, as README's "Across networks" configures it.
+/// How coturn checks clients, as docs/networks.md configures it.
 #[derive(Clone, Copy)]
 enum Auth {
     /// A long-term user (`lt-cred-mech`, `user=p2p:secret`).
@@ -208,8 +208,8 @@ enum Auth {
     Secret,
 }
 
-/// coturn in the public namespace, configured as README's "Across
-/// networks" says, with its state in a temporary directory. Killed when
+/// coturn in the public namespace, configured as docs/networks.md
+/// says, with its state in a temporary directory. Killed when
 /// dropped.
 struct Coturn {
     child: std::process::Child,
