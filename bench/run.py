@@ -319,9 +319,21 @@ def video_window(path, secs):
     win = [p for p in pkts if p[0] >= start]
     times = [start] + [t for t, _ in win] + [end]
     gap = max(b - a for a, b in zip(times, times[1:]))
-    width = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                            "stream=width", "-of", "csv=p=0", path],
-                           capture_output=True, text=True, timeout=60).stdout.strip()
+    # The width most frames of the window had (the stream header names the
+    # first key frame's, which is the layer a receiver started on).
+    frames = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                             "frame=pts_time,width", "-of", "csv=p=0", path],
+                            capture_output=True, text=True, timeout=120).stdout
+    widths = {}
+    for line in frames.splitlines():
+        parts = line.split(",")
+        try:
+            t, w = float(parts[0]), int(parts[1])
+        except (ValueError, IndexError):
+            continue
+        if t >= start:
+            widths[w] = widths.get(w, 0) + 1
+    width = str(max(widths, key=widths.get)) if widths else "?"
     return len(win) / secs, sum(n for _, n in win) * 8 / secs, gap, width
 
 

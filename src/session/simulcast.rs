@@ -306,14 +306,83 @@ pub struct ProbeVerdict {
     pub lossy: bool,
 }
 
-/// The layer a receiver of `layers` of `payload` starts on (see
-/// [`START_LAYER`]). H.264 starts on the best: its recordings go into
-/// MP4, and `mp4mux` cannot take a change of picture size (the file had
-/// no playable stream); a receiver moved by its path still changes size.
-pub fn start_layer(layers: usize, payload: Payload) -> usize {
+/// The largest key frame a new receiver starts with, in bytes: about what
+/// the shallow links of the matrix absorb at once (a 4 KB bucket and
+/// 100 ms of queue at 1 Mbit/s, 16.5 KB; three viewers behind a 3 Mbit/s
+/// uplink with the same bucket and queue have ~14 KB each). A detailed
+/// picture's key frame outgrows its layer's share: the zone plate's at
+/// 640×360 is ~62 KB (the encoder's quantizer at its limit), and three
+/// receivers starting on it behind one 3 Mbit/s uplink lost 2–30 % of
+/// their first seconds and showed a picture 1.7–3.2 s after joining.
+const START_KEYFRAME: usize = 16 * 1024;
+
+/// The layer a receiver of `layers` of `payload` starts on:
+/// [`START_LAYER`], or a smaller one when its latest key frame (as
+/// measured by [`KeyframeSizes`]) is over [`START_KEYFRAME`]. H.264
+/// starts on the best: its recordings go into MP4, and `mp4mux` cannot
+/// take a change of picture size (the file had no playable stream); a
+/// receiver moved by its path still changes size.
+pub fn start_layer(layers: usize, payload: Payload, keyframes: &[Option<usize>]) -> usize {
     match payload {
-        Payload::Vp8 => START_LAYER.min(layers.saturating_sub(1)),
+        Payload::Vp8 => {
+            let first = START_LAYER.min(layers.saturating_sub(1));
+            (first..layers)
+                .find(|&l| {
+                    keyframes
+                        .get(l)
+                        .copied()
+                        .flatten()
+                        .is_none_or(|b| b <= START_KEYFRAME)
+                })
+                .unwrap_or(layers.saturating_sub(1))
+        }
         Payload::H264 | Payload::Other => 0,
+    }
+}
+
+/// Each layer's latest key frame, in bytes of RTP payload, as its packets
+/// go by (a frame's packets share a timestamp).
+#[derive(Debug, Clone, Default)]
+pub struct KeyframeSizes {
+    layers: Vec<LayerKeyframes>,
+}
+
+/// One layer's key frames: the one being summed (its timestamp and bytes
+/// so far), and the size of the last one complete.
+#[derive(Debug, Clone, Copy, Default)]
+struct LayerKeyframes {
+    summing: Option<(u32, usize)>,
+    last: Option<usize>,
+}
+
+impl KeyframeSizes {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: vec![LayerKeyframes::default(); layers],
+        }
+    }
+
+    /// One packet of `layer`, with its timestamp and payload.
+    pub fn packet(&mut self, payload_kind: Payload, layer: usize, ts: u32, payload: &[u8]) {
+        let Some(k) = self.layers.get_mut(layer) else {
+            return;
+        };
+        match &mut k.summing {
+            Some((at, bytes)) if *at == ts => *bytes += payload.len(),
+            _ => {
+                if let Some((_, bytes)) = k.summing.take() {
+                    k.last = Some(bytes);
+                }
+                if payload_kind.starts_keyframe(payload) {
+                    k.summing = Some((ts, payload.len()));
+                }
+            }
+        }
+    }
+
+    /// Each layer's last complete key frame, in bytes, best layer first.
+    pub fn sizes(&self) -> Vec<Option<usize>> {
+        self.layers.iter().map(|k| k.last).collect()
     }
 }
 
@@ -1002,13 +1071,71 @@ mod tests {
         assert_eq!(bottom(&[900_000.0]), 312_500.0);
     }
 
+    /// [`vp8`] padded to `len` bytes.
+    fn sized(start: bool, key: bool, len: usize) -> Vec<u8> {
+        let mut p = vp8(1, start, key);
+        p.resize(len.max(p.len()), 0);
+        p
+    }
+
+    #[test]
+    fn key_frame_sizes_are_summed_over_their_packets() {
+        let mut k = KeyframeSizes::new(2);
+        // Layer 0: a key frame of three packets, then a delta frame.
+        k.packet(Payload::Vp8, 0, 100, &sized(true, true, 1000));
+        k.packet(Payload::Vp8, 0, 100, &sized(false, true, 1000));
+        assert_eq!(k.sizes(), [None, None], "not complete yet");
+        k.packet(Payload::Vp8, 0, 100, &sized(false, true, 500));
+        k.packet(Payload::Vp8, 0, 3100, &sized(true, false, 300));
+        assert_eq!(k.sizes(), [Some(2500), None]);
+        // Delta frames leave it; the next key frame replaces it.
+        k.packet(Payload::Vp8, 0, 6100, &sized(true, false, 300));
+        k.packet(Payload::Vp8, 0, 9100, &sized(true, true, 700));
+        k.packet(Payload::Vp8, 0, 12100, &sized(true, false, 300));
+        assert_eq!(k.sizes(), [Some(700), None]);
+        // Another layer is its own; a layer beyond the count is ignored.
+        k.packet(Payload::Vp8, 1, 100, &sized(true, true, 400));
+        k.packet(Payload::Vp8, 1, 3100, &sized(true, false, 100));
+        k.packet(Payload::Vp8, 5, 100, &sized(true, true, 400));
+        assert_eq!(k.sizes(), [Some(700), Some(400)]);
+    }
+
+    #[test]
+    fn a_key_frame_too_big_for_a_shallow_link_starts_a_receiver_smaller() {
+        // Unknown or small: the middle layer.
+        assert_eq!(start_layer(3, Payload::Vp8, &[]), 1);
+        assert_eq!(
+            start_layer(3, Payload::Vp8, &[Some(90_000), Some(8_000), Some(3_000)]),
+            1
+        );
+        // The zone plate's 62 KB middle key frame: the smallest layer.
+        assert_eq!(
+            start_layer(3, Payload::Vp8, &[None, Some(62_000), Some(6_000)]),
+            2
+        );
+        // Even when the smallest is big too, nothing smaller exists.
+        assert_eq!(
+            start_layer(3, Payload::Vp8, &[None, Some(62_000), Some(30_000)]),
+            2
+        );
+        // Two layers: the smallest is the start anyway; H.264 keeps its best.
+        assert_eq!(
+            start_layer(2, Payload::Vp8, &[Some(90_000), Some(40_000)]),
+            1
+        );
+        assert_eq!(
+            start_layer(3, Payload::H264, &[Some(90_000), Some(62_000), None]),
+            0
+        );
+    }
+
     #[test]
     fn a_new_receiver_starts_on_the_middle_layer_and_climbs_by_probes() {
         let t = Instant::now();
-        let mut c = Chooser::starting_at(start_layer(RATES.len(), Payload::Vp8));
+        let mut c = Chooser::starting_at(start_layer(RATES.len(), Payload::Vp8, &[]));
         c.probing(true);
-        assert_eq!(start_layer(1, Payload::Vp8), 0);
-        assert_eq!(start_layer(3, Payload::H264), 0);
+        assert_eq!(start_layer(1, Payload::Vp8, &[]), 0);
+        assert_eq!(start_layer(3, Payload::H264, &[]), 0);
         // No feedback yet: the start layer, and no probe before its key
         // frame.
         assert_eq!(c.update(t, None, None, &RATES, 50_000.0), 1);

@@ -247,7 +247,8 @@ impl Rtc {
                 } else {
                     0.0
                 };
-                TrackWriter::new(targets.clone(), on_keyframe.clone(), others)
+                let payload = crate::session::simulcast::Payload::from_mime(&spec.mime);
+                TrackWriter::new(targets.clone(), payload, on_keyframe.clone(), others)
             })
             .collect();
         self.local = Some(LocalMedia {

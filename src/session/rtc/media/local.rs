@@ -64,6 +64,12 @@ impl LocalMedia {
             .zip(&self.writers)
             .find(|(spec, _)| spec.kind == MediaKind::Video)
             .map_or(0, |(spec, w)| start_layer(spec, w));
+        if let Some(w) = self.writers.iter().find(|w| w.layers > 1) {
+            tracing::debug!(
+                "a new receiver starts on layer {start} (latest key frames, bytes: {:?})",
+                w.keyframe_sizes()
+            );
+        }
         let layer = Arc::new(AtomicUsize::new(start));
         for (spec, writer) in self.specs.iter().zip(&self.writers) {
             let ssrc = rand::random::<u32>();
@@ -124,7 +130,11 @@ impl LocalMedia {
 
 /// The layer a receiver of `writer`'s track starts on.
 fn start_layer(spec: &TrackSpec, writer: &TrackWriter) -> usize {
-    simulcast::start_layer(writer.layers, simulcast::Payload::from_mime(&spec.mime))
+    simulcast::start_layer(
+        writer.layers,
+        simulcast::Payload::from_mime(&spec.mime),
+        &writer.keyframe_sizes(),
+    )
 }
 
 impl PendingTracks {
@@ -180,8 +190,16 @@ impl PendingTracks {
                 continue; // not negotiated
             };
             let mut held = b.held.lock().await;
-            if !held.packets.is_empty() {
-                tracing::debug!(peer = %short(&b.peer), "connected: {} {} packets held for it go out", held.packets.len(), spec.kind);
+            if let (Some(first), Some(last)) = (held.packets.first(), held.packets.last()) {
+                let span = last.header.timestamp.wrapping_sub(first.header.timestamp);
+                let ms = f64::from(span) * 1000.0 / f64::from(spec.clock_rate.max(1));
+                let bytes: usize = held.packets.iter().map(|p| p.payload.len()).sum();
+                tracing::debug!(
+                    peer = %short(&b.peer),
+                    "connected: {} {} packets held for it go out ({bytes} bytes, {ms:.0} ms of media)",
+                    held.packets.len(),
+                    spec.kind
+                );
             }
             held.since = None;
             for p in held.packets.drain(..) {

@@ -50,6 +50,9 @@ pub struct TrackWriter {
     /// receivers).
     targets: Arc<RwLock<Vec<f64>>>,
     meter: Arc<Mutex<LayerMeter>>,
+    /// Each layer's latest key frame, for where a new receiver starts.
+    keyframes: Arc<Mutex<simulcast::KeyframeSizes>>,
+    payload: simulcast::Payload,
     /// Asks a layer's encoder for a key frame.
     pub(super) on_keyframe: OnKeyframe,
     /// What the other tracks (audio) take from each path, in bit/s.
@@ -119,6 +122,7 @@ impl TrackWriter {
     /// `targets`: each layer's encoder target in bit/s, best first.
     pub(in crate::session::rtc) fn new(
         targets: Vec<f64>,
+        payload: simulcast::Payload,
         on_keyframe: OnKeyframe,
         others_bps: f64,
     ) -> Self {
@@ -128,6 +132,8 @@ impl TrackWriter {
             layers,
             targets: Arc::new(RwLock::new(targets)),
             meter: Arc::new(Mutex::new(LayerMeter::new(layers))),
+            keyframes: Arc::new(Mutex::new(simulcast::KeyframeSizes::new(layers))),
+            payload,
             on_keyframe,
             others_bps,
         }
@@ -164,6 +170,15 @@ impl TrackWriter {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Each layer's latest key frame in bytes, best first (`None` until
+    /// one has gone by).
+    pub fn keyframe_sizes(&self) -> Vec<Option<usize>> {
+        self.keyframes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sizes()
     }
 
     /// Each layer's sent rate in bit/s, best first.
@@ -213,6 +228,13 @@ impl TrackWriter {
             meter.add(now, layer, rtp.len());
             // Only a layered track chooses per peer; the rest need no copy.
             if self.layers > 1 {
+                if let (Some(payload), Some(ts)) = (simulcast::rtp_payload(rtp), rtp.get(4..8)) {
+                    let ts = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+                    self.keyframes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .packet(self.payload, layer, ts, payload);
+                }
                 self.needs(&meter.rates)
             } else {
                 Vec::new()
