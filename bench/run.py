@@ -1630,6 +1630,8 @@ def main():
     ap.add_argument("--cells", default=None, help="figure 10: only these cells (comma-separated keys)")
     ap.add_argument("--ways", default="chromium,page,p2p", help="figure 10: only these ways")
     ap.add_argument("--logs", default=None, help="figure 10: keep p2p's debug logs in this directory")
+    ap.add_argument("--matrix-runs", type=int, default=None,
+                    help="figure 10: runs per cell and way (default 3, 1 with --quick)")
     ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9,10")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
