@@ -29,9 +29,20 @@ const PENDING_CAPACITY: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// How long the first connection attempt may take before we go on and retry
-/// in the background.
+/// How long a connection attempt may take: the first, before we go on and
+/// retry in the background, and each retry (a relay that accepts TCP but
+/// never answers, stopped or overloaded, would hold a retry forever).
 const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A WebSocket ping goes to the relay this often, so a connection that
+/// died without a word (an address that changed, a NAT that forgot it, a
+/// relay frozen) is found: TCP alone would wait for minutes.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Nothing heard from the relay for this long (not even a pong) and the
+/// connection is given up and made again. Three heartbeats: one lost
+/// pong on a busy link does not cut it.
+const SILENT_FOR: Duration = Duration::from_secs(6);
 
 struct Driver {
     url: Url,
@@ -192,7 +203,10 @@ impl Driver {
                 }
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            match self.attempt().await {
+            let attempt = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, self.attempt())
+                .await
+                .unwrap_or_else(|_| Attempt::Failed("timed out".into()));
+            match attempt {
                 Attempt::Connected(s) => socket = Some(s),
                 Attempt::Refused(reason) => {
                     tracing::error!("the relay at {} refused us: {reason}", self.url);
@@ -261,8 +275,20 @@ impl Driver {
         {
             return Ok(Stop::Closed);
         }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = heartbeat.tick() => {
+                    if heard.elapsed() >= SILENT_FOR {
+                        return Ok(Stop::Lost(format!(
+                            "nothing heard from it for {} s",
+                            heard.elapsed().as_secs()
+                        )));
+                    }
+                    send_message(&mut socket, Message::Ping(Default::default())).await?;
+                }
                 cmd = self.rx.recv() => {
                     let frame = match cmd {
                         None | Some(Command::Close) => {
@@ -288,6 +314,7 @@ impl Driver {
                         Some(Err(e)) => return Ok(Stop::Lost(e.to_string())),
                         Some(Ok(m)) => m,
                     };
+                    heard = tokio::time::Instant::now();
                     let text = match msg {
                         Message::Text(t) => t,
                         Message::Close(frame) => {
@@ -335,8 +362,14 @@ enum Stop {
 }
 
 async fn send(socket: &mut Socket, frame: String) -> Result<(), String> {
-    socket
-        .send(Message::Text(frame.into()))
-        .await
-        .map_err(|e| e.to_string())
+    send_message(socket, Message::Text(frame.into())).await
+}
+
+/// Sends one message; a relay that takes nothing for [`SILENT_FOR`] (its
+/// TCP window shut on a dead path) counts as gone.
+async fn send_message(socket: &mut Socket, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(SILENT_FOR, socket.send(message)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("it took nothing for {} s", SILENT_FOR.as_secs())),
+    }
 }

@@ -175,6 +175,80 @@ async fn ws_driver_survives_a_relay_restart() {
     assert_eq!(d, json!("after restart"));
 }
 
+/// Waits for the first event `want` accepts, failing after `WAIT`.
+async fn wait_for(
+    rx: &mut mpsc::Receiver<SignalEvent>,
+    what: &str,
+    want: fn(&SignalEvent) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(ev)) if want(&ev) => return,
+            Ok(Some(_)) => continue,
+            _ => panic!("no {what}"),
+        }
+    }
+}
+
+/// A relay that stops answering without closing anything (frozen here;
+/// the same as a network path that died under the connection) is noticed
+/// by the heartbeat within seconds, not TCP's minutes, and the driver
+/// connects again, with its subscriptions, once the relay answers.
+#[tokio::test]
+async fn ws_driver_notices_a_relay_that_stops_answering() {
+    let relay = Relay::start(&[]).await;
+    let (a, mut a_rx) = client(&relay.url).await;
+    let (b, mut b_rx) = client(&relay.url).await;
+    let n = ns(&["sender", "frozen"]);
+    a.on(n.clone()).await.unwrap();
+    settle(&b, &mut a_rx, &n).await;
+    // A healthy relay answers the pings: an idle connection stays up well
+    // past the silence that ends a dead one.
+    let idle = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            if let Some(SignalEvent::Disconnected { reason }) = a_rx.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await;
+    assert!(
+        idle.is_err(),
+        "an idle healthy connection was dropped: {idle:?}"
+    );
+
+    relay.proc.signal("STOP");
+    let stopped = std::time::Instant::now();
+    wait_for(&mut a_rx, "Disconnected", |e| {
+        matches!(e, SignalEvent::Disconnected { .. })
+    })
+    .await;
+    let noticed = stopped.elapsed();
+    assert!(
+        noticed < Duration::from_secs(10),
+        "noticed after {noticed:?}"
+    );
+    wait_for(&mut b_rx, "Disconnected", |e| {
+        matches!(e, SignalEvent::Disconnected { .. })
+    })
+    .await;
+
+    relay.proc.signal("CONT");
+    for rx in [&mut a_rx, &mut b_rx] {
+        wait_for(rx, "reconnect", |e| {
+            matches!(e, SignalEvent::Connected { reconnect: true })
+        })
+        .await;
+    }
+    settle(&b, &mut a_rx, &n).await;
+    b.emit(n.clone(), json!("after the freeze")).await.unwrap();
+    let (_, d) = next_message(&mut a_rx, WAIT)
+        .await
+        .expect("nothing after the freeze");
+    assert_eq!(d, json!("after the freeze"));
+}
+
 #[tokio::test]
 async fn ws_driver_reports_a_wrong_token_in_one_line() {
     let relay = Relay::start(&["--token", "right"]).await;
