@@ -323,7 +323,15 @@ pub(in crate::session::rtc) struct Estimator {
     feedback: Arc<Feedback>,
     /// Where one-way delays are counted from (only their changes count).
     origin: Instant,
+    /// The path's loss outside probes, smoothed over reports (see
+    /// [`BACKGROUND_WEIGHT`]): what a probe's own loss is weighed against.
+    background_loss: f64,
 }
+
+/// Weight of each report's loss in the background loss: ~20 reports
+/// (~2 s) make it, so a burst of congestion moves it little while random
+/// loss sets it.
+const BACKGROUND_WEIGHT: f64 = 0.05;
 
 impl Estimator {
     /// Starts at `start` bit/s, within `min..=max`.
@@ -335,6 +343,7 @@ impl Estimator {
             full: VecDeque::new(),
             feedback,
             origin: Instant::now(),
+            background_loss: 0.0,
         }
     }
 
@@ -357,7 +366,7 @@ impl Estimator {
                 let delay = arrival.map(|a| a.as_secs_f64() - since(departure));
                 (departure, size, delay)
             });
-        if let Some(outcome) = probe::judge(&cluster, packets, now) {
+        if let Some(outcome) = probe::judge(&cluster, packets, now, self.background_loss) {
             tracing::debug!(
                 "probe at {:.0} kbit/s: {}",
                 cluster.rate / 1e3,
@@ -402,6 +411,20 @@ impl BandwidthEstimator for Estimator {
             .estimate
             .store(self.gcc.target_bitrate().to_bits(), Ordering::Relaxed);
         let origin = self.origin;
+        // Loss outside probes, and while the path is not full (turning
+        // packets away, FULL_LOSS): what this path loses anyway. Loss on a
+        // full one-packet bucket is the path saying no, and taken as
+        // background it let probes pass that froze the video for seconds.
+        let full = self.path.loss().is_some_and(|l| l > FULL_LOSS) || !self.full.is_empty();
+        if self.feedback.probe_cluster().is_none() && !full {
+            let (sent, lost) = reports.iter().fold((0usize, 0usize), |(s, l), r| {
+                (s + r.size, l + if r.arrived { 0 } else { r.size })
+            });
+            if sent > 0 {
+                let loss = lost as f64 / sent as f64;
+                self.background_loss += BACKGROUND_WEIGHT * (loss - self.background_loss);
+            }
+        }
         let mut least: Option<f64> = None;
         for r in reports {
             let arrival = r.arrival.filter(|_| r.arrived);
