@@ -3,8 +3,8 @@
 # measures every figure next to a baseline in the same run, prints a Markdown
 # table and writes BENCHMARKS.md.
 #
-#   bash scripts/bench.sh            # full suite (~40 min on 2 cores; figure 10,
-#                                    # the link matrix, is ~25 of them)
+#   bash scripts/bench.sh            # full suite (~50 min on 2 cores; figure 10,
+#                                    # the link matrix, three runs a cell, is ~35)
 #   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
 #                                    # target/bench/BENCHMARKS.quick.md instead
 #   bash scripts/bench.sh --only 4,5 # some figures (1 to 10)
