@@ -447,24 +447,41 @@ fn make_file(dir: &Path, name: &str, args: &str) -> PathBuf {
     path
 }
 
+/// Makes a file with `pipeline` (see [`make_file`]), sends it once with
+/// `p2p send --file SRC EXTRA…` to a `--once` recorder in `room`, and
+/// waits for both to exit 0: the recording's path, and both processes.
+async fn send_once(
+    dir: &Path,
+    name: &str,
+    pipeline: &str,
+    room: &str,
+    extra: &[&str],
+) -> (PathBuf, Proc, Proc) {
+    let relay = Relay::start(&[]).await;
+    let src = make_file(dir, name, pipeline);
+    let path = dir.join(format!("{room}.webm"));
+    let mut rx = record(&relay, room, &path, &["--once"]);
+    let mut tx = send_file(&relay, room, &src, extra);
+    assert!(tx.wait_exit().await.success(), "{}", tx.stderr());
+    assert!(rx.wait_exit().await.success(), "{}", rx.stderr());
+    (path, tx, rx)
+}
+
 /// A file with video and no audio (as ffmpeg and screen recorders make
 /// them), 16:9: sent as video alone, at its own shape, and the sender
 /// leaves when it ends; the recording holds what the file held.
 #[tokio::test]
 async fn a_video_only_file_plays_once_at_its_own_shape_and_the_sender_leaves() {
-    let relay = Relay::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let src = make_file(
+    let (path, tx, rx) = send_once(
         dir.path(),
         "video-only.webm",
         "videotestsrc num-buffers=90 pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
          ! vp8enc deadline=1 ! webmmux",
-    );
-    let path = dir.path().join("got.webm");
-    let mut rx = record(&relay, "vonly", &path, &["--once"]);
-    let mut tx = send_file(&relay, "vonly", &src, &[]);
-    assert!(tx.wait_exit().await.success());
-    assert!(rx.wait_exit().await.success());
+        "vonly",
+        &[],
+    )
+    .await;
     let said = tx.stderr();
     assert!(
         said.contains("has no audio: sending its video only"),
@@ -503,18 +520,15 @@ async fn a_video_only_file_plays_once_at_its_own_shape_and_the_sender_leaves() {
 /// A file with audio alone: sent as audio, recorded as audio.
 #[tokio::test]
 async fn an_audio_only_file_is_sent_as_audio() {
-    let relay = Relay::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let src = make_file(
+    let (path, tx, _rx) = send_once(
         dir.path(),
         "audio-only.ogg",
         "audiotestsrc num-buffers=150 ! audioconvert ! opusenc ! oggmux",
-    );
-    let path = dir.path().join("got.webm");
-    let mut rx = record(&relay, "aonly", &path, &["--once"]);
-    let mut tx = send_file(&relay, "aonly", &src, &[]);
-    assert!(tx.wait_exit().await.success());
-    assert!(rx.wait_exit().await.success());
+        "aonly",
+        &[],
+    )
+    .await;
     assert!(tx.stderr().contains("has no video: sending its audio only"));
     let report = inspect(&path);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -537,24 +551,16 @@ async fn an_audio_only_file_is_sent_as_audio() {
 /// stretched to fill.
 #[tokio::test]
 async fn a_picture_of_another_shape_is_letterboxed_not_stretched() {
-    let relay = Relay::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let src = make_file(
+    let (path, _tx, _rx) = send_once(
         dir.path(),
         "wide.webm",
         "videotestsrc num-buffers=60 pattern=white ! video/x-raw,width=1280,height=720,framerate=30/1 \
          ! vp8enc deadline=1 ! webmmux",
-    );
-    let path = dir.path().join("got.webm");
-    let mut rx = record(&relay, "box", &path, &["--once"]);
-    let mut tx = send_file(
-        &relay,
         "box",
-        &src,
         &["--width", "640", "--height", "480", "--layers", "1"],
-    );
-    assert!(tx.wait_exit().await.success());
-    assert!(rx.wait_exit().await.success());
+    )
+    .await;
     let rows = crate::mediafile::row_brightness(&path);
     assert_eq!(rows.len(), 480, "not 640×480");
     let mean = |r: std::ops::Range<usize>| rows[r.clone()].iter().sum::<f64>() / r.len() as f64;
