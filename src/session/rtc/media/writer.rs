@@ -50,8 +50,6 @@ pub struct TrackWriter {
     /// receivers).
     targets: Arc<RwLock<Vec<f64>>>,
     meter: Arc<Mutex<LayerMeter>>,
-    /// Each layer's latest key frame, for where a new receiver starts.
-    keyframes: Arc<Mutex<simulcast::KeyframeSizes>>,
     payload: simulcast::Payload,
     /// Asks a layer's encoder for a key frame.
     pub(super) on_keyframe: OnKeyframe,
@@ -81,11 +79,14 @@ pub struct PeerMedia {
     pub layer: Option<usize>,
 }
 
-/// Each layer's sent rate, measured over [`RATE_WINDOW`].
+/// Each layer's sent rate, measured over [`RATE_WINDOW`], and its latest
+/// key frame (for where a new receiver starts): both per packet, under
+/// one lock.
 struct LayerMeter {
     bytes: Vec<u64>,
     rates: Vec<f64>,
     since: Instant,
+    keyframes: simulcast::KeyframeSizes,
 }
 
 impl LayerMeter {
@@ -94,6 +95,7 @@ impl LayerMeter {
             bytes: vec![0; layers],
             rates: vec![0.0; layers],
             since: Instant::now(),
+            keyframes: simulcast::KeyframeSizes::new(layers),
         }
     }
 
@@ -132,7 +134,6 @@ impl TrackWriter {
             layers,
             targets: Arc::new(RwLock::new(targets)),
             meter: Arc::new(Mutex::new(LayerMeter::new(layers))),
-            keyframes: Arc::new(Mutex::new(simulcast::KeyframeSizes::new(layers))),
             payload,
             on_keyframe,
             others_bps,
@@ -175,9 +176,10 @@ impl TrackWriter {
     /// Each layer's latest key frame in bytes, best first (`None` until
     /// one has gone by).
     pub fn keyframe_sizes(&self) -> Vec<Option<usize>> {
-        self.keyframes
+        self.meter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .keyframes
             .sizes()
     }
 
@@ -230,10 +232,7 @@ impl TrackWriter {
             if self.layers > 1 {
                 if let (Some(payload), Some(ts)) = (simulcast::rtp_payload(rtp), rtp.get(4..8)) {
                     let ts = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
-                    self.keyframes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .packet(self.payload, layer, ts, payload);
+                    meter.keyframes.packet(self.payload, layer, ts, payload);
                 }
                 self.needs(&meter.rates)
             } else {
