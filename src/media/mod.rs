@@ -3,6 +3,7 @@
 //! session layer sees RTP packets as bytes and tracks as [`TrackSpec`]s.
 
 pub mod capture;
+mod gap;
 pub mod record;
 
 use std::fmt;

@@ -155,6 +155,13 @@ impl RecordStats {
     }
 }
 
+/// An RTP packet's timestamp (bytes 4..8 of its header).
+fn rtp_timestamp(buffer: &gst::BufferRef) -> Option<u32> {
+    let map = buffer.map_readable().ok()?;
+    let b = map.as_slice().get(4..8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Feeds one track's RTP packets into the pipeline.
 #[derive(Clone)]
 pub struct TrackInput {
@@ -359,6 +366,30 @@ impl Recorder {
                     gst::PadProbeReturn::Remove
                 });
             if !cfg.display {
+                // Across a gap (a lost path, an ICE restart) the jitter
+                // buffer starts its clock over: put the times back.
+                let clock = std::sync::Mutex::new(super::gap::GapClock::new(spec.clock_rate));
+                jitter
+                    .static_pad("src")
+                    .ok_or_else(|| MediaError::Pipeline("jitter buffer has no src pad".into()))?
+                    .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                        let Some(buffer) = info.buffer_mut() else {
+                            return gst::PadProbeReturn::Ok;
+                        };
+                        let (Some(pts), Some(rtp)) = (buffer.pts(), rtp_timestamp(buffer)) else {
+                            return gst::PadProbeReturn::Ok;
+                        };
+                        let t = clock
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .map(pts.nseconds(), rtp);
+                        if t != pts.nseconds() {
+                            let b = buffer.make_mut();
+                            b.set_pts(gst::ClockTime::from_nseconds(t));
+                            b.set_dts(gst::ClockTime::NONE);
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
                 // A file's timestamps come from the sender's RTP clock
                 // alone. Slaving them to arrival (the default, for live
                 // play) bunched frames that arrived in a burst after
