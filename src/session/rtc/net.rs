@@ -60,8 +60,9 @@ impl Runtime for Net {
         if let Err(e) = sock.set_send_buffer_size(SOCKET_BUFFER) {
             tracing::debug!("UDP send buffer: {e}");
         }
+        let loopback = socket.local_addr()?.ip().is_loopback();
         let inner = self.0.wrap_udp_socket(socket)?;
-        Ok(Arc::new(Guarded(inner)))
+        Ok(Arc::new(Guarded { inner, loopback }))
     }
 
     fn wrap_tcp_listener(
@@ -118,18 +119,29 @@ impl Runtime for Net {
 /// STUN are paced by [`guard`]; one that finds the budget empty is dropped
 /// as a lossy network would (ICE sends it again later).
 #[derive(Debug)]
-struct Guarded(Arc<dyn AsyncUdpSocket>);
+struct Guarded {
+    inner: Arc<dyn AsyncUdpSocket>,
+    /// Bound to a loopback address: it reaches only this machine.
+    loopback: bool,
+}
 
 impl AsyncUdpSocket for Guarded {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         if guard::is_binding_request(transmit.contents) && !guard::may_check(transmit.destination) {
             return Poll::Ready(Ok(transmit.contents.len()));
         }
-        self.0.poll_send(cx, transmit)
+        // ICE pairs our loopback candidate with the peer's every address;
+        // the kernel refuses those sends (EINVAL), and webrtc-rs logs each
+        // refusal as an error: 100 lines a second while a restart looks
+        // for a path. Such a packet can never arrive; drop it quietly.
+        if self.loopback && !transmit.destination.ip().is_loopback() {
+            return Poll::Ready(Ok(transmit.contents.len()));
+        }
+        self.inner.poll_send(cx, transmit)
     }
 
     fn poll_recv(
@@ -138,7 +150,7 @@ impl AsyncUdpSocket for Guarded {
         bufs: &mut [io::IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let polled = self.0.poll_recv(cx, bufs, meta);
+        let polled = self.inner.poll_recv(cx, bufs, meta);
         if let Poll::Ready(Ok(n)) = &polled {
             for (buf, m) in bufs.iter().zip(meta.iter()).take(*n) {
                 if guard::is_stun(&buf[..m.len.min(buf.len())]) {
@@ -150,10 +162,10 @@ impl AsyncUdpSocket for Guarded {
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.0.max_gso_segments()
+        self.inner.max_gso_segments()
     }
 
     fn max_gro_segments(&self) -> usize {
-        self.0.max_gro_segments()
+        self.inner.max_gro_segments()
     }
 }
