@@ -270,6 +270,11 @@ pub enum ServerFrame {
     /// clients that asked with `?stamp=1` (PROTOCOL.md §2), first.
     Stamp {
         from: String,
+        /// A secret that gives this name back to a later connection of the
+        /// same client (`?resume=…`), so peers bound to it keep taking its
+        /// messages after it reconnects. Only to that client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// ICE servers with credentials of their own for this client, valid
     /// for `ttl` seconds (PROTOCOL.md §2, "ICE servers"): only to clients
@@ -366,6 +371,19 @@ pub enum Message {
         id: String,
         credentials: Option<Value>,
         proof: Option<Proof>,
+        /// `"restarts":true`: this receiver takes [`Message::Restart`]
+        /// offers. An extension of this project; the seed library's
+        /// senders ignore it.
+        restarts: bool,
+    },
+    /// An ICE restart (an extension of this project): from a sender, the
+    /// offer with new ICE credentials for a connection that lost its path;
+    /// from a receiver (no offer), a request for one, because its network
+    /// changed or its path went quiet. Sent only to peers that said they
+    /// take it; the connection, its tracks and channels carry on.
+    Restart {
+        id: String,
+        offer: Option<Description>,
     },
     /// Sender to a receiver that can prove its credentials: the nonce to
     /// prove them over. An extension of this project.
@@ -377,6 +395,9 @@ pub enum Message {
         id: String,
         offer: Description,
         state: Map<String, Value>,
+        /// `"restarts":true`: this sender restarts ICE when asked
+        /// ([`Message::Restart`]). An extension of this project.
+        restarts: bool,
     },
     Answer {
         id: String,
@@ -401,6 +422,7 @@ impl Message {
         match self {
             Self::Invoke { id, .. }
             | Self::Challenge { id, .. }
+            | Self::Restart { id, .. }
             | Self::Offer { id, .. }
             | Self::Answer { id, .. }
             | Self::Candidate { id, .. }
@@ -413,6 +435,7 @@ impl Message {
         match self {
             Self::Invoke { .. } => "invoke",
             Self::Challenge { .. } => "challenge",
+            Self::Restart { .. } => "restart",
             Self::Offer { .. } => "offer",
             Self::Answer { .. } => "answer",
             Self::Candidate { .. } => "candidate",
@@ -467,6 +490,26 @@ impl Message {
                     (_, Some(Value::String(how))) if how == PROOF => Some(Proof::Able),
                     _ => None,
                 },
+                restarts: obj.get("restarts") == Some(&Value::Bool(true)),
+            },
+            "restart" => Self::Restart {
+                id,
+                offer: match obj.get("offer") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => {
+                        let offer: Description = field(obj, "restart", "offer")?;
+                        if offer.kind != "offer" {
+                            return Err(ProtocolError::BadMessage {
+                                kind: "restart",
+                                reason: format!(
+                                    "description type is {:?}, not \"offer\"",
+                                    offer.kind
+                                ),
+                            });
+                        }
+                        Some(offer)
+                    }
+                },
             },
             "challenge" => Self::Challenge {
                 id,
@@ -484,6 +527,7 @@ impl Message {
                     id,
                     offer,
                     state: state(obj),
+                    restarts: obj.get("restarts") == Some(&Value::Bool(true)),
                 }
             }
             "answer" => {
@@ -519,8 +563,12 @@ impl Message {
                 id,
                 credentials,
                 proof,
+                restarts,
             } => {
                 let mut v = json!({"type": "invoke", "id": id});
+                if *restarts {
+                    v["restarts"] = true.into();
+                }
                 if let Some(c) = credentials {
                     v["credentials"] = c.clone();
                 }
@@ -539,8 +587,21 @@ impl Message {
             Self::Challenge { id, nonce } => {
                 json!({"type": "challenge", "id": id, "nonce": nonce})
             }
-            Self::Offer { id, offer, state } => {
-                json!({"type": "offer", "id": id, "offer": offer, "state": state})
+            Self::Restart { id, offer } => match offer {
+                Some(o) => json!({"type": "restart", "id": id, "offer": o}),
+                None => json!({"type": "restart", "id": id}),
+            },
+            Self::Offer {
+                id,
+                offer,
+                state,
+                restarts,
+            } => {
+                let mut v = json!({"type": "offer", "id": id, "offer": offer, "state": state});
+                if *restarts {
+                    v["restarts"] = true.into();
+                }
+                v
             }
             Self::Answer { id, answer } => json!({"type": "answer", "id": id, "answer": answer}),
             Self::Candidate { id, candidate } => {
@@ -680,8 +741,23 @@ mod tests {
                 id: "r".into(),
                 credentials: Some(json!({"k":"v"})),
                 proof: None,
+                restarts: false,
             }
         );
+        // A receiver that takes ICE restarts says so; the restart itself
+        // carries an offer one way and nothing the other.
+        let v = json!({"type":"invoke","id":"r","restarts":true});
+        let m = Message::from_value(&v).unwrap();
+        assert!(matches!(m, Message::Invoke { restarts: true, .. }));
+        assert_eq!(m.to_value(), v);
+        for v in [
+            json!({"type":"restart","id":"r"}),
+            json!({"type":"restart","id":"s","offer":{"type":"offer","sdp":"v=0"}}),
+        ] {
+            let m = Message::from_value(&v).unwrap();
+            assert_eq!(m.kind(), "restart");
+            assert_eq!(m.to_value(), v);
+        }
         // Proving instead of sending, and the challenge it asks for.
         for (v, proof) in [
             (
@@ -702,7 +778,8 @@ mod tests {
                 Message::Invoke {
                     id: "r".into(),
                     credentials: None,
-                    proof: Some(proof)
+                    proof: Some(proof),
+                    restarts: false,
                 }
             );
             assert_eq!(m.to_value(), v);
@@ -733,6 +810,8 @@ mod tests {
             json!({"type":"offer","id":"x"}),
             json!({"type":"offer","id":"x","offer":{"type":"answer","sdp":""}}),
             json!({"type":"answer","id":"x","answer":"sdp"}),
+            json!({"type":"restart","id":"x","offer":{"type":"answer","sdp":""}}),
+            json!({"type":"restart","id":"x","offer":"sdp"}),
             json!({"type":"candidate","id":"x","candidate":{"sdpMid":"0"}}),
         ];
         for c in cases {

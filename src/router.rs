@@ -4,7 +4,7 @@
 //! around it feeds it the text of each frame with the connection it came
 //! from, and carries out what [`Routed`] says.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use serde_json::value::RawValue;
@@ -76,7 +76,23 @@ pub struct Router {
     conns: HashMap<ConnId, HashSet<Namespace>>,
     /// What each connection's room token lets it do (`--token-secret`).
     grants: HashMap<ConnId, Grant>,
+    /// Connections that resumed another's name: whose name they carry.
+    names: HashMap<ConnId, ConnId>,
+    /// Resume tokens: the name each gives back, and the connection it was
+    /// issued to.
+    resumable: HashMap<String, (ConnId, ConnId)>,
+    /// The token each connection holds now.
+    tokens: HashMap<ConnId, String>,
+    /// Tokens of connections gone, oldest first: they stay good for
+    /// [`RESUMABLE`] more disconnects.
+    gone: VecDeque<String>,
 }
+
+/// Tokens of closed connections kept for a resume. A client that lost its
+/// connection comes back within seconds; thousands of closes later its
+/// token is forgotten, which bounds what a flood of connections can make
+/// the relay keep.
+pub const RESUMABLE: usize = 4096;
 
 impl Router {
     pub fn new(limits: Limits) -> Self {
@@ -91,7 +107,39 @@ impl Router {
     /// receives one knows which connection sent it, whatever its `data`
     /// claims.
     pub fn stamp(&self, conn: ConnId) -> String {
-        format!("{}.{conn}", self.origin)
+        let name = self.names.get(&conn).unwrap_or(&conn);
+        format!("{}.{name}", self.origin)
+    }
+
+    /// A new secret that lets a later connection of the same client take
+    /// `conn`'s name ([`Router::resume`]): what keeps its peers bound to it
+    /// across a lost connection (a changed address, a dead NAT mapping).
+    /// Only `conn` is told it; it replaces any token `conn` held.
+    pub fn issue_resume(&mut self, conn: ConnId) -> String {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let name = *self.names.get(&conn).unwrap_or(&conn);
+        if let Some(old) = self.tokens.insert(conn, token.clone()) {
+            self.resumable.remove(&old);
+        }
+        self.resumable.insert(token.clone(), (name, conn));
+        token
+    }
+
+    /// `conn` presents `token`: from now on it carries the name the token
+    /// was issued for. Each token works once. Returns whether it was good,
+    /// and the connection that held it if it is still here (a connection
+    /// its client has given up: the caller closes it).
+    pub fn resume(&mut self, conn: ConnId, token: &str) -> (bool, Option<ConnId>) {
+        let Some((name, holder)) = self.resumable.remove(token) else {
+            return (false, None);
+        };
+        self.gone.retain(|t| t != token);
+        if self.tokens.get(&holder).is_some_and(|t| t == token) {
+            self.tokens.remove(&holder);
+        }
+        self.names.insert(conn, name);
+        let live = (holder != conn && self.conns.contains_key(&holder)).then_some(holder);
+        (true, live)
     }
 
     pub fn limits(&self) -> Limits {
@@ -114,6 +162,15 @@ impl Router {
     /// Forgets a connection and returns the namespaces nobody holds any more.
     pub fn disconnect(&mut self, conn: ConnId) -> Vec<Namespace> {
         self.grants.remove(&conn);
+        self.names.remove(&conn);
+        if let Some(token) = self.tokens.remove(&conn) {
+            self.gone.push_back(token);
+            if self.gone.len() > RESUMABLE {
+                if let Some(old) = self.gone.pop_front() {
+                    self.resumable.remove(&old);
+                }
+            }
+        }
         let mut emptied = Vec::new();
         for ns in self.conns.remove(&conn).unwrap_or_default() {
             if self.remove_sub(&ns, conn) {
@@ -319,6 +376,51 @@ mod tests {
         );
         assert_ne!(a.stamp(1), a.stamp(2));
         assert_ne!(a.stamp(1), b.stamp(1));
+    }
+
+    #[test]
+    fn a_resume_token_gives_its_name_back_once_and_to_no_guesser() {
+        let mut r = Router::new(Limits::default());
+        r.connect(1);
+        let name = r.stamp(1);
+        let token = r.issue_resume(1);
+        // The old connection is still open (its client gave it up): the
+        // new one takes its name and is told to close it.
+        r.connect(2);
+        assert_eq!(r.resume(2, &token), (true, Some(1)));
+        assert_eq!(r.stamp(2), name);
+        // Its next token names the same connection, after it closes too.
+        let again = r.issue_resume(2);
+        r.disconnect(1);
+        r.disconnect(2);
+        r.connect(3);
+        assert_eq!(r.resume(3, &again), (true, None));
+        assert_eq!(r.stamp(3), name);
+        // Used once; a wrong token changes nothing.
+        r.connect(4);
+        assert_eq!(r.resume(4, &token), (false, None));
+        assert_eq!(r.resume(4, &again), (false, None));
+        assert_eq!(r.resume(4, "00"), (false, None));
+        assert_ne!(r.stamp(4), name);
+    }
+
+    #[test]
+    fn tokens_of_closed_connections_are_kept_boundedly() {
+        let mut r = Router::new(Limits::default());
+        let first = {
+            r.connect(0);
+            let t = r.issue_resume(0);
+            r.disconnect(0);
+            t
+        };
+        for c in 1..=RESUMABLE as ConnId {
+            r.connect(c);
+            r.issue_resume(c);
+            r.disconnect(c);
+        }
+        assert!(r.resumable.len() <= RESUMABLE);
+        r.connect(99_999);
+        assert_eq!(r.resume(99_999, &first), (false, None));
     }
 
     #[test]

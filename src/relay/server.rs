@@ -205,6 +205,14 @@ impl Hub {
         }
     }
 
+    /// Closes `conn`, telling its client `why`.
+    fn cut(&mut self, conn: ConnId, why: &'static str) {
+        if let Some(out) = self.outboxes.get(&conn) {
+            let _ = out.why.set(why);
+        }
+        self.drop_conn(conn);
+    }
+
     fn drop_conn(&mut self, conn: ConnId) {
         if let Some(out) = self.outboxes.remove(&conn) {
             out.cut.cancel();
@@ -412,6 +420,7 @@ async fn root(
     let hard_cap = (relay.limits.max_frame * 4).max(1 << 20);
     let asks = |name: &str| query.get(name).is_some_and(|v| v == "1" || v == "true");
     let (wants_ice, wants_stamp) = (asks("ice"), asks("stamp"));
+    let resume = query.get("resume").cloned();
     // tungstenite reads through a 128 KiB buffer per connection by default:
     // measured with massif, 96 % of an idle relay's heap. Signaling frames
     // are small; 4 KiB reads are plenty and keep 10,000 idle clients cheap.
@@ -423,6 +432,7 @@ async fn root(
             let asks = Asks {
                 ice: wants_ice,
                 stamp: wants_stamp,
+                resume,
             };
             tasks.track_future(connection(relay, socket, peer, asks, grant))
         })
@@ -473,6 +483,9 @@ struct Asks {
     ice: bool,
     /// `?stamp=1`: the `from` its messages carry.
     stamp: bool,
+    /// `?resume=…`: the name of an earlier connection of its own, by the
+    /// token the relay gave it there.
+    resume: Option<String>,
 }
 
 async fn connection(
@@ -485,6 +498,7 @@ async fn connection(
     let Asks {
         ice: wants_ice,
         stamp: wants_stamp,
+        resume,
     } = asks;
     let conn = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(OUTBOX_CAPACITY);
@@ -515,9 +529,29 @@ async fn connection(
             why: why_cut.clone(),
         };
         hub.outboxes.insert(conn, out);
+        if let Some(token) = resume {
+            match hub.router.resume(conn, &token) {
+                (true, Some(old)) => {
+                    // Its client has moved on: the old socket is dead or
+                    // soon will be.
+                    tracing::debug!(
+                        conn,
+                        old,
+                        "resumed the name of a connection still open: closing it"
+                    );
+                    hub.cut(old, "resumed from another connection");
+                }
+                (true, None) => tracing::debug!(conn, "resumed an earlier connection's name"),
+                (false, _) => tracing::debug!(
+                    conn,
+                    "a resume token that is not (or no longer) good: a new name"
+                ),
+            }
+        }
         if wants_stamp {
             let from = hub.router.stamp(conn);
-            hub.push(conn, ServerFrame::Stamp { from }.to_json().into());
+            let resume = Some(hub.router.issue_resume(conn));
+            hub.push(conn, ServerFrame::Stamp { from, resume }.to_json().into());
         }
         bytes
     };

@@ -65,6 +65,19 @@ pub enum Action {
         peer: String,
         candidate: Candidate,
     },
+    /// Sender: restart ICE on `peer`'s connection (new credentials, new
+    /// local candidates), create and set the offer, and report it as
+    /// [`PeerEvent::LocalDescription`].
+    RestartIce {
+        peer: String,
+    },
+    /// Receiver: apply `offer` to `peer`'s existing connection (an ICE
+    /// restart), create and set the answer, and report it as
+    /// [`PeerEvent::LocalDescription`].
+    Renegotiate {
+        peer: String,
+        offer: Description,
+    },
     ClosePeer {
         peer: String,
         /// Given up (its connection failed or never came up), not left:
@@ -91,6 +104,11 @@ pub enum Event {
     },
     /// The peer is gone; `reason` says why when it was not a clean leave.
     Dispose { id: String, reason: Option<String> },
+    /// The connection lost its path (`reason`) and ICE is restarting;
+    /// tracks, channels and recordings are kept meanwhile.
+    Reconnecting { id: String, reason: String },
+    /// The connection has a path again, `after` it was lost.
+    Reconnected { id: String, after: Duration },
     /// A receiver was refused (failed `--verify`).
     Rejected { id: String },
     /// Something non-fatal went wrong with input from the network.
@@ -104,8 +122,11 @@ pub enum PeerEvent {
     LocalCandidate(Candidate),
     Connected,
     ChannelOpen,
-    /// ICE failed or disconnected, the connection closed, or a description
-    /// could not be applied.
+    /// ICE heard nothing from the peer for a while: the path may be gone
+    /// (an address changed, a link went down) or may come back.
+    Disconnected(String),
+    /// ICE failed, the connection closed, or a description could not be
+    /// applied.
     Failed(String),
 }
 
@@ -161,6 +182,35 @@ pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 /// receiver on loopback connects in ~0.2 s, through TURN in a second or
 /// two.
 pub const UNPROVEN_AFTER: Duration = Duration::from_secs(3);
+
+/// A lost connection is restarted (sender) or asked to be (receiver) at
+/// most this often: a restart's checks take a round trip or two to find a
+/// path, and each restart starts them over.
+pub const RESTART_AGAIN: Duration = Duration::from_secs(2);
+
+/// A receiver's request is taken this soon after a restart: it asks
+/// because it has not had the offer (that went while its relay connection
+/// was down, say).
+pub const RESTART_ASKED_AGAIN: Duration = Duration::from_millis(500);
+
+/// A restart that has not found a path in this long is made again (its
+/// offer or answer may have been lost on the way, or the network changed
+/// again meanwhile).
+pub const RESTART_RETRY: Duration = Duration::from_secs(5);
+
+/// A connection that has had no path for this long is given up: the
+/// peers fall back to a new connection (the seed protocol's invoke and
+/// offer), and a receiver starts a new recording. With ICE's 5 s of
+/// silence before it calls a path lost, a receiver that was killed is
+/// given up 15 s after it went, as before restarts; a link down for 10 s
+/// comes back within it when the relay connection is back in time (see
+/// the ws driver's back-off).
+pub const RESTART_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// A receiver whose sender has never answered a restart request (the seed
+/// library's does not) waits this long after asking before it gives the
+/// connection up, so it falls back to a new one soon.
+pub const RESTART_UNANSWERED: Duration = Duration::from_secs(4);
 
 /// How long a challenge waits for its answer.
 const CHALLENGE_TTL: Duration = Duration::from_secs(10);
@@ -253,6 +303,15 @@ struct Peer {
     origin: Option<String>,
     /// Receiver side: the sender's state.
     state: Map<String, Value>,
+    /// The other side takes ICE restarts: a receiver said so in its invoke;
+    /// a sender showed it by sending one.
+    restarts: bool,
+    /// Since when the connection has had no path (it was up before).
+    lost: Option<Instant>,
+    /// When a restart was last made (sender) or asked for (receiver).
+    restarted: Option<Instant>,
+    /// Sender: a restart offer went out; its answer is awaited.
+    restart_offered: bool,
 }
 
 impl Peer {
@@ -266,7 +325,24 @@ impl Peer {
             candidates: 0,
             over_cap: false,
             state: Map::new(),
+            restarts: false,
+            lost: None,
+            restarted: None,
+            restart_offered: false,
         }
+    }
+
+    /// May a restart be made (or asked for) now, `apart` from the last?
+    fn may_restart(&self, now: Instant, apart: Duration) -> bool {
+        self.restarted
+            .is_none_or(|at| now.duration_since(at) >= apart)
+    }
+
+    /// The connection has a path again: how long it had none, if it had
+    /// lost it.
+    fn restored(&mut self, now: Instant) -> Option<Duration> {
+        self.restart_offered = false;
+        self.lost.take().map(|at| now.duration_since(at))
     }
 
     /// Did the connection that opened this peer send `from`'s message?

@@ -8,6 +8,7 @@ pub mod ingest;
 mod keyframes;
 mod latency;
 pub mod machine;
+mod netwatch;
 mod output;
 pub mod report;
 pub mod rtc;
@@ -56,7 +57,7 @@ impl Machine {
 
     fn peer(&mut self, now: Instant, id: &str, ev: PeerEvent) -> Vec<Action> {
         match self {
-            Self::Sender(m) => m.handle_peer(id, ev),
+            Self::Sender(m) => m.handle_peer(now, id, ev),
             Self::Receiver(m) => m.handle_peer(now, id, ev),
         }
     }
@@ -68,10 +69,17 @@ impl Machine {
         }
     }
 
-    fn reconnected(&mut self) -> Vec<Action> {
+    fn network_changed(&mut self, now: Instant) -> Vec<Action> {
         match self {
-            Self::Sender(m) => m.reconnected(),
-            Self::Receiver(m) => m.reconnected(),
+            Self::Sender(m) => m.network_changed(now),
+            Self::Receiver(m) => m.network_changed(now),
+        }
+    }
+
+    fn reconnected(&mut self, now: Instant) -> Vec<Action> {
+        match self {
+            Self::Sender(m) => m.reconnected(now),
+            Self::Receiver(m) => m.reconnected(now),
         }
     }
 
@@ -124,6 +132,8 @@ struct Runner {
     /// Receiver: recordings per sender.
     recordings: Option<av::Recordings>,
     status: Status,
+    /// This host's addresses, looked at every [`netwatch::EVERY`].
+    addresses: netwatch::Watch,
 }
 
 impl Runner {
@@ -155,6 +165,7 @@ impl Runner {
             audio_bps: 0.0,
             recordings: None,
             status: Status::new(false, ""),
+            addresses: netwatch::Watch::new(),
         }
     }
 
@@ -204,6 +215,16 @@ impl Runner {
                 Action::ApplyAnswer { peer, answer } => {
                     if let Some(h) = self.peers.get(&peer) {
                         h.apply_answer(answer).await;
+                    }
+                }
+                Action::RestartIce { peer } => {
+                    if let Some(h) = self.peers.get(&peer) {
+                        h.restart_ice().await;
+                    }
+                }
+                Action::Renegotiate { peer, offer } => {
+                    if let Some(h) = self.peers.get(&peer) {
+                        h.accept_offer(offer).await;
                     }
                 }
                 Action::AddCandidate { peer, candidate } => {
@@ -362,7 +383,7 @@ impl Runner {
                     );
                 }
                 if reconnect {
-                    self.machine.reconnected()
+                    self.machine.reconnected(Instant::now())
                 } else {
                     vec![]
                 }
@@ -407,6 +428,7 @@ impl Runner {
     async fn tick(&mut self) -> anyhow::Result<()> {
         let actions = self.machine.tick(Instant::now());
         self.exec(actions).await;
+        self.watch_addresses().await;
         if let Some(r) = &mut self.recordings {
             r.tick(&self.peers);
         }
@@ -419,6 +441,41 @@ impl Runner {
             self.refresh_status();
         }
         Ok(())
+    }
+
+    /// When this host's addresses changed, the relay connection is made
+    /// again if it left from one that is gone, and where any is gone every
+    /// peer connection restarts ICE.
+    async fn watch_addresses(&mut self) {
+        let now = Instant::now();
+        if !self.addresses.due(now) {
+            return;
+        }
+        let Some(change) = self.addresses.observe(now, rtc::local_addresses()) else {
+            return;
+        };
+        let list = |a: &[std::net::IpAddr]| {
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (change.gone.is_empty(), change.added.is_empty()) {
+            (false, false) => tracing::info!(
+                "this host's address changed: {} gone, {} new",
+                list(&change.gone),
+                list(&change.added)
+            ),
+            (false, true) => {
+                tracing::info!("this host's address {} is gone", list(&change.gone))
+            }
+            _ => tracing::debug!("this host has a new address: {}", list(&change.added)),
+        }
+        self.signaling.addresses_changed(change.now).await;
+        if !change.gone.is_empty() {
+            let actions = self.machine.network_changed(now);
+            self.exec(actions).await;
+        }
     }
 
     /// Leaves the room: disposes every peer, tells the others, closes

@@ -167,6 +167,19 @@ impl Reporter {
                 }
                 self.write(json!({"event": "dispose", "id": id, "error": reason}));
             }
+            Event::Reconnecting { id, reason } => {
+                tracing::warn!("{role} {}: {reason}: restarting ICE", short(id));
+                self.write(json!({"event": "reconnecting", "id": id, "error": reason}));
+            }
+            Event::Reconnected { id, after } => {
+                tracing::info!(
+                    "{role} {} reconnected after {:.1} s",
+                    short(id),
+                    after.as_secs_f64()
+                );
+                self.write(json!({"event": "reconnect", "id": id,
+                    "gap_ms": after.as_millis() as u64}));
+            }
             Event::Rejected { id } => {
                 let Some(held) = self.complain("credentials rejected") else {
                     return;

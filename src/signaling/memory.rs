@@ -73,6 +73,7 @@ pub(super) fn spawn(
                     deliver(&h, conn, ns, data);
                 }
                 Command::Emit(ns, data) => deliver(&h, conn, ns, data),
+                Command::AddressesChanged(_) => {}
                 Command::Close => break,
             }
         }

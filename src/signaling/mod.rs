@@ -93,6 +93,10 @@ pub(crate) enum Command {
     Emit(Namespace, Value),
     /// Sealed bytes as the raw body (NATS with a secret).
     EmitRaw(Namespace, Vec<u8>),
+    /// This host's addresses changed; these are the ones it has now. A
+    /// connection from an address that went away is dead: it is made
+    /// again at once, not when a heartbeat finally misses.
+    AddressesChanged(Vec<std::net::IpAddr>),
     Close,
 }
 
@@ -124,6 +128,12 @@ impl Signaling {
     pub async fn off(&self, ns: Namespace) -> Result<(), SignalError> {
         let ns = self.namespace(ns);
         self.send(Command::Off(ns)).await
+    }
+
+    /// This host's addresses changed to `now`: a driver whose connection
+    /// left from an address that is gone reconnects at once.
+    pub async fn addresses_changed(&self, now: Vec<std::net::IpAddr>) {
+        let _ = self.send(Command::AddressesChanged(now)).await;
     }
 
     pub async fn emit(&self, ns: Namespace, data: Value) -> Result<(), SignalError> {

@@ -216,6 +216,14 @@ pub(super) async fn spawn(
                         tracing::warn!("NATS publish failed: {e}");
                     }
                 }
+                Command::AddressesChanged(_) => {
+                    // The client's own pings would find a dead connection
+                    // in minutes; a changed address says it now.
+                    tracing::debug!("this host's addresses changed: reconnecting to NATS");
+                    if let Err(e) = client.force_reconnect().await {
+                        tracing::debug!("NATS reconnect: {e}");
+                    }
+                }
                 Command::Close => break,
             }
         }

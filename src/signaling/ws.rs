@@ -27,7 +27,11 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const PENDING_CAPACITY: usize = 256;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// At most this between attempts: a relay that comes back (or a link
+/// that heals) is found within it, in time for connections that lost
+/// their path to restart before they are given up
+/// ([`crate::session::machine::RESTART_GIVE_UP`]).
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How long a connection attempt may take: the first, before we go on and
 /// retry in the background, and each retry (a relay that accepts TCP but
@@ -52,6 +56,9 @@ struct Driver {
     subs: BTreeSet<Namespace>,
     pending: VecDeque<String>,
     dropped: usize,
+    /// The relay's secret for taking our connection's name back after we
+    /// reconnect (PROTOCOL.md §2), so peers keep taking our messages.
+    resume: Option<String>,
 }
 
 enum Attempt {
@@ -75,6 +82,7 @@ pub(super) async fn spawn(
         subs: BTreeSet::new(),
         pending: VecDeque::new(),
         dropped: 0,
+        resume: None,
     };
     let first = match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, driver.attempt()).await {
         Ok(a) => a,
@@ -115,6 +123,9 @@ impl Driver {
         url.query_pairs_mut()
             .append_pair("ice", "1")
             .append_pair("stamp", "1");
+        if let Some(token) = &self.resume {
+            url.query_pairs_mut().append_pair("resume", token);
+        }
         let mut request = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => return Attempt::Refused(e.to_string()),
@@ -240,7 +251,7 @@ impl Driver {
                 // A relay carries text: raw bytes travel as base64.
                 self.offline(Command::Emit(ns, raw_as_json(&body)));
             }
-            Command::Close => {}
+            Command::AddressesChanged(_) | Command::Close => {}
         }
     }
 
@@ -305,6 +316,14 @@ impl Driver {
                         }
                         Some(Command::Emit(ns, data)) => ClientFrame::Emit { ns, data },
                         Some(Command::EmitRaw(ns, body)) => ClientFrame::Emit { ns, data: raw_as_json(&body) },
+                        Some(Command::AddressesChanged(now)) => {
+                            match local_ip(&socket) {
+                                Some(ip) if !ip.is_loopback() && !now.contains(&ip) => {
+                                    return Ok(Stop::Lost(format!("this host no longer has the address {ip} it was connected from")));
+                                }
+                                _ => continue,
+                            }
+                        }
                     };
                     send(&mut socket, frame.to_json()).await?;
                 }
@@ -325,7 +344,12 @@ impl Driver {
                     };
                     let event = match ServerFrame::parse(text.as_str()) {
                         Ok(ServerFrame::Message { ns, from, data }) => SignalEvent::Message { ns, from, data },
-                        Ok(ServerFrame::Stamp { from }) => SignalEvent::Stamp(from),
+                        Ok(ServerFrame::Stamp { from, resume }) => {
+                            if resume.is_some() {
+                                self.resume = resume;
+                            }
+                            SignalEvent::Stamp(from)
+                        }
                         Ok(ServerFrame::Ice { ice_servers, ttl }) => {
                             tracing::debug!("the relay handed us ICE servers valid {ttl} s");
                             SignalEvent::IceServers(ice_servers)
@@ -347,6 +371,16 @@ impl Driver {
             }
         }
     }
+}
+
+/// The address our end of the relay connection has.
+fn local_ip(socket: &Socket) -> Option<std::net::IpAddr> {
+    let tcp = match socket.get_ref() {
+        MaybeTlsStream::Plain(s) => s,
+        MaybeTlsStream::Rustls(s) => s.get_ref().0,
+        _ => return None,
+    };
+    tcp.local_addr().ok().map(|a| a.ip())
 }
 
 fn raw_as_json(body: &[u8]) -> serde_json::Value {

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::{
     accept, candidate_for, forged, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
-    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES, RETRY_AFTER_BUSY,
+    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES, RESTART_AGAIN, RESTART_GIVE_UP,
+    RESTART_RETRY, RESTART_UNANSWERED, RETRY_AFTER_BUSY,
 };
 use crate::protocol::{Candidate, Message, Namespace, Proof};
 
@@ -81,8 +82,55 @@ impl Receiver {
                 id: self.cfg.id.clone(),
                 credentials,
                 proof,
+                restarts: true,
             },
         )
+    }
+
+    /// Asks `peer_id`'s sender to restart ICE (`apart` from the last
+    /// time).
+    fn ask_restart(&mut self, now: Instant, peer_id: &str, apart: Duration) -> Option<Action> {
+        let peer = self.peers.get_mut(peer_id)?;
+        if !peer.may_restart(now, apart) {
+            return None;
+        }
+        peer.restarted = Some(now);
+        Some(Action::Emit(
+            self.to(peer_id),
+            Message::Restart {
+                id: self.cfg.id.clone(),
+                offer: None,
+            },
+        ))
+    }
+
+    /// This host's addresses changed and some it had are gone: every
+    /// sender is asked to restart ICE with us, since our path to it may
+    /// have left from one of them.
+    pub fn network_changed(&mut self, now: Instant) -> Vec<Action> {
+        let mut ids: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.ask_restart(now, &id, RESTART_AGAIN));
+            // A sender that restarts will: the gap is reported when the
+            // path is back. Another's connection is left to ICE to judge.
+            if let Some(peer) = self.peers.get_mut(&id).filter(|p| p.restarts) {
+                if peer.lost.is_none() {
+                    peer.lost = Some(now);
+                    out.push(Action::Event(Event::Reconnecting {
+                        id,
+                        reason: "this host's addresses changed".into(),
+                    }));
+                }
+            }
+        }
+        out
     }
 
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
@@ -96,8 +144,22 @@ impl Receiver {
         ]
     }
 
-    pub fn reconnected(&mut self) -> Vec<Action> {
-        vec![self.invoke(Namespace::sender(&self.cfg.room, None))]
+    /// The relay connection is back: look for senders again, and ask
+    /// those whose connection has no path to restart it (what was asked
+    /// before may have been lost with the old relay connection).
+    pub fn reconnected(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = vec![self.invoke(Namespace::sender(&self.cfg.room, None))];
+        let mut lost: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.lost.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.sort();
+        for id in lost {
+            out.extend(self.ask_restart(now, &id, Duration::ZERO));
+        }
+        out
     }
 
     /// A signaling message, `from` the relay connection the relay says
@@ -115,6 +177,7 @@ impl Receiver {
                 id,
                 mut offer,
                 state,
+                restarts,
             } => {
                 if state_too_large(&state) {
                     return vec![Action::Event(Event::Error {
@@ -139,6 +202,7 @@ impl Receiver {
                 }
                 let mut peer = Peer::new(now, from);
                 peer.remote_set = true;
+                peer.restarts = restarts;
                 peer.state = state;
                 let told = peer.take_description(&id, &mut offer);
                 if let Some(pos) = self
@@ -244,10 +308,46 @@ impl Receiver {
                             proof: answer,
                             stamp: self.stamp.clone(),
                         }),
+                        restarts: true,
                     },
                 )]
             }
-            Message::Answer { .. } => vec![],
+            // The sender restarts ICE: the same connection, new paths.
+            Message::Restart {
+                id,
+                offer: Some(mut offer),
+            } => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return vec![];
+                };
+                if !peer.sent_by(from) {
+                    return vec![forged(&id, "restart")];
+                }
+                peer.restarts = true;
+                let mut out = Vec::new();
+                if peer.connected && peer.lost.is_none() {
+                    // The sender found the path gone first.
+                    peer.lost = Some(now);
+                    out.push(Action::Event(Event::Reconnecting {
+                        id: id.clone(),
+                        reason: "the sender restarts ICE".into(),
+                    }));
+                }
+                // A new ICE generation: its candidates count afresh.
+                peer.candidates = 0;
+                peer.over_cap = false;
+                let told = peer.take_description(&id, &mut offer);
+                out.insert(
+                    0,
+                    Action::Renegotiate {
+                        peer: id.clone(),
+                        offer,
+                    },
+                );
+                out.extend(told);
+                out
+            }
+            Message::Answer { .. } | Message::Restart { offer: None, .. } => vec![],
         }
     }
 
@@ -267,7 +367,13 @@ impl Receiver {
             )],
             PeerEvent::Connected => {
                 if peer.connected {
-                    return vec![];
+                    return match peer.restored(now) {
+                        Some(after) => vec![Action::Event(Event::Reconnected {
+                            id: peer_id.to_owned(),
+                            after,
+                        })],
+                        None => vec![],
+                    };
                 }
                 peer.connected = true;
                 vec![Action::Event(Event::Connect {
@@ -278,7 +384,26 @@ impl Receiver {
             PeerEvent::ChannelOpen => vec![Action::Event(Event::Channel {
                 id: peer_id.to_owned(),
             })],
-            PeerEvent::Failed(reason) => self.dispose(now, peer_id, Some(reason)),
+            // The path went quiet: keep the connection (its tracks, its
+            // recording) and ask the sender for an ICE restart.
+            PeerEvent::Disconnected(reason) if peer.connected => {
+                let first = peer.lost.is_none();
+                peer.lost.get_or_insert(now);
+                let mut out: Vec<Action> = self
+                    .ask_restart(now, peer_id, RESTART_AGAIN)
+                    .into_iter()
+                    .collect();
+                if first {
+                    out.push(Action::Event(Event::Reconnecting {
+                        id: peer_id.to_owned(),
+                        reason,
+                    }));
+                }
+                out
+            }
+            PeerEvent::Disconnected(reason) | PeerEvent::Failed(reason) => {
+                self.dispose(now, peer_id, Some(reason))
+            }
         }
     }
 
@@ -316,20 +441,49 @@ impl Receiver {
         ]
     }
 
-    /// Connection timeouts and pings.
+    /// Connection timeouts, lost connections, and pings.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let late: Vec<String> = self
+        let mut late: Vec<(String, &str)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let lost_for = p.lost.map(|at| now.duration_since(at));
+                if !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout {
+                    Some((id.clone(), "did not connect in time"))
+                } else if lost_for.is_some_and(|d| d >= RESTART_GIVE_UP) {
+                    Some((
+                        id.clone(),
+                        "connection lost, and ICE restarts found no path",
+                    ))
+                } else if !p.restarts && lost_for.is_some_and(|d| d >= RESTART_UNANSWERED) {
+                    Some((
+                        id.clone(),
+                        "connection lost (the sender does not restart ICE)",
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        late.sort();
+        let mut out: Vec<Action> = late
+            .into_iter()
+            .flat_map(|(id, why)| self.dispose(now, &id, Some(why.into())))
+            .collect();
+        let mut again: Vec<String> = self
             .peers
             .iter()
             .filter(|(_, p)| {
-                !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout
+                p.lost.is_some()
+                    && p.restarted
+                        .is_none_or(|at| now.duration_since(at) >= RESTART_RETRY)
             })
             .map(|(id, _)| id.clone())
             .collect();
-        let mut out: Vec<Action> = late
-            .into_iter()
-            .flat_map(|id| self.dispose(now, &id, Some("did not connect in time".into())))
-            .collect();
+        again.sort();
+        for id in again {
+            out.extend(self.ask_restart(now, &id, RESTART_RETRY));
+        }
         if let Some(at) = self.next_ping {
             if now >= at {
                 if !self.peers.is_empty() {

@@ -1,13 +1,14 @@
 //! The broadcasting side's state machine.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use super::{
     accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig, CHALLENGE_TTL,
-    MAX_CHALLENGES, MAX_CONNECTING, MAX_CONNECTING_PER_ORIGIN, UNPROVEN_AFTER,
+    MAX_CHALLENGES, MAX_CONNECTING, MAX_CONNECTING_PER_ORIGIN, RESTART_AGAIN, RESTART_ASKED_AGAIN,
+    RESTART_GIVE_UP, RESTART_RETRY, UNPROVEN_AFTER,
 };
 use crate::protocol::{Message, Namespace, Proof};
 
@@ -63,6 +64,7 @@ impl Sender {
                 id: self.cfg.id.clone(),
                 credentials: None,
                 proof: None,
+                restarts: false,
             },
         )
     }
@@ -76,9 +78,22 @@ impl Sender {
     }
 
     /// The signaling transport is back after an outage: announce ourselves
-    /// again so receivers that came meanwhile find us.
-    pub fn reconnected(&mut self) -> Vec<Action> {
-        vec![self.invoke()]
+    /// again so receivers that came meanwhile find us, and restart the
+    /// connections still without a path (their offers may have been lost
+    /// with the old relay connection).
+    pub fn reconnected(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = vec![self.invoke()];
+        let mut lost: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.lost.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.sort();
+        for id in lost {
+            out.extend(self.restart(now, &id, "still no path", Duration::ZERO));
+        }
+        out
     }
 
     /// A signaling message, `from` the relay connection the relay says
@@ -94,6 +109,7 @@ impl Sender {
                 id,
                 credentials,
                 proof,
+                restarts,
             } => {
                 if self.peers.contains_key(&id) {
                     return vec![];
@@ -153,7 +169,9 @@ impl Sender {
                         return out;
                     }
                 };
-                self.peers.insert(id.clone(), Peer::new(now, from));
+                let mut peer = Peer::new(now, from);
+                peer.restarts = restarts;
+                self.peers.insert(id.clone(), peer);
                 out.push(Action::CreateOffer {
                     peer: id,
                     data_channel: self.cfg.data,
@@ -167,11 +185,17 @@ impl Sender {
                 if !peer.sent_by(from) {
                     return vec![forged(&id, "answer")];
                 }
-                if peer.remote_set {
+                if peer.remote_set && !peer.restart_offered {
                     return vec![Action::Event(Event::Error {
                         id: Some(id),
                         error: "ignored a second answer".into(),
                     })];
+                }
+                if peer.restart_offered {
+                    // A new ICE generation: its candidates count afresh.
+                    peer.restart_offered = false;
+                    peer.candidates = 0;
+                    peer.over_cap = false;
                 }
                 peer.remote_set = true;
                 let told = peer.take_description(&id, &mut answer);
@@ -206,8 +230,21 @@ impl Sender {
                 }
                 None => vec![],
             },
+            // A receiver asks for an ICE restart: its network changed, or
+            // it hears nothing from us.
+            Message::Restart { id, offer: None } => match self.peers.get(&id) {
+                Some(peer) if !peer.sent_by(from) => vec![forged(&id, "restart")],
+                Some(peer) if peer.connected => {
+                    let why = "the receiver asked (its network changed or went quiet)";
+                    self.restart(now, &id, why, RESTART_ASKED_AGAIN)
+                }
+                _ => vec![],
+            },
             // Other senders' traffic is not for us.
-            Message::Offer { .. } | Message::Sync { .. } | Message::Challenge { .. } => vec![],
+            Message::Offer { .. }
+            | Message::Sync { .. }
+            | Message::Challenge { .. }
+            | Message::Restart { .. } => vec![],
         }
     }
 
@@ -290,18 +327,74 @@ impl Sender {
         )
     }
 
-    pub fn handle_peer(&mut self, peer_id: &str, event: PeerEvent) -> Vec<Action> {
+    /// Restarts ICE with a connected receiver that takes restarts (at most
+    /// `apart` from the last); one that does not is given up, and comes
+    /// back with a new connection.
+    fn restart(&mut self, now: Instant, peer_id: &str, why: &str, apart: Duration) -> Vec<Action> {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
+            return vec![];
+        };
+        if !peer.restarts || !peer.remote_set {
+            return self.dispose(peer_id, Some(why.to_owned()));
+        }
+        let first = peer.lost.is_none();
+        peer.lost.get_or_insert(now);
+        if !peer.may_restart(now, apart) {
+            return vec![];
+        }
+        peer.restarted = Some(now);
+        let mut out = vec![Action::RestartIce {
+            peer: peer_id.to_owned(),
+        }];
+        if first {
+            out.push(Action::Event(Event::Reconnecting {
+                id: peer_id.to_owned(),
+                reason: why.to_owned(),
+            }));
+        }
+        out
+    }
+
+    /// This host's addresses changed and some it had are gone: every
+    /// connection may have been using one, so each restarts ICE (one
+    /// whose receiver cannot is left to ICE's own timeouts).
+    pub fn network_changed(&mut self, now: Instant) -> Vec<Action> {
+        let mut ids: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.restarts)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids.iter()
+            .flat_map(|id| self.restart(now, id, "this host's addresses changed", RESTART_AGAIN))
+            .collect()
+    }
+
+    pub fn handle_peer(&mut self, now: Instant, peer_id: &str, event: PeerEvent) -> Vec<Action> {
         let Some(peer) = self.peers.get_mut(peer_id) else {
             return vec![];
         };
         let id = self.cfg.id.clone();
         match event {
+            // A description after the answer is an ICE restart's offer.
+            PeerEvent::LocalDescription(offer) if peer.remote_set => {
+                peer.restart_offered = true;
+                vec![Action::Emit(
+                    self.to(peer_id),
+                    Message::Restart {
+                        id,
+                        offer: Some(offer),
+                    },
+                )]
+            }
             PeerEvent::LocalDescription(offer) => vec![Action::Emit(
                 self.to(peer_id),
                 Message::Offer {
                     id,
                     offer,
                     state: self.cfg.state.clone(),
+                    restarts: true,
                 },
             )],
             PeerEvent::LocalCandidate(candidate) => vec![Action::Emit(
@@ -310,7 +403,13 @@ impl Sender {
             )],
             PeerEvent::Connected => {
                 if peer.connected {
-                    return vec![];
+                    return match peer.restored(now) {
+                        Some(after) => vec![Action::Event(Event::Reconnected {
+                            id: peer_id.to_owned(),
+                            after,
+                        })],
+                        None => vec![],
+                    };
                 }
                 peer.connected = true;
                 vec![Action::Event(Event::Connect {
@@ -321,23 +420,56 @@ impl Sender {
             PeerEvent::ChannelOpen => vec![Action::Event(Event::Channel {
                 id: peer_id.to_owned(),
             })],
-            PeerEvent::Failed(reason) => self.dispose(peer_id, Some(reason)),
+            PeerEvent::Disconnected(reason) if peer.connected => {
+                self.restart(now, peer_id, &reason, RESTART_AGAIN)
+            }
+            PeerEvent::Disconnected(reason) | PeerEvent::Failed(reason) => {
+                self.dispose(peer_id, Some(reason))
+            }
         }
     }
 
-    /// Gives up peers that did not connect within the timeout.
+    /// Gives up peers that did not connect within the timeout, and those
+    /// whose restarts have not found a path in [`RESTART_GIVE_UP`];
+    /// restarts again those still looking.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let late: Vec<String> = self
+        let mut late: Vec<(String, &str)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let lost_for = p.lost.map(|at| now.duration_since(at));
+                if !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout {
+                    Some((id.clone(), "did not connect in time"))
+                } else if lost_for.is_some_and(|d| d >= RESTART_GIVE_UP) {
+                    Some((
+                        id.clone(),
+                        "connection lost, and ICE restarts found no path",
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        late.sort();
+        let mut out: Vec<Action> = late
+            .into_iter()
+            .flat_map(|(id, why)| self.dispose(&id, Some(why.into())))
+            .collect();
+        let mut again: Vec<String> = self
             .peers
             .iter()
             .filter(|(_, p)| {
-                !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout
+                p.lost.is_some()
+                    && p.restarted
+                        .is_none_or(|at| now.duration_since(at) >= RESTART_RETRY)
             })
             .map(|(id, _)| id.clone())
             .collect();
-        late.into_iter()
-            .flat_map(|id| self.dispose(&id, Some("did not connect in time".into())))
-            .collect()
+        again.sort();
+        for id in again {
+            out.extend(self.restart(now, &id, "still no path", RESTART_RETRY));
+        }
+        out
     }
 
     /// Replaces (or with `merge`, updates) the state and tells every receiver.

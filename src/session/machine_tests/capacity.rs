@@ -40,7 +40,7 @@ fn one_relay_connection_opens_a_few_connecting_peers_at_most() {
         &invoke(RID, None)
     )));
     // Once one of the flooder's connects, it may open one more.
-    s.handle_peer("f0", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "f0", PeerEvent::Connected);
     assert!(created(&s.handle_signal(
         now,
         flood,
@@ -69,7 +69,7 @@ fn past_the_connecting_cap_the_oldest_unproven_peer_gives_way() {
     assert!(why.contains("connecting already"), "{why}");
     assert!(told);
     // Connected peers do not count.
-    s.handle_peer("r1", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "r1", PeerEvent::Connected);
     assert!(created(&s.handle_signal(
         t0,
         Some("relay.x"),
@@ -97,7 +97,7 @@ fn max_receivers_is_a_hard_cap_that_silent_peers_cannot_hold() {
     s.start();
     assert!(created(&s.handle_signal(now, None, &invoke("a", None))));
     assert!(created(&s.handle_signal(now, None, &invoke("b", None))));
-    s.handle_peer("a", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "a", PeerEvent::Connected);
     // b is still connecting: c is told to ask again soon.
     let (why, told) = refused(&s.handle_signal(now, None, &invoke("c", None)));
     assert!(why.contains("--max-receivers"), "{why}");
@@ -108,7 +108,7 @@ fn max_receivers_is_a_hard_cap_that_silent_peers_cannot_hold() {
     assert_eq!(out[0], give_up("b"));
     assert!(created(&out));
     // Both connected: the room is full, and d is not invited back.
-    s.handle_peer("c", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "c", PeerEvent::Connected);
     let (_, told) = refused(&s.handle_signal(later, None, &invoke("d", None)));
     assert!(!told);
     s.handle_signal(later, None, &dispose_msg("a"));

@@ -9,17 +9,20 @@ fn sender_reports_a_connection_once() {
     let mut s = sender_with_peer(now, RID);
     assert_eq!(s.connecting(), 1);
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::Connected),
+        s.handle_peer(Instant::now(), RID, PeerEvent::Connected),
         vec![event(Event::Connect {
             id: RID.into(),
             state: Map::new()
         })]
     );
-    assert_eq!(s.handle_peer(RID, PeerEvent::Connected), vec![]);
+    assert_eq!(
+        s.handle_peer(Instant::now(), RID, PeerEvent::Connected),
+        vec![]
+    );
     assert_eq!(s.connecting(), 0);
     assert_eq!(s.peer_count(), 1);
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::ChannelOpen),
+        s.handle_peer(Instant::now(), RID, PeerEvent::ChannelOpen),
         vec![event(Event::Channel { id: RID.into() })]
     );
 }
@@ -28,9 +31,9 @@ fn sender_reports_a_connection_once() {
 fn sender_disposes_a_failed_peer_and_tells_the_receiver() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    s.handle_peer(RID, PeerEvent::Connected);
+    s.handle_peer(Instant::now(), RID, PeerEvent::Connected);
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::Failed("ice failed".into())),
+        s.handle_peer(Instant::now(), RID, PeerEvent::Failed("ice failed".into())),
         vec![
             give_up(RID),
             Action::Emit(
@@ -48,9 +51,12 @@ fn sender_disposes_a_failed_peer_and_tells_the_receiver() {
     );
     assert_eq!(s.peer_count(), 0);
     // Late events of the closed peer are dropped, not resurrected.
-    assert_eq!(s.handle_peer(RID, PeerEvent::Connected), vec![]);
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::Failed("again".into())),
+        s.handle_peer(Instant::now(), RID, PeerEvent::Connected),
+        vec![]
+    );
+    assert_eq!(
+        s.handle_peer(Instant::now(), RID, PeerEvent::Failed("again".into())),
         vec![]
     );
     assert_eq!(s.dispose(RID, None), vec![]);
@@ -69,7 +75,7 @@ fn sender_tick_gives_up_unconnected_peers_only() {
     let t0 = Instant::now();
     let mut s = sender_with_peer(t0, "late");
     s.handle_signal(t0, None, &invoke("fast", None));
-    s.handle_peer("fast", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "fast", PeerEvent::Connected);
     let t1 = t0 + Duration::from_secs(10);
     s.handle_signal(t1, None, &invoke("young", None));
     assert_eq!(s.peer_count(), 3);
@@ -110,7 +116,7 @@ fn sender_tick_gives_up_unconnected_peers_only() {
 fn sender_closes_the_peer_of_a_receiver_that_leaves() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, RID);
-    s.handle_peer(RID, PeerEvent::Connected);
+    s.handle_peer(Instant::now(), RID, PeerEvent::Connected);
     assert_eq!(
         s.handle_signal(now, None, &dispose_msg(RID)),
         vec![

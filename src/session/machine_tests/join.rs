@@ -18,6 +18,7 @@ fn sender_start_subscribes_and_announces() {
                     id: SID.into(),
                     credentials: None,
                     proof: None,
+                    restarts: false,
                 }
             ),
         ]
@@ -28,13 +29,14 @@ fn sender_start_subscribes_and_announces() {
         ["sender", ROOM, SID]
     );
     assert_eq!(
-        s.reconnected(),
+        s.reconnected(Instant::now()),
         vec![Action::Emit(
             Namespace::receiver(ROOM, None),
             Message::Invoke {
                 id: SID.into(),
                 credentials: None,
                 proof: None,
+                restarts: false,
             }
         )]
     );
@@ -46,7 +48,7 @@ fn sender_stop_disposes_every_peer_and_leaves() {
     let now = Instant::now();
     let mut s = sender_with_peer(now, "rb");
     s.handle_signal(now, None, &invoke("ra", None));
-    s.handle_peer("rb", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "rb", PeerEvent::Connected);
     let state = obj(json!({"nick": "cam"}));
     let dispose = |r: &str| {
         vec![
@@ -84,6 +86,7 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
             id: RID.into(),
             credentials: Some(json!({"token": "t0ken"})),
             proof: None,
+            restarts: true,
         },
     );
     assert_eq!(
@@ -94,7 +97,7 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
             invoke_all.clone(),
         ]
     );
-    assert_eq!(r.reconnected(), vec![invoke_all]);
+    assert_eq!(r.reconnected(Instant::now()), vec![invoke_all]);
 
     let mut anon = Receiver::new(ReceiverConfig {
         credentials: None,
@@ -108,6 +111,7 @@ fn receiver_start_subscribes_and_invokes_with_credentials() {
                 id: RID.into(),
                 credentials: None,
                 proof: None,
+                restarts: true,
             }
         )
     );

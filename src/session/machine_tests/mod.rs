@@ -20,6 +20,7 @@ mod malformed;
 mod offers;
 mod pings;
 mod property;
+mod restarts;
 mod state;
 mod through_a_router;
 mod verify;
@@ -112,6 +113,7 @@ fn invoke(id: &str, credentials: Option<Value>) -> Value {
         id: id.into(),
         credentials,
         proof: None,
+        restarts: false,
     }
     .to_value()
 }
@@ -129,6 +131,7 @@ fn offer(id: &str, state: Value) -> Value {
         id: id.into(),
         offer: offer_desc(),
         state: obj(state),
+        restarts: false,
     }
     .to_value()
 }

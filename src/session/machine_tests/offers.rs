@@ -89,18 +89,23 @@ fn sender_emits_its_offer_with_the_current_state() {
     // The state changes between the invoke and the offer being ready.
     s.sync(obj(json!({"muted": true})), true);
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::LocalDescription(offer_desc())),
+        s.handle_peer(
+            Instant::now(),
+            RID,
+            PeerEvent::LocalDescription(offer_desc())
+        ),
         vec![Action::Emit(
             to_receiver(RID),
             Message::Offer {
                 id: SID.into(),
                 offer: offer_desc(),
                 state: obj(json!({"nick": "cam", "muted": true})),
+                restarts: true,
             }
         )]
     );
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::LocalCandidate(cand(1))),
+        s.handle_peer(Instant::now(), RID, PeerEvent::LocalCandidate(cand(1))),
         vec![Action::Emit(
             to_receiver(RID),
             Message::Candidate {
@@ -111,16 +116,23 @@ fn sender_emits_its_offer_with_the_current_state() {
     );
     // Events for a peer we do not have are dropped.
     assert_eq!(
-        s.handle_peer("nobody", PeerEvent::LocalDescription(offer_desc())),
+        s.handle_peer(
+            Instant::now(),
+            "nobody",
+            PeerEvent::LocalDescription(offer_desc())
+        ),
         vec![]
     );
     assert_eq!(
-        s.handle_peer("nobody", PeerEvent::LocalCandidate(cand(1))),
+        s.handle_peer(Instant::now(), "nobody", PeerEvent::LocalCandidate(cand(1))),
         vec![]
     );
-    assert_eq!(s.handle_peer("nobody", PeerEvent::Connected), vec![]);
     assert_eq!(
-        s.handle_peer("nobody", PeerEvent::Failed("x".into())),
+        s.handle_peer(Instant::now(), "nobody", PeerEvent::Connected),
+        vec![]
+    );
+    assert_eq!(
+        s.handle_peer(Instant::now(), "nobody", PeerEvent::Failed("x".into())),
         vec![]
     );
 }
@@ -181,6 +193,7 @@ fn receiver_answers_a_sender_announcement_directly() {
                 id: RID.into(),
                 credentials: Some(json!({"token": "t0ken"})),
                 proof: None,
+                restarts: true,
             }
         )]
     );

@@ -10,6 +10,7 @@ fn ping() -> Action {
             id: RID.into(),
             credentials: Some(json!({"token": "t0ken"})),
             proof: None,
+            restarts: true,
         },
     )
 }

@@ -76,6 +76,8 @@ fn arb_message(id: &'static str) -> impl Strategy<Value = Value> {
         "candidate",
         "sync",
         "dispose",
+        "restart",
+        "restart",
     ]);
     // 0: the description the type calls for, 1: the other one, 2: noise.
     let desc = prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)];
@@ -117,6 +119,12 @@ fn arb_message(id: &'static str) -> impl Strategy<Value = Value> {
                 "sync" | "dispose" => {
                     o.insert("state".into(), state);
                 }
+                "restart" => {
+                    // A sender's carries an offer, a receiver's nothing.
+                    if desc != 2 {
+                        o.insert("offer".into(), description("offer"));
+                    }
+                }
                 _ => {
                     if let Some(c) = creds {
                         o.insert("credentials".into(), c);
@@ -136,6 +144,7 @@ fn arb_peer_event() -> impl Strategy<Value = PeerEvent> {
         Just(PeerEvent::Connected),
         Just(PeerEvent::ChannelOpen),
         Just(PeerEvent::Failed("failed".into())),
+        Just(PeerEvent::Disconnected("quiet".into())),
     ]
 }
 
@@ -200,6 +209,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
 struct Model {
     live: HashSet<String>,
     remote_set: HashSet<String>,
+    /// Sender: peers whose ICE-restart offer went out.
+    restarting: HashSet<String>,
 }
 
 impl Model {
@@ -235,7 +246,10 @@ impl Model {
                 Action::ApplyAnswer { peer, .. } => {
                     prop_assert!(is_sender);
                     prop_assert!(self.live.contains(peer), "answer for no peer {}", peer);
-                    prop_assert!(self.remote_set.insert(peer.clone()), "two answers");
+                    prop_assert!(
+                        self.remote_set.insert(peer.clone()) || self.restarting.remove(peer),
+                        "two answers to one offer"
+                    );
                 }
                 Action::AddCandidate { peer, candidate } => {
                     prop_assert!(self.live.contains(peer), "candidate for no peer {}", peer);
@@ -247,11 +261,28 @@ impl Model {
                     prop_assert!(!candidate.candidate.is_empty());
                     prop_assert!(!candidate.is_mdns());
                 }
+                Action::RestartIce { peer } => {
+                    prop_assert!(is_sender, "receiver restarted ICE: {:?}", a);
+                    prop_assert!(self.remote_set.contains(peer), "restart before the answer");
+                }
+                Action::Renegotiate { peer, .. } => {
+                    prop_assert!(!is_sender, "sender renegotiated: {:?}", a);
+                    prop_assert!(
+                        self.remote_set.contains(peer),
+                        "restart offer for no peer {}",
+                        peer
+                    );
+                }
                 Action::ClosePeer { peer, .. } => {
                     prop_assert!(self.live.remove(peer), "closed unknown peer {}", peer);
                     self.remote_set.remove(peer);
+                    self.restarting.remove(peer);
                 }
                 Action::Emit(ns, msg) => {
+                    if let Message::Restart { offer: Some(_), .. } = msg {
+                        prop_assert!(is_sender);
+                        self.restarting.insert(ns.parts()[2].clone());
+                    }
                     prop_assert_eq!(&ns.parts()[0], theirs);
                     prop_assert_eq!(&ns.parts()[1], ROOM);
                     prop_assert_eq!(msg.id(), own);
@@ -309,7 +340,7 @@ proptest! {
                         continue;
                     }
                 }
-                Step::Peer { to_sender: true, peer, event } => (true, s.handle_peer(peer, event)),
+                Step::Peer { to_sender: true, peer, event } => (true, s.handle_peer(Instant::now(), peer, event)),
                 Step::Peer { to_sender: false, peer, event } => {
                     (false, r.handle_peer(now, peer, event))
                 }
@@ -321,9 +352,9 @@ proptest! {
                 }
                 Step::Sync(merge) => (true, s.sync(obj(json!({"n": now.duration_since(t0).as_millis() as u64})), merge)),
                 Step::Reconnected => {
-                    let a = s.reconnected();
+                    let a = s.reconnected(now);
                     ms.check(true, SID, &a, &mut outbox)?;
-                    (false, r.reconnected())
+                    (false, r.reconnected(now))
                 }
             };
             if to_sender {

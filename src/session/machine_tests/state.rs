@@ -26,7 +26,7 @@ fn sender_sync_merges_or_replaces_and_tells_every_peer() {
     for r in ["rb", "ra"] {
         s.handle_signal(now, None, &invoke(r, None));
     }
-    s.handle_peer("ra", PeerEvent::Connected);
+    s.handle_peer(Instant::now(), "ra", PeerEvent::Connected);
     let merged = obj(json!({"a": 1, "b": 4, "c": 5}));
     let expect = |state: &Map<String, Value>| {
         ["ra", "rb"]
@@ -52,13 +52,18 @@ fn sender_sync_merges_or_replaces_and_tells_every_peer() {
     // Later offers carry the new state.
     s.handle_signal(now, None, &invoke("rc", None));
     assert_eq!(
-        s.handle_peer("rc", PeerEvent::LocalDescription(offer_desc())),
+        s.handle_peer(
+            Instant::now(),
+            "rc",
+            PeerEvent::LocalDescription(offer_desc())
+        ),
         vec![Action::Emit(
             to_receiver("rc"),
             Message::Offer {
                 id: SID.into(),
                 offer: offer_desc(),
-                state: replaced
+                state: replaced,
+                restarts: true,
             }
         )]
     );

@@ -55,8 +55,16 @@ fn sender_and_receiver_connect_through_a_router() {
                 out
             }
             Action::CreateOffer { peer, .. } => {
-                let mut out = s.handle_peer(&peer, PeerEvent::LocalDescription(offer_desc()));
-                out.extend(s.handle_peer(&peer, PeerEvent::LocalCandidate(cand(1))));
+                let mut out = s.handle_peer(
+                    Instant::now(),
+                    &peer,
+                    PeerEvent::LocalDescription(offer_desc()),
+                );
+                out.extend(s.handle_peer(
+                    Instant::now(),
+                    &peer,
+                    PeerEvent::LocalCandidate(cand(1)),
+                ));
                 out.into_iter().map(|a| (true, a)).collect()
             }
             Action::AcceptOffer { peer, offer } => {
@@ -75,6 +83,8 @@ fn sender_and_receiver_connect_through_a_router() {
                 vec![]
             }
             Action::ClosePeer { peer, .. } => panic!("closed {peer}"),
+            Action::RestartIce { peer } => panic!("restarted ICE with {peer}"),
+            Action::Renegotiate { peer, .. } => panic!("renegotiated with {peer}"),
             Action::Event(e) => {
                 events.push((from_sender, e));
                 vec![]
@@ -97,7 +107,7 @@ fn sender_and_receiver_connect_through_a_router() {
     assert_eq!(r.peer_count(), 1);
     assert_eq!(r.state_of(SID), Some(&obj(json!({"nick": "cam"}))));
     assert_eq!(
-        s.handle_peer(RID, PeerEvent::Connected),
+        s.handle_peer(Instant::now(), RID, PeerEvent::Connected),
         vec![event(Event::Connect {
             id: RID.into(),
             state: Map::new()

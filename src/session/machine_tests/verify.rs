@@ -136,7 +136,7 @@ fn a_receiver_proves_its_credentials_without_sending_them() {
     let invoke = invoke.to_value();
     assert_eq!(
         invoke,
-        json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"})
+        json!({"type": "invoke", "id": RID, "prove": "hmac-sha256", "restarts": true})
     );
     assert!(!invoke.to_string().contains("t0ken"));
 
@@ -158,7 +158,7 @@ fn a_receiver_proves_its_credentials_without_sending_them() {
 fn a_proof_seen_by_others_gets_them_nothing() {
     let now = Instant::now();
     let rejected = |id: &str| vec![event(Event::Rejected { id: id.into() })];
-    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"});
+    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256", "restarts": true});
 
     // Sent from another connection than the one challenged.
     let mut s = verifying_sender();
@@ -232,7 +232,7 @@ fn plain_credentials_are_sent_as_the_seed_library_expects() {
     };
     assert_eq!(
         invoke.to_value(),
-        json!({"type": "invoke", "id": RID, "credentials": {"token": "t0ken"}})
+        json!({"type": "invoke", "id": RID, "credentials": {"token": "t0ken"}, "restarts": true})
     );
     // And a challenge gets no answer: the credentials went already.
     let challenge = json!({"type": "challenge", "id": SID, "nonce": "00"});
@@ -242,7 +242,7 @@ fn plain_credentials_are_sent_as_the_seed_library_expects() {
 #[test]
 fn a_wrong_answer_does_not_use_up_the_challenge_and_asking_twice_gets_one_nonce() {
     let now = Instant::now();
-    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"});
+    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256", "restarts": true});
     let mut s = verifying_sender();
     let mut r = proving_receiver(now, "relay.1");
     let first = emitted(&s.handle_signal(now, Some("relay.1"), &able));
@@ -269,7 +269,7 @@ fn where_no_relay_stamps_the_prover_names_its_connection() {
     // The receiver on a relay, the sender on NATS: the sender sees no
     // `from`, and checks the proof against the stamp the receiver names.
     let now = Instant::now();
-    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256"});
+    let able = json!({"type": "invoke", "id": RID, "prove": "hmac-sha256", "restarts": true});
     let mut s = verifying_sender();
     let mut r = proving_receiver(now, "relay.1");
     let challenge = emitted(&s.handle_signal(now, None, &able));

@@ -104,7 +104,7 @@ impl PeerConnectionEventHandler for Handler {
                 return;
             }
             RTCPeerConnectionState::Disconnected => {
-                PeerEvent::Failed("connection lost (ICE disconnected)".into())
+                PeerEvent::Disconnected("connection lost (ICE disconnected)".into())
             }
             RTCPeerConnectionState::Closed => PeerEvent::Failed("connection closed".into()),
             _ => return,
@@ -204,6 +204,7 @@ impl Driver {
                     break;
                 }
                 Command::CreateOffer { data_channel } => self.create_offer(data_channel).await,
+                Command::RestartIce => self.restart_ice().await,
                 Command::AcceptOffer(offer) => self.accept_offer(offer).await,
                 Command::ApplyAnswer(answer) => self.apply_answer(answer).await,
                 Command::Pli(ssrc) => {
@@ -265,6 +266,16 @@ impl Driver {
         let offer = self.pc.create_offer(None).await?;
         self.shared.set_local(&offer.sdp);
         self.pc.set_local_description(offer.clone()).await?;
+        self.report_description("offer", offer.sdp).await;
+        Ok(())
+    }
+
+    async fn restart_ice(&self) -> anyhow::Result<()> {
+        self.pc.restart_ice().await?;
+        let offer = self.pc.create_offer(None).await?;
+        self.shared.set_local(&offer.sdp);
+        self.pc.set_local_description(offer.clone()).await?;
+        tracing::debug!(peer = %short(&self.peer), "ICE restarts");
         self.report_description("offer", offer.sdp).await;
         Ok(())
     }

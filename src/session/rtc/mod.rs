@@ -5,6 +5,7 @@
 //! description it belongs to), and reports [`PeerEvent`]s, tagged with the
 //! peer id, on one shared channel.
 
+mod addrs;
 mod channel;
 mod driver;
 mod guard;
@@ -13,6 +14,8 @@ mod net;
 mod path;
 mod settings;
 mod turn_tcp;
+
+pub use addrs::local_addresses;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -369,6 +372,8 @@ enum Command {
     AcceptOffer(Description),
     ApplyAnswer(Description),
     AddCandidate(Candidate),
+    /// Restart ICE and make the offer that says so.
+    RestartIce,
     /// Ask the sender of this SSRC for a key frame.
     Pli(u32),
     /// The local description with the candidates gathered so far.
@@ -396,6 +401,13 @@ impl PeerHandle {
 
     pub async fn accept_offer(&self, offer: Description) {
         self.send(Command::AcceptOffer(offer)).await;
+    }
+
+    /// Restarts ICE (new credentials, local candidates gathered afresh
+    /// from the addresses the host has now) and makes the offer for it,
+    /// reported as a local description.
+    pub async fn restart_ice(&self) {
+        self.send(Command::RestartIce).await;
     }
 
     pub async fn apply_answer(&self, answer: Description) {

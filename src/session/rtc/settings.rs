@@ -241,6 +241,9 @@ impl Rtc {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             // Two processes on one machine meet over loopback.
             .with_include_loopback_candidate(true)
+            // An ICE restart binds afresh to the addresses the host has
+            // then: after a network change the old ones may be gone.
+            .with_discard_local_candidates_during_ice_restart(true)
             // Browsers that hide their addresses show up as peer-reflexive
             // candidates; accept them at once instead of after 1 s.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
