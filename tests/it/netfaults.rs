@@ -701,22 +701,25 @@ async fn write_line(tx: &mut Proc, sent: &mut Vec<String>, n: usize) {
     sent.push(line);
 }
 
-/// The receiver's address changes mid-session, as when a laptop moves from
-/// one network to another: its relay connection and its ICE path die at
-/// once. The receiver notices, reconnects to the relay under its old name,
-/// and the sender restarts ICE: the same connection carries on. Every line
-/// written meanwhile arrives, in order, and the recording is one file
-/// that decodes across the gap.
-#[tokio::test]
-async fn a_receiver_whose_address_changes_carries_on_in_the_same_session() {
+/// One side's address changes mid-session (`receiver_moves`, else the
+/// sender's), as when a laptop moves from one network to another: its
+/// relay connection and its ICE path die at once. It notices, reconnects
+/// to the relay under its old name, and ICE restarts: the same connection
+/// carries on. Every line written meanwhile arrives, in order, and the
+/// recording is one file that decodes across the gap.
+async fn an_address_change(receiver_moves: bool, room: &str) {
     const RECONNECT: &str = r#""event":"reconnect""#;
     let net = Net::new();
     let relay = Relay::start_in(&net.a, &net.relay_listen()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("moved.webm");
-    let room = "moved";
+    let (rx_ns, tx_ns) = if receiver_moves {
+        (&net.b, &net.a)
+    } else {
+        (&net.a, &net.b)
+    };
     let mut rx = peer(
-        &net.b,
+        rx_ns,
         "receiver",
         &relay,
         "receive",
@@ -725,7 +728,7 @@ async fn a_receiver_whose_address_changes_carries_on_in_the_same_session() {
     )
     .spawn();
     let mut tx = peer(
-        &net.a,
+        tx_ns,
         "sender",
         &relay,
         "send",
@@ -781,9 +784,11 @@ async fn a_receiver_whose_address_changes_carries_on_in_the_same_session() {
         "the session was replaced, not carried on:\n{err}"
     );
     assert_eq!(rx.stderr_count(DISPOSE), 0, "a peer was given up:\n{err}");
+    let moved_side = if receiver_moves { &rx } else { &tx };
     assert!(
-        err.contains("address") && err.contains("reconnected after"),
-        "the change and the gap are not told:\n{err}"
+        moved_side.stderr().contains("address") && err.contains("reconnected after"),
+        "the change and the gap are not told:\n{err}\n{}",
+        tx.stderr()
     );
     rx.signal("INT");
     assert!(rx.wait_exit().await.success(), "receiver exit status");
@@ -809,4 +814,14 @@ async fn a_receiver_whose_address_changes_carries_on_in_the_same_session() {
     let (fps, gap) = report.fps_and_gap_from(report.last_pts - 3.0);
     assert!(fps >= 20.0, "{fps:.1} fps after the gap");
     assert!(gap < 0.5, "a {gap:.2} s freeze after the gap");
+}
+
+#[tokio::test]
+async fn a_receiver_whose_address_changes_carries_on_in_the_same_session() {
+    an_address_change(true, "moved-rx").await;
+}
+
+#[tokio::test]
+async fn a_sender_whose_address_changes_carries_on_in_the_same_session() {
+    an_address_change(false, "moved-tx").await;
 }

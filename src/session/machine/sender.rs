@@ -79,14 +79,17 @@ impl Sender {
 
     /// The signaling transport is back after an outage: announce ourselves
     /// again so receivers that came meanwhile find us, and restart the
-    /// connections still without a path (their offers may have been lost
-    /// with the old relay connection).
+    /// connections still without a path whose restart offer is not on its
+    /// way (one made while the relay was out of reach waited for it and
+    /// goes now; a second would cross its answer). One sent into a
+    /// connection that was dead already is made again when its receiver,
+    /// back on the relay too, asks.
     pub fn reconnected(&mut self, now: Instant) -> Vec<Action> {
         let mut out = vec![self.invoke()];
         let mut lost: Vec<String> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.lost.is_some())
+            .filter(|(_, p)| p.lost.is_some() && !p.restart_offered)
             .map(|(id, _)| id.clone())
             .collect();
         lost.sort();

@@ -267,6 +267,14 @@ fn both_sides_restart_at_once_when_their_relay_connection_is_back() {
         out.contains(&Action::RestartIce { peer: RID.into() }),
         "{out:?}"
     );
+    // Once its offer is made, it is on its way when the relay is back: a
+    // second restart would cross its answer.
+    s.handle_peer(later, RID, PeerEvent::LocalDescription(offer_desc()));
+    let again = s.reconnected(later);
+    assert!(
+        !again.contains(&Action::RestartIce { peer: RID.into() }),
+        "{again:?}"
+    );
 
     let mut r = receiver_with_peer(t0, SID);
     r.handle_peer(t0, SID, PeerEvent::Connected);
