@@ -168,10 +168,33 @@ pub struct TrackInput {
     src: gst_app::AppSrc,
     pub kind: MediaKind,
     stats: Arc<RecordStats>,
+    /// Joins a sender's new stream (after a new connection) onto the old.
+    splice: Arc<std::sync::Mutex<super::gap::Splice>>,
 }
 
 impl TrackInput {
+    /// The packets pushed from now on are a new stream of the same track
+    /// (the sender came back on a new connection): they are written as
+    /// the old stream's continuation, after the gap.
+    pub fn join_new_stream(&self) {
+        self.splice.lock().unwrap_or_else(|e| e.into_inner()).join();
+    }
+
     pub fn push(&self, rtp: Bytes) {
+        let mut rtp = rtp;
+        {
+            let now = std::time::Instant::now();
+            let mut splice = self.splice.lock().unwrap_or_else(|e| e.into_inner());
+            if splice.active() {
+                let mut copy = rtp.to_vec();
+                splice.rewrite(now, &mut copy);
+                rtp = Bytes::from(copy);
+            } else if let Some(head) = rtp.get(..12) {
+                // Only remembered: where a stream joined later goes on.
+                let mut head: [u8; 12] = head.try_into().unwrap_or([0; 12]);
+                splice.rewrite(now, &mut head);
+            }
+        }
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
@@ -492,6 +515,9 @@ impl Recorder {
                 src,
                 kind: spec.kind,
                 stats: stats.clone(),
+                splice: Arc::new(std::sync::Mutex::new(super::gap::Splice::new(
+                    spec.clock_rate,
+                ))),
             });
         }
 
@@ -535,6 +561,11 @@ impl Recorder {
     /// before the first key frame.
     pub fn started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// Where each track's packets go in, in the order of its tracks.
+    pub fn inputs(&self) -> Vec<TrackInput> {
+        self.inputs.clone()
     }
 
     /// Fires each time the video lost a frame that retransmission did not

@@ -22,6 +22,13 @@ use crate::media::MediaKind;
 /// recording the ones it has.
 const TRACK_WAIT: Duration = Duration::from_secs(3);
 
+/// How long the recording of a sender whose connection was lost (not one
+/// that left) stays open for it to come back on a new connection: then
+/// it goes on in the same file, the time away a gap in it. A sender that
+/// lost its path comes back within seconds of its connection being given
+/// up (a new invoke, a new offer).
+const COME_BACK_WAIT: Duration = Duration::from_secs(20);
+
 /// The tasks writing each track's packets to the peer connections. They
 /// end when the capture does (a file's end), after its last packet.
 pub struct MediaEnd(JoinSet<()>);
@@ -182,7 +189,16 @@ struct Active {
     started: Instant,
     latency: Arc<Mutex<Latency>>,
     picture: Arc<Mutex<Picture>>,
+    /// What each input records: a returning sender's tracks are matched
+    /// to them.
+    specs: Vec<crate::media::TrackSpec>,
+    /// Where the video's key-frame requests go: the connection of the
+    /// moment.
+    route: Option<Route>,
 }
+
+/// The connection and SSRC a recording's key-frame requests go to.
+type Route = Arc<Mutex<(PeerHandle, u32)>>;
 
 /// The receiver's recordings, one per sender.
 pub struct Recordings {
@@ -190,6 +206,9 @@ pub struct Recordings {
     reporter: Reporter,
     pending: HashMap<String, Pending>,
     active: HashMap<String, Active>,
+    /// Recordings of senders whose connection was lost, kept open for
+    /// [`COME_BACK_WAIT`] from when.
+    parked: HashMap<String, (Active, Instant)>,
     /// Every path this session has recorded to: a sender that reconnects
     /// (same id) gets a new file, never overwrites its earlier one.
     used: std::collections::HashSet<PathBuf>,
@@ -206,6 +225,7 @@ impl Recordings {
             reporter,
             pending: HashMap::new(),
             active: HashMap::new(),
+            parked: HashMap::new(),
             used: Default::default(),
             finishing: JoinSet::new(),
             told_unkept: false,
@@ -281,6 +301,17 @@ impl Recordings {
             tracing::error!("sender {}: recording failed: {error}", short(&id));
             self.active.remove(&id);
         }
+        let gone: Vec<String> = self
+            .parked
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= COME_BACK_WAIT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some((a, _)) = self.parked.remove(&id) {
+                self.finishing.spawn(finish(a));
+            }
+        }
     }
 
     /// Where `peer`'s recording goes. The user named the first one; any
@@ -314,6 +345,13 @@ impl Recordings {
     fn start(&mut self, peer: &str, handle: Option<&PeerHandle>) {
         let Some(p) = self.pending.remove(peer) else {
             return;
+        };
+        let p = match self.parked.remove(peer) {
+            Some((active, since)) => match self.resume(peer, active, since, p, handle) {
+                Ok(()) => return,
+                Err(p) => p,
+            },
+            None => p,
         };
         let path = self.path_for(peer);
         let cfg = RecordConfig {
@@ -355,18 +393,20 @@ impl Recordings {
         }
         let latency = Arc::new(Mutex::new(Latency::default()));
         let picture = Arc::new(Mutex::new(Picture::default()));
+        let mut route = None;
         for (track, input) in p.tracks.into_iter().zip(inputs) {
             let video = input.kind == MediaKind::Video;
             let requests = Arc::new(Mutex::new(KeyframeRequests::new(cfg.jitter_latency())));
             if video {
                 if let Some(h) = handle {
+                    let to: Route = Arc::new(Mutex::new((h.clone(), track.ssrc())));
                     spawn_keyframe_requests(
-                        h.clone(),
-                        track.ssrc(),
+                        to.clone(),
                         (recorder.keyframe_seen(), recorder.take_keyframe_requests()),
                         requests.clone(),
                         (self.reporter.clone(), peer.to_owned()),
                     );
+                    route = Some(to);
                 }
             }
             let watch = video.then(|| VideoWatch {
@@ -384,15 +424,96 @@ impl Recordings {
                 started: Instant::now(),
                 latency,
                 picture,
+                specs,
+                route,
             },
         );
     }
 
-    /// The sender left: finalise its file in the background.
-    pub fn close(&mut self, peer: &str) {
+    /// `peer` came back on a new connection with tracks `p`: its recording
+    /// goes on, if they are what it recorded (else `p` is handed back and
+    /// the old recording finalised).
+    fn resume(
+        &mut self,
+        peer: &str,
+        active: Active,
+        since: Instant,
+        p: Pending,
+        handle: Option<&PeerHandle>,
+    ) -> Result<(), Pending> {
+        let same = |a: &crate::media::TrackSpec, b: &crate::media::TrackSpec| {
+            a.kind == b.kind && a.encoding_name() == b.encoding_name()
+        };
+        let inputs = active.recorder.inputs();
+        let mut pairs = Vec::new();
+        for track in &p.tracks {
+            match active
+                .specs
+                .iter()
+                .position(|s| same(s, &track.spec))
+                .filter(|i| !pairs.iter().any(|(_, j)| j == i))
+            {
+                Some(i) => pairs.push((track.ssrc(), i)),
+                None => break,
+            }
+        }
+        if pairs.len() != p.tracks.len() || pairs.len() != active.specs.len() {
+            tracing::info!(
+                "sender {} is back with other tracks: a new recording",
+                short(peer)
+            );
+            self.finishing.spawn(finish(active));
+            return Err(p);
+        }
+        if let Some(path) = &active.recorder.path {
+            tracing::info!(
+                "sender {} is back after {:.1} s: recording goes on in {}",
+                short(peer),
+                since.elapsed().as_secs_f64(),
+                path.display()
+            );
+        }
+        let jitter = self.cfg.jitter_latency();
+        for (track, (ssrc, i)) in p.tracks.into_iter().zip(pairs) {
+            let input = inputs[i].clone();
+            input.join_new_stream();
+            let video = input.kind == MediaKind::Video;
+            let requests = Arc::new(Mutex::new(KeyframeRequests::new(jitter)));
+            if let (true, Some(route), Some(h)) = (video, &active.route, handle) {
+                *route.lock().unwrap_or_else(|e| e.into_inner()) = (h.clone(), ssrc);
+                // The new stream starts with a key frame only if asked.
+                h.request_keyframe(ssrc);
+            }
+            let watch = video.then(|| VideoWatch {
+                latency: active.latency.clone(),
+                picture: active.picture.clone(),
+                requests,
+            });
+            tokio::spawn(pump(track, input, watch));
+        }
+        self.active.insert(peer.to_owned(), active);
+        Ok(())
+    }
+
+    /// The sender left (`lost`: its connection was given up) or was
+    /// closed: finalise its file in the background; after a loss, only
+    /// once it has had [`COME_BACK_WAIT`] to come back.
+    pub fn close(&mut self, peer: &str, lost: bool) {
         self.pending.remove(peer);
         if let Some(a) = self.active.remove(peer) {
-            self.finishing.spawn(finish(a));
+            if lost {
+                if let Some(path) = &a.recorder.path {
+                    tracing::info!(
+                        "sender {}: its connection was lost; {} stays open {} s for it to come back",
+                        short(peer),
+                        path.display(),
+                        COME_BACK_WAIT.as_secs()
+                    );
+                }
+                self.parked.insert(peer.to_owned(), (a, Instant::now()));
+            } else {
+                self.finishing.spawn(finish(a));
+            }
         }
     }
 
@@ -400,7 +521,10 @@ impl Recordings {
     pub async fn finish_all(&mut self) {
         let ids: Vec<String> = self.active.keys().cloned().collect();
         for id in ids {
-            self.close(&id);
+            self.close(&id, false);
+        }
+        for (_, (a, _)) in self.parked.drain() {
+            self.finishing.spawn(finish(a));
         }
         while self.finishing.join_next().await.is_some() {}
     }
@@ -544,8 +668,7 @@ async fn pump(track: RemoteTrack, input: TrackInput, video: Option<VideoWatch>) 
 /// the recorder lost a frame that retransmission did not recover. Each
 /// time only if `requests` finds no key frame on its way.
 fn spawn_keyframe_requests(
-    handle: PeerHandle,
-    ssrc: u32,
+    route: Route,
     (mut seen, lost): (
         tokio::sync::watch::Receiver<bool>,
         Option<tokio::sync::mpsc::Receiver<()>>,
@@ -553,13 +676,15 @@ fn spawn_keyframe_requests(
     requests: Arc<Mutex<KeyframeRequests>>,
     (reporter, peer): (Reporter, String),
 ) {
-    // Some(whether it asked), None once the peer is gone.
+    // Whether it asked. A connection that is gone is not asked; the
+    // recording may go on with the sender's next one (the route).
     let ask = move |requests: &Mutex<KeyframeRequests>| -> Option<bool> {
         let mut r = requests.lock().unwrap_or_else(|e| e.into_inner());
         if !r.ask(Instant::now()) {
             return Some(false);
         }
-        handle.request_keyframe(ssrc).then_some(true)
+        let (handle, ssrc) = route.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(handle.request_keyframe(ssrc))
     };
     tokio::spawn(async move {
         while !*seen.borrow() {

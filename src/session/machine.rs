@@ -207,9 +207,11 @@ pub const RESTART_RETRY: Duration = Duration::from_secs(5);
 /// the ws driver's back-off).
 pub const RESTART_GIVE_UP: Duration = Duration::from_secs(10);
 
-/// A receiver whose sender has never answered a restart request (the seed
-/// library's does not) waits this long after asking before it gives the
-/// connection up, so it falls back to a new one soon.
+/// A receiver whose sender has sent no restart offer since the path was
+/// lost gives the connection up after this long: the sender is gone (a
+/// crash), cannot restart (the seed library's), or cannot be reached
+/// through the relay either. A new connection, when one can be made, is
+/// the way back, and a recording goes on in the same file.
 pub const RESTART_UNANSWERED: Duration = Duration::from_secs(4);
 
 /// How long a challenge waits for its answer.
@@ -312,6 +314,9 @@ struct Peer {
     restarted: Option<Instant>,
     /// Sender: a restart offer went out; its answer is awaited.
     restart_offered: bool,
+    /// Receiver: a restart offer came since the path was lost (the
+    /// sender is there and trying).
+    offered_since_lost: bool,
 }
 
 impl Peer {
@@ -329,6 +334,7 @@ impl Peer {
             lost: None,
             restarted: None,
             restart_offered: false,
+            offered_since_lost: false,
         }
     }
 
@@ -342,6 +348,7 @@ impl Peer {
     /// lost it.
     fn restored(&mut self, now: Instant) -> Option<Duration> {
         self.restart_offered = false;
+        self.offered_since_lost = false;
         self.lost.take().map(|at| now.duration_since(at))
     }
 

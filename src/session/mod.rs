@@ -258,7 +258,7 @@ impl Runner {
     /// connection is gone and nothing more can arrive.
     async fn close_peer(&mut self, peer: &str, lost: bool) {
         if let Some(r) = &mut self.recordings {
-            r.close(peer);
+            r.close(peer, lost);
         }
         let handle = self.peers.remove(peer);
         if let Some(h) = &handle {

@@ -324,6 +324,7 @@ impl Receiver {
                     return vec![forged(&id, "restart")];
                 }
                 peer.restarts = true;
+                peer.offered_since_lost = true;
                 let mut out = Vec::new();
                 if peer.connected && peer.lost.is_none() {
                     // The sender found the path gone first.
@@ -455,10 +456,11 @@ impl Receiver {
                         id.clone(),
                         "connection lost, and ICE restarts found no path",
                     ))
-                } else if !p.restarts && lost_for.is_some_and(|d| d >= RESTART_UNANSWERED) {
+                } else if !p.offered_since_lost && lost_for.is_some_and(|d| d >= RESTART_UNANSWERED)
+                {
                     Some((
                         id.clone(),
-                        "connection lost (the sender does not restart ICE)",
+                        "connection lost (no ICE restart from the sender)",
                     ))
                 } else {
                     None

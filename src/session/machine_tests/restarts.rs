@@ -185,9 +185,10 @@ fn a_receiver_asks_for_a_restart_keeps_its_peer_and_applies_the_offer() {
         })]
     );
     assert_eq!(r.connected(), 1);
-    // A sender that restarts is waited for longer than one that never
-    // answered a request.
+    // A sender that is trying (its restart offers come) is waited for
+    // longer than one that sends none.
     r.handle_peer(back, SID, PeerEvent::Disconnected("quiet again".into()));
+    r.handle_signal(back, None, &restart_offer(SID));
     assert!(r
         .tick(back + RESTART_UNANSWERED)
         .iter()
@@ -198,7 +199,8 @@ fn a_receiver_asks_for_a_restart_keeps_its_peer_and_applies_the_offer() {
 
 #[test]
 fn a_receiver_whose_sender_never_restarts_falls_back_soon() {
-    // The seed library's sender ignores restart requests.
+    // The seed library's sender ignores restart requests; a crashed one
+    // cannot answer them.
     let t0 = Instant::now();
     let mut r = receiver_with_peer(t0, SID);
     r.handle_peer(t0, SID, PeerEvent::Connected);
@@ -250,6 +252,8 @@ fn a_receiver_whose_address_changed_asks_every_sender_and_waits_for_those_that_r
         reason: "this host's addresses changed".into()
     })));
     assert_eq!(out.len(), 3, "{out:?}");
+    // The one that restarts sends its offer; the connection is kept.
+    r.handle_signal(t0, None, &restart_offer(SID));
     assert!(r.tick(t0 + RESTART_UNANSWERED).is_empty());
     assert_eq!(r.connected(), 2);
 }
