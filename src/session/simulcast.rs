@@ -464,18 +464,23 @@ impl Chooser {
             // grows slowly, but the next probe still goes by stages (past
             // what a full path carried, the step's own probe would
             // overrun it).
+            //
+            // Near brings a wait grown long by earlier far failures back
+            // to [`NEAR_MAX`]: a stage that failed just above one that
+            // passed, 12 s after a far failure while the link was still
+            // narrow, left the next probe 12 s away, and the receiver on
+            // the smallest layer for 11.9 s after its link widened (one
+            // CI run of the narrow-and-widen test).
             if !p.deciding && !verdict.lossy && just_below {
-                if wait < NEAR_MAX {
-                    p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
-                }
+                p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
+                p.next = Some(now + wait.min(NEAR_MAX));
                 p.near = false;
             } else if (verdict.lossy && !just_below) || !p.deciding {
                 p.wait = Some((wait * FAR_GROWTH).min(PROBE_MAX));
                 p.near = false;
             } else {
-                if wait < NEAR_MAX {
-                    p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
-                }
+                p.wait = Some(wait.mul_f64(NEAR_GROWTH).min(NEAR_MAX));
+                p.next = Some(now + wait.min(NEAR_MAX));
                 p.near = true;
             }
         }
@@ -1468,6 +1473,35 @@ mod tests {
             c.probed(at(t, now + 0.4), lost(rate));
             now += 0.4 + wait;
         }
+    }
+
+    #[test]
+    fn a_near_failure_after_far_ones_brings_the_wait_back_to_a_few_seconds() {
+        // As in a CI run of the narrow-and-widen test: probes failed with
+        // loss while the link was narrow (the wait grew to 18 s), then a
+        // stage passed and the probe above it failed on delay alone: the
+        // path is near. The link widened a moment later: the next probe
+        // must not be 18 s away.
+        let (t, mut c) = probing_chooser();
+        let up = |c: &mut Chooser, secs: f64| choose(c, t, secs, None);
+        choose(&mut c, t, 1.0, Some(300_000.0));
+        let mut now = 1.0 + PROBE_EVERY.as_secs_f64();
+        for wait in [2.0, 6.0] {
+            up(&mut c, now + 0.05);
+            let (rate, _) = c.take_probe().expect("due");
+            c.probed(at(t, now + 0.4), verdict(rate, false, true));
+            now += 0.4 + wait;
+        }
+        up(&mut c, now + 0.05);
+        let (stage, _) = c.take_probe().expect("due");
+        c.probed(at(t, now + 0.4), verdict(stage, true, false));
+        up(&mut c, now + 0.45);
+        let (above, _) = c.take_probe().expect("the next at once");
+        assert!(above > stage, "{stage} {above}");
+        c.probed(at(t, now + 0.85), verdict(above, false, false));
+        let due = now + 0.85 + NEAR_MAX.as_secs_f64();
+        up(&mut c, due + 0.05);
+        assert!(c.take_probe().is_some(), "no probe within {NEAR_MAX:?}");
     }
 
     #[test]
