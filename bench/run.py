@@ -27,6 +27,7 @@ import urllib.request
 import uuid
 
 import matrix  # figure 10
+import netchange  # figure 11
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1533,6 +1534,7 @@ class Bench:
             "8": ("8 constrained links", self.constrained_links),
             "9": ("9 publish to an SFU", self.whip),
             "10": ("10 link matrix", lambda: matrix.link_matrix(self)),
+            "11": ("11 network change", lambda: netchange.network_change(self)),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -1628,11 +1630,11 @@ def main():
     ap.add_argument("--dc-loopback", default=None)
     ap.add_argument("--wan", default=None)
     ap.add_argument("--cells", default=None, help="figure 10: only these cells (comma-separated keys)")
-    ap.add_argument("--ways", default="chromium,page,p2p", help="figure 10: only these ways")
+    ap.add_argument("--ways", default="chromium,page,p2p", help="figures 10 and 11: only these ways")
     ap.add_argument("--logs", default=None, help="figure 10: keep p2p's debug logs in this directory")
     ap.add_argument("--matrix-runs", type=int, default=None,
                     help="figure 10: runs per cell and way (default 3, 1 with --quick)")
-    ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9,10")
+    ap.add_argument("--only", default="4,5,1,2,3,6,7,8,9,10,11")
     ap.add_argument("--data-mb", type=int, default=None)
     ap.add_argument("--churn", type=int, default=None)
     ap.add_argument("--command", default="scripts/bench.sh")

@@ -513,6 +513,14 @@ pub struct SignalArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub handshake_timeout: f64,
 
+    /// Seconds a client may stay silent, answering none of the pings the
+    /// relay sends it every third of this, before it is disconnected: a
+    /// client whose network went away holds its subscriptions (and
+    /// messages queued for it) no longer. Browsers and `p2p` answer pings
+    /// by themselves.
+    #[arg(long, value_name = "SECS", default_value_t = 45.0, value_parser = positive_seconds)]
+    pub idle_timeout: f64,
+
     /// Serve wss:// (and the page over https://) with this certificate
     /// chain (PEM). Needs --tls-key.
     #[arg(long, value_name = "PATH", env = "P2P_TLS_CERT", requires = "tls_key")]

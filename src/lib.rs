@@ -106,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .filter(|s| !s.is_empty())
                 .map(|s| relay::Issuer::new(&s)),
             handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
+            idle_timeout: std::time::Duration::from_secs_f64(args.idle_timeout),
         }),
         Command::Send(args) => Job::Send(Box::new(
             config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?,

@@ -212,6 +212,7 @@ class Base extends EventTarget {
     if (peer.closed) return;
     peer.closed = true;
     clearTimeout(peer.timer);
+    clearInterval(peer.restartTimer);
     if (notify) this.sendDispose(peer);
     try {
       peer.channel?.close();
@@ -413,7 +414,9 @@ export class Receiver extends Base {
   }
 
   invoke(ns) {
-    const msg = { type: 'invoke', id: this.id };
+    // `restarts`: we take ICE-restart offers (PROTOCOL.md section 1), so a
+    // connection that loses its path is restarted, not replaced.
+    const msg = { type: 'invoke', id: this.id, restarts: true };
     if (this.credentials !== undefined) msg.credentials = this.credentials;
     this.driver.emit(ns, msg);
   }
@@ -461,6 +464,8 @@ export class Receiver extends Base {
         return;
       case 'offer':
         return this.handleOffer(msg);
+      case 'restart':
+        return this.handleRestart(msg);
       case 'candidate':
         return this.handleCandidate(msg);
       case 'sync': {
@@ -481,6 +486,33 @@ export class Receiver extends Base {
     }
   }
 
+  /** The sender restarts ICE on a connection that lost its path: the same
+   * connection, its tracks and channel, carry on over the new one. */
+  async handleRestart(msg) {
+    const peer = this.peers.get(msg.id);
+    if (!peer || peer.closed || !msg.offer || typeof msg.offer.sdp !== 'string') return;
+    peer.restarts = true;
+    const pc = peer.pc;
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.offer.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    if (peer.closed) return;
+    emitEvent(this, 'reconnecting', { id: msg.id, state: peer.state });
+    this.driver.emit(this.peerNamespace(msg.id), {
+      type: 'answer',
+      id: this.id,
+      answer: { type: pc.localDescription.type, sdp: pc.localDescription.sdp },
+    });
+  }
+
+  /** Asks sender `peer` to restart ICE (its path went quiet). */
+  askRestart(peer) {
+    const now = Date.now();
+    if (peer.askedRestart && now - peer.askedRestart < 2000) return;
+    peer.askedRestart = now;
+    this.driver.emit(this.peerNamespace(peer.id), { type: 'restart', id: this.id });
+  }
+
   async handleOffer(msg) {
     if (!msg.offer || typeof msg.offer.sdp !== 'string') return;
     const sid = msg.id;
@@ -488,7 +520,24 @@ export class Receiver extends Base {
     if (old) this.closePeer(old); // the sender started this peer over
     const peer = this.newPeer(sid);
     peer.state = msg.state && typeof msg.state === 'object' ? msg.state : {};
+    peer.restarts = msg.restarts === true;
     const pc = peer.pc;
+    // A sender that restarts is asked to when the path goes quiet (and
+    // again while it stays so); the browser gives the connection up only
+    // when ICE fails.
+    pc.addEventListener('connectionstatechange', () => {
+      if (peer.closed || !peer.restarts) return;
+      clearInterval(peer.restartTimer);
+      if (pc.connectionState === 'disconnected') {
+        this.askRestart(peer);
+        peer.restartTimer = setInterval(() => {
+          if (peer.closed || pc.connectionState === 'connected') clearInterval(peer.restartTimer);
+          else this.askRestart(peer);
+        }, 5000);
+      } else if (pc.connectionState === 'connected' && peer.askedRestart) {
+        emitEvent(this, 'reconnect', { id: sid, state: peer.state });
+      }
+    });
     const announced = new Set();
     pc.addEventListener('track', (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
@@ -536,7 +585,11 @@ export class WebSocketDriver extends EventTarget {
     // Ask for ICE servers with credentials of our own (section 2): a relay
     // with --turn-secret sends them first, others ignore the parameter.
     u.searchParams.set('ice', '1');
+    // Our own name on the relay, and the token that keeps it across a
+    // reconnect (section 2): peers keep taking our messages then.
+    u.searchParams.set('stamp', '1');
     this.url = u.toString();
+    this.resume = null;
     this.iceServers = [];
     this.secret = secret || null;
     this.keyPromise = secret ? deriveKey(secret) : null;
@@ -561,7 +614,9 @@ export class WebSocketDriver extends EventTarget {
     this.status('connecting');
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      const u = new URL(this.url);
+      if (this.resume) u.searchParams.set('resume', this.resume);
+      ws = new WebSocket(u.toString());
     } catch (error) {
       this.status('closed', error);
       this.scheduleReconnect();
@@ -668,6 +723,10 @@ export class WebSocketDriver extends EventTarget {
     if (frame.op === 'error') {
       console.warn('p2p relay error:', frame.error);
       this.dispatchEvent(new CustomEvent('relay-error', { detail: { error: frame.error } }));
+      return;
+    }
+    if (frame.op === 'stamp') {
+      if (typeof frame.resume === 'string') this.resume = frame.resume;
       return;
     }
     if (frame.op === 'ice' && Array.isArray(frame.iceServers)) {

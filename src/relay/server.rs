@@ -94,6 +94,9 @@ pub struct RelayConfig {
     /// How long a connection has to send a whole request (and to finish
     /// its TLS handshake).
     pub handshake_timeout: Duration,
+    /// How long a client may stay silent, pings unanswered, before it is
+    /// disconnected; pings go every third of it.
+    pub idle_timeout: Duration,
 }
 
 struct Hub {
@@ -236,6 +239,7 @@ struct Relay {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     turn: Option<super::TurnIssuer>,
+    idle_timeout: Duration,
 }
 
 impl Relay {
@@ -275,6 +279,7 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         turn: config.turn.clone(),
+        idle_timeout: config.idle_timeout,
     });
     if let Some(url) = &config.nats {
         let handle = bridge::start(url, config.nats_creds.clone(), Arc::downgrade(&relay))
@@ -563,6 +568,7 @@ async fn connection(
     let writer_done = CancellationToken::new();
     let done = writer_done.clone();
     let shutdown = relay.shutdown.clone();
+    let ping_every = relay.idle_timeout / 3;
     let writer = tokio::spawn(async move {
         let _done = done.drop_guard();
         let close = |code, reason| {
@@ -574,6 +580,9 @@ async fn connection(
         // Sent to a client that does not read, a close frame would wait
         // forever: each gets the shutdown grace.
         let grace = SHUTDOWN_GRACE;
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             tokio::select! {
                 biased;
@@ -619,6 +628,12 @@ async fn connection(
                     let _ = tokio::time::timeout(grace, sink.send(frame)).await;
                     break;
                 }
+                _ = ping.tick() => {
+                    let send = sink.send(Message::Ping(Default::default()));
+                    if !matches!(tokio::time::timeout(grace, send).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
             }
         }
         let _ = tokio::time::timeout(grace, sink.close()).await;
@@ -643,11 +658,21 @@ async fn connection(
         }
     };
     tokio::pin!(expiry);
+    let idle = relay.idle_timeout;
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             () = shutdown.cancelled() => break,
             () = writer_done.cancelled() => break,
+            () = &mut silence => {
+                tracing::debug!(conn, %peer, "client silent for {} s, pings unanswered: disconnecting it", idle.as_secs());
+                if let Some(out) = relay.hub().outboxes.get(&conn) {
+                    let _ = out.why.set("no answer to pings");
+                }
+                break;
+            }
             () = &mut expiry => {
                 tracing::debug!(conn, %peer, "room token expired: closing the connection");
                 if let Some(out) = relay.hub().outboxes.get(&conn) {
@@ -657,6 +682,7 @@ async fn connection(
             }
         };
         let Some(Ok(msg)) = msg else { break };
+        silence.as_mut().reset(tokio::time::Instant::now() + idle);
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {

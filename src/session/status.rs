@@ -204,9 +204,10 @@ impl Runner {
                 let media_rate = self.status.rate("media", media, secs);
                 let receivers = m.peer_count() - m.connecting();
                 let mut msg = format!(
-                    "room {} · {receivers} receiver{}{}",
+                    "room {} · {receivers} receiver{}{}{}",
                     self.status.room,
                     if receivers == 1 { "" } else { "s" },
+                    reconnecting_note(m.reconnecting()),
                     self.relay_note()
                 );
                 if self.capture.is_some() {
@@ -234,6 +235,7 @@ impl Runner {
                     "role": "sender",
                     "receivers": receivers,
                     "connecting": m.connecting(),
+                    "reconnecting": m.reconnecting(),
                     "media_bytes": media,
                     "media_bitrate": media_rate.round(),
                     "media_packets_dropped": dropped,
@@ -254,10 +256,11 @@ impl Runner {
                 self.status.line(
                     "room",
                     format!(
-                        "room {} · {} sender{}{} · data {} received",
+                        "room {} · {} sender{}{}{} · data {} received",
                         self.status.room,
                         m.connected(),
                         if m.connected() == 1 { "" } else { "s" },
+                        reconnecting_note(m.reconnecting()),
                         self.relay_note(),
                         crate::progress::size(data)
                     ),
@@ -315,10 +318,20 @@ impl Runner {
                 self.reporter.stats(serde_json::json!({
                     "role": "receiver",
                     "senders": m.connected(),
+                    "reconnecting": m.reconnecting(),
                     "data_bytes": data,
                     "data_bitrate": data_rate.round(),
                 }));
             }
         }
+    }
+}
+
+/// "(1 reconnecting)" while connections are without a path.
+fn reconnecting_note(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} reconnecting)")
     }
 }

@@ -127,3 +127,62 @@ async fn a_record_path_that_fails_later_is_reported_and_data_keeps_flowing() {
         "the error names the path: {line}"
     );
 }
+
+/// A receiver suspended for 30 s (a laptop's lid closed, SIGSTOP here)
+/// comes back to a sender that gave its connection up meanwhile: it is
+/// told, gets a new connection within seconds, and its recording goes on
+/// in the same file, the 30 s a gap in it. Text written after the wake
+/// arrives.
+#[tokio::test]
+async fn a_receiver_suspended_for_thirty_seconds_comes_back_to_the_same_recording() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lid.webm");
+    let mut rx = peer(
+        &relay.url,
+        "receive",
+        "lid",
+        &["--record", path.to_str().unwrap()],
+    );
+    let mut tx = peer(&relay.url, "send", "lid", &["--test-source", "--data"]);
+    rx.wait_stderr(r#""event":"keyframe""#).await;
+    wait_count(&tx, CHANNEL, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    rx.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    rx.signal("CONT");
+    let woke = Instant::now();
+    rx.wait_stderr("recording goes on in").await;
+    wait_count(&tx, CHANNEL, 2).await;
+    eprintln!(
+        "new connection {:.1} s after the wake",
+        woke.elapsed().as_secs_f64()
+    );
+    tx.write_stdin(b"after the lid\n").await;
+    while rx.line().await != "after the lid" {}
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success(), "receiver exit status");
+
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files, vec![path.clone()], "one recording");
+    let report = inspect(&path);
+    assert!(
+        report.errors.is_empty(),
+        "decode errors: {:?}",
+        report.errors
+    );
+    assert!(
+        report.last_pts - report.first_pts >= 33.0,
+        "the recording spans {:.1}..{:.1} s",
+        report.first_pts,
+        report.last_pts
+    );
+    let (fps, gap) = report.fps_and_gap_from(report.last_pts - 2.0);
+    assert!(fps >= 20.0, "{fps:.1} fps after the gap");
+    assert!(gap < 0.5, "a {gap:.2} s freeze after the gap");
+}

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
@@ -502,4 +504,41 @@ async fn serves_wss_with_a_certificate_and_clients_trust_it_with_ca_file() {
     tx.wait_stderr(r#""event":"channel""#).await;
     tx.write_stdin(b"over wss\n").await;
     assert_eq!(rx.line().await, "over wss");
+}
+
+/// A client that answers no ping (its network went away) is disconnected
+/// after --idle-timeout; one that only listens (its WebSocket answers pings
+/// by itself) stays, however long it says nothing.
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_disconnected_and_a_quiet_one_is_not() {
+    let relay = Relay::start(&["--idle-timeout", "3", "-v"]).await;
+    let mut silent = WsClient::connect(&relay.url).await;
+    silent.on(&["idle", "a"]).await;
+    let mut quiet = WsClient::connect(&relay.url).await;
+    quiet.on(&["idle", "a"]).await;
+    quiet.barrier(&relay.url).await;
+    // The quiet one reads (and so answers pings) for two deadlines; the
+    // silent one never reads.
+    assert_eq!(quiet.recv_text_within(Duration::from_secs(6)).await, None);
+    wait_count(&relay.proc, "pings unanswered: disconnecting it", 1).await;
+    assert_eq!(
+        relay.proc.stderr_count("pings unanswered"),
+        1,
+        "only the silent client is cut:\n{}",
+        relay.proc.stderr()
+    );
+    let mut emitter = WsClient::connect(&relay.url).await;
+    emitter.emit(&["idle", "a"], json!({"still": "here"})).await;
+    assert_eq!(quiet.recv().await["data"], json!({"still": "here"}));
+    // The silent one finds its connection closed when it reads at last,
+    // and nothing sent after that.
+    let mut texts = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, silent.ws.next()).await {
+        match msg {
+            Message::Text(t) => texts.push(t.to_string()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(texts.is_empty(), "a client cut off got {texts:?}");
 }

@@ -48,6 +48,11 @@ impl Receiver {
         self.peers.len()
     }
 
+    /// Connected peers whose path is lost while ICE restarts.
+    pub fn reconnecting(&self) -> usize {
+        self.peers.values().filter(|p| p.lost.is_some()).count()
+    }
+
     pub fn connected(&self) -> usize {
         self.peers.values().filter(|p| p.connected).count()
     }
@@ -281,13 +286,20 @@ impl Receiver {
                 if !peer.sent_by(from) {
                     return vec![forged(&id, "dispose")];
                 }
+                // While the path is lost this is the sender giving the
+                // connection up (or not knowing it any more), not leaving:
+                // it may come back on a new one.
+                let lost = peer.lost.is_some();
                 self.remove(now, &id);
                 vec![
                     Action::ClosePeer {
                         peer: id.clone(),
-                        lost: false,
+                        lost,
                     },
-                    Action::Event(Event::Dispose { id, reason: None }),
+                    Action::Event(Event::Dispose {
+                        id,
+                        reason: lost.then(|| "connection lost; the sender gave it up".into()),
+                    }),
                 ]
             }
             Message::Challenge { id, nonce } => {

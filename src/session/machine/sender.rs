@@ -44,6 +44,11 @@ impl Sender {
         self.peers.len()
     }
 
+    /// Connected peers whose path is lost while ICE restarts.
+    pub fn reconnecting(&self) -> usize {
+        self.peers.values().filter(|p| p.lost.is_some()).count()
+    }
+
     /// Peers still connecting.
     pub fn connecting(&self) -> usize {
         self.peers.values().filter(|p| !p.connected).count()
@@ -241,7 +246,16 @@ impl Sender {
                     let why = "the receiver asked (its network changed or went quiet)";
                     self.restart(now, &id, why, RESTART_ASKED_AGAIN)
                 }
-                _ => vec![],
+                Some(_) => vec![],
+                // A connection we gave up (it was away too long): say so,
+                // and it starts over with a new one at once.
+                None => vec![Action::Emit(
+                    self.to(&id),
+                    Message::Dispose {
+                        id: self.cfg.id.clone(),
+                        state: Some(self.cfg.state.clone()),
+                    },
+                )],
             },
             // Other senders' traffic is not for us.
             Message::Offer { .. }
@@ -454,10 +468,27 @@ impl Sender {
             })
             .collect();
         late.sort();
-        let mut out: Vec<Action> = late
-            .into_iter()
-            .flat_map(|(id, why)| self.dispose(&id, Some(why.into())))
-            .collect();
+        let mut out: Vec<Action> = Vec::new();
+        for (id, why) in late {
+            let lost = self.peers.get(&id).is_some_and(|p| p.lost.is_some());
+            if lost {
+                // No dispose: the receiver, out of reach now, gives the
+                // connection up by itself, and may come back (a laptop
+                // that slept) on a new one; one that asks to restart a
+                // connection we no longer have is told then.
+                self.peers.remove(&id);
+                out.push(Action::ClosePeer {
+                    peer: id.clone(),
+                    lost: true,
+                });
+                out.push(Action::Event(Event::Dispose {
+                    id,
+                    reason: Some(why.into()),
+                }));
+            } else {
+                out.extend(self.dispose(&id, Some(why.into())));
+            }
+        }
         let mut again: Vec<String> = self
             .peers
             .iter()

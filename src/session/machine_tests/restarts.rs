@@ -99,7 +99,42 @@ fn a_sender_gives_up_a_connection_its_restarts_do_not_bring_back() {
     assert_eq!(s.tick(retry), vec![Action::RestartIce { peer: RID.into() }]);
     let out = s.tick(t0 + RESTART_GIVE_UP);
     assert_eq!(out[0], give_up(RID));
+    // No dispose goes to a receiver out of reach: it gives up by itself.
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Emit(..))),
+        "{out:?}"
+    );
     assert_eq!(s.peer_count(), 0);
+    // Back (a laptop that slept), it asks to restart a connection we no
+    // longer have: it is told to start over.
+    let out = s.handle_signal(t0 + Duration::from_secs(30), None, &restart_request(RID));
+    assert!(
+        matches!(&out[..], [Action::Emit(ns, Message::Dispose { .. })] if *ns == to_receiver(RID)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_dispose_while_the_path_is_lost_is_a_loss_not_a_leave() {
+    // The recording stays open for the sender to come back.
+    let t0 = Instant::now();
+    let mut r = receiver_with_peer(t0, SID);
+    r.handle_peer(t0, SID, PeerEvent::Connected);
+    r.handle_peer(t0, SID, PeerEvent::Disconnected("quiet".into()));
+    let out = r.handle_signal(t0, None, &dispose_msg(SID));
+    assert_eq!(out[0], give_up(SID));
+    // And it looks for the sender again soon.
+    let pinged = r.tick(t0 + Duration::from_secs(1));
+    assert!(
+        pinged
+            .iter()
+            .any(|a| matches!(a, Action::Emit(_, Message::Invoke { .. }))),
+        "{pinged:?}"
+    );
+    // A dispose on a working path is the sender leaving.
+    let mut r = receiver_with_peer(t0, SID);
+    r.handle_peer(t0, SID, PeerEvent::Connected);
+    assert_eq!(r.handle_signal(t0, None, &dispose_msg(SID))[0], close(SID));
 }
 
 #[test]
