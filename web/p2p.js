@@ -529,6 +529,9 @@ export class Receiver extends Base {
       if (peer.closed || !peer.restarts) return;
       clearInterval(peer.restartTimer);
       if (pc.connectionState === 'disconnected') {
+        // The relay connection may have died with the path (an address
+        // that went away): make it again before asking.
+        this.driver.reconnectNow?.();
         this.askRestart(peer);
         peer.restartTimer = setInterval(() => {
           if (peer.closed || pc.connectionState === 'connected') clearInterval(peer.restartTimer);
@@ -648,6 +651,24 @@ export class WebSocketDriver extends EventTarget {
 
   status(state, error) {
     this.dispatchEvent(new CustomEvent('status', { detail: { state, error, attempt: this.attempt, url: this.url } }));
+  }
+
+  /** Makes the relay connection again now (under the same name, with the
+   * resume token): a browser does not tell a page that the address its
+   * socket left from is gone, and a connection that went quiet is the
+   * first sign. */
+  reconnectNow() {
+    if (this.closed || !this.ws) return;
+    const old = this.ws;
+    this.ws = null;
+    clearTimeout(this.reconnectTimer);
+    try {
+      old.close(4000, 'reconnecting');
+    } catch (e) {
+      /* already closed */
+    }
+    this.attempt = 0;
+    this.connect();
   }
 
   close() {

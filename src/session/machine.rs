@@ -314,6 +314,8 @@ struct Peer {
     restarted: Option<Instant>,
     /// Sender: a restart offer went out; its answer is awaited.
     restart_offered: bool,
+    /// Sender: that offer, sent again to a receiver that asks meanwhile.
+    restart_offer: Option<Description>,
     /// Receiver: a restart offer came since the path was lost (the
     /// sender is there and trying).
     offered_since_lost: bool,
@@ -334,6 +336,7 @@ impl Peer {
             lost: None,
             restarted: None,
             restart_offered: false,
+            restart_offer: None,
             offered_since_lost: false,
         }
     }

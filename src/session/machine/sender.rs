@@ -242,6 +242,26 @@ impl Sender {
             // it hears nothing from us.
             Message::Restart { id, offer: None } => match self.peers.get(&id) {
                 Some(peer) if !peer.sent_by(from) => vec![forged(&id, "restart")],
+                // Its answer is awaited: the same offer again (the
+                // receiver may not have had it), not a new one, whose
+                // answer would cross the first's.
+                Some(peer)
+                    if peer.restart_offered
+                        && peer
+                            .restarted
+                            .is_some_and(|at| now.duration_since(at) < RESTART_RETRY) =>
+                {
+                    match &peer.restart_offer {
+                        Some(offer) => vec![Action::Emit(
+                            self.to(&id),
+                            Message::Restart {
+                                id: self.cfg.id.clone(),
+                                offer: Some(offer.clone()),
+                            },
+                        )],
+                        None => vec![],
+                    }
+                }
                 Some(peer) if peer.connected => {
                     let why = "the receiver asked (its network changed or went quiet)";
                     self.restart(now, &id, why, RESTART_ASKED_AGAIN)
@@ -397,6 +417,7 @@ impl Sender {
             // A description after the answer is an ICE restart's offer.
             PeerEvent::LocalDescription(offer) if peer.remote_set => {
                 peer.restart_offered = true;
+                peer.restart_offer = Some(offer.clone());
                 vec![Action::Emit(
                     self.to(peer_id),
                     Message::Restart {

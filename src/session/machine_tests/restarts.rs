@@ -329,11 +329,25 @@ fn both_sides_restart_at_once_when_their_relay_connection_is_back() {
         )),
         "{out:?}"
     );
-    // The sender takes a request that comes soon after its own restart:
-    // the receiver did not have that one.
+    // A request that comes while that offer's answer is awaited gets the
+    // same offer again (the receiver did not have it), not a new one
+    // whose answer would cross the first's.
     let asked = later + RESTART_ASKED_AGAIN;
     assert_eq!(
         s.handle_signal(asked, None, &restart_request(RID)),
+        vec![Action::Emit(
+            to_receiver(RID),
+            Message::Restart {
+                id: SID.into(),
+                offer: Some(offer_desc())
+            }
+        )]
+    );
+    // Once it is answered, a request restarts again.
+    s.handle_signal(asked, None, &answer(RID));
+    let much_later = asked + RESTART_AGAIN;
+    assert_eq!(
+        s.handle_signal(much_later, None, &restart_request(RID)),
         vec![Action::RestartIce { peer: RID.into() }]
     );
 }

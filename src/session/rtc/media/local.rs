@@ -144,6 +144,13 @@ impl PendingTracks {
         let senders = pc.get_senders().await;
         let up = self.up.lock().await;
         for (spec, writer, track, ssrc) in &self.tracks {
+            // Bound at the first answer. An ICE restart's answer changes
+            // the path, not the media: binding again would start a new
+            // forwarder, whose sequence numbers start over, and a browser
+            // drops what looks that old (no picture after the restart).
+            if writer.bindings.find(track).is_some() {
+                continue;
+            }
             let Some((payload_type, capture_ext)) = negotiated(&senders, spec).await else {
                 tracing::warn!(peer = %short(peer), "{} ({}) was not accepted by the peer", spec.kind, spec.mime);
                 continue;
