@@ -7,7 +7,7 @@
 #                                    # the link matrix, three runs a cell, is ~35)
 #   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
 #                                    # target/bench/BENCHMARKS.quick.md instead
-#   bash scripts/bench.sh --only 4,5 # some figures (1 to 10)
+#   bash scripts/bench.sh --only 4,5 # some figures (1 to 11)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
 # Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server,

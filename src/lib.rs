@@ -106,7 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .filter(|s| !s.is_empty())
                 .map(|s| relay::Issuer::new(&s)),
             handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
-            idle_timeout: std::time::Duration::from_secs_f64(args.idle_timeout),
+            // Pings go every third of it: at least a second.
+            idle_timeout: std::time::Duration::from_secs_f64(args.idle_timeout.max(1.0)),
         }),
         Command::Send(args) => Job::Send(Box::new(
             config::SendConfig::from_args(&args, cli.quiet).map_err(UsageError)?,

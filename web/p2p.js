@@ -628,6 +628,7 @@ export class WebSocketDriver extends EventTarget {
     this.ws = ws;
     ws.addEventListener('open', () => {
       this.attempt = 0;
+      this.openedAt = Date.now();
       for (const { wire } of this.subs.values()) ws.send(JSON.stringify({ op: 'on', ns: wire }));
       const pending = this.backlog.splice(0);
       for (const f of pending) ws.send(f);
@@ -658,7 +659,9 @@ export class WebSocketDriver extends EventTarget {
    * socket left from is gone, and a connection that went quiet is the
    * first sign. */
   reconnectNow() {
-    if (this.closed || !this.ws) return;
+    // Only a connection that has been open a while: one still connecting,
+    // or just made, is the new one.
+    if (this.closed || !this.connected || Date.now() - this.openedAt < 3000) return;
     const old = this.ws;
     this.ws = null;
     clearTimeout(this.reconnectTimer);

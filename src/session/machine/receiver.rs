@@ -12,6 +12,12 @@ use super::{
 };
 use crate::protocol::{Candidate, Message, Namespace, Proof};
 
+/// Quick invokes after a lost connection (see [`Receiver::tick`]): for as
+/// long as its sender may hold the old one (it gives a lost connection up
+/// [`RESTART_GIVE_UP`] after it went quiet, we after
+/// [`RESTART_UNANSWERED`]), and a little more.
+const QUICK_PINGS: u32 = 12;
+
 /// The answering side: one peer connection per sender in the room.
 #[derive(Debug)]
 pub struct Receiver {
@@ -22,6 +28,10 @@ pub struct Receiver {
     early: VecDeque<(String, Option<String>, Vec<Candidate>)>,
     next_ping: Option<Instant>,
     pings_left: u32,
+    /// Invokes still to go a second apart, after a connection was lost:
+    /// its sender may be a few seconds from reaching the relay again, and
+    /// the next ordinary ping is half a minute away.
+    quick_pings: u32,
     /// Our relay connection's name, as the relay stamps what we send: what
     /// a proof of our credentials is bound to.
     stamp: Option<String>,
@@ -36,6 +46,7 @@ impl Receiver {
             early: VecDeque::new(),
             next_ping: None,
             pings_left,
+            quick_pings: 0,
             stamp: None,
         }
     }
@@ -421,7 +432,13 @@ impl Receiver {
     }
 
     fn remove(&mut self, now: Instant, peer_id: &str) {
-        self.peers.remove(peer_id);
+        let lost = self.peers.remove(peer_id).is_some_and(|p| p.lost.is_some());
+        if lost {
+            // Its sender is looked for again at once, whoever else is
+            // here: a new connection is how it comes back.
+            self.quick_pings = QUICK_PINGS;
+            self.next_ping = Some(now + self.cfg.ping_interval.min(Duration::from_secs(1)));
+        }
         if self.peers.is_empty() {
             // Look for the sender again: it may be restarting.
             self.pings_left = self.cfg.ping_attempts;
@@ -507,7 +524,15 @@ impl Receiver {
                     out.push(self.invoke(Namespace::sender(&self.cfg.room, None)));
                     self.pings_left -= 1;
                 }
-                self.next_ping = Some(now + self.cfg.ping_interval);
+                let quick = self.quick_pings > 0;
+                self.quick_pings = self.quick_pings.saturating_sub(1);
+                self.next_ping = Some(
+                    now + if quick {
+                        self.cfg.ping_interval.min(Duration::from_secs(1))
+                    } else {
+                        self.cfg.ping_interval
+                    },
+                );
             }
         }
         out

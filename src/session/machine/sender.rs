@@ -94,12 +94,15 @@ impl Sender {
         let mut lost: Vec<String> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.lost.is_some() && !p.restart_offered)
+            .filter(|(_, p)| p.lost.is_some())
             .map(|(id, _)| id.clone())
             .collect();
         lost.sort();
         for id in lost {
-            out.extend(self.restart(now, &id, "still no path", Duration::ZERO));
+            match self.resend_restart(now, &id) {
+                Some(a) => out.push(a),
+                None => out.extend(self.restart(now, &id, "still no path", Duration::ZERO)),
+            }
         }
         out
     }
@@ -522,9 +525,31 @@ impl Sender {
             .collect();
         again.sort();
         for id in again {
-            out.extend(self.restart(now, &id, "still no path", RESTART_RETRY));
+            // An offer whose answer never came goes again as it was: a
+            // new one could have the first one's answer applied to it.
+            match self.resend_restart(now, &id) {
+                Some(a) => out.push(a),
+                None => out.extend(self.restart(now, &id, "still no path", RESTART_RETRY)),
+            }
         }
         out
+    }
+
+    /// The restart offer still awaiting its answer, sent again.
+    fn resend_restart(&mut self, now: Instant, peer_id: &str) -> Option<Action> {
+        let peer = self.peers.get_mut(peer_id)?;
+        if !peer.restart_offered {
+            return None;
+        }
+        let offer = peer.restart_offer.clone()?;
+        peer.restarted = Some(now);
+        Some(Action::Emit(
+            self.to(peer_id),
+            Message::Restart {
+                id: self.cfg.id.clone(),
+                offer: Some(offer),
+            },
+        ))
     }
 
     /// Replaces (or with `merge`, updates) the state and tells every receiver.

@@ -306,12 +306,22 @@ fn both_sides_restart_at_once_when_their_relay_connection_is_back() {
         out.contains(&Action::RestartIce { peer: RID.into() }),
         "{out:?}"
     );
-    // Once its offer is made, it is on its way when the relay is back: a
-    // second restart would cross its answer.
+    // Once its offer is made, the relay's return sends it again as it
+    // was: a second restart would cross its answer.
     s.handle_peer(later, RID, PeerEvent::LocalDescription(offer_desc()));
     let again = s.reconnected(later);
     assert!(
         !again.contains(&Action::RestartIce { peer: RID.into() }),
+        "{again:?}"
+    );
+    assert!(
+        again.contains(&Action::Emit(
+            to_receiver(RID),
+            Message::Restart {
+                id: SID.into(),
+                offer: Some(offer_desc())
+            }
+        )),
         "{again:?}"
     );
 
@@ -350,4 +360,27 @@ fn both_sides_restart_at_once_when_their_relay_connection_is_back() {
         s.handle_signal(much_later, None, &restart_request(RID)),
         vec![Action::RestartIce { peer: RID.into() }]
     );
+}
+
+#[test]
+fn a_receiver_that_lost_a_connection_looks_for_its_sender_every_second() {
+    // Even with another sender still connected: the next ordinary ping is
+    // half a minute away.
+    let t0 = Instant::now();
+    let mut r = receiver_with_peer(t0, SID);
+    r.handle_signal(t0, None, &offer("other", json!({})));
+    r.handle_peer(t0, SID, PeerEvent::Connected);
+    r.handle_peer(t0, "other", PeerEvent::Connected);
+    r.handle_peer(t0, SID, PeerEvent::Disconnected("quiet".into()));
+    let out = r.tick(t0 + RESTART_UNANSWERED);
+    assert!(out.contains(&give_up(SID)), "{out:?}");
+    let mut invokes = 0;
+    for s in 1..=5u64 {
+        let out = r.tick(t0 + RESTART_UNANSWERED + Duration::from_secs(s));
+        invokes += out
+            .iter()
+            .filter(|a| matches!(a, Action::Emit(_, Message::Invoke { .. })))
+            .count();
+    }
+    assert!(invokes >= 4, "{invokes} invokes in 5 s");
 }
