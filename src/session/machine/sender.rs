@@ -271,12 +271,14 @@ impl Sender {
                 }
                 Some(_) => vec![],
                 // A connection we gave up (it was away too long): say so,
-                // and it starts over with a new one at once.
+                // and it starts over with a new one at once. Without our
+                // state: anyone can ask in any id, and small requests must
+                // not make us send large replies.
                 None => vec![Action::Emit(
                     self.to(&id),
                     Message::Dispose {
                         id: self.cfg.id.clone(),
-                        state: Some(self.cfg.state.clone()),
+                        state: None,
                     },
                 )],
             },
