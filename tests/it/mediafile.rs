@@ -182,6 +182,23 @@ impl Report {
         (times.len() as f64 / span, gap)
     }
 
+    /// Fails unless the file decodes, holds at least `span` s of media
+    /// time (a gap in it counts: the time away), and plays at the full
+    /// rate over its last `tail` s (loosely, ≥ 20 fps with no freeze of
+    /// 0.5 s: a loaded machine makes the sender skip frames).
+    pub fn assert_goes_on_after_a_gap(&self, span: f64, tail: f64) {
+        assert!(self.errors.is_empty(), "decode errors: {:?}", self.errors);
+        assert!(
+            self.last_pts - self.first_pts >= span,
+            "the recording spans {:.1}..{:.1} s",
+            self.first_pts,
+            self.last_pts
+        );
+        let (fps, gap) = self.fps_and_gap_from(self.last_pts - tail);
+        assert!(fps >= 20.0, "{fps:.1} fps after the gap");
+        assert!(gap < 0.5, "a {gap:.2} s freeze after the gap");
+    }
+
     /// Fails with the whole report when the file is not what a user wants.
     pub fn assert_valid(&self, video: &str, audio: Option<&str>, min_secs: f64, fps: f64) {
         let ctx = format!(
