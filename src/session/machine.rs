@@ -341,6 +341,32 @@ impl Peer {
         }
     }
 
+    /// Why the peer is given up now, if it is: it never connected within
+    /// `timeout`, or its path has been lost [`RESTART_GIVE_UP`].
+    fn overdue(&self, now: Instant, timeout: Duration) -> Option<&'static str> {
+        if !self.connected && now.duration_since(self.created) >= timeout {
+            Some("did not connect in time")
+        } else if self.lost_for(now).is_some_and(|d| d >= RESTART_GIVE_UP) {
+            Some("connection lost, and ICE restarts found no path")
+        } else {
+            None
+        }
+    }
+
+    /// How long the path has been lost, if it is.
+    fn lost_for(&self, now: Instant) -> Option<Duration> {
+        self.lost.map(|at| now.duration_since(at))
+    }
+
+    /// A lost path whose last restart (made or asked for) is
+    /// [`RESTART_RETRY`] old: time to try again.
+    fn retry_due(&self, now: Instant) -> bool {
+        self.lost.is_some()
+            && self
+                .restarted
+                .is_none_or(|at| now.duration_since(at) >= RESTART_RETRY)
+    }
+
     /// May a restart be made (or asked for) now, `apart` from the last?
     fn may_restart(&self, now: Instant, apart: Duration) -> bool {
         self.restarted
@@ -419,6 +445,21 @@ impl Peer {
         }
         out
     }
+}
+
+/// The ids of the peers `pick` picks, sorted (actions come out in a
+/// stable order).
+fn ids_where(
+    peers: &std::collections::HashMap<String, Peer>,
+    pick: impl Fn(&Peer) -> bool,
+) -> Vec<String> {
+    let mut ids: Vec<String> = peers
+        .iter()
+        .filter(|(_, p)| pick(p))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Parses a message from a driver, dropping what is not for us. Returns the

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{
-    accept, candidate_for, forged, state_too_large, Action, Event, Peer, PeerEvent, ReceiverConfig,
-    MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES, RESTART_AGAIN, RESTART_GIVE_UP,
+    accept, candidate_for, forged, ids_where, state_too_large, Action, Event, Peer, PeerEvent,
+    ReceiverConfig, MAX_EARLY_CANDIDATES, MAX_EARLY_PEERS, MAX_STATE_BYTES, RESTART_AGAIN,
     RESTART_RETRY, RESTART_UNANSWERED, RETRY_AFTER_BUSY,
 };
 use crate::protocol::{Candidate, Message, Namespace, Proof};
 
 /// Quick invokes after a lost connection (see [`Receiver::tick`]): for as
 /// long as its sender may hold the old one (it gives a lost connection up
-/// [`RESTART_GIVE_UP`] after it went quiet, we after
+/// [`RESTART_GIVE_UP`](super::RESTART_GIVE_UP) after it went quiet, we after
 /// [`RESTART_UNANSWERED`]), and a little more.
 const QUICK_PINGS: u32 = 12;
 
@@ -473,45 +473,22 @@ impl Receiver {
 
     /// Connection timeouts, lost connections, and pings.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let mut late: Vec<(String, &str)> = self
-            .peers
-            .iter()
-            .filter_map(|(id, p)| {
-                let lost_for = p.lost.map(|at| now.duration_since(at));
-                if !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout {
-                    Some((id.clone(), "did not connect in time"))
-                } else if lost_for.is_some_and(|d| d >= RESTART_GIVE_UP) {
-                    Some((
-                        id.clone(),
-                        "connection lost, and ICE restarts found no path",
-                    ))
-                } else if !p.offered_since_lost && lost_for.is_some_and(|d| d >= RESTART_UNANSWERED)
-                {
-                    Some((
-                        id.clone(),
-                        "connection lost (no ICE restart from the sender)",
-                    ))
-                } else {
-                    None
-                }
+        let timeout = self.cfg.connection_timeout;
+        let why = |p: &Peer| {
+            p.overdue(now, timeout).or_else(|| {
+                (!p.offered_since_lost && p.lost_for(now).is_some_and(|d| d >= RESTART_UNANSWERED))
+                    .then_some("connection lost (no ICE restart from the sender)")
             })
+        };
+        let late: Vec<(String, &str)> = ids_where(&self.peers, |p| why(p).is_some())
+            .into_iter()
+            .filter_map(|id| Some((id.clone(), why(self.peers.get(&id)?)?)))
             .collect();
-        late.sort();
         let mut out: Vec<Action> = late
             .into_iter()
             .flat_map(|(id, why)| self.dispose(now, &id, Some(why.into())))
             .collect();
-        let mut again: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.lost.is_some()
-                    && p.restarted
-                        .is_none_or(|at| now.duration_since(at) >= RESTART_RETRY)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        again.sort();
+        let again = ids_where(&self.peers, |p| p.retry_due(now));
         for id in again {
             out.extend(self.ask_restart(now, &id, RESTART_RETRY));
         }

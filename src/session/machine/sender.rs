@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{
-    accept, candidate_for, forged, Action, Event, Peer, PeerEvent, SenderConfig, CHALLENGE_TTL,
-    MAX_CHALLENGES, MAX_CONNECTING, MAX_CONNECTING_PER_ORIGIN, RESTART_AGAIN, RESTART_ASKED_AGAIN,
-    RESTART_GIVE_UP, RESTART_RETRY, UNPROVEN_AFTER,
+    accept, candidate_for, forged, ids_where, Action, Event, Peer, PeerEvent, SenderConfig,
+    CHALLENGE_TTL, MAX_CHALLENGES, MAX_CONNECTING, MAX_CONNECTING_PER_ORIGIN, RESTART_AGAIN,
+    RESTART_ASKED_AGAIN, RESTART_RETRY, UNPROVEN_AFTER,
 };
 use crate::protocol::{Message, Namespace, Proof};
 
@@ -473,27 +473,15 @@ impl Sender {
     }
 
     /// Gives up peers that did not connect within the timeout, and those
-    /// whose restarts have not found a path in [`RESTART_GIVE_UP`];
+    /// whose restarts have not found a path in [`RESTART_GIVE_UP`](super::RESTART_GIVE_UP);
     /// restarts again those still looking.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let mut late: Vec<(String, &str)> = self
-            .peers
-            .iter()
-            .filter_map(|(id, p)| {
-                let lost_for = p.lost.map(|at| now.duration_since(at));
-                if !p.connected && now.duration_since(p.created) >= self.cfg.connection_timeout {
-                    Some((id.clone(), "did not connect in time"))
-                } else if lost_for.is_some_and(|d| d >= RESTART_GIVE_UP) {
-                    Some((
-                        id.clone(),
-                        "connection lost, and ICE restarts found no path",
-                    ))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        late.sort();
+        let timeout = self.cfg.connection_timeout;
+        let late: Vec<(String, &str)> =
+            ids_where(&self.peers, |p| p.overdue(now, timeout).is_some())
+                .into_iter()
+                .filter_map(|id| Some((id.clone(), self.peers.get(&id)?.overdue(now, timeout)?)))
+                .collect();
         let mut out: Vec<Action> = Vec::new();
         for (id, why) in late {
             let lost = self.peers.get(&id).is_some_and(|p| p.lost.is_some());
@@ -515,17 +503,7 @@ impl Sender {
                 out.extend(self.dispose(&id, Some(why.into())));
             }
         }
-        let mut again: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.lost.is_some()
-                    && p.restarted
-                        .is_none_or(|at| now.duration_since(at) >= RESTART_RETRY)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        again.sort();
+        let again = ids_where(&self.peers, |p| p.retry_due(now));
         for id in again {
             // An offer whose answer never came goes again as it was: a
             // new one could have the first one's answer applied to it.
