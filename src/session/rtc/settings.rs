@@ -56,9 +56,14 @@ const NACK_FIRST_REPAIR_WAIT: Duration = Duration::from_millis(100);
 /// bottleneck dropped was asked for every 20 ms, each answer dropped in
 /// turn, until retransmissions alone filled the link (measured: 15,000
 /// packets a second dropped on a 1 Mbit/s link carrying 200 kbit/s of
-/// video). Three tries, a repair time apart, recover a packet lost at 5 %
-/// all but once in 8,000.
-const NACKS_PER_PACKET: u16 = 3;
+/// video); now a packet is asked for again only a repair time apart, and
+/// the sender's answers are budgeted. Through 5 % loss each way a try
+/// fails about one time in ten (the NACK or its answer lost): three tries
+/// left one lost packet in ~1,000 unrepaired, a key frame asked for and
+/// a freeze every few seconds of the full layer (the link matrix's 5 %
+/// loss cell); five leave one in ~100,000, and fit in a recording's wait
+/// (`media::record`) at round trips up to 150 ms.
+const NACKS_PER_PACKET: u16 = 5;
 
 /// ICE: silence before a connection counts as lost (webrtc-rs's default;
 /// the session gives the peer up then), and keep-alive interval (default).

@@ -123,8 +123,8 @@ impl Feedback {
     }
 
     /// What the path carries, bit/s, when it is full: lately it lost more
-    /// than [`FULL_LOSS`] of what it was sent, so what it delivered is all
-    /// it takes. `None` while it delivers (nearly) everything.
+    /// than [`FULL_LOSS`] of what it was sent beyond what it loses anyway,
+    /// so what it delivered is all it takes. `None` while it delivers (nearly) everything.
     pub fn carried(&self) -> Option<f64> {
         let d = f64::from_bits(self.carried.load(Ordering::Relaxed));
         (d > 0.0).then_some(d)
@@ -179,7 +179,7 @@ impl Feedback {
 }
 
 /// Share of what was sent over [`DELIVERED_WINDOW`] that a path must
-/// lose to count as full. A bottleneck's queue overflowing loses a large
+/// lose, beyond its background loss, to count as full. A bottleneck's queue overflowing loses a large
 /// share (a 2.5 Mbit/s layer into 1 Mbit/s: over half, into 300 kbit/s:
 /// 85 %; the 0.6 Mbit/s layer into 600 kbit/s: ~15 %); random loss on a
 /// path with room, a few percent. (Chromium's NACK storm, before
@@ -270,18 +270,31 @@ impl PathMeter {
 
     /// The share (by bytes) of the packets sent over the last window that
     /// the receiver reported lost.
+    #[cfg(test)]
     fn loss(&self) -> Option<f64> {
+        self.window_loss().map(|w| w.share)
+    }
+
+    /// What the receiver reported lost of the packets sent over the last
+    /// window.
+    fn window_loss(&self) -> Option<WindowLoss> {
         let newest = self.packets.iter().map(|p| p.0).max()?;
-        let (mut sent, mut lost) = (0usize, 0usize);
+        let (mut sent, mut lost, mut packets, mut lost_packets) = (0usize, 0usize, 0usize, 0usize);
         for &(departure, size, arrival) in &self.packets {
             if newest.saturating_duration_since(departure) <= DELIVERED_WINDOW {
                 sent += size;
+                packets += 1;
                 if arrival.is_none() {
                     lost += size;
+                    lost_packets += 1;
                 }
             }
         }
-        (sent > 0).then(|| lost as f64 / sent as f64)
+        (sent > 0).then(|| WindowLoss {
+            share: lost as f64 / sent as f64,
+            packets,
+            lost: lost_packets,
+        })
     }
 
     /// What arrived over the last `window` of the receiver's clock,
@@ -309,6 +322,47 @@ impl PathMeter {
     }
 }
 
+/// The loss over a [`PathMeter`]'s window: by bytes, and in packets.
+#[derive(Debug, Clone, Copy)]
+struct WindowLoss {
+    share: f64,
+    packets: usize,
+    lost: usize,
+}
+
+impl WindowLoss {
+    /// Whether the path is turning packets away (full), not only losing
+    /// what it loses anyway: it lost more than [`FULL_LOSS`] beyond its
+    /// `background` loss, and more packets than that background loses by
+    /// chance ([`CHANCE_SIGMAS`] standard deviations of its binomial).
+    ///
+    /// A fixed 10 % read 5 % random loss as a full path: over the middle
+    /// layer's ~35 packets in half a second it loses 10 % about one time
+    /// in fifteen. The path then "carried" what it was sent, the chooser
+    /// stepped down below it, and a receiver at 5 % loss sank to the
+    /// smallest layer within seconds of reaching the full one (the link
+    /// matrix's 5 % loss cell, p2p → p2p and our page).
+    fn overflowing(&self, background: f64) -> bool {
+        let background = background.clamp(0.0, probe::MAX_BACKGROUND_LOSS);
+        // Random loss too rare to have been seen still happens.
+        let p = background.max(MIN_CHANCE_LOSS);
+        let n = self.packets as f64;
+        let by_chance = n * p + CHANCE_SIGMAS * (n * p * (1.0 - p)).sqrt();
+        self.share > FULL_LOSS + background && self.lost as f64 > by_chance
+    }
+}
+
+/// How far above the loss a path's background loss explains, in standard
+/// deviations, a window's lost packets must be to say the path is full:
+/// at 3, 5 % random loss reads full about once in 250 windows of the
+/// middle layer, once in thousands of the full one.
+const CHANCE_SIGMAS: f64 = 3.0;
+
+/// The least random loss assumed when telling a full path from bad luck
+/// (see [`WindowLoss::overflowing`]): a path whose loss has not been
+/// learnt yet may still lose a little.
+const MIN_CHANCE_LOSS: f64 = 0.01;
+
 /// Google Congestion Control (webrtc-rs's) that also tells, into
 /// [`Feedback`], what a full path carries: what the receiver reports
 /// arriving while much of what was sent is lost. That lets the layer
@@ -326,11 +380,15 @@ pub(in crate::session::rtc) struct Estimator {
     /// The path's loss outside probes, smoothed over reports (see
     /// [`BACKGROUND_WEIGHT`]): what a probe's own loss is weighed against.
     background_loss: f64,
+    /// Reports the background loss has taken.
+    background_reports: u32,
 }
 
 /// Weight of each report's loss in the background loss: ~20 reports
 /// (~2 s) make it, so a burst of congestion moves it little while random
-/// loss sets it.
+/// loss sets it. The first reports weigh more (the first a quarter, then
+/// a fifth, …, down to this), so a path that loses 5 % is known to within
+/// about its first second, when a receiver's first probes go.
 const BACKGROUND_WEIGHT: f64 = 0.05;
 
 impl Estimator {
@@ -344,7 +402,16 @@ impl Estimator {
             feedback,
             origin: Instant::now(),
             background_loss: 0.0,
+            background_reports: 0,
         }
+    }
+
+    /// Whether the path is turning packets away now (see
+    /// [`WindowLoss::overflowing`]).
+    fn overflowing(&self) -> bool {
+        self.path
+            .window_loss()
+            .is_some_and(|w| w.overflowing(self.background_loss))
     }
 
     /// Judges the probe awaiting its verdict, if any, on what the
@@ -415,14 +482,16 @@ impl BandwidthEstimator for Estimator {
         // packets away, FULL_LOSS): what this path loses anyway. Loss on a
         // full one-packet bucket is the path saying no, and taken as
         // background it let probes pass that froze the video for seconds.
-        let full = self.path.loss().is_some_and(|l| l > FULL_LOSS) || !self.full.is_empty();
+        let full = self.overflowing() || !self.full.is_empty();
         if self.feedback.probe_cluster().is_none() && !full {
             let (sent, lost) = reports.iter().fold((0usize, 0usize), |(s, l), r| {
                 (s + r.size, l + if r.arrived { 0 } else { r.size })
             });
             if sent > 0 {
                 let loss = lost as f64 / sent as f64;
-                self.background_loss += BACKGROUND_WEIGHT * (loss - self.background_loss);
+                self.background_reports = self.background_reports.saturating_add(1);
+                let weight = BACKGROUND_WEIGHT.max(1.0 / f64::from(self.background_reports + 3));
+                self.background_loss += weight * (loss - self.background_loss);
             }
         }
         let mut least: Option<f64> = None;
@@ -447,8 +516,8 @@ impl BandwidthEstimator for Estimator {
         // While full, the most it delivered lately: a step down empties
         // the bottleneck's queue, and what arrives then is what was sent,
         // not what the path takes.
-        match (self.path.loss(), self.path.delivered(BUSY_WINDOW)) {
-            (Some(loss), Some(d)) if loss > FULL_LOSS => self.full.push_back((now, d)),
+        match (self.overflowing(), self.path.delivered(BUSY_WINDOW)) {
+            (true, Some(d)) => self.full.push_back((now, d)),
             // Nothing arrived, or (nearly) everything: the estimate decides.
             _ => self.full.clear(),
         }
@@ -758,6 +827,90 @@ mod tests {
             "the first full reading: {first:?}"
         );
         assert!(first.delivered > first.busy, "{first:?}");
+    }
+
+    /// Feeds an estimator `seconds` of a stream of `send` bit/s in
+    /// 1,200-byte packets through a link of `link` bit/s with `queue`
+    /// bytes of queue, that also drops `random` of the packets at random
+    /// (a fixed seed), fed back every 100 ms. Returns, at each report, the
+    /// time and whether the path read full.
+    fn estimator_on(
+        seconds: f64,
+        link: f64,
+        queue: usize,
+        random: f64,
+        send: f64,
+    ) -> Vec<(f64, bool)> {
+        use rand::{Rng, SeedableRng};
+        use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+        const SIZE: usize = 1200;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        let feedback = Arc::new(Feedback::default());
+        let mut est = Estimator::new(send, 30e3, 10e6, Arc::clone(&feedback));
+        let t0 = Instant::now();
+        let (mut t, mut queued, mut drained_at, mut id) = (0.0f64, 0.0f64, 0.0f64, 0u64);
+        let (mut pending, mut out) = (Vec::new(), Vec::new());
+        let mut next_feedback = 0.1;
+        while t < seconds {
+            queued = (queued - (t - drained_at) * link / 8.0).max(0.0);
+            drained_at = t;
+            let arrival =
+                (queued + SIZE as f64 <= queue as f64 && !rng.random_bool(random)).then(|| {
+                    queued += SIZE as f64;
+                    Duration::from_secs_f64(t + queued * 8.0 / link)
+                });
+            pending.push(PacketReport {
+                ssrc: 1,
+                id,
+                rtp_sequence_number: id as u16,
+                is_twcc: true,
+                twcc_sequence_number: id as u16,
+                size: SIZE,
+                arrived: arrival.is_some(),
+                departure: t0 + Duration::from_secs_f64(t),
+                arrival,
+                ecn: Ecn::NotEct,
+            });
+            id += 1;
+            t += SIZE as f64 * 8.0 / send;
+            if t >= next_feedback {
+                let now = Duration::from_secs_f64(t);
+                let (due, later): (Vec<_>, Vec<_>) = pending
+                    .drain(..)
+                    .partition(|r: &PacketReport| r.arrival.is_none_or(|a| a <= now));
+                pending = later;
+                est.on_reports(t0 + now, &due);
+                out.push((t, feedback.carried().is_some()));
+                next_feedback += 0.1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn random_loss_on_a_path_with_room_is_not_a_full_path() {
+        // The middle layer (~65 packets a second) and the full one (~260)
+        // through 5 % random loss, a minute each: never full. With a
+        // fixed 10 % bar, the middle layer read full every few seconds.
+        for send in [0.625e6, 2.5e6] {
+            let full: Vec<f64> = estimator_on(60.0, 100e6, 1 << 20, 0.05, send)
+                .into_iter()
+                .filter_map(|(t, full)| full.then_some(t))
+                .collect();
+            assert!(full.is_empty(), "{send} bit/s read full at {full:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_path_through_random_loss_still_reads_full() {
+        // 2.5 Mbit/s into 1 Mbit/s with 5 % random loss besides: full from
+        // its first half second on, whatever the background loss learnt.
+        let reads = estimator_on(10.0, 1e6, 19_000, 0.05, 2.5e6);
+        let late: Vec<_> = reads.iter().filter(|(t, full)| *t > 1.0 && !full).collect();
+        assert!(late.is_empty(), "not full at {late:?}");
+        // And 0.9 Mbit/s into 1 Mbit/s with the same loss never is.
+        let room = estimator_on(10.0, 1e6, 19_000, 0.05, 0.9e6);
+        assert!(room.iter().all(|(_, full)| !full), "{room:?}");
     }
 
     #[test]
