@@ -396,11 +396,14 @@ export class Sender extends Base {
 // random loss at a 50 ms round trip, a third of the full layer's frames
 // lose one: 22 frames a second shown, 4 to 6 freezes in 12 s. While the
 // path loses packets, frames are held one repair longer (two round trips
-// and a margin); the wait goes once the path has been clean a while.
+// and a margin, reached in steps); the wait goes once the path has been
+// clean a while.
 const REPAIR_CHECK_MS = 1000;
 const REPAIR_LOSS = 0.005; // share of packets lost over a check that asks for the wait
 const REPAIR_MARGIN_MS = 40;
 const REPAIR_MAX_MS = 400;
+const REPAIR_FIRST_MS = 100; // about where the browser's own wait is on such a path
+const REPAIR_STEP_MS = 50; // the most the wait rises at a check
 const REPAIR_CLEAN_MS = 15000; // loss-free time after which the wait goes
 
 /** Holds `receiver`'s frames long enough for a repair while `peer`'s
@@ -410,6 +413,8 @@ function waitForRepairs(peer, receiver) {
   clearInterval(peer.repairTimer);
   let last = null;
   let lossyAt = -Infinity;
+  let lastRtt = null;
+  let target = null;
   peer.repairTimer = setInterval(async () => {
     let report;
     try {
@@ -440,10 +445,23 @@ function waitForRepairs(peer, receiver) {
     const nacks = rtp.nackCount || 0;
     if (peer.nacks !== undefined && nacks - peer.nacks >= 2) lossyAt = now;
     peer.nacks = nacks;
-    const want = now - lossyAt < REPAIR_CLEAN_MS && rtt !== null
-      ? Math.min(REPAIR_MAX_MS, Math.round(2 * rtt + REPAIR_MARGIN_MS))
-      : null;
-    if (receiver.jitterBufferTarget !== want) {
+    if (rtt !== null) lastRtt = rtt;
+    // Each change moves the playout point, and a rise stalls the picture
+    // by as much: the wait rises a step a second (a frame shown that much
+    // late, not a freeze) and only while the path loses packets, and goes
+    // once it has been clean a while. (Following each round-trip reading,
+    // or a reading the stats left out, stalled the picture for 0.3 s every
+    // few seconds at a 150 ms round trip.)
+    let want = target;
+    if (now - lossyAt >= REPAIR_CLEAN_MS) {
+      want = null;
+    } else if (lastRtt !== null) {
+      const need = Math.min(REPAIR_MAX_MS, Math.round(2 * lastRtt + REPAIR_MARGIN_MS));
+      if (target === null) want = Math.min(need, REPAIR_FIRST_MS);
+      else if (need > target) want = Math.min(need, target + REPAIR_STEP_MS);
+    }
+    if (want !== target) {
+      target = want;
       try {
         receiver.jitterBufferTarget = want;
       } catch (e) {

@@ -11,7 +11,8 @@
 // "firs", "freezes", "freezeMs", "framesDropped", "keyFrames",
 // "retransmitted", "jitterMs" (mean jitter-buffer delay); "maxGapEndMs":
 // when, in the watched window, the longest gap ended; "steps": the first
-// peer connections' steps, [name, ms from navigation])
+// peer connections' steps, [name, ms from navigation], and "wait-MS" when
+// the page changes its wait for repairs)
 // ("firstFrameMs": from the page's navigation to its first video frame
 // shown; "packetsLost"/"packetsReceived": video RTP over the whole visit,
 // as Chromium counts them; "issued": ICE servers the relay handed the
@@ -69,6 +70,17 @@ try {
     const steps = [];
     window.__steps = steps;
     const mark = (name) => steps.length < 40 && steps.push([name, Math.round(performance.now())]);
+    // The page's wait for repairs (web/p2p.js), each time it changes.
+    const wait = Object.getOwnPropertyDescriptor(RTCRtpReceiver.prototype, 'jitterBufferTarget');
+    if (wait && wait.set) {
+      Object.defineProperty(RTCRtpReceiver.prototype, 'jitterBufferTarget', {
+        ...wait,
+        set(ms) {
+          mark(`wait-${ms}`);
+          wait.set.call(this, ms);
+        },
+      });
+    }
     const Native = window.RTCPeerConnection;
     window.RTCPeerConnection = class extends Native {
       constructor(...args) {
