@@ -60,6 +60,7 @@ const SEND_EXAMPLES: &str = "Examples:
 const RECEIVE_EXAMPLES: &str = "Examples:
   p2p receive --room demo --record out.webm    # record every sender
   p2p receive --room demo --display            # play live
+  p2p receive --room demo --record - | ffplay -   # a live stream on stdout
   p2p receive --room ops                       # lines to stdout";
 
 #[derive(Debug, Subcommand)]
@@ -396,7 +397,10 @@ pub struct ReceiveArgs {
     /// Record each sender's media, as it arrives (no re-encoding), to PATH:
     /// .webm (VP8/VP9 + Opus), .mkv (anything) or .mp4 (H.264). With several
     /// senders, {id} in PATH is replaced by the sender id; otherwise later
-    /// senders get PATH with the id before the extension.
+    /// senders get PATH with the id before the extension. `-` writes the
+    /// first sender's media to stdout as a live Matroska stream, for a
+    /// player or another program to read as it comes (`--record - | ffplay
+    /// -`); data is then not written, and p2p exits when that sender leaves.
     #[arg(long, value_name = "PATH", env = "P2P_RECORD", help_heading = "Media")]
     pub record: Option<PathBuf>,
 

@@ -175,8 +175,16 @@ impl ReceiveConfig {
         {
             bail!("--display needs a graphical session (DISPLAY or WAYLAND_DISPLAY is not set); use --record to keep the media instead");
         }
+        let to_stdout = a
+            .record
+            .as_deref()
+            .is_some_and(crate::media::record::is_stdout);
+        if to_stdout && peer.binary {
+            bail!("--record - and --binary both write to stdout: record to a file (--record out.webm) or drop one");
+        }
         Ok(Self {
-            once: a.once || peer.binary,
+            // A stream on stdout ends with its sender, as a pipe's data does.
+            once: a.once || peer.binary || to_stdout,
             peer,
             credentials: a.credentials.as_deref().map(json_or_string),
             plain_credentials: a.plain_credentials,
@@ -196,6 +204,9 @@ impl ReceiveConfig {
 /// fails only when the first sender's media arrives. A file already there
 /// is kept unless `overwrite`.
 fn record_path(path: &Path, overwrite: bool) -> anyhow::Result<PathBuf> {
+    if crate::media::record::is_stdout(path) {
+        return Ok(path.to_owned());
+    }
     let show = path.display();
     crate::media::record::check_container(path).with_context(|| format!("--record {show}"))?;
     // `{id}` becomes a sender id later; a directory named with it cannot be

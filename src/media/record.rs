@@ -67,8 +67,18 @@ enum Container {
     Mp4,
 }
 
+/// Whether `--record` names stdout (`-`): the recording goes there as a
+/// live Matroska stream, for a player or another program to read as it
+/// is written.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 impl Container {
     fn for_path(path: &Path) -> Result<Self, MediaError> {
+        if is_stdout(path) {
+            return Ok(Self::Matroska);
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -300,8 +310,14 @@ impl Recorder {
             "rtpopusdepay",
             "tee",
             "queue",
-            "filesink",
         ];
+        if let Some(path) = &cfg.path {
+            names.push(if is_stdout(path) {
+                "fdsink"
+            } else {
+                "filesink"
+            });
+        }
         if let Some(path) = &cfg.path {
             names.push(match Container::for_path(path) {
                 Ok(Container::Matroska) => "matroskamux",
@@ -349,10 +365,22 @@ impl Recorder {
                 // last second (the file still decodes; only its index and
                 // duration header are missing).
                 set(&mux, "max-cluster-duration", "1000000000");
-                let sink = make("filesink", "file")?;
-                sink.set_property("location", path.to_string_lossy().as_ref());
+                let sink = if is_stdout(path) {
+                    // A stream read as it is written: no index or duration
+                    // to go back for (stdout cannot seek), each cluster
+                    // out as soon as it is made.
+                    set(&mux, "streamable", "true");
+                    let sink = make("fdsink", "stdout")?;
+                    set(&sink, "fd", "1");
+                    set(&sink, "sync", "false");
+                    sink
+                } else {
+                    let sink = make("filesink", "file")?;
+                    sink.set_property("location", path.to_string_lossy().as_ref());
+                    set(&sink, "buffer-mode", "unbuffered");
+                    sink
+                };
                 set(&sink, "async", "false");
-                set(&sink, "buffer-mode", "unbuffered");
                 chain(&pipeline, &[&mux, &sink])?;
                 (Some(c), Some(mux))
             }

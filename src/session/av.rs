@@ -15,7 +15,7 @@ use super::latency::Latency;
 use super::report::Reporter;
 use super::rtc::{short, OnKeyframe, PeerHandle, RemoteTrack, Rtc, TrackWriter};
 use crate::media::capture::{Capture, CaptureConfig};
-use crate::media::record::{RecordConfig, Recorder, TrackInput};
+use crate::media::record::{is_stdout, RecordConfig, Recorder, TrackInput};
 use crate::media::MediaKind;
 
 /// How long a receiver waits for all of a sender's tracks before it starts
@@ -216,6 +216,9 @@ pub struct Recordings {
     /// Whether the user was told that media arrives and nothing keeps it
     /// (no `--record`, no `--display`).
     told_unkept: bool,
+    /// A recording to stdout (`--record -`) could not be written: its
+    /// reader is gone.
+    stdout_gone: bool,
 }
 
 impl Recordings {
@@ -229,7 +232,13 @@ impl Recordings {
             used: Default::default(),
             finishing: JoinSet::new(),
             told_unkept: false,
+            stdout_gone: false,
         }
+    }
+
+    /// Whether the program reading a recording on stdout went away.
+    pub fn stdout_gone(&self) -> bool {
+        self.stdout_gone
     }
 
     pub fn enabled(&self) -> bool {
@@ -298,8 +307,15 @@ impl Recordings {
             .filter_map(|(id, a)| a.recorder.poll_error().map(|e| (id.clone(), e)))
             .collect();
         for (id, error) in failed {
-            tracing::error!("sender {}: recording failed: {error}", short(&id));
-            self.active.remove(&id);
+            let a = self.active.remove(&id);
+            if a.is_some_and(|a| a.recorder.path.as_deref().is_some_and(is_stdout)) {
+                // The program reading the stream went away (`| head -c`,
+                // a player closed): the end of the run, as for data.
+                tracing::info!("stdout closed ({error}): the recording's reader left");
+                self.stdout_gone = true;
+            } else {
+                tracing::error!("sender {}: recording failed: {error}", short(&id));
+            }
         }
         let gone: Vec<String> = self
             .parked
@@ -320,6 +336,10 @@ impl Recordings {
     /// already there.
     fn path_for(&mut self, peer: &str) -> Option<PathBuf> {
         let base = self.cfg.path.as_ref()?;
+        if is_stdout(base) {
+            // stdout holds one stream: the first sender's.
+            return self.used.insert(base.clone()).then(|| base.clone());
+        }
         let text = base.to_string_lossy();
         let id = file_id(peer);
         let (first, named_by_peer) = if text.contains("{id}") {
@@ -354,6 +374,15 @@ impl Recordings {
             None => p,
         };
         let path = self.path_for(peer);
+        if path.is_none() && !self.cfg.display {
+            // Only `--record -` gets here: stdout already carries another
+            // sender's recording.
+            tracing::warn!(
+                "sender {} is not recorded: --record - writes one sender to stdout, and it carries another's; record to a file (--record 'out-{{id}}.webm') to keep every sender",
+                short(peer)
+            );
+            return;
+        }
         let cfg = RecordConfig {
             path: path.clone(),
             display: self.cfg.display,
@@ -564,12 +593,23 @@ async fn finish(a: Active) {
     let secs = a.started.elapsed().as_secs_f64();
     let started = a.recorder.started();
     let media = a.recorder.media_duration().as_secs_f64();
+    let bytes = a
+        .recorder
+        .stats
+        .bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
     match a.recorder.finish().await {
         Ok(()) if !started => {
             // Ended before the first key frame: the file holds no picture
             // and no sound, only headers no player opens. Say so and leave
             // nothing behind.
-            if let Some(path) = path {
+            if path.as_deref().is_some_and(is_stdout) {
+                tracing::warn!(
+                    "nothing recorded from sender {}: no key frame arrived in the {:.1} s it was recorded",
+                    short(&a.sender),
+                    secs
+                );
+            } else if let Some(path) = path {
                 let _ = std::fs::remove_file(&path);
                 tracing::warn!(
                     "nothing saved from sender {}: no key frame arrived in the {:.1} s it was recorded ({} not kept)",
@@ -580,7 +620,14 @@ async fn finish(a: Active) {
             }
         }
         Ok(()) => {
-            if let Some(path) = path {
+            if path.as_deref().is_some_and(is_stdout) {
+                tracing::info!(
+                    "sender {}'s recording on stdout ended ({:.1} s, {:.1} MB)",
+                    short(&a.sender),
+                    media,
+                    bytes as f64 / 1e6
+                );
+            } else if let Some(path) = path {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 tracing::info!(
                     "saved {} ({:.1} s, {:.1} MB) from sender {}",

@@ -36,11 +36,30 @@ pub(super) async fn read_channel(
     tracing::debug!(peer = %short(&peer), "data channel ended");
 }
 
+/// Writes each sender's messages to stdout, unless stdout carries a
+/// recording (`--record -`, `data_to_stdout` false): then they are only
+/// reported (`--events`), and the user is told once that they go nowhere
+/// else.
 pub(super) async fn write_output(
     mut rx: mpsc::Receiver<(String, Payload)>,
     reporter: Reporter,
+    data_to_stdout: bool,
 ) -> std::io::Result<()> {
     stdio::widen_stdout_pipe();
+    if !data_to_stdout {
+        let mut told = false;
+        while let Some((peer, p)) = rx.recv().await {
+            reporter.message(&peer, &p);
+            if !told {
+                told = true;
+                tracing::warn!(
+                    "sender {} sends data, which is not written: stdout carries the recording (--record -); --events json shows the messages",
+                    short(&peer)
+                );
+            }
+        }
+        return Ok(());
+    }
     let mut out = tokio::io::BufWriter::with_capacity(stdio::OUT_BUFFER, tokio::io::stdout());
     while let Some((peer, p)) = rx.recv().await {
         reporter.message(&peer, &p);

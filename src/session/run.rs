@@ -262,7 +262,11 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
     let (signaling, mut sig_rx) = connect_signaling(&cfg.peer).await?;
     let (rtc_tx, mut rtc_rx) = mpsc::channel(RTC_EVENTS);
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
-    let mut writer = tokio::spawn(write_output(out_rx, reporter.clone()));
+    let data_to_stdout = !cfg
+        .record
+        .as_deref()
+        .is_some_and(crate::media::record::is_stdout);
+    let mut writer = tokio::spawn(write_output(out_rx, reporter.clone(), data_to_stdout));
     let machine = machine::Receiver::new(machine::ReceiverConfig {
         id: id.clone(),
         room: cfg.peer.room.clone(),
@@ -325,6 +329,9 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
         }
         if cfg.once && runner.ever_connected && runner.peers.is_empty() {
             tracing::debug!("every sender has left (--once)");
+            break;
+        }
+        if runner.recordings.as_ref().is_some_and(|r| r.stdout_gone()) {
             break;
         }
     }

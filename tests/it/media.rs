@@ -224,6 +224,110 @@ async fn vp9_to_mkv_and_h264_to_mp4() {
     }
 }
 
+/// `--record -`: the first sender's media on stdout as a live Matroska
+/// stream. ffmpeg reads the pipe while it is written and decodes VP8 and
+/// Opus from it; the sender's text and a second sender's media stay out
+/// of it (each said once on stderr); when the recorded sender leaves, the
+/// stream ends and the receiver exits.
+#[tokio::test]
+async fn a_recording_on_stdout_is_a_live_stream_ffmpeg_decodes_as_it_comes() {
+    use tokio::io::AsyncWriteExt;
+    let relay = Relay::start(&[]).await;
+    let mut tx = send_media(&relay, "live", &["--data"]);
+    let mut rx = Spawn::new(
+        "recorder",
+        &[
+            "receive", "--signal", &relay.url, "--room", "live", "--events", "json", "--record",
+            "-",
+        ],
+    )
+    .raw_stdout()
+    .spawn();
+    let mut stream = rx.child.stdout.take().expect("stdout piped");
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i", "pipe:0", "-t", "4"])
+        .args(["-f", "framemd5", "pipe:1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    let mut into = ffmpeg.stdin.take().unwrap();
+    let copy = tokio::spawn(async move { tokio::io::copy(&mut stream, &mut into).await });
+    rx.wait_stderr(CONNECT).await;
+    let stdin = tx.stdin.as_mut().unwrap();
+    stdin.write_all(b"not for stdout\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let second = send_media(&relay, "live", &[]);
+    let started = Instant::now();
+    let out = tokio::time::timeout(WAIT, ffmpeg.wait_with_output())
+        .await
+        .expect("ffmpeg did not finish 4 s of the stream")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg: {log}");
+    // Read live: ffmpeg had its 4 s while the receiver went on.
+    assert!(
+        rx.child.try_wait().unwrap().is_none(),
+        "the receiver ended before ffmpeg: {}",
+        rx.stderr()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{log}");
+    assert!(
+        log.contains("Video: vp8") && log.contains("Audio: opus"),
+        "{log}"
+    );
+    // framemd5: "#media_type N: video" in the header, then one line per
+    // decoded frame, "N, dts, pts, …".
+    let text = String::from_utf8_lossy(&out.stdout);
+    let index = |kind: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("#media_type ")?
+                    .strip_suffix(&format!(": {kind}"))
+            })
+            .unwrap_or_else(|| panic!("no {kind} stream in {text}"))
+            .to_owned()
+    };
+    let frames = |n: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{n},")))
+            .count()
+    };
+    let (video, audio) = (frames(&index("video")), frames(&index("audio")));
+    assert!(video >= 90, "{video} video frames decoded in 4 s");
+    assert!(audio >= 100, "{audio} audio frames decoded in 4 s");
+    rx.wait_stderr("stdout carries the recording (--record -)")
+        .await;
+    rx.wait_stderr("is not recorded: --record - writes one sender to stdout")
+        .await;
+    drop(second);
+    // The recorded sender leaves: the stream ends, the receiver exits.
+    tx.signal("INT");
+    let status = rx.wait_exit().await;
+    assert!(status.success(), "{status}: {}", rx.stderr());
+    let _ = copy.await;
+}
+
+/// `--record -` and `--binary` cannot share stdout: one line, exit 2.
+#[tokio::test]
+async fn record_to_stdout_and_binary_data_are_refused_together() {
+    let mut rx = Spawn::new(
+        "recorder",
+        &["receive", "--room", "x", "--record", "-", "--binary"],
+    )
+    .spawn();
+    let status = rx.wait_exit().await;
+    assert_eq!(status.code(), Some(2), "{}", rx.stderr());
+    assert!(
+        rx.stderr()
+            .contains("--record - and --binary both write to stdout"),
+        "{}",
+        rx.stderr()
+    );
+}
+
 #[tokio::test]
 async fn two_senders_go_to_two_files() {
     let relay = Relay::start(&[]).await;
