@@ -165,10 +165,17 @@ pub(crate) fn pipeline_error(
     wait: std::time::Duration,
 ) -> Option<String> {
     let bus = pipeline.bus()?;
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
-        &[gst::MessageType::Error],
-    )?;
+    let msg = if wait.is_zero() {
+        // Each message in turn: `timed_pop_filtered` with no wait found
+        // none of the errors already queued (a recording to a stdout whose
+        // reader had gone ran on, unnoticed, until it was finalised).
+        std::iter::from_fn(|| bus.pop()).find(|m| m.type_() == gst::MessageType::Error)?
+    } else {
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+            &[gst::MessageType::Error],
+        )?
+    };
     match msg.view() {
         gst::MessageView::Error(e) => Some(format!(
             "{}: {}",

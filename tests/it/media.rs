@@ -310,6 +310,42 @@ async fn a_recording_on_stdout_is_a_live_stream_ffmpeg_decodes_as_it_comes() {
     let _ = copy.await;
 }
 
+/// A recording on stdout whose reader goes away (`| head -c`, a player
+/// closed) ends the run at once, as a closed stdout ends a data receiver.
+#[tokio::test]
+async fn a_recording_on_stdout_ends_when_its_reader_leaves() {
+    use tokio::io::AsyncReadExt;
+    let relay = Relay::start(&[]).await;
+    let _tx = send_media(&relay, "reader", &[]);
+    let mut rx = Spawn::new(
+        "recorder",
+        &[
+            "receive", "--signal", &relay.url, "--room", "reader", "--events", "json", "--record",
+            "-",
+        ],
+    )
+    .raw_stdout()
+    .spawn();
+    let mut stream = rx.child.stdout.take().expect("stdout piped");
+    let mut head = vec![0u8; 20_000];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+        .await
+        .expect("20 kB of the stream did not come")
+        .unwrap();
+    // A Matroska stream starts with its EBML header.
+    assert_eq!(head[..4], [0x1a, 0x45, 0xdf, 0xa3]);
+    drop(stream);
+    let left = Instant::now();
+    let status = rx.wait_exit().await;
+    assert!(status.success(), "{status}: {}", rx.stderr());
+    assert!(left.elapsed() < Duration::from_secs(5), "{}", rx.stderr());
+    assert!(
+        rx.stderr().contains("the recording's reader left"),
+        "{}",
+        rx.stderr()
+    );
+}
+
 /// `--record -` and `--binary` cannot share stdout: one line, exit 2.
 #[tokio::test]
 async fn record_to_stdout_and_binary_data_are_refused_together() {
