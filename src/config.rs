@@ -182,9 +182,11 @@ impl ReceiveConfig {
         if to_stdout && peer.binary {
             bail!("--record - and --binary both write to stdout: record to a file (--record out.webm) or drop one");
         }
+        if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            bail!("--record - writes a video stream to stdout, which is a terminal: pipe it into a player (--record - | ffplay -) or record to a file");
+        }
         Ok(Self {
-            // A stream on stdout ends with its sender, as a pipe's data does.
-            once: a.once || peer.binary || to_stdout,
+            once: a.once || peer.binary,
             peer,
             credentials: a.credentials.as_deref().map(json_or_string),
             plain_credentials: a.plain_credentials,

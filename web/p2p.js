@@ -457,8 +457,10 @@ function waitForRepairs(peer, receiver) {
       want = null;
     } else if (lastRtt !== null) {
       const need = Math.min(REPAIR_MAX_MS, Math.round(2 * lastRtt + REPAIR_MARGIN_MS));
+      // Up only on a check that found loss: a path that lost once is not
+      // made to wait ever longer while it is clean.
       if (target === null) want = Math.min(need, REPAIR_FIRST_MS);
-      else if (need > target) want = Math.min(need, target + REPAIR_STEP_MS);
+      else if (need > target && lossyAt === now) want = Math.min(need, target + REPAIR_STEP_MS);
     }
     if (want !== target) {
       target = want;

@@ -160,22 +160,31 @@ pub(crate) fn chain(bin: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(
 }
 
 /// The first error a pipeline posted within `wait`, as "element: message".
+/// The first error queued on a pipeline whose bus has no other reader,
+/// without waiting. (`timed_pop_filtered` with no wait returns before it
+/// looks at the queue: a recording to a stdout whose reader had gone ran
+/// on, unnoticed, until it was finalised.) Other messages are dropped.
+pub(crate) fn queued_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    std::iter::from_fn(|| bus.pop())
+        .find(|m| m.type_() == gst::MessageType::Error)
+        .and_then(|m| error_text(&m))
+}
+
 pub(crate) fn pipeline_error(
     pipeline: &gst::Pipeline,
     wait: std::time::Duration,
 ) -> Option<String> {
     let bus = pipeline.bus()?;
-    let msg = if wait.is_zero() {
-        // Each message in turn: `timed_pop_filtered` with no wait found
-        // none of the errors already queued (a recording to a stdout whose
-        // reader had gone ran on, unnoticed, until it was finalised).
-        std::iter::from_fn(|| bus.pop()).find(|m| m.type_() == gst::MessageType::Error)?
-    } else {
-        bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
-            &[gst::MessageType::Error],
-        )?
-    };
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+        &[gst::MessageType::Error],
+    )?;
+    error_text(&msg)
+}
+
+/// "element: reason" for an error message.
+fn error_text(msg: &gst::Message) -> Option<String> {
     match msg.view() {
         gst::MessageView::Error(e) => Some(format!(
             "{}: {}",

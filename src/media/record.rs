@@ -718,5 +718,6 @@ fn display_branch(
 }
 
 fn pop_error(pipeline: &gst::Pipeline) -> Option<String> {
-    super::pipeline_error(pipeline, std::time::Duration::ZERO)
+    // The recorder's bus has no other reader until `finish`.
+    super::queued_error(pipeline)
 }

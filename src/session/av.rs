@@ -216,10 +216,27 @@ pub struct Recordings {
     /// Whether the user was told that media arrives and nothing keeps it
     /// (no `--record`, no `--display`).
     told_unkept: bool,
-    /// A recording to stdout (`--record -`) could not be written: its
-    /// reader is gone.
-    stdout_gone: bool,
+    /// Where a recording to stdout (`--record -`) stands.
+    stdout: StdoutStream,
 }
+
+/// A recording to stdout (`--record -`): it carries one sender, and the
+/// run ends with it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum StdoutStream {
+    /// Not begun (or not asked for).
+    #[default]
+    Waiting,
+    /// Begun; going on while its sender's recording is active or parked.
+    Begun,
+    /// Its program stopped reading.
+    ReaderLeft,
+    /// It could not be written on (the error).
+    Failed(String),
+}
+
+/// The name of the recorder's stdout sink, which errors name first.
+const STDOUT_SINK: &str = "stdout:";
 
 impl Recordings {
     pub fn new(cfg: RecordConfig, reporter: Reporter) -> Self {
@@ -232,13 +249,24 @@ impl Recordings {
             used: Default::default(),
             finishing: JoinSet::new(),
             told_unkept: false,
-            stdout_gone: false,
+            stdout: StdoutStream::Waiting,
         }
     }
 
-    /// Whether the program reading a recording on stdout went away.
-    pub fn stdout_gone(&self) -> bool {
-        self.stdout_gone
+    /// Whether a recording to stdout has ended (its sender left for good,
+    /// its reader left, or it failed), and if it failed, why.
+    pub fn stdout_ended(&self) -> Option<Result<(), String>> {
+        let recording = |a: &Active| a.recorder.path.as_deref().is_some_and(is_stdout);
+        match &self.stdout {
+            StdoutStream::Waiting => None,
+            StdoutStream::Begun => {
+                let going = self.active.values().any(recording)
+                    || self.parked.values().any(|(a, _)| recording(a));
+                (!going).then_some(Ok(()))
+            }
+            StdoutStream::ReaderLeft => Some(Ok(())),
+            StdoutStream::Failed(e) => Some(Err(e.clone())),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -308,11 +336,15 @@ impl Recordings {
             .collect();
         for (id, error) in failed {
             let a = self.active.remove(&id);
-            if a.is_some_and(|a| a.recorder.path.as_deref().is_some_and(is_stdout)) {
+            let to_stdout = a.is_some_and(|a| a.recorder.path.as_deref().is_some_and(is_stdout));
+            if to_stdout && error.starts_with(STDOUT_SINK) {
                 // The program reading the stream went away (`| head -c`,
                 // a player closed): the end of the run, as for data.
                 tracing::info!("stdout closed ({error}): the recording's reader left");
-                self.stdout_gone = true;
+                self.stdout = StdoutStream::ReaderLeft;
+            } else if to_stdout {
+                tracing::error!("sender {}: recording to stdout failed: {error}", short(&id));
+                self.stdout = StdoutStream::Failed(error);
             } else {
                 tracing::error!("sender {}: recording failed: {error}", short(&id));
             }
@@ -338,7 +370,11 @@ impl Recordings {
         let base = self.cfg.path.as_ref()?;
         if is_stdout(base) {
             // stdout holds one stream: the first sender's.
-            return self.used.insert(base.clone()).then(|| base.clone());
+            let first = self.used.insert(base.clone());
+            if first {
+                self.stdout = StdoutStream::Begun;
+            }
+            return first.then(|| base.clone());
         }
         let text = base.to_string_lossy();
         let id = file_id(peer);
@@ -622,7 +658,7 @@ async fn finish(a: Active) {
         Ok(()) => {
             if path.as_deref().is_some_and(is_stdout) {
                 tracing::info!(
-                    "sender {}'s recording on stdout ended ({:.1} s, {:.1} MB)",
+                    "sender {}'s recording on stdout ended ({:.1} s, {:.1} MB received)",
                     short(&a.sender),
                     media,
                     bytes as f64 / 1e6

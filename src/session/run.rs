@@ -331,7 +331,12 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             tracing::debug!("every sender has left (--once)");
             break;
         }
-        if runner.recordings.as_ref().is_some_and(|r| r.stdout_gone()) {
+        // A stream on stdout ends with its sender, or its reader.
+        if runner
+            .recordings
+            .as_ref()
+            .is_some_and(|r| r.stdout_ended().is_some())
+        {
             break;
         }
     }
@@ -363,8 +368,12 @@ pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
             }
         },
     };
+    if let Some(Err(e)) = runner.recordings.as_ref().and_then(|r| r.stdout_ended()) {
+        return Err(anyhow::anyhow!("the recording to stdout failed: {e}"));
+    }
     match result.context("stdout writer failed")? {
-        Ok(()) if !runner.incomplete.is_empty() => {
+        // With --record -, data was never written: nothing is incomplete.
+        Ok(()) if !runner.incomplete.is_empty() && data_to_stdout => {
             let mut lost: Vec<&str> = runner.incomplete.iter().map(|p| rtc::short(p)).collect();
             lost.sort_unstable();
             Err(anyhow::anyhow!(

@@ -228,7 +228,7 @@ async fn vp9_to_mkv_and_h264_to_mp4() {
 /// stream. ffmpeg reads the pipe while it is written and decodes VP8 and
 /// Opus from it; the sender's text and a second sender's media stay out
 /// of it (each said once on stderr); when the recorded sender leaves, the
-/// stream ends and the receiver exits.
+/// stream ends and the receiver exits, the other sender still there.
 #[tokio::test]
 async fn a_recording_on_stdout_is_a_live_stream_ffmpeg_decodes_as_it_comes() {
     use tokio::io::AsyncWriteExt;
@@ -302,12 +302,13 @@ async fn a_recording_on_stdout_is_a_live_stream_ffmpeg_decodes_as_it_comes() {
         .await;
     rx.wait_stderr("is not recorded: --record - writes one sender to stdout")
         .await;
-    drop(second);
-    // The recorded sender leaves: the stream ends, the receiver exits.
+    // The recorded sender leaves: the stream ends and the receiver exits,
+    // though the other sender is still there.
     tx.signal("INT");
     let status = rx.wait_exit().await;
     assert!(status.success(), "{status}: {}", rx.stderr());
     let _ = copy.await;
+    drop(second);
 }
 
 /// A recording on stdout whose reader goes away (`| head -c`, a player
