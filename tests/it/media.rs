@@ -224,6 +224,14 @@ async fn vp9_to_mkv_and_h264_to_mp4() {
     }
 }
 
+/// `p2p receive --record -` in `room`, its stdout left to the test.
+fn record_to_stdout(relay: &Relay, room: &str) -> Proc {
+    let args = [
+        "receive", "--signal", &relay.url, "--room", room, "--events", "json", "--record", "-",
+    ];
+    Spawn::new("recorder", &args).raw_stdout().spawn()
+}
+
 /// `--record -`: the first sender's media on stdout as a live Matroska
 /// stream. ffmpeg reads the pipe while it is written and decodes VP8 and
 /// Opus from it; the sender's text and a second sender's media stay out
@@ -234,15 +242,7 @@ async fn a_recording_on_stdout_is_a_live_stream_ffmpeg_decodes_as_it_comes() {
     use tokio::io::AsyncWriteExt;
     let relay = Relay::start(&[]).await;
     let mut tx = send_media(&relay, "live", &["--data"]);
-    let mut rx = Spawn::new(
-        "recorder",
-        &[
-            "receive", "--signal", &relay.url, "--room", "live", "--events", "json", "--record",
-            "-",
-        ],
-    )
-    .raw_stdout()
-    .spawn();
+    let mut rx = record_to_stdout(&relay, "live");
     let mut stream = rx.child.stdout.take().expect("stdout piped");
     let mut ffmpeg = tokio::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-i", "pipe:0", "-t", "4"])
@@ -318,15 +318,7 @@ async fn a_recording_on_stdout_ends_when_its_reader_leaves() {
     use tokio::io::AsyncReadExt;
     let relay = Relay::start(&[]).await;
     let _tx = send_media(&relay, "reader", &[]);
-    let mut rx = Spawn::new(
-        "recorder",
-        &[
-            "receive", "--signal", &relay.url, "--room", "reader", "--events", "json", "--record",
-            "-",
-        ],
-    )
-    .raw_stdout()
-    .spawn();
+    let mut rx = record_to_stdout(&relay, "reader");
     let mut stream = rx.child.stdout.take().expect("stdout piped");
     let mut head = vec![0u8; 20_000];
     tokio::time::timeout(WAIT, stream.read_exact(&mut head))

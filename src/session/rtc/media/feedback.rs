@@ -348,22 +348,15 @@ impl WindowLoss {
         let p = background.max(MIN_CHANCE_LOSS);
         let n = self.packets as f64;
         let by_chance = n * p + CHANCE_SIGMAS * (n * p * (1.0 - p)).sqrt();
-        self.share > FULL_LOSS + background
-            && self.lost >= MIN_FULL_LOST
-            && self.lost as f64 > by_chance
+        self.share > FULL_LOSS + background && self.lost as f64 > by_chance
     }
 }
 
-/// The fewest lost packets a window must have to read full: a first report
-/// of a few packets that lost one is no full path.
-const MIN_FULL_LOST: usize = 3;
-
 /// How far above the loss a path's background loss explains, in standard
 /// deviations, a window's lost packets must be to say the path is full:
-/// at 3, 5 % random loss read full about once in 250 windows of the
-/// middle layer (seen: once in a minute); at 4, once in ~1,000, while a
-/// middle layer sent into a path 17 % too narrow still reads full.
-const CHANCE_SIGMAS: f64 = 4.0;
+/// at 3, 5 % random loss reads full about once in 250 windows of the
+/// middle layer, once in thousands of the full one.
+const CHANCE_SIGMAS: f64 = 3.0;
 
 /// The least random loss assumed when telling a full path from bad luck
 /// (see [`WindowLoss::overflowing`]): a path whose loss has not been
@@ -485,6 +478,22 @@ impl BandwidthEstimator for Estimator {
             .estimate
             .store(self.gcc.target_bitrate().to_bits(), Ordering::Relaxed);
         let origin = self.origin;
+        // Loss outside probes, and while the path is not full (turning
+        // packets away, FULL_LOSS): what this path loses anyway. Loss on a
+        // full one-packet bucket is the path saying no, and taken as
+        // background it let probes pass that froze the video for seconds.
+        let full = self.overflowing() || !self.full.is_empty();
+        if self.feedback.probe_cluster().is_none() && !full {
+            let (sent, lost) = reports.iter().fold((0usize, 0usize), |(s, l), r| {
+                (s + r.size, l + if r.arrived { 0 } else { r.size })
+            });
+            if sent > 0 {
+                let loss = lost as f64 / sent as f64;
+                self.background_reports = self.background_reports.saturating_add(1);
+                let weight = BACKGROUND_WEIGHT.max(1.0 / f64::from(self.background_reports + 3));
+                self.background_loss += weight * (loss - self.background_loss);
+            }
+        }
         let mut least: Option<f64> = None;
         for r in reports {
             let arrival = r.arrival.filter(|_| r.arrived);
@@ -496,26 +505,6 @@ impl BandwidthEstimator for Estimator {
                 };
                 let delay = a.as_secs_f64() - sent;
                 least = Some(least.map_or(delay, |l: f64| l.min(delay)));
-            }
-        }
-        // Loss outside probes, and while the path is not full (turning
-        // packets away, FULL_LOSS): what this path loses anyway. Loss on a
-        // full one-packet bucket is the path saying no, and taken as
-        // background it let probes pass that froze the video for seconds.
-        // Judged on the window these reports are in: judged on the one
-        // before, a path too narrow from its first packet (a policer that
-        // drops 15 %) taught its own loss as background, and never read
-        // full.
-        let full = self.overflowing() || !self.full.is_empty();
-        if self.feedback.probe_cluster().is_none() && !full {
-            let (sent, lost) = reports.iter().fold((0usize, 0usize), |(s, l), r| {
-                (s + r.size, l + if r.arrived { 0 } else { r.size })
-            });
-            if sent > 0 {
-                let loss = lost as f64 / sent as f64;
-                self.background_reports = self.background_reports.saturating_add(1);
-                let weight = BACKGROUND_WEIGHT.max(1.0 / f64::from(self.background_reports + 3));
-                self.background_loss += weight * (loss - self.background_loss);
             }
         }
         if let Some(least) = least {
@@ -925,7 +914,7 @@ mod tests {
     }
 
     #[test]
-    fn a_path_a_little_too_narrow_from_its_first_packet_reads_full() {
+    fn a_path_a_little_too_narrow_reads_full() {
         // 0.7 Mbit/s into 0.6 with a 10 KB queue: ~15 % lost once the
         // queue is full (within a second), none of it random. Its loss
         // must not be learnt as background (which raises the bar past it).
