@@ -159,7 +159,6 @@ pub(crate) fn chain(bin: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(
     })
 }
 
-/// The first error a pipeline posted within `wait`, as "element: message".
 /// The first error queued on a pipeline whose bus has no other reader,
 /// without waiting. (`timed_pop_filtered` with no wait returns before it
 /// looks at the queue: a recording to a stdout whose reader had gone ran
@@ -171,6 +170,7 @@ pub(crate) fn queued_error(pipeline: &gst::Pipeline) -> Option<String> {
         .and_then(|m| error_text(&m))
 }
 
+/// The first error a pipeline posted within `wait`, as "element: message".
 pub(crate) fn pipeline_error(
     pipeline: &gst::Pipeline,
     wait: std::time::Duration,

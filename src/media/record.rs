@@ -317,8 +317,6 @@ impl Recorder {
             } else {
                 "filesink"
             });
-        }
-        if let Some(path) = &cfg.path {
             names.push(match Container::for_path(path) {
                 Ok(Container::Matroska) => "matroskamux",
                 Ok(Container::Mp4) => "mp4mux",
