@@ -102,7 +102,17 @@ const PROBE_STAGE: f64 = 2.0;
 /// next, at 2.07, lost a third of what the link got for ~0.3 s; the
 /// receiver (Chromium) asked for all of it again, and the link stayed full
 /// for 2 s.
+///
+/// Stages go on this way until one passes [`WIDENED`] times what the
+/// path carried. Two passing stages say little: behind 300 kbit/s with a
+/// 10 KB bucket, stages at 329 and 412 kbit/s both passed (their excess
+/// fit in the bucket), and the step's own probe at 892 that followed
+/// lost a frame every time it ran, which cost a key frame and a 1.5 s
+/// freeze of the smallest layer.
 const CAPACITY_STAGE: f64 = 1.25;
+/// A probe that passed this many times what the path carried when last
+/// full shows the path has widened: later stages go by [`PROBE_STAGE`].
+const WIDENED: f64 = 2.0;
 /// No probe starts while this much queue stands in front of the receiver:
 /// on top of it, a probe's excess overflows sooner, its verdict reads
 /// growth from a baseline that is not the path's, and a path with a deep
@@ -540,13 +550,13 @@ impl Chooser {
             } else {
                 target.min(from * PROBE_STAGE).max(from)
             };
-            // Unproven room above what the path carried when full: a
-            // small step first, and one more from there once it passed
-            // (a bucket and a queue absorb one such stage; see
-            // [`CAPACITY_STAGE`]).
+            // Unproven room above what the path carried when full: small
+            // steps from it, each from the last that passed, until one
+            // shows the path has widened (a bucket and a queue absorb a
+            // stage or two; see [`CAPACITY_STAGE`]).
             let stage_from = p.capacity.and_then(|c| match proven {
                 None => Some(c),
-                Some(r) if r <= c * CAPACITY_STAGE * 1.01 => Some(r),
+                Some(r) if r < c * WIDENED => Some(r),
                 Some(_) => None,
             });
             if let Some(b) = stage_from.filter(|&b| b * CAPACITY_STAGE > from) {
@@ -1385,7 +1395,7 @@ mod tests {
     }
 
     #[test]
-    fn above_what_a_full_path_carried_probes_go_a_quarter_higher_until_two_pass() {
+    fn above_what_a_full_path_carried_probes_go_a_quarter_higher_until_twice_it_passed() {
         let (t, mut c) = probing_chooser();
         let up = |c: &mut Chooser, secs: f64, full: Option<f64>| choose(c, t, secs, full);
         assert_eq!(up(&mut c, 1.0, Some(500_000.0)), 2);
@@ -1402,11 +1412,23 @@ mod tests {
         let (second, decides) = c.take_probe().expect("the next stage");
         assert_eq!(second, first * CAPACITY_STAGE);
         assert!(!decides);
-        // That passed too: the path has more room than it had, and the
-        // next stage goes on from there as usual (here, within reach of
-        // the step: the step's own probe).
+        // That passed too, and may have fit in the bucket: a quarter
+        // higher again, until one passes twice what the path carried.
         c.probed(at(t, 4.1), verdict(second, true, false));
         up(&mut c, 4.1, None);
+        let mut last = second;
+        for secs in [4.1, 4.6] {
+            let (next, decides) = c.take_probe().expect("the next stage");
+            assert_eq!(next, last * CAPACITY_STAGE);
+            assert!(!decides);
+            c.probed(at(t, secs + 0.5), verdict(next, true, false));
+            up(&mut c, secs + 0.5, None);
+            last = next;
+        }
+        // The last passed at twice what the path carried: the path has
+        // widened, and the next stage goes on from there as usual (here,
+        // within reach of the step: the step's own probe).
+        assert!(last >= 300_000.0 * WIDENED);
         let (third, decides) = c.take_probe().expect("the step's probe");
         let needed = (RATES[1] + 50_000.0) / HEADROOM * PROBE_MARGIN;
         assert_eq!(third, needed);
