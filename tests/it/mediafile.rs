@@ -16,6 +16,8 @@ pub struct Report {
     pub duration: f64,
     pub video_frames: u64,
     pub audio_buffers: u64,
+    /// Presentation time of every decoded audio buffer.
+    pub audio_pts: Vec<f64>,
     /// Presentation time of the first and last decoded video frame.
     pub first_pts: f64,
     pub last_pts: f64,
@@ -124,8 +126,11 @@ fn decode(path: &Path, r: &mut Report) {
                 .unwrap_or((0, 0));
             r.frames.push((pts, size.0, size.1));
         }
-        while audio.try_pull_sample(gst::ClockTime::ZERO).is_some() {
+        while let Some(s) = audio.try_pull_sample(gst::ClockTime::ZERO) {
             r.audio_buffers += 1;
+            if let Some(pts) = s.buffer().and_then(|b| b.pts()) {
+                r.audio_pts.push(pts.nseconds() as f64 / 1e9);
+            }
         }
         // With one kind of stream the pipeline never posts EOS (the other
         // sink waits): done when each kind the file has is.
@@ -161,6 +166,16 @@ fn decode(path: &Path, r: &mut Report) {
 }
 
 impl Report {
+    /// The gaps in the audio longer than `over` s: where each began, and
+    /// how long it was.
+    pub fn audio_gaps(&self, over: f64) -> Vec<(f64, f64)> {
+        self.audio_pts
+            .windows(2)
+            .filter(|w| w[1] - w[0] > over)
+            .map(|w| (w[0], w[1] - w[0]))
+            .collect()
+    }
+
     /// Frames per second, and the longest gap between two frames in
     /// seconds, over the frames shown from `from` seconds on.
     pub fn fps_and_gap_from(&self, from: f64) -> (f64, f64) {
