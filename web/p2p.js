@@ -125,6 +125,7 @@ class Peer {
     this.pc = pc;
     this.channel = null;
     this.queue = []; // candidates waiting for the remote description
+    this.gathered = false; // gathering ended once (later candidates: a network change)
     this.outbox = []; // data waiting for the channel to open (sender side)
     this.state = {};
     this.connected = false;
@@ -182,7 +183,16 @@ class Base extends EventTarget {
     const peer = new Peer(id, pc);
     this.peers.set(id, peer);
     pc.addEventListener('icecandidate', (e) => {
-      if (!e.candidate || !e.candidate.candidate || peer.closed) return;
+      if (peer.closed) return;
+      if (!e.candidate || !e.candidate.candidate) {
+        peer.gathered = true; // the end of this round of gathering
+        return;
+      }
+      // A candidate after gathering ended, on a connection that was up:
+      // the browser gathers again because the host's network changed (an
+      // address came or went). Found at once, not after the path has been
+      // quiet for seconds.
+      if (peer.gathered && peer.connected) this.networkChanged(peer);
       this.driver.emit(this.peerNamespace(id), { type: 'candidate', id: this.id, candidate: e.candidate.toJSON() });
     });
     pc.addEventListener('connectionstatechange', () => {
@@ -208,12 +218,20 @@ class Base extends EventTarget {
     emitEvent(this, 'connect', { id: peer.id, peer: peer.pc, state: peer.state });
   }
 
+  /** The host's network changed under `peer`'s connection: the relay
+   * connection may have left from an address that is gone, and is made
+   * again first (what is sent meanwhile waits for it). */
+  networkChanged(peer) {
+    this.driver.reconnectNow?.();
+  }
+
   closePeer(peer, { notify = false, error } = {}) {
     if (peer.closed) return;
     peer.closed = true;
     clearTimeout(peer.timer);
     clearInterval(peer.restartTimer);
     clearInterval(peer.repairTimer);
+    clearInterval(peer.pathTimer);
     if (notify) this.sendDispose(peer);
     try {
       peer.channel?.close();
@@ -398,6 +416,52 @@ export class Sender extends Base {
 // path loses packets, frames are held one repair longer (two round trips
 // and a margin, reached in steps); the wait goes once the path has been
 // clean a while.
+// A connection's path is watched for going quiet (watchPath): media stops
+// arriving when the host's network changes under it, and the browser calls
+// the path disconnected only seconds later (9 s, measured: a page whose
+// address moved to another subnet).
+const PATH_CHECK_MS = 250;
+const PATH_QUIET_MS = 1000; // nothing for this long, where media flowed: the path is gone
+const PATH_FLOWING_BPS = 16000; // what says media (not only keepalives) flowed
+
+/** Watches `peer`'s path: once media flowed over it, a second without a
+ * byte means the path is gone (the host's network changed, or the sender
+ * stalled), and `onQuiet` is called, once until bytes flow again. */
+function watchPath(peer, onQuiet) {
+  clearInterval(peer.pathTimer);
+  let bytes = null;
+  let changedAt = performance.now();
+  let flowing = false;
+  let told = false;
+  peer.pathTimer = setInterval(async () => {
+    if (peer.closed) {
+      clearInterval(peer.pathTimer);
+      return;
+    }
+    let report;
+    try {
+      report = await peer.pc.getStats();
+    } catch (e) {
+      return; // closed meanwhile
+    }
+    let got = 0;
+    for (const r of report.values()) {
+      if (r.type === 'transport') got += r.bytesReceived || 0;
+    }
+    const now = performance.now();
+    if (bytes === null || got > bytes) {
+      // Fast enough to be media, not ICE's keepalives alone.
+      if (bytes !== null) flowing = ((got - bytes) * 8 * 1000) / Math.max(1, now - changedAt) >= PATH_FLOWING_BPS;
+      bytes = got;
+      changedAt = now;
+      told = false;
+    } else if (flowing && !told && now - changedAt >= PATH_QUIET_MS && peer.pc.connectionState === 'connected') {
+      told = true;
+      onQuiet();
+    }
+  }, PATH_CHECK_MS);
+}
+
 const REPAIR_CHECK_MS = 1000;
 const REPAIR_LOSS = 0.005; // share of packets lost over a check that asks for the wait
 const REPAIR_MARGIN_MS = 40;
@@ -578,6 +642,8 @@ export class Receiver extends Base {
     if (!peer || peer.closed || !msg.offer || typeof msg.offer.sdp !== 'string') return;
     peer.restarts = true;
     const pc = peer.pc;
+    // The restart gathers anew: its candidates are no network change.
+    peer.gathered = false;
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.offer.sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
@@ -590,7 +656,16 @@ export class Receiver extends Base {
     });
   }
 
-  /** Asks sender `peer` to restart ICE (its path went quiet). */
+  /** On a network change, a sender that restarts is asked to at once:
+   * the path it has may be gone, and the sender cannot see that before
+   * ICE's seconds of silence. */
+  networkChanged(peer) {
+    super.networkChanged(peer);
+    if (peer.restarts) this.askRestart(peer);
+  }
+
+  /** Asks sender `peer` to restart ICE (its path went quiet, or the
+   * network changed). */
   askRestart(peer) {
     const now = Date.now();
     if (peer.askedRestart && now - peer.askedRestart < 2000) return;
@@ -625,6 +700,11 @@ export class Receiver extends Base {
       } else if (pc.connectionState === 'connected' && peer.askedRestart) {
         emitEvent(this, 'reconnect', { id: sid, state: peer.state });
       }
+    });
+    // A path gone quiet is found within a second, not when the browser
+    // calls it disconnected: as on a network change.
+    watchPath(peer, () => {
+      if (peer.restarts) this.networkChanged(peer);
     });
     const announced = new Set();
     pc.addEventListener('track', (e) => {
