@@ -47,6 +47,7 @@ def move_later(star, k, at):
         time.sleep(max(0.0, at - time.time()))
         try:
             move(star, k)
+            bench.log(f"  moved at {time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() * 1000) % 1000:03d} UTC")
         except subprocess.CalledProcessError as e:
             bench.log(f"  move failed: {e}")
     t = threading.Thread(target=go, daemon=True)
@@ -69,7 +70,8 @@ def page_result(star, viewer, started):
     # The freeze that holds the move, or the window's end if the picture
     # never came back.
     back = r["gap_end"] is None or r["gap_end"] < WINDOW * 1000 - 50
-    return dict(freeze=r["gap"], back=back, fps=r["fps"])
+    # (The page's connection steps, for the log: when it asked, when ICE came back.)
+    return dict(freeze=r["gap"], back=back, fps=r["fps"], steps=r["chromium"]["steps"])
 
 
 def way_chromium(b, star, port, room):

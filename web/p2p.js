@@ -455,7 +455,7 @@ function watchPath(peer, onQuiet) {
       bytes = got;
       changedAt = now;
       told = false;
-    } else if (flowing && !told && now - changedAt >= PATH_QUIET_MS && peer.pc.connectionState === 'connected') {
+    } else if (flowing && !told && now - changedAt >= PATH_QUIET_MS && peer.connected && !['closed', 'failed'].includes(peer.pc.connectionState)) {
       told = true;
       onQuiet();
     }

@@ -165,8 +165,10 @@ impl Driver {
                 },
                 Some(state) = states.recv() => {
                     let up = state == RTCPeerConnectionState::Connected;
-                    if up && !connected {
-                        if let Some(pending) = &self.pending {
+                    if let (true, Some(pending)) = (up, &self.pending) {
+                        if connected {
+                            pending.came_back();
+                        } else {
                             pending.go_live().await;
                         }
                     }

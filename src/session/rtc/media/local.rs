@@ -227,6 +227,20 @@ impl PendingTracks {
         }
     }
 
+    /// The connection is up again after its path was lost (an ICE
+    /// restart, or ICE finding the path again): what was sent meanwhile
+    /// never arrived, and the receiver's decoder has nothing to go on
+    /// from, so its layer's next key frame is asked for now. Left to the
+    /// receiver, our page in Chromium asked 1.7 s after the path was back
+    /// (it tried NACKs for the whole gap first).
+    pub fn came_back(&self) {
+        for (spec, writer, track, _) in &self.tracks {
+            if spec.kind == MediaKind::Video && writer.bindings.find(track).is_some() {
+                (writer.on_keyframe)(self.layer.load(Ordering::Relaxed), KeyframeReason::Repair);
+            }
+        }
+    }
+
     pub fn unbind(&self) {
         for (_, writer, track, _) in &self.tracks {
             writer.bindings.remove(track);
