@@ -195,17 +195,20 @@ pub const RESTART_ASKED_AGAIN: Duration = Duration::from_millis(500);
 
 /// A restart that has not found a path in this long is made again (its
 /// offer or answer may have been lost on the way, or the network changed
-/// again meanwhile).
-pub const RESTART_RETRY: Duration = Duration::from_secs(5);
+/// again meanwhile). A restart's checks run ~2 s (`rtc::settings`), so
+/// a path that comes back is found within about this long: at 5 s, a 10 s
+/// outage came back 0.1 s or 3 s after it healed, by where the retries
+/// fell.
+pub const RESTART_RETRY: Duration = Duration::from_millis(2500);
 
 /// A connection that has had no path for this long is given up: the
 /// peers fall back to a new connection (the seed protocol's invoke and
-/// offer), and a receiver starts a new recording. With ICE's 5 s of
+/// offer), and a receiver starts a new recording. With ICE's 3 s of
 /// silence before it calls a path lost, a receiver that was killed is
 /// given up 15 s after it went, as before restarts; a link down for 10 s
 /// comes back within it when the relay connection is back in time (see
 /// the ws driver's back-off).
-pub const RESTART_GIVE_UP: Duration = Duration::from_secs(10);
+pub const RESTART_GIVE_UP: Duration = Duration::from_secs(12);
 
 /// A receiver whose sender has sent no restart offer since the path was
 /// lost gives the connection up after this long: the sender is gone (a

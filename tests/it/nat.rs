@@ -169,6 +169,37 @@ impl Internet {
         }
     }
 
+    /// Router B's public address changes, as when a home's provider
+    /// hands it a new one: 10.241.0.2 goes, 10.241.0.3 comes, and the
+    /// NAT's mappings go with the old address (the kernel drops
+    /// masqueraded flows of an address that is removed).
+    fn renumber_b(&self) {
+        let rb = self.router_b.as_str();
+        // (Deleting the old first: a primary address takes the secondary
+        // ones of its subnet with it.)
+        run(
+            &["ip", "-n", rb, "addr", "del", "10.241.0.2/24", "dev", "wan"],
+            None,
+        );
+        run(
+            &["ip", "-n", rb, "addr", "add", "10.241.0.3/24", "dev", "wan"],
+            None,
+        );
+        run(
+            &[
+                "ip",
+                "-n",
+                rb,
+                "route",
+                "replace",
+                "default",
+                "via",
+                "10.241.0.1",
+            ],
+            None,
+        );
+    }
+
     fn all(&self) -> [&String; 6] {
         [
             &self.public,
@@ -596,4 +627,64 @@ async fn a_browser_behind_a_symmetric_nat_watches_with_credentials_from_the_rela
     // 3 s of video: at least 10 frames a second decoded, with a size.
     assert!(result["frames"].as_u64() >= Some(30), "{result}");
     assert!(result["width"].as_u64() > Some(0), "{result}");
+}
+
+/// The receiver's NAT gets a new public address mid-session: nothing on
+/// the receiver's host changes, but its relay connection and its path
+/// both die. The same session carries on through an ICE restart, and
+/// every line written meanwhile arrives, in order.
+#[tokio::test]
+async fn when_the_receivers_nat_gets_a_new_public_address_the_session_carries_on() {
+    const RECONNECT: &str = r#""event":"reconnect""#;
+    let s = session(Nat::Cone, "renumbered").await;
+    let (mut tx, mut rx) = (s.tx, s.rx);
+    let mut sent = Vec::new();
+    let mut n = 0;
+    let mut line = |n: usize| format!("line {n}");
+    tx.write_stdin(format!("{}\n", line(n)).as_bytes()).await;
+    sent.push(line(n));
+    assert_eq!(rx.line().await, sent[0]);
+    s._net.renumber_b();
+    let moved = std::time::Instant::now();
+    while rx.stderr_count(RECONNECT) == 0 {
+        if moved.elapsed() > Duration::from_secs(40) {
+            rx.fail(&format!(
+                "no reconnect within 40 s of the change; sender said:\n{}",
+                tx.stderr()
+            ));
+        }
+        n += 1;
+        tx.write_stdin(format!("{}\n", line(n)).as_bytes()).await;
+        sent.push(line(n));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back = moved.elapsed();
+    eprintln!(
+        "back {:.2} s after the NAT's address changed",
+        back.as_secs_f64()
+    );
+    // Found by ICE's silence (3 s) and restarted in ~0.1 s: 3.2 s
+    // measured (5.2 s with webrtc-rs's 5 s). The issue's aim: within 5 s.
+    assert!(
+        back <= Duration::from_secs(5),
+        "back only {back:?} after the change:\n{}",
+        rx.stderr()
+    );
+    for _ in 0..10 {
+        n += 1;
+        tx.write_stdin(format!("{}\n", line(n)).as_bytes()).await;
+        sent.push(line(n));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = vec![sent[0].clone()];
+    while got.len() < sent.len() {
+        got.push(rx.line().await);
+    }
+    assert_eq!(got, sent, "lines lost or reordered across the change");
+    assert_eq!(
+        rx.stderr_count(r#""event":"connect""#),
+        1,
+        "the session was replaced, not carried on:\n{}",
+        rx.stderr()
+    );
 }

@@ -65,10 +65,15 @@ const NACK_FIRST_REPAIR_WAIT: Duration = Duration::from_millis(100);
 /// (`media::record`) at round trips up to 150 ms.
 const NACKS_PER_PACKET: u16 = 5;
 
-/// ICE: silence before a connection counts as lost (webrtc-rs's default;
-/// the session gives the peer up then), and keep-alive interval (default).
-const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
-const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+/// ICE: silence before a connection counts as lost (and is restarted),
+/// and the keep-alive interval that keeps an idle one from looking
+/// silent (three are missed before it does). webrtc-rs's defaults, 5 s
+/// and 2 s, left a session whose NAT got a new public address without a
+/// path for 5.2 s: nothing on either host changes, so only the silence
+/// tells (`nat::when_the_receivers_nat_gets…`). A keep-alive a second
+/// costs ~1.6 kbit/s a connection, both ways.
+const ICE_DISCONNECTED: Duration = Duration::from_secs(3);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// ICE: added to `ICE_DISCONNECTED`, how long connectivity checks may go
 /// without an answer before a new connection fails. webrtc-rs stops
