@@ -640,7 +640,7 @@ async fn when_the_receivers_nat_gets_a_new_public_address_the_session_carries_on
     let (mut tx, mut rx) = (s.tx, s.rx);
     let mut sent = Vec::new();
     let mut n = 0;
-    let mut line = |n: usize| format!("line {n}");
+    let line = |n: usize| format!("line {n}");
     tx.write_stdin(format!("{}\n", line(n)).as_bytes()).await;
     sent.push(line(n));
     assert_eq!(rx.line().await, sent[0]);
