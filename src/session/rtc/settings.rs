@@ -82,7 +82,12 @@ const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
 /// must fail for the peers to try again. webrtc-rs's default, 25 s, kept
 /// sessions down for half a minute after a 10 s outage; 15 s in all is
 /// still far beyond what checks take on any working path.
-const ICE_FAILED: Duration = Duration::from_secs(10);
+///
+/// Kept at 15 s in all when `ICE_DISCONNECTED` went from 5 s to 3: at
+/// 13 s, a connection whose sender was stopped for ~13 s (the browser
+/// test's stall) failed outright as it woke, and was made anew instead of
+/// restarted.
+const ICE_FAILED: Duration = Duration::from_secs(12);
 
 /// ICE: time between connectivity checks, and how many a candidate pair
 /// gets. webrtc-rs's 200 ms tick also paces every handshake step after
