@@ -47,7 +47,8 @@ def move_later(star, k, at):
         time.sleep(max(0.0, at - time.time()))
         try:
             move(star, k)
-            bench.log(f"  moved at {time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() * 1000) % 1000:03d} UTC")
+            t = time.time()
+            bench.log(f"  moved at {time.strftime('%H:%M:%S', time.gmtime(t))}.{int(t * 1000) % 1000:03d} UTC")
         except subprocess.CalledProcessError as e:
             bench.log(f"  move failed: {e}")
     t = threading.Thread(target=go, daemon=True)

@@ -326,7 +326,8 @@ struct Session {
     rx: Proc,
     _relay: Relay,
     _turn: Coturn,
-    _net: Internet,
+    /// The namespaces (a test may change them mid-session).
+    net: Internet,
 }
 
 async fn session(nat: Nat, room: &str) -> Session {
@@ -342,7 +343,7 @@ async fn session(nat: Nat, room: &str) -> Session {
         rx,
         _relay: relay,
         _turn: turn,
-        _net: net,
+        net,
     }
 }
 
@@ -644,7 +645,7 @@ async fn when_the_receivers_nat_gets_a_new_public_address_the_session_carries_on
     tx.write_stdin(format!("{}\n", line(n)).as_bytes()).await;
     sent.push(line(n));
     assert_eq!(rx.line().await, sent[0]);
-    s._net.renumber_b();
+    s.net.renumber_b();
     let moved = std::time::Instant::now();
     while rx.stderr_count(RECONNECT) == 0 {
         if moved.elapsed() > Duration::from_secs(40) {
