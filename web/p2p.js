@@ -222,7 +222,7 @@ class Base extends EventTarget {
    * connection may have left from an address that is gone, and is made
    * again first (what is sent meanwhile waits for it). */
   networkChanged(peer) {
-    this.driver.reconnectNow?.();
+    return this.driver.reconnectNow?.() === true;
   }
 
   closePeer(peer, { notify = false, error } = {}) {
@@ -423,16 +423,55 @@ export class Sender extends Base {
 const PATH_CHECK_MS = 250;
 const PATH_QUIET_MS = 1000; // nothing for this long, where media flowed: the path is gone
 const PATH_FLOWING_BPS = 16000; // what says media (not only keepalives) flowed
+const PATH_WINDOW_MS = 1000; // over which the flow before the quiet is judged
+
+/** Tells, from a connection's count of bytes received read now and then,
+ * when a path that carried media went quiet. Pure: fed the times (ms) and
+ * counts, so it is tested without a browser. */
+export class PathQuiet {
+  constructor({ quietMs = PATH_QUIET_MS, flowingBps = PATH_FLOWING_BPS, windowMs = PATH_WINDOW_MS } = {}) {
+    this.quietMs = quietMs;
+    this.flowingBps = flowingBps;
+    this.windowMs = windowMs;
+    this.rises = []; // [ms, bytes] where the count rose, over the last window
+    this.told = false;
+  }
+
+  /** The count read at `now`: true (once, until bytes come again) when
+   * nothing came for `quietMs` after media flowed. Media flowed if the
+   * rises of the window before the last one carried `flowingBps`: judged
+   * over a window, not the last read alone, which may hold only the few
+   * bytes that came before the path went. */
+  read(now, bytes) {
+    const last = this.rises[this.rises.length - 1];
+    if (!last || bytes < last[1]) {
+      this.rises = [[now, bytes]]; // the first read, or a new transport
+      this.told = false;
+      return false;
+    }
+    if (bytes > last[1]) {
+      this.rises.push([now, bytes]);
+      while (this.rises[0][0] < now - this.windowMs) this.rises.shift();
+      this.told = false;
+      return false;
+    }
+    if (this.told || now - last[0] < this.quietMs) return false;
+    const [since, from] = this.rises[0];
+    const span = last[0] - since;
+    // Rises a window apart are keepalives: no media.
+    if (span < this.windowMs / 2) return false;
+    if (((last[1] - from) * 8 * 1000) / span < this.flowingBps) return false;
+    this.told = true;
+    return true;
+  }
+}
 
 /** Watches `peer`'s path: once media flowed over it, a second without a
  * byte means the path is gone (the host's network changed, or the sender
  * stalled), and `onQuiet` is called, once until bytes flow again. */
 function watchPath(peer, onQuiet) {
   clearInterval(peer.pathTimer);
-  let bytes = null;
-  let changedAt = performance.now();
-  let flowing = false;
-  let told = false;
+  const quiet = new PathQuiet();
   peer.pathTimer = setInterval(async () => {
     if (peer.closed) {
       clearInterval(peer.pathTimer);
@@ -448,15 +487,7 @@ function watchPath(peer, onQuiet) {
     for (const r of report.values()) {
       if (r.type === 'transport') got += r.bytesReceived || 0;
     }
-    const now = performance.now();
-    if (bytes === null || got > bytes) {
-      // Fast enough to be media, not ICE's keepalives alone.
-      if (bytes !== null) flowing = ((got - bytes) * 8 * 1000) / Math.max(1, now - changedAt) >= PATH_FLOWING_BPS;
-      bytes = got;
-      changedAt = now;
-      told = false;
-    } else if (flowing && !told && now - changedAt >= PATH_QUIET_MS && peer.connected && !['closed', 'failed'].includes(peer.pc.connectionState)) {
-      told = true;
+    if (quiet.read(performance.now(), got) && peer.connected && !['closed', 'failed'].includes(peer.pc.connectionState)) {
       onQuiet();
     }
   }, PATH_CHECK_MS);
@@ -660,15 +691,16 @@ export class Receiver extends Base {
    * the path it has may be gone, and the sender cannot see that before
    * ICE's seconds of silence. */
   networkChanged(peer) {
-    super.networkChanged(peer);
-    if (peer.restarts) this.askRestart(peer);
+    const remade = super.networkChanged(peer);
+    if (peer.restarts) this.askRestart(peer, { again: remade });
   }
 
   /** Asks sender `peer` to restart ICE (its path went quiet, or the
-   * network changed). */
-  askRestart(peer) {
+   * network changed); `again`: also when asked a moment ago (that ask
+   * left on a relay connection just replaced, and may be lost with it). */
+  askRestart(peer, { again = false } = {}) {
     const now = Date.now();
-    if (peer.askedRestart && now - peer.askedRestart < 2000) return;
+    if (!again && peer.askedRestart && now - peer.askedRestart < 2000) return;
     peer.askedRestart = now;
     this.driver.emit(this.peerNamespace(peer.id), { type: 'restart', id: this.id });
   }
@@ -691,8 +723,8 @@ export class Receiver extends Base {
       if (pc.connectionState === 'disconnected') {
         // The relay connection may have died with the path (an address
         // that went away): make it again before asking.
-        this.driver.reconnectNow?.();
-        this.askRestart(peer);
+        const remade = this.driver.reconnectNow?.() === true;
+        this.askRestart(peer, { again: remade });
         peer.restartTimer = setInterval(() => {
           if (peer.closed || pc.connectionState === 'connected') clearInterval(peer.restartTimer);
           else this.askRestart(peer);
@@ -736,6 +768,9 @@ export class Receiver extends Base {
 // ---------------------------------------------------------------------------
 
 const MAX_BACKLOG = 256; // frames kept while the relay is away; signaling goes stale beyond that
+
+// A relay connection is made anew on a network change at most this often.
+const RECONNECT_APART_MS = 500;
 
 /**
  * A driver over one WebSocket: `on`/`off`/`emit` as the library expects.
@@ -781,6 +816,7 @@ export class WebSocketDriver extends EventTarget {
   connect() {
     if (this.closed) return;
     this.status('connecting');
+    this.startedAt = Date.now();
     let ws;
     try {
       const u = new URL(this.url);
@@ -794,7 +830,6 @@ export class WebSocketDriver extends EventTarget {
     this.ws = ws;
     ws.addEventListener('open', () => {
       this.attempt = 0;
-      this.openedAt = Date.now();
       for (const { wire } of this.subs.values()) ws.send(JSON.stringify({ op: 'on', ns: wire }));
       const pending = this.backlog.splice(0);
       for (const f of pending) ws.send(f);
@@ -823,21 +858,25 @@ export class WebSocketDriver extends EventTarget {
   /** Makes the relay connection again now (under the same name, with the
    * resume token): a browser does not tell a page that the address its
    * socket left from is gone, and a connection that went quiet is the
-   * first sign. */
+   * first sign. True if it did. */
   reconnectNow() {
-    // Only a connection that has been open a while: one still connecting,
-    // or just made, is the new one.
-    if (this.closed || !this.connected || Date.now() - this.openedAt < 3000) return;
+    // Not one begun this past moment: it is the new one (a change is
+    // told several times). One begun earlier may have left from the
+    // address that went: the browser can tell of a new address before
+    // the old one goes (measured: a page's connection made between the
+    // two was dead, and the ask for a restart it carried lost).
+    if (this.closed || Date.now() - this.startedAt < RECONNECT_APART_MS) return false;
     const old = this.ws;
     this.ws = null;
     clearTimeout(this.reconnectTimer);
     try {
-      old.close(4000, 'reconnecting');
+      old?.close(4000, 'reconnecting');
     } catch (e) {
       /* already closed */
     }
     this.attempt = 0;
     this.connect();
+    return true;
   }
 
   close() {

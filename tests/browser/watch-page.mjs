@@ -11,8 +11,9 @@
 // "firs", "freezes", "freezeMs", "framesDropped", "keyFrames",
 // "retransmitted", "jitterMs" (mean jitter-buffer delay); "maxGapEndMs":
 // when, in the watched window, the longest gap ended; "steps": the first
-// peer connections' steps, [name, ms from navigation], and "wait-MS" when
-// the page changes its wait for repairs)
+// peer connections' steps, [name, ms from navigation], "wait-MS" when
+// the page changes its wait for repairs, "ws…" for its relay connections
+// and "ask-restart" when it asks a sender to restart ICE)
 // ("firstFrameMs": from the page's navigation to its first video frame
 // shown; "packetsLost"/"packetsReceived": video RTP over the whole visit,
 // as Chromium counts them; "issued": ICE servers the relay handed the
@@ -69,7 +70,7 @@ try {
   await s.context.addInitScript(() => {
     const steps = [];
     window.__steps = steps;
-    const mark = (name) => steps.length < 40 && steps.push([name, Math.round(performance.now())]);
+    const mark = (name) => steps.length < 60 && steps.push([name, Math.round(performance.now())]);
     // The page's wait for repairs (web/p2p.js), each time it changes.
     const wait = Object.getOwnPropertyDescriptor(RTCRtpReceiver.prototype, 'jitterBufferTarget');
     if (wait && wait.set) {
@@ -81,6 +82,21 @@ try {
         },
       });
     }
+    // The page's relay connections, and its asks for an ICE restart.
+    const NativeSocket = window.WebSocket;
+    window.WebSocket = class extends NativeSocket {
+      constructor(...args) {
+        super(...args);
+        mark('ws');
+        this.addEventListener('open', () => mark('ws-open'));
+        this.addEventListener('close', (e) => mark(`ws-close-${e.code}`));
+      }
+
+      send(data) {
+        if (typeof data === 'string' && data.includes('"type":"restart"')) mark('ask-restart');
+        return super.send(data);
+      }
+    };
     const Native = window.RTCPeerConnection;
     window.RTCPeerConnection = class extends Native {
       constructor(...args) {
