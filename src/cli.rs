@@ -492,6 +492,16 @@ pub struct SignalArgs {
     )]
     pub token_secret: Option<String>,
 
+    /// Sign the names clients resume with this secret, and give the relay
+    /// the same one when it restarts: a client that reconnects after the
+    /// restart keeps its name, so its peers keep taking its messages (an
+    /// ICE restart after an address change works across it). Derived from
+    /// --token-secret when that is set. Without either, a restarted relay
+    /// gives every client a new name, and a peer whose path went at the
+    /// same time is connected anew (~15 s later).
+    #[arg(long, env = "P2P_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+
     /// Largest frame accepted, in bytes; larger frames get an error frame.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_frame: usize,

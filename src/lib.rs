@@ -97,6 +97,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_subscriptions: args.max_subscriptions,
                 rate: args.rate_limit,
             },
+            // The resume key outlives a restart only if its secret does.
+            resume_key: {
+                let secrets = [&args.resume_secret, &args.token_secret];
+                let key = secrets.into_iter().flatten().find(|s| !s.is_empty());
+                key.map(|s| relay::resume_key(s))
+            },
             nats: args.nats.filter(|n| !n.is_empty()),
             nats_creds: args.nats_creds,
             tls: args.tls_cert.zip(args.tls_key),

@@ -76,16 +76,20 @@ pub struct Router {
     conns: HashMap<ConnId, HashSet<Namespace>>,
     /// What each connection's room token lets it do (`--token-secret`).
     grants: HashMap<ConnId, Grant>,
-    /// Connections that resumed another's name: whose name they carry.
-    names: HashMap<ConnId, ConnId>,
+    /// Connections that resumed another's name: the name they carry.
+    names: HashMap<ConnId, String>,
     /// Resume tokens: the name each gives back, and the connection it was
     /// issued to.
-    resumable: HashMap<String, (ConnId, ConnId)>,
+    resumable: HashMap<String, (String, ConnId)>,
     /// The token each connection holds now.
     tokens: HashMap<ConnId, String>,
     /// Tokens of connections gone, oldest first: they stay good for
     /// [`RESUMABLE`] more disconnects.
     gone: VecDeque<String>,
+    /// What resume tokens are signed with ([`Router::resume_key`]).
+    key: [u8; 32],
+    /// Tokens of earlier runs taken, oldest first: each works once.
+    taken: VecDeque<String>,
 }
 
 /// Tokens of closed connections kept for a resume. A client that lost its
@@ -94,30 +98,56 @@ pub struct Router {
 /// the relay keep.
 pub const RESUMABLE: usize = 4096;
 
+/// How long a resume token stays good in a later run of the relay, in
+/// seconds (in the run that issued it, until used or forgotten).
+pub const RESUME_TTL: u64 = 300;
+/// How often the relay gives a connection a fresh resume token, so the
+/// one it holds is always good in a later run.
+pub const RESUME_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// How far ahead of this relay's clock a token's time may be (a relay
+/// restarted on another machine of a cluster).
+const CLOCK_SKEW: u64 = 60;
+
 impl Router {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
             origin: format!("{:08x}", rand::random::<u32>()),
+            key: rand::random(),
             ..Self::default()
         }
+    }
+
+    /// Signs resume tokens with `key`: a later run of the relay with the
+    /// same key gives a client that reconnects with one its name back, so
+    /// its peers keep taking its messages (an ICE restart after an
+    /// address change works across a relay restart). Without it, the key
+    /// is this run's own.
+    pub fn resume_key(mut self, key: [u8; 32]) -> Self {
+        self.key = key;
+        self
     }
 
     /// The name `message` frames carry for `conn`'s emits: whoever
     /// receives one knows which connection sent it, whatever its `data`
     /// claims.
     pub fn stamp(&self, conn: ConnId) -> String {
-        let name = self.names.get(&conn).unwrap_or(&conn);
-        format!("{}.{name}", self.origin)
+        match self.names.get(&conn) {
+            Some(name) => name.clone(),
+            None => format!("{}.{conn}", self.origin),
+        }
     }
 
     /// A new secret that lets a later connection of the same client take
     /// `conn`'s name ([`Router::resume`]): what keeps its peers bound to it
     /// across a lost connection (a changed address, a dead NAT mapping).
     /// Only `conn` is told it; it replaces any token `conn` held.
-    pub fn issue_resume(&mut self, conn: ConnId) -> String {
-        let token = hex::encode(rand::random::<[u8; 16]>());
-        let name = *self.names.get(&conn).unwrap_or(&conn);
+    /// `now`: seconds since the Unix epoch (a token is good in a later run
+    /// for [`RESUME_TTL`]; the relay gives a connection a fresh one every
+    /// [`RESUME_REFRESH`]).
+    pub fn issue_resume(&mut self, conn: ConnId, now: u64) -> String {
+        let name = self.stamp(conn);
+        let token = resume::sign(&self.key, &self.origin, now, &name);
         if let Some(old) = self.tokens.insert(conn, token.clone()) {
             self.resumable.remove(&old);
         }
@@ -129,16 +159,48 @@ impl Router {
     /// was issued for. Each token works once. Returns whether it was good,
     /// and the connection that held it if it is still here (a connection
     /// its client has given up: the caller closes it).
-    pub fn resume(&mut self, conn: ConnId, token: &str) -> (bool, Option<ConnId>) {
-        let Some((name, holder)) = self.resumable.remove(token) else {
-            return (false, None);
+    ///
+    /// A token of an earlier run of the relay (one this run did not issue,
+    /// signed with its key, at most [`RESUME_TTL`] before `now`) works
+    /// too: the client's peers still know it by that name. A token copied
+    /// from a log is good for no longer.
+    pub fn resume(&mut self, conn: ConnId, token: &str, now: u64) -> (bool, Option<ConnId>) {
+        let (name, live) = match self.resumable.remove(token) {
+            Some((name, holder)) => {
+                self.gone.retain(|t| t != token);
+                if self.tokens.get(&holder).is_some_and(|t| t == token) {
+                    self.tokens.remove(&holder);
+                }
+                let live = (holder != conn && self.conns.contains_key(&holder)).then_some(holder);
+                (name, live)
+            }
+            None => {
+                // This run's tokens are all in the table until used.
+                let earlier = resume::verify(&self.key, token)
+                    .filter(|t| t.issuer != self.origin)
+                    .filter(|t| t.issued <= now + CLOCK_SKEW && now <= t.issued + RESUME_TTL)
+                    .map(|t| t.name.to_owned());
+                let Some(name) = earlier else {
+                    return (false, None);
+                };
+                if self.taken.iter().any(|t| t == token) {
+                    return (false, None);
+                }
+                self.taken.push_back(token.to_owned());
+                if self.taken.len() > RESUMABLE {
+                    self.taken.pop_front();
+                }
+                // A name of another run is carried only by connections
+                // that resumed it.
+                let live = self
+                    .names
+                    .iter()
+                    .find(|&(&c, n)| c != conn && *n == name && self.conns.contains_key(&c))
+                    .map(|(&c, _)| c);
+                (name, live)
+            }
         };
-        self.gone.retain(|t| t != token);
-        if self.tokens.get(&holder).is_some_and(|t| t == token) {
-            self.tokens.remove(&holder);
-        }
         self.names.insert(conn, name);
-        let live = (holder != conn && self.conns.contains_key(&holder)).then_some(holder);
         (true, live)
     }
 
@@ -287,8 +349,76 @@ pub fn message_frame(ns: &Namespace, from: Option<&str>, data: &str) -> (String,
     (frame, range)
 }
 
+/// Resume tokens that a later run of the relay can check: the run that
+/// issued one, when (hex seconds), a nonce, the name it gives back, and an
+/// HMAC-SHA-256 of the four under the relay's key, joined by `~` (safe in
+/// a URL).
+mod resume {
+    use hmac::{Hmac, Mac as _};
+    use sha2::Sha256;
+
+    /// Longest name a token may carry (an origin, a dot and a number).
+    const MAX_NAME: usize = 40;
+
+    fn mac(key: &[u8; 32], parts: [&str; 4]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+        mac.update(b"p2p resume\0");
+        for part in parts {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac
+    }
+
+    pub fn sign(key: &[u8; 32], issuer: &str, now: u64, name: &str) -> String {
+        let (issued, nonce) = (format!("{now:x}"), hex::encode(rand::random::<[u8; 8]>()));
+        let parts = [issuer, issued.as_str(), nonce.as_str(), name];
+        let tag = hex::encode(mac(key, parts).finalize().into_bytes());
+        format!("{}~{tag}", parts.join("~"))
+    }
+
+    /// What a token signed with the key says.
+    pub struct Token<'t> {
+        pub issuer: &'t str,
+        pub issued: u64,
+        pub name: &'t str,
+    }
+
+    pub fn verify<'t>(key: &[u8; 32], token: &'t str) -> Option<Token<'t>> {
+        let mut split = token.split('~');
+        let mut parts = [""; 4];
+        for part in &mut parts {
+            *part = split.next()?;
+        }
+        let tag = hex::decode(split.next()?).ok()?;
+        let plain = |s: &str, dot: bool| {
+            !s.is_empty()
+                && s.len() <= MAX_NAME
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || (dot && b == b'.'))
+        };
+        let [issuer, issued, nonce, name] = parts;
+        if split.next().is_some()
+            || !plain(issuer, false)
+            || !plain(nonce, false)
+            || !plain(name, true)
+        {
+            return None;
+        }
+        let issued = u64::from_str_radix(issued, 16).ok()?;
+        mac(key, parts).verify_slice(&tag).ok()?;
+        Some(Token {
+            issuer,
+            issued,
+            name,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// A time for tokens (seconds since the epoch).
+    const T: u64 = 1_800_000_000;
     use super::*;
     use serde_json::json;
 
@@ -383,25 +513,118 @@ mod tests {
         let mut r = Router::new(Limits::default());
         r.connect(1);
         let name = r.stamp(1);
-        let token = r.issue_resume(1);
+        let token = r.issue_resume(1, T);
         // The old connection is still open (its client gave it up): the
         // new one takes its name and is told to close it.
         r.connect(2);
-        assert_eq!(r.resume(2, &token), (true, Some(1)));
+        assert_eq!(r.resume(2, &token, T), (true, Some(1)));
         assert_eq!(r.stamp(2), name);
         // Its next token names the same connection, after it closes too.
-        let again = r.issue_resume(2);
+        let again = r.issue_resume(2, T);
         r.disconnect(1);
         r.disconnect(2);
         r.connect(3);
-        assert_eq!(r.resume(3, &again), (true, None));
+        assert_eq!(r.resume(3, &again, T), (true, None));
         assert_eq!(r.stamp(3), name);
         // Used once; a wrong token changes nothing.
         r.connect(4);
-        assert_eq!(r.resume(4, &token), (false, None));
-        assert_eq!(r.resume(4, &again), (false, None));
-        assert_eq!(r.resume(4, "00"), (false, None));
+        assert_eq!(r.resume(4, &token, T), (false, None));
+        assert_eq!(r.resume(4, &again, T), (false, None));
+        assert_eq!(r.resume(4, "00", T), (false, None));
         assert_ne!(r.stamp(4), name);
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_run_with_the_same_key_gives_its_name_back_once() {
+        let key = [7; 32];
+        let mut before = Router::new(Limits::default()).resume_key(key);
+        before.connect(5);
+        let name = before.stamp(5);
+        let token = before.issue_resume(5, T);
+        // The relay restarts (same key): its connection numbers start over.
+        let mut after = Router::new(Limits::default()).resume_key(key);
+        after.connect(1);
+        after.connect(5);
+        assert_eq!(after.resume(5, &token, T), (true, None));
+        assert_eq!(after.stamp(5), name);
+        assert_ne!(after.stamp(1), name);
+        // Once: a second client with the same token gets a name of its own.
+        after.connect(6);
+        assert_eq!(after.resume(6, &token, T), (false, None));
+        assert_ne!(after.stamp(6), name);
+        // The token this run gives for the name works across the next
+        // restart, and hands the name over from a connection still open.
+        let next = after.issue_resume(5, T);
+        after.connect(7);
+        assert_eq!(after.resume(7, &next, T), (true, Some(5)));
+        assert_eq!(after.stamp(7), name);
+        let again = after.issue_resume(7, T);
+        let mut third = Router::new(Limits::default()).resume_key(key);
+        third.connect(1);
+        assert_eq!(third.resume(1, &again, T), (true, None));
+        assert_eq!(third.stamp(1), name);
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_or_altered_gives_no_name() {
+        let mut before = Router::new(Limits::default()).resume_key([1; 32]);
+        before.connect(1);
+        let token = before.issue_resume(1, T);
+        let mut other = Router::new(Limits::default()).resume_key([2; 32]);
+        other.connect(1);
+        assert_eq!(other.resume(1, &token, T), (false, None));
+        // Another name under the same signature, or a broken one.
+        let mut same = Router::new(Limits::default()).resume_key([1; 32]);
+        same.connect(1);
+        let mut parts: Vec<&str> = token.split('~').collect();
+        let forged = format!("{}.9", &parts[3][..8]);
+        parts[3] = &forged;
+        assert_eq!(same.resume(1, &parts.join("~"), T), (false, None));
+        for bad in [
+            "",
+            "~~~~",
+            "a~b~c~d~e",
+            "a~1~c~d~e~f",
+            &token[..token.len() - 2],
+        ] {
+            assert_eq!(same.resume(1, bad, T), (false, None), "{bad:?}");
+        }
+        // Untouched, it works.
+        assert_eq!(same.resume(1, &token, T), (true, None));
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_run_is_good_for_a_while_only() {
+        let key = [4; 32];
+        let mut before = Router::new(Limits::default()).resume_key(key);
+        before.connect(1);
+        let old = before.issue_resume(1, T);
+        let fresh = before.issue_resume(1, T + 240);
+        let ahead = before.issue_resume(1, T + 1000);
+        let mut after = Router::new(Limits::default()).resume_key(key);
+        let now = T + RESUME_TTL + 1;
+        after.connect(1);
+        assert_eq!(after.resume(1, &old, now), (false, None), "expired");
+        assert_eq!(
+            after.resume(1, &ahead, now),
+            (false, None),
+            "from the future"
+        );
+        assert_eq!(after.resume(1, &fresh, now), (true, None));
+    }
+
+    #[test]
+    fn a_used_token_of_this_run_is_not_taken_again_as_an_earlier_runs() {
+        let mut r = Router::new(Limits::default()).resume_key([3; 32]);
+        r.connect(1);
+        let name = r.stamp(1);
+        let token = r.issue_resume(1, T);
+        r.disconnect(1);
+        r.connect(2);
+        assert_eq!(r.resume(2, &token, T), (true, None));
+        r.connect(3);
+        assert_eq!(r.resume(3, &token, T), (false, None));
+        assert_ne!(r.stamp(3), name);
     }
 
     #[test]
@@ -409,18 +632,18 @@ mod tests {
         let mut r = Router::new(Limits::default());
         let first = {
             r.connect(0);
-            let t = r.issue_resume(0);
+            let t = r.issue_resume(0, T);
             r.disconnect(0);
             t
         };
         for c in 1..=RESUMABLE as ConnId {
             r.connect(c);
-            r.issue_resume(c);
+            r.issue_resume(c, T);
             r.disconnect(c);
         }
         assert!(r.resumable.len() <= RESUMABLE);
         r.connect(99_999);
-        assert_eq!(r.resume(99_999, &first), (false, None));
+        assert_eq!(r.resume(99_999, &first, T), (false, None));
     }
 
     #[test]

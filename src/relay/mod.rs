@@ -16,5 +16,5 @@ pub mod turn;
 pub use crate::router;
 pub use grant::{Issuer, Role};
 pub use router::Limits;
-pub use server::{run, RelayConfig};
+pub use server::{resume_key, run, RelayConfig};
 pub use turn::TurnIssuer;

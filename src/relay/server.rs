@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::bridge::{self, BridgeHandle};
 use super::door;
 use crate::protocol::ServerFrame;
-use crate::router::{ConnId, Limits, Routed, Router};
+use crate::router::{ConnId, Limits, Routed, Router, RESUME_REFRESH};
 
 /// Frames queued for one client before it counts as a slow consumer and is
 /// disconnected. A session's whole handshake is a few dozen frames; 1,024
@@ -97,6 +97,19 @@ pub struct RelayConfig {
     /// How long a client may stay silent, pings unanswered, before it is
     /// disconnected; pings go every third of it.
     pub idle_timeout: Duration,
+    /// What resume tokens are signed with (see [`resume_key`]); this run's
+    /// own when `None`.
+    pub resume_key: Option<[u8; 32]>,
+}
+
+/// The key resume tokens are signed with, from a secret the relay is given
+/// again when it restarts (`--resume-secret`, or `--token-secret`).
+pub fn resume_key(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"p2p resume key\0");
+    hash.update(secret.as_bytes());
+    hash.finalize().into()
 }
 
 struct Hub {
@@ -154,6 +167,17 @@ impl Queued {
 }
 
 impl Hub {
+    /// Tells `conn` the name its messages carry, with a fresh resume token
+    /// (replacing the one it held), if it is still here.
+    fn stamp(&mut self, conn: ConnId) {
+        if !self.outboxes.contains_key(&conn) {
+            return;
+        }
+        let from = self.router.stamp(conn);
+        let resume = Some(self.router.issue_resume(conn, unix_now()));
+        self.push(conn, ServerFrame::Stamp { from, resume }.to_json().into());
+    }
+
     /// Queues `frame` for `conn`; a full outbox (in frames or in bytes)
     /// disconnects the connection (the writer task sees its channel closed
     /// and closes the socket).
@@ -267,7 +291,10 @@ pub async fn run(config: RelayConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let relay = Arc::new(Relay {
         hub: Mutex::new(Hub {
-            router: Router::new(config.limits),
+            router: match config.resume_key {
+                Some(key) => Router::new(config.limits).resume_key(key),
+                None => Router::new(config.limits),
+            },
             outboxes: HashMap::new(),
             queued: Arc::default(),
             bridge: None,
@@ -453,6 +480,26 @@ async fn asset(uri: axum::http::Uri) -> Response {
 /// Sends `conn` TURN credentials at once, then fresh ones every half TTL
 /// for as long as it stays connected, so a long-lived client always holds
 /// valid ones for its next peer.
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Gives `conn` a fresh resume token every [`RESUME_REFRESH`], so the one
+/// its client holds is good in a later run of the relay (tokens of an
+/// earlier run are taken for a few minutes only).
+async fn refresh_resume(relay: Arc<Relay>, conn: ConnId, gone: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RESUME_REFRESH) => relay.hub().stamp(conn),
+            () = gone.cancelled() => return,
+        }
+    }
+}
+
 async fn hand_out_credentials(
     relay: Arc<Relay>,
     conn: ConnId,
@@ -535,7 +582,7 @@ async fn connection(
         };
         hub.outboxes.insert(conn, out);
         if let Some(token) = resume {
-            match hub.router.resume(conn, &token) {
+            match hub.router.resume(conn, &token, unix_now()) {
                 (true, Some(old)) => {
                     // Its client has moved on: the old socket is dead or
                     // soon will be.
@@ -554,9 +601,7 @@ async fn connection(
             }
         }
         if wants_stamp {
-            let from = hub.router.stamp(conn);
-            let resume = Some(hub.router.issue_resume(conn));
-            hub.push(conn, ServerFrame::Stamp { from, resume }.to_json().into());
+            hub.stamp(conn);
         }
         bytes
     };
@@ -639,6 +684,9 @@ async fn connection(
         let _ = tokio::time::timeout(grace, sink.close()).await;
     });
 
+    if wants_stamp {
+        tokio::spawn(refresh_resume(relay.clone(), conn, writer_done.clone()));
+    }
     if let (true, Some(turn)) = (wants_ice, relay.turn.clone()) {
         tokio::spawn(hand_out_credentials(
             relay.clone(),
