@@ -508,12 +508,8 @@ async fn hand_out_credentials(
 ) {
     let name = format!("p2p-{conn}");
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         let frame = ServerFrame::Ice {
-            ice_servers: vec![turn.issue(now, &name)],
+            ice_servers: vec![turn.issue(unix_now(), &name)],
             ttl: turn.ttl().as_secs(),
         }
         .to_json();
