@@ -269,9 +269,10 @@ pub struct SendArgs {
 
 const RECEIVERS: &str = "Who receives";
 
-/// Publishing to an SFU (`p2p send`).
+/// WHIP and WHEP (`p2p send`): publishing to an SFU, taking a publisher's
+/// media in, serving viewers.
 #[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "Publish to an SFU (WHIP)")]
+#[command(next_help_heading = "WHIP and WHEP (SFUs, OBS, players)")]
 pub struct WhipArgs {
     /// Publish the media to this WHIP endpoint (RFC 9725), e.g. an SFU's
     /// (Janus, LiveKit, MediaMTX, Cloudflare…) that fans it out to many
@@ -307,6 +308,26 @@ pub struct WhipArgs {
         conflicts_with_all = ["camera", "mic", "test_source", "file", "whip"]
     )]
     pub whip_listen: Option<String>,
+
+    /// Serve WHEP (WHIP's playback twin) at http://ADDR/whep: players and
+    /// browsers watch the sender's media there (GStreamer's whepsrc, a page
+    /// using fetch…). A viewer POSTs a recvonly offer; its connection is
+    /// one more receiver of the same encode, on the layer its path
+    /// carries, and DELETE ends it. Many viewers at once, at most
+    /// --max-receivers (default 100). Without --room or --signal, only
+    /// there; with either, to the room's receivers too. The URL is printed
+    /// on stdout once it listens; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", env = "P2P_WHEP_LISTEN")]
+    pub whep_listen: Option<String>,
+
+    /// Bearer token --whep-listen asks of viewers (Authorization: Bearer).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "P2P_WHEP_TOKEN",
+        hide_env_values = true
+    )]
+    pub whep_token: Option<String>,
 }
 
 /// Media sources and encoding (`p2p send`).

@@ -14,6 +14,7 @@ use crate::session::machine::Verify;
 use crate::session::rtc::IceServer;
 use crate::session::settings::state_object;
 pub use crate::session::settings::{read_state_file, PeerConfig, ReceiveConfig, SendConfig};
+use crate::session::viewers::ViewersConfig;
 use crate::session::whip::WhipConfig;
 use crate::signaling::SignalOptions;
 
@@ -130,9 +131,9 @@ impl SendConfig {
                 let Some(m) = &mut media else {
                     bail!("--whip publishes media: add --camera, --mic, --test-source or --file");
                 };
-                if !a.room_given {
+                if !a.room_given && a.whip.whep_listen.is_none() {
                     // One connection, one encoding: the layers are for
-                    // the room's receivers.
+                    // the room's receivers and WHEP viewers.
                     m.layers = 1;
                 }
                 crate::whip::Client::new(url, None, None)?;
@@ -148,9 +149,35 @@ impl SendConfig {
             None | Some("") => None,
             Some(listen) => Some(ingest_config(a, listen)?),
         };
+        let viewers = match a.whip.whep_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(listen) => {
+                let sends: Vec<String> = match (&media, &ingest) {
+                    (Some(m), _) => {
+                        use crate::media::capture::{audio_spec, video_spec};
+                        let video = m.video.as_ref().map(|_| video_spec(m.codec).mime);
+                        let audio = m.audio.as_ref().map(|_| audio_spec().mime);
+                        video.into_iter().chain(audio).collect()
+                    }
+                    (None, Some(i)) => i.specs.iter().map(|s| s.mime.clone()).collect(),
+                    (None, None) => bail!(
+                        "--whep-listen serves media: add --camera, --mic, --test-source, --file \
+                         or --whip-listen"
+                    ),
+                };
+                Some(ViewersConfig {
+                    listen: listen.to_owned(),
+                    token: a.whip.whep_token.clone().filter(|t| !t.is_empty()),
+                    max: a.max_receivers.map_or(DEFAULT_MAX_VIEWERS, |n| n as usize),
+                    connect_timeout: peer.connection_timeout,
+                    sends,
+                })
+            }
+        };
         Ok(Self {
-            mesh: whip.is_none() || a.room_given,
+            mesh: (whip.is_none() && viewers.is_none()) || a.room_given,
             whip,
+            viewers,
             data: (media.is_none() && ingest.is_none()) || a.media.data,
             ingest,
             media,
@@ -252,6 +279,9 @@ fn record_path(path: &Path, overwrite: bool) -> anyhow::Result<PathBuf> {
     }
     Ok(path.to_owned())
 }
+
+/// WHEP viewers served at once without --max-receivers.
+const DEFAULT_MAX_VIEWERS: usize = 100;
 
 /// `--whip-listen`: the tracks publishers must send, from the media flags.
 fn ingest_config(a: &SendArgs, listen: &str) -> anyhow::Result<IngestConfig> {

@@ -9,22 +9,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use tokio::sync::mpsc;
 
 use super::machine::PeerEvent;
 use super::rtc::{self, Continuity, OnKeyframe, PeerHandle, Rtc, RtcEvent, TrackWriter};
 use crate::media::{MediaKind, TrackSpec};
 use crate::protocol::{Candidate, Description};
-use crate::whip::{self, SDP, SDPFRAG};
+use crate::whip;
+use crate::whip::serve::{self, refuse, reply};
 
 /// How long the answer waits for our candidates before it goes without
 /// them (host candidates take milliseconds).
 const GATHER_WAIT: Duration = Duration::from_secs(1);
-
-/// Largest offer or fragment read.
-const MAX_BODY: usize = 64 * 1024;
 
 /// Key-frame requests to the publisher: at most one this often, however
 /// many receivers join at once.
@@ -136,13 +134,15 @@ pub async fn start(
     });
     let _ = slot.set(Arc::downgrade(&ingest));
     let app = axum::Router::new()
-        .route("/whip", axum::routing::post(post).options(options))
+        .route("/whip", axum::routing::post(post).options(preflight))
         .route(
             "/whip/{id}",
-            axum::routing::patch(patch).delete(delete).options(options),
+            axum::routing::patch(patch)
+                .delete(delete)
+                .options(preflight),
         )
         // An offer is a few kilobytes; nothing bigger is read.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(serve::MAX_BODY))
         .with_state(ingest.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -209,85 +209,11 @@ impl Ingest {
             tracing::debug!("asked the WHIP publisher for a key frame ({reason:?})");
         }
     }
-
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        use subtle::ConstantTimeEq as _;
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
-    }
-}
-
-/// A response with the CORS headers a browser publisher needs to read it.
-fn reply(status: StatusCode, headers: &[(header::HeaderName, String)], body: String) -> Response {
-    let mut r = (status, body).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
-    );
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name.clone(), v);
-        }
-    }
-    r
-}
-
-fn refuse(status: StatusCode, why: &str) -> Response {
-    let mut headers = vec![(header::CONTENT_TYPE, "text/plain".to_owned())];
-    if status == StatusCode::UNAUTHORIZED {
-        headers.push((header::WWW_AUTHENTICATE, "Bearer".to_owned()));
-    }
-    reply(status, &headers, format!("{why}\n"))
-}
-
-async fn options() -> Response {
-    reply(
-        StatusCode::NO_CONTENT,
-        &[
-            (
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                "POST, PATCH, DELETE, OPTIONS".into(),
-            ),
-            (
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "Authorization, Content-Type, If-Match".into(),
-            ),
-            (header::HeaderName::from_static("accept-post"), SDP.into()),
-        ],
-        String::new(),
-    )
-}
-
-fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
 async fn post(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, offer: String) -> Response {
-    if !ingest.authorized(&headers) {
-        return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-    }
-    if !content_type_is(&headers, SDP) {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "an offer must be sent as application/sdp",
-        );
+    if let Err(refusal) = serve::check_offer(ingest.token.as_deref(), &headers) {
+        return refusal.into();
     }
     let id = uuid::Uuid::new_v4().to_string();
     // The endpoint is taken before anything costly is made for this offer.
@@ -369,19 +295,7 @@ async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
     }
     tracing::info!("a WHIP publisher is connecting ({})", rtc::short(&id));
     tokio::spawn(watch(ingest.clone(), id.clone(), events));
-    reply(
-        StatusCode::CREATED,
-        &[
-            (header::CONTENT_TYPE, SDP.into()),
-            (header::LOCATION, format!("/whip/{id}")),
-            (header::ETAG, etag_of(&id)),
-            (
-                header::HeaderName::from_static("accept-patch"),
-                SDPFRAG.into(),
-            ),
-        ],
-        answer,
-    )
+    serve::created(&format!("/whip/{id}"), &id, answer)
 }
 
 /// Follows one publisher's connection: forwards its tracks, and frees the
@@ -442,7 +356,7 @@ async fn patch(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if !ingest.authorized(&headers) {
+    if !serve::authorized(ingest.token.as_deref(), &headers) {
         return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }
     let (handle, ufrag) = {
@@ -456,26 +370,10 @@ async fn patch(
             _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
         }
     };
-    if !content_type_is(&headers, SDPFRAG) {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "candidates must be sent as application/trickle-ice-sdpfrag",
-        );
-    }
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    if if_match.is_some_and(|m| m.trim() != "*" && m.trim() != etag_of(&id)) {
-        return refuse(
-            StatusCode::PRECONDITION_FAILED,
-            "If-Match names another ICE session",
-        );
-    }
-    let fragment = whip::parse_fragment(&body);
-    if fragment.ufrag.is_some() && ufrag.is_some() && fragment.ufrag != ufrag {
-        return refuse(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restarts are not supported: publish again instead",
-        );
-    }
+    let fragment = match serve::trickled(&headers, &body, &id, ufrag.as_deref(), "publish again") {
+        Ok(f) => f,
+        Err(refusal) => return refusal.into(),
+    };
     for candidate in fragment.candidates {
         handle
             .add_candidate(Candidate {
@@ -494,7 +392,7 @@ async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !ingest.authorized(&headers) {
+    if !serve::authorized(ingest.token.as_deref(), &headers) {
         return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }
     match ingest.take_publisher(Some(&id)) {
@@ -509,7 +407,6 @@ async fn delete(
     }
 }
 
-/// The ETag of a session: names its ICE session in PATCH requests.
-fn etag_of(id: &str) -> String {
-    format!("\"{}\"", rtc::short(id))
+async fn preflight() -> Response {
+    serve::preflight()
 }

@@ -18,6 +18,7 @@ pub mod simulcast;
 mod status;
 pub mod stdio;
 mod throttle;
+pub mod viewers;
 pub mod whip;
 
 use std::collections::{HashMap, VecDeque};

@@ -13,7 +13,7 @@ use super::rtc::{self, Rtc};
 use super::settings::{self, ReceiveConfig, SendConfig};
 use super::status::Status;
 use super::whip::Whip;
-use super::{av, fanout, ingest, machine, stdio, Machine, Runner, LAST_DATA_WAIT};
+use super::{av, fanout, ingest, machine, stdio, viewers, Machine, Runner, LAST_DATA_WAIT};
 use crate::media::record::RecordConfig;
 use crate::signaling::{self, SignalEvent, Signaling};
 
@@ -70,10 +70,22 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
         video = writer;
         _ingest = Some(server);
     }
+    // Likewise; after the tracks are set (by the capture or the ingest).
+    let mut first_viewer = None;
+    let _viewers = match &cfg.viewers {
+        Some(v) => {
+            let server = viewers::start(v.clone(), rtc.sibling()?).await?;
+            println!("{}", server.url);
+            first_viewer = Some(server.connected.clone());
+            Some(server)
+        }
+        None => None,
+    };
     let (signaling, mut sig_rx) = if cfg.mesh {
         connect_signaling(&cfg.peer).await?
     } else {
-        // Publishing only to WHIP: a room of our own, that nobody joins.
+        // Publishing only to WHIP or WHEP viewers: a room of our own, that
+        // nobody joins.
         signaling::connect("memory:", Default::default()).await?
     };
     // After signaling is up, so no exit path skips ending the session.
@@ -166,14 +178,23 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            () = notified(&first_viewer) => {
+                // A file waiting for its first receiver plays now.
+                if runner.capture.as_ref().is_some_and(|c| c.play()) {
+                    tracing::debug!("the first WHEP viewer connected: the file plays");
+                }
+                first_viewer = None;
+            }
             e = whip_ended(&mut whip) => {
                 whip = None;
-                if !cfg.mesh {
+                if !cfg.mesh && cfg.viewers.is_none() {
                     runner.stop().await;
                     return Err(e);
                 }
-                // The room's receivers do not depend on the SFU.
-                tracing::error!("{e:#}; still serving the room's receivers");
+                // The room's receivers and WHEP viewers do not depend on
+                // the SFU.
+                let whom = if cfg.mesh { "the room's receivers" } else { "WHEP viewers" };
+                tracing::error!("{e:#}; still serving {whom}");
             }
             () = media_ended(&mut media_end) => {
                 match cfg.media.as_ref().and_then(|m| m.file.as_ref()) {
@@ -227,6 +248,14 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
 async fn media_ended(end: &mut Option<av::MediaEnd>) {
     match end {
         Some(e) => e.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `notify` is told; never without one.
+async fn notified(notify: &Option<std::sync::Arc<tokio::sync::Notify>>) {
+    match notify {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }

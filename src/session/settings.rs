@@ -42,10 +42,13 @@ pub struct SendConfig {
     pub data: bool,
     /// Publish to a WHIP endpoint too (`--whip`).
     pub whip: Option<super::whip::WhipConfig>,
-    /// Serve the room's receivers: false when publishing only to WHIP.
+    /// Serve the room's receivers: false when publishing only to WHIP or
+    /// serving only WHEP viewers.
     pub mesh: bool,
     /// Take the media from a WHIP publisher (`--whip-listen`).
     pub ingest: Option<super::ingest::IngestConfig>,
+    /// Serve WHEP viewers (`--whep-listen`).
+    pub viewers: Option<super::viewers::ViewersConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -106,6 +106,66 @@ pub fn rejected(offer: &str, answer: &str) -> Vec<Rejected> {
         .collect()
 }
 
+impl Section<'_> {
+    /// Audio or video, not turned down (port 0).
+    fn is_live_media(&self) -> bool {
+        matches!(self.kind, "audio" | "video") && self.port != "0"
+    }
+
+    /// Its direction attribute; sendrecv when it has none.
+    fn direction(&self) -> &str {
+        const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a="))
+            .find(|a| DIRECTIONS.contains(a))
+            .unwrap_or("sendrecv")
+    }
+}
+
+/// Whether `sdp`'s sender takes in audio or video: a media section that
+/// is live and receives (what a WHEP viewer's offer has).
+pub fn receives_media(sdp: &str) -> bool {
+    let (_, media) = sections(sdp);
+    media
+        .iter()
+        .any(|m| m.is_live_media() && matches!(m.direction(), "recvonly" | "sendrecv"))
+}
+
+/// Whether `sdp` has a live section of `mime`'s kind (`video/VP8`) that
+/// receives, and whether one of them names its codec: (None) no such
+/// section, (Some(false)) none names it.
+pub fn receives_codec(sdp: &str, mime: &str) -> Option<bool> {
+    let (kind, codec) = mime.split_once('/')?;
+    let (_, media) = sections(sdp);
+    let mut receiving = media
+        .iter()
+        .filter(|m| {
+            m.kind == kind && m.is_live_media() && matches!(m.direction(), "recvonly" | "sendrecv")
+        })
+        .peekable();
+    receiving.peek()?;
+    Some(receiving.any(|m| {
+        m.lines.iter().any(|l| {
+            l.strip_prefix("a=rtpmap:")
+                .and_then(|r| r.split_once(' '))
+                .and_then(|(_, enc)| enc.split('/').next())
+                .is_some_and(|name| name.eq_ignore_ascii_case(codec))
+        })
+    }))
+}
+
+/// Whether `sdp`'s sender sends audio or video: a media section that is
+/// live, sends, and names a codec.
+pub fn sends_media(sdp: &str) -> bool {
+    let (_, media) = sections(sdp);
+    media.iter().any(|m| {
+        m.is_live_media()
+            && matches!(m.direction(), "sendonly" | "sendrecv")
+            && !m.formats.is_empty()
+    })
+}
+
 /// A trickle fragment (RFC 8840) of `local`'s ICE credentials and its first
 /// media section (all are bundled) with `candidates` (`candidate:…`), and
 /// `a=end-of-candidates` when `end`. None when `local` has no ICE
@@ -203,6 +263,40 @@ mod tests {
              m=audio {audio_port} UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
              m=video {video_port} UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\n"
         )
+    }
+
+    #[test]
+    fn a_viewer_offer_receives_and_an_answer_to_it_sends() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(receives_media(offer));
+        assert!(!sends_media(offer));
+        let answer = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=inactive\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert!(sends_media(answer));
+        let refused = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\n\
+                       m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n";
+        assert!(!sends_media(refused));
+        // No direction means both ways; data alone is not media.
+        assert!(receives_media("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"));
+        assert!(!receives_media(
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        ));
+        assert!(!receives_media(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_viewer_offer_names_the_codecs_it_takes() {
+        let offer =
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=recvonly\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(receives_codec(offer, "audio/opus"), Some(true));
+        assert_eq!(receives_codec(offer, "video/H264"), Some(true));
+        assert_eq!(receives_codec(offer, "video/VP8"), Some(false));
+        let audio_only = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(receives_codec(audio_only, "video/VP8"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod nat;
 mod nats;
 mod netfaults;
 mod relay;
+mod whep;
 mod whip;
 mod whip_janus;
 mod whip_listen;

@@ -6,11 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::harness::{page_script_in, run_page, Proc, Relay, Spawn, WAIT};
+use crate::harness::{http, page_script_in, run_page, Proc, Relay, Spawn};
 use crate::mediafile::{ffmpeg_errors, inspect};
+use serde_json::Value;
 
 /// Chromium's fake camera: 20 frames a second.
 const CAMERA_FPS: f64 = 20.0;
@@ -71,38 +69,6 @@ fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
         .iter()
         .find(|l| l["event"] == name)
         .unwrap_or_else(|| panic!("no {name} event in {lines:?}"))
-}
-
-/// One raw HTTP/1.1 request to the endpoint: status line and headers,
-/// and body.
-async fn http(
-    url: &str,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &str,
-) -> (String, String) {
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .expect("no answer")
-        .unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (head.to_owned(), body.to_owned())
 }
 
 /// Checks a recording of Chromium's fake camera and microphone: VP8 and

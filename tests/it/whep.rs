@@ -1,0 +1,234 @@
+//! `p2p send --whep-listen`: real WHEP viewers not written in Rust
+//! (headless Chromium, `fetch` from its page, recvonly audio and video)
+//! watch the sender, beside the room's receivers, and decode what comes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{http, page_script_in, run_page, Proc, Relay, Spawn};
+use crate::mediafile::inspect;
+
+/// `p2p send --test-source --whep-listen` with `extra` and `env`; its
+/// WHEP URL (printed on stdout).
+async fn sender(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let mut args = vec!["send", "--test-source", "--whep-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut spawn = Spawn::new("whep-sender", &args);
+    for (k, v) in env {
+        spawn = spawn.env(k, v);
+    }
+    let mut p = spawn.spawn();
+    let url = p.line().await;
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/whep"),
+        "{url}"
+    );
+    (p, url)
+}
+
+/// The viewer page, run to its end: its JSON lines, which must say it
+/// succeeded.
+async fn watch(url: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec![url];
+    all.extend_from_slice(args);
+    let out = run_page(None, "whep-watch-page.mjs", &all, Duration::from_secs(90)).await;
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        out.status.success(),
+        "the viewer failed: {lines:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
+/// Viewer `i`'s `event` line.
+fn event<'a>(lines: &'a [Value], i: usize, name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == name && l["viewer"] == i)
+        .unwrap_or_else(|| panic!("no {name} event of viewer {i} in {lines:?}"))
+}
+
+/// Viewer `i` decoded the test source's VP8 picture and Opus tone for
+/// about `secs`, and ended its session.
+fn assert_watched(lines: &[Value], i: usize, secs: f64) {
+    let created = event(lines, i, "created");
+    assert_eq!(created["status"], 201, "{created}");
+    assert!(created["etag"].is_string(), "{created}");
+    let done = event(lines, i, "done");
+    eprintln!("viewer {i}: {done}");
+    assert_eq!(done["videoCodec"], "video/VP8", "{done}");
+    // The test source runs at 30 fps; a viewer that keeps up shows most.
+    let least = 30.0 * secs * 0.6;
+    assert!(done["framesDecoded"].as_f64().unwrap() >= least, "{done}");
+    assert!(done["frames"].as_f64().unwrap() >= least, "{done}");
+    assert!(done["height"].as_u64().unwrap() >= 120, "{done}");
+    assert_eq!(done["audioCodec"], "audio/opus", "{done}");
+    // The tone was heard: not silence, and not mostly concealment.
+    let samples = done["audioSamples"].as_f64().unwrap();
+    assert!(samples >= 48_000.0 * secs * 0.6, "{done}");
+    assert!(done["audioEnergy"].as_f64().unwrap() > 0.0, "{done}");
+    assert!(
+        done["concealedSamples"].as_f64().unwrap() < samples / 4.0,
+        "{done}"
+    );
+    assert_eq!(done["deleted"], 200, "{done}");
+}
+
+#[tokio::test]
+async fn browsers_watch_the_sender_over_whep_while_the_room_records_it() {
+    let relay = Relay::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tx, url) = sender(
+        &[
+            "--signal",
+            &relay.url,
+            "--room",
+            "wh",
+            "--whep-token",
+            "s3cret",
+        ],
+        &[],
+    )
+    .await;
+    let path = dir.path().join("room.webm");
+    let mut rx = Spawn::new(
+        "recorder",
+        &[
+            "receive",
+            "--signal",
+            &relay.url,
+            "--room",
+            "wh",
+            "--record",
+            path.to_str().unwrap(),
+        ],
+    )
+    .spawn();
+    rx.wait_stderr("connected").await;
+
+    // Two viewers at once, then one whose candidates are trickled.
+    let lines = watch(
+        &url,
+        &["--viewers", "2", "--token", "s3cret", "--seconds", "5"],
+    )
+    .await;
+    assert_watched(&lines, 0, 5.0);
+    assert_watched(&lines, 1, 5.0);
+    let lines = watch(&url, &["--trickle", "--token", "s3cret", "--seconds", "3"]).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "patched" && l["status"] == 204),
+        "{lines:?}"
+    );
+    assert_watched(&lines, 0, 3.0);
+    tx.wait_stderr("2 watching").await;
+    assert_eq!(
+        tx.stderr_count("a WHEP viewer ended its session"),
+        3,
+        "{}",
+        tx.stderr()
+    );
+
+    // The room's receiver recorded throughout.
+    rx.signal("INT");
+    assert!(rx.wait_exit().await.success(), "{}", rx.stderr());
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 8.0, 30.0);
+    tx.signal("INT");
+    assert!(tx.wait_exit().await.success(), "{}", tx.stderr());
+}
+
+#[tokio::test]
+async fn whep_refuses_what_it_cannot_serve_in_one_line_and_serves_on() {
+    // The token from the environment, as a service's unit file sets it.
+    let (mut tx, url) = sender(&["--max-receivers", "1"], &[("P2P_WHEP_TOKEN", "t0ken")]).await;
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://").split_once('/').unwrap().1
+    );
+    let sdp = "Content-Type: application/sdp";
+    let auth = "Authorization: Bearer t0ken";
+
+    let (head, body) = http(&url, "POST", &path, &[sdp], "v=0\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert!(body.contains("bearer token"), "{body}");
+    let (head, _) = http(
+        &url,
+        "POST",
+        &path,
+        &[auth, "Content-Type: text/plain"],
+        "v=0",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 415"), "{head}");
+    let (head, _) = http(&url, "OPTIONS", &path, &[], "").await;
+    assert!(
+        head.starts_with("HTTP/1.1 204") && head.contains("access-control-allow-origin: *"),
+        "{head}"
+    );
+    // An offer that only sends (a publisher at the wrong door).
+    let publisher = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n";
+    let (head, body) = http(&url, "POST", &path, &[auth, sdp], publisher).await;
+    assert!(head.starts_with("HTTP/1.1 422"), "{head}");
+    assert!(body.contains("recvonly"), "{body}");
+    let (head, _) = http(&url, "DELETE", &format!("{path}/nobody"), &[auth], "").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // A viewer that takes only H.264, from a sender of VP8: told which.
+    let (ok, refused) = page_script_in(
+        None,
+        "whep-watch-page.mjs",
+        &[&url, "--token", "t0ken", "--codec", "h264"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(!ok, "{refused}");
+    assert_eq!(refused["status"], 422, "{refused}");
+    let body = refused["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("video/VP8") && body.contains("video"),
+        "{body}"
+    );
+    tx.wait_stderr("refused a WHEP viewer").await;
+
+    // One place (--max-receivers 1): a second viewer waits its turn; a
+    // viewer that vanishes without DELETE gives its place back.
+    let page = format!(
+        "{}/tests/browser/whep-watch-page.mjs",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut first = tokio::process::Command::new("node")
+        .args([&page, &url, "--token", "t0ken", "--seconds", "60"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tx.wait_stderr("1 watching").await;
+    let (head, body) = http(&url, "POST", &path, &[auth, sdp], publisher).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    assert!(body.contains("--max-receivers"), "{body}");
+    first.kill().await.unwrap();
+    let killed = tokio::time::Instant::now();
+    tx.wait_stderr("a WHEP viewer is gone").await;
+    eprintln!(
+        "place free {:?} after the viewer was killed",
+        killed.elapsed()
+    );
+    let lines = watch(&url, &["--token", "t0ken", "--seconds", "2"]).await;
+    assert_watched(&lines, 0, 2.0);
+    tx.signal("INT");
+    assert!(tx.wait_exit().await.success(), "{}", tx.stderr());
+}
