@@ -13,7 +13,7 @@ packages=(
   gstreamer1.0-plugins-base-apps gstreamer1.0-x gstreamer1.0-alsa
   # tests: a NATS broker, a browser, process/network helpers; network
   # namespaces (iproute2) and packet loss/cuts in them (nftables)
-  nats-server chromium procps iproute2 nftables socat openssl python3 curl
+  nats-server chromium procps iproute2 nftables socat openssl python3 python3-venv curl
   # tests across NATs: a STUN/TURN server
   coturn
   # tests: recordings must decode with an independent decoder too

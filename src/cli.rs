@@ -434,6 +434,30 @@ pub struct ReceiveArgs {
     #[arg(long, help_heading = "Media")]
     pub display: bool,
 
+    /// Watch a WHEP endpoint instead of a room: an SFU's (Janus, LiveKit,
+    /// MediaMTX, Cloudflare…) or another `p2p send --whep-listen`. What
+    /// it sends is recorded (--record) or shown (--display) as a room
+    /// sender's is, without re-encoding. Ctrl-C ends the session on the
+    /// server (DELETE); p2p exits when the stream ends, and with the
+    /// reason when the endpoint refuses or the connection fails.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "P2P_WHEP",
+        help_heading = "Watch a WHEP endpoint"
+    )]
+    pub whep: Option<String>,
+
+    /// Bearer token the --whep endpoint asks for (Authorization: Bearer).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "P2P_WHEP_TOKEN",
+        hide_env_values = true,
+        help_heading = "Watch a WHEP endpoint"
+    )]
+    pub whep_token: Option<String>,
+
     /// Write what senders send to stdout byte for byte, as it came (for
     /// senders that send with --binary: files, archives); without it, each
     /// message is written as a line. Implies --once.

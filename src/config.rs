@@ -15,6 +15,7 @@ use crate::session::rtc::IceServer;
 use crate::session::settings::state_object;
 pub use crate::session::settings::{read_state_file, PeerConfig, ReceiveConfig, SendConfig};
 use crate::session::viewers::ViewersConfig;
+use crate::session::whep::WhepConfig;
 use crate::session::whip::WhipConfig;
 use crate::signaling::SignalOptions;
 
@@ -136,7 +137,7 @@ impl SendConfig {
                     // the room's receivers and WHEP viewers.
                     m.layers = 1;
                 }
-                crate::whip::Client::new(url, None, None)?;
+                crate::whip::Client::new(crate::whip::Kind::Whip, url, None, None)?;
                 Some(WhipConfig {
                     url: url.to_owned(),
                     token: a.whip.whip_token.clone().filter(|t| !t.is_empty()),
@@ -225,6 +226,22 @@ impl ReceiveConfig {
                 .map(|p| record_path(p, a.overwrite))
                 .transpose()?,
             display: a.display,
+            whep: match a.whep.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(url) => {
+                    if a.binary {
+                        bail!("--whep watches media; --binary is for data from a room's senders: drop one");
+                    }
+                    let token = a.whep_token.clone().filter(|t| !t.is_empty());
+                    let ca_file = a.peer.ca_file.clone();
+                    crate::whip::Client::new(crate::whip::Kind::Whep, url, None, None)?;
+                    Some(WhepConfig {
+                        url: url.to_owned(),
+                        token,
+                        ca_file,
+                    })
+                }
+            },
         })
     }
 }

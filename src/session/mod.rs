@@ -19,6 +19,7 @@ mod status;
 pub mod stdio;
 mod throttle;
 pub mod viewers;
+pub mod whep;
 pub mod whip;
 
 use std::collections::{HashMap, VecDeque};

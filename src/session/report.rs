@@ -102,12 +102,11 @@ impl Reporter {
         self.write(v);
     }
 
-    /// The session started outside any room (publishing only to WHIP).
-    pub fn started_alone(&self, role: &str, id: &str) {
-        tracing::info!(
-            "{role} {} started, in no room (--room serves receivers too)",
-            short(id)
-        );
+    /// The session started outside any room (publishing only to WHIP,
+    /// serving only WHEP viewers, watching a WHEP endpoint): `why` says
+    /// where it is instead.
+    pub fn started_alone(&self, role: &str, id: &str, why: &str) {
+        tracing::info!("{role} {} started, in no room: {why}", short(id));
         self.write(json!({"event": "start", "role": role, "id": id, "room": null}));
     }
 

@@ -72,7 +72,7 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     }
     // Likewise; after the tracks are set (by the capture or the ingest).
     let mut first_viewer = None;
-    let _viewers = match &cfg.viewers {
+    let viewers_server = match &cfg.viewers {
         Some(v) => {
             let server = viewers::start(v.clone(), rtc.sibling()?).await?;
             println!("{}", server.url);
@@ -146,9 +146,14 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     if cfg.mesh {
         reporter.started("sender", &id, &cfg.peer.room);
     } else {
-        // Publishing only to WHIP: the in-process room is not one anybody
-        // can join, and naming it would say otherwise.
-        reporter.started_alone("sender", &id);
+        // Publishing only to WHIP or WHEP viewers: the in-process room is
+        // not one anybody can join, and naming it would say otherwise.
+        let why = match (&cfg.whip, &cfg.viewers) {
+            (Some(_), Some(_)) => "publishing over WHIP, serving WHEP viewers",
+            (Some(_), None) => "publishing over WHIP",
+            _ => "serving WHEP viewers",
+        };
+        reporter.started_alone("sender", &id, &format!("{why} (--room serves a room too)"));
     }
     let start = match &mut runner.machine {
         Machine::Sender(m) => m.start(),
@@ -230,6 +235,9 @@ pub async fn run_sender(cfg: SendConfig) -> anyhow::Result<ExitCode> {
     }
     runner.stop().await;
     stop_whip(whip).await;
+    if let Some(v) = viewers_server {
+        v.close().await;
+    }
     if let Some(c) = &runner.capture {
         use std::sync::atomic::Ordering::Relaxed;
         tracing::debug!(
@@ -281,6 +289,9 @@ async fn stop_whip(whip: Option<Whip>) {
 /// `p2p receive`: answers every sender in the room and writes what arrives
 /// to stdout.
 pub async fn run_receiver(cfg: ReceiveConfig) -> anyhow::Result<ExitCode> {
+    if let Some(whep) = cfg.whep.clone() {
+        return super::whep::run(cfg, whep).await;
+    }
     let id = new_id();
     let reporter = Reporter::new("sender", cfg.peer.events, cfg.peer.events_file.as_deref())?;
     let rtc = Rtc::new(

@@ -61,6 +61,8 @@ pub struct ReceiveConfig {
     pub once: bool,
     pub record: Option<PathBuf>,
     pub display: bool,
+    /// Watch a WHEP endpoint instead of a room (`--whep`).
+    pub whep: Option<super::whep::WhepConfig>,
 }
 
 pub(crate) fn state_object(text: &str, what: &str) -> anyhow::Result<Map<String, Value>> {

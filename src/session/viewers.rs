@@ -26,6 +26,9 @@ use crate::whip::serve::{self, refuse, reply};
 /// them (host candidates take milliseconds).
 const GATHER_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the exit waits for viewers' connections to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// What `--whep-listen` needs.
 #[derive(Debug, Clone)]
 pub struct ViewersConfig {
@@ -65,6 +68,24 @@ pub struct ViewersServer {
     pub connected: Arc<Notify>,
     server: tokio::task::JoinHandle<()>,
     endpoint: Arc<Endpoint>,
+}
+
+impl ViewersServer {
+    /// Ends every viewer's session: each connection is closed, so its
+    /// viewer hears that the stream ended (DTLS close_notify) at once
+    /// rather than losing the path seconds later.
+    pub async fn close(self) {
+        self.server.abort();
+        let all: Vec<Viewer> = self.endpoint.lock().drain().map(|(_, v)| v).collect();
+        let closing = all
+            .into_iter()
+            .filter_map(|v| v.handle)
+            .map(|h| async move {
+                h.close().await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, h.finished()).await;
+            });
+        futures_util::future::join_all(closing).await;
+    }
 }
 
 impl Drop for ViewersServer {

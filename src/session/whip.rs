@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::machine::PeerEvent;
 use super::rtc::{PeerHandle, Rtc, RtcEvent};
 use crate::protocol::{Description, IceServerJson};
-use crate::whip::{self, Client, Created};
+use crate::whip::{self, Client, Created, Kind};
 
 /// How long the offer waits for candidates before it is POSTed without
 /// the rest (which are then trickled, if the endpoint takes them). With
@@ -47,7 +47,7 @@ impl Whip {
     /// Starts publishing `rtc`'s local tracks (set by the caller) to the
     /// endpoint. A bad URL fails here.
     pub fn start(cfg: WhipConfig, rtc: Rtc) -> anyhow::Result<Self> {
-        let client = Client::new(&cfg.url, cfg.token.clone(), cfg.ca_file.clone())?;
+        let client = Client::new(Kind::Whip, &cfg.url, cfg.token.clone(), cfg.ca_file.clone())?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(publish(client, rtc, cfg.connection_timeout, stop.clone()));
         Ok(Self { stop, task })
@@ -131,7 +131,7 @@ async fn attempt(
         peer.close().await;
         return Ok(None);
     };
-    let post = client.publish(&offer);
+    let post = client.post_offer(&offer);
     tokio::pin!(post);
     let created = tokio::select! {
         r = &mut post => r,
@@ -277,19 +277,10 @@ async fn session(
         sdp: created.answer.clone(),
     })
     .await;
-    let mut trickle = created.trickle;
-    let mut sent: HashSet<String> = HashSet::new();
-    let early: Vec<String> = found
-        .into_iter()
-        .filter(|c| !c.is_empty() && !offer.contains(c.as_str()) && sent.insert(c.clone()))
-        .collect();
-    if trickle && !early.is_empty() {
-        if let Some(fragment) = whip::candidate_fragment(offer, &early, false) {
-            tokio::select! {
-                t = send_fragment(client, created, &fragment) => trickle = t,
-                () = stop.cancelled() => return Ok(Ended::Stopped),
-            }
-        }
+    let mut trickle = Trickle::new(client, created, offer);
+    tokio::select! {
+        () = trickle.early(found) => {}
+        () = stop.cancelled() => return Ok(Ended::Stopped),
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -311,53 +302,92 @@ async fn session(
         let Some((_, ev)) = ev else {
             bail!("the WHIP connection closed");
         };
-        let fragment = match ev {
-            RtcEvent::Peer(PeerEvent::LocalCandidate(c)) => {
-                let fresh = !c.candidate.is_empty()
-                    && !offer.contains(&c.candidate)
-                    && sent.insert(c.candidate.clone());
-                if !(trickle && fresh) {
-                    continue;
-                }
-                whip::candidate_fragment(offer, &[c.candidate], false)
-            }
-            RtcEvent::Gathered if trickle => whip::candidate_fragment(offer, &[], true),
+        match ev {
             RtcEvent::Peer(PeerEvent::Connected) => {
                 connected = true;
                 tracing::info!("WHIP: publishing to {}", client.endpoint());
-                continue;
             }
             RtcEvent::Peer(PeerEvent::Failed(why)) => {
                 bail!("the WHIP connection to {} failed: {why}", client.endpoint())
             }
-            RtcEvent::Ice(summary) => {
-                tracing::debug!("WHIP ICE: {summary:?}");
-                continue;
+            RtcEvent::Ice(summary) => tracing::debug!("WHIP ICE: {summary:?}"),
+            ev => {
+                // A slow server must not hold up the end of the session.
+                tokio::select! {
+                    () = trickle.event(&ev) => {}
+                    () = stop.cancelled() => return Ok(Ended::Stopped),
+                }
             }
-            _ => continue,
+        }
+    }
+}
+
+/// Sends the endpoint our candidates its offer did not carry (PATCH, RFC
+/// 8840), while it takes them.
+pub(super) struct Trickle<'a> {
+    client: &'a Client,
+    created: &'a Created,
+    offer: &'a str,
+    /// Whether the endpoint takes them (`Accept-Patch`, and no 405).
+    on: bool,
+    sent: HashSet<String>,
+}
+
+impl<'a> Trickle<'a> {
+    pub(super) fn new(client: &'a Client, created: &'a Created, offer: &'a str) -> Self {
+        Self {
+            client,
+            created,
+            offer,
+            on: created.trickle,
+            sent: HashSet::new(),
+        }
+    }
+
+    /// Candidates found before the offer was sent and not in it.
+    pub(super) async fn early(&mut self, found: Vec<String>) {
+        let early: Vec<String> = found.into_iter().filter(|c| self.fresh(c)).collect();
+        if self.on && !early.is_empty() {
+            if let Some(fragment) = whip::candidate_fragment(self.offer, &early, false) {
+                self.send(&fragment).await;
+            }
+        }
+    }
+
+    /// A candidate found later, or the end of gathering: sent.
+    pub(super) async fn event(&mut self, ev: &RtcEvent) {
+        let fragment = match ev {
+            RtcEvent::Peer(PeerEvent::LocalCandidate(c)) => {
+                if !(self.fresh(&c.candidate) && self.on) {
+                    return;
+                }
+                whip::candidate_fragment(self.offer, std::slice::from_ref(&c.candidate), false)
+            }
+            RtcEvent::Gathered if self.on => whip::candidate_fragment(self.offer, &[], true),
+            _ => return,
         };
         if let Some(fragment) = fragment {
-            // A slow server must not hold up the end of the session.
-            tokio::select! {
-                t = send_fragment(client, created, &fragment) => trickle = t,
-                () = stop.cancelled() => return Ok(Ended::Stopped),
-            }
+            self.send(&fragment).await;
+        }
+    }
+
+    /// Not sent before, and not in the offer.
+    fn fresh(&mut self, candidate: &str) -> bool {
+        !candidate.is_empty()
+            && !self.offer.contains(candidate)
+            && self.sent.insert(candidate.to_owned())
+    }
+
+    /// PATCHes candidates; off once the endpoint says it takes none.
+    async fn send(&mut self, fragment: &str) {
+        match self.client.trickle(self.created, fragment).await {
+            Ok(accepted) => self.on = accepted,
+            Err(e) => tracing::warn!("could not trickle a candidate: {e:#}"),
         }
     }
 }
 
-/// PATCHes candidates; false once the endpoint says it takes none.
-async fn send_fragment(client: &Client, created: &Created, fragment: &str) -> bool {
-    match client.trickle(created, fragment).await {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            tracing::warn!("could not trickle a candidate: {e:#}");
-            true
-        }
-    }
-}
-
-fn as_json(servers: &[whip::LinkServer]) -> Vec<IceServerJson> {
+pub(super) fn as_json(servers: &[whip::LinkServer]) -> Vec<IceServerJson> {
     servers
         .iter()
         .map(|s| IceServerJson {

@@ -1,5 +1,5 @@
-//! The WHIP client's HTTP exchanges: one HTTP/1.1 request per connection
-//! (a session makes a handful), over TCP or rustls.
+//! The WHIP and WHEP client's HTTP exchanges: one HTTP/1.1 request per
+//! connection (a session makes a handful), over TCP or rustls.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -26,8 +26,42 @@ const MAX_BODY: usize = 1 << 20;
 /// Bytes of a server's error body quoted in a message.
 const QUOTED: usize = 200;
 
-/// Talks to one WHIP endpoint.
+/// Which protocol an endpoint speaks: the exchanges are the same, the
+/// words and flags a user is pointed to are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Publishing (`p2p send --whip`).
+    Whip,
+    /// Watching (`p2p receive --whep`).
+    Whep,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Whip => "WHIP",
+            Self::Whep => "WHEP",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Whip => "--whip",
+            Self::Whep => "--whep",
+        }
+    }
+
+    fn token_flag(self) -> &'static str {
+        match self {
+            Self::Whip => "--whip-token (or P2P_WHIP_TOKEN)",
+            Self::Whep => "--whep-token (or P2P_WHEP_TOKEN)",
+        }
+    }
+}
+
+/// Talks to one WHIP or WHEP endpoint.
 pub struct Client {
+    kind: Kind,
     endpoint: Url,
     token: Option<String>,
     ca_file: Option<PathBuf>,
@@ -63,17 +97,20 @@ impl Client {
     /// A client for `endpoint` (http:// or https://). `token` goes in
     /// `Authorization: Bearer`; `ca_file` adds trust for https.
     pub fn new(
+        kind: Kind,
         endpoint: &str,
         token: Option<String>,
         ca_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
+        let flag = kind.flag();
         let endpoint = Url::parse(endpoint).map_err(|e| {
-            anyhow::anyhow!("bad --whip URL {endpoint:?}: {e}; expected http(s)://HOST[:PORT]/PATH")
+            anyhow::anyhow!("bad {flag} URL {endpoint:?}: {e}; expected http(s)://HOST[:PORT]/PATH")
         })?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            bail!("bad --whip URL {endpoint}: expected http(s)://HOST[:PORT]/PATH");
+            bail!("bad {flag} URL {endpoint}: expected http(s)://HOST[:PORT]/PATH");
         }
         Ok(Self {
+            kind,
             endpoint,
             token: token.filter(|t| !t.is_empty()),
             ca_file,
@@ -93,14 +130,14 @@ impl Client {
             Ok(Ok(r)) if r.status.is_success() => ice_servers(&r.headers),
             Ok(Ok(_)) | Err(_) => Vec::new(),
             Ok(Err(e)) => {
-                tracing::debug!("WHIP OPTIONS: {e:#}");
+                tracing::debug!("{} OPTIONS: {e:#}", self.kind.name());
                 Vec::new()
             }
         }
     }
 
     /// POSTs the offer; the session the endpoint made, or why not.
-    pub async fn publish(&self, offer: &str) -> anyhow::Result<Created> {
+    pub async fn post_offer(&self, offer: &str) -> anyhow::Result<Created> {
         let headers = [(header::CONTENT_TYPE, SDP), (header::ACCEPT, SDP)];
         let body = Bytes::from(crlf(offer));
         let r = self
@@ -111,22 +148,24 @@ impl Client {
         }
         let Some(location) = header_str(&r.headers, header::LOCATION) else {
             bail!(
-                "the WHIP endpoint {} answered {} without a Location: the session could not be \
+                "the {} endpoint {} answered {} without a Location: the session could not be \
                  ended, so it is not used (the server is not RFC 9725 compliant)",
+                self.kind.name(),
                 self.endpoint,
                 r.status
             );
         };
-        let resource = r
-            .url
-            .join(location)
-            .with_context(|| format!("the WHIP endpoint gave a bad Location {location:?}"))?;
+        let resource = r.url.join(location).with_context(|| {
+            let name = self.kind.name();
+            format!("the {name} endpoint gave a bad Location {location:?}")
+        })?;
         let answer = String::from_utf8_lossy(&r.body).into_owned();
         if !answer.trim_start().starts_with("v=") {
             // The session exists on the server: end it.
             let _ = self.delete(&resource).await;
             bail!(
-                "the WHIP endpoint {} answered {} with no SDP answer (body: {:?})",
+                "the {} endpoint {} answered {} with no SDP answer (body: {:?})",
+                self.kind.name(),
                 self.endpoint,
                 r.status,
                 quote(&r.body)
@@ -190,23 +229,25 @@ impl Client {
             format!(" (the server said: {said})")
         };
         let url = &r.url;
+        let (name, token) = (self.kind.name(), self.kind.token_flag());
         match status {
-            401 | 403 if self.token.is_none() => format!(
-                "the WHIP endpoint {url} wants a token ({status}): pass --whip-token \
-                 (or P2P_WHIP_TOKEN){said}"
-            ),
-            401 | 403 => format!(
-                "the WHIP endpoint {url} refused the token ({status}): check --whip-token{said}"
-            ),
+            401 | 403 if self.token.is_none() => {
+                format!("the {name} endpoint {url} wants a token ({status}): pass {token}{said}")
+            }
+            401 | 403 => {
+                format!(
+                    "the {name} endpoint {url} refused the token ({status}): check {token}{said}"
+                )
+            }
             404 => format!(
-                "no WHIP endpoint at {url} (404): check the URL; some servers need the endpoint \
+                "no {name} endpoint at {url} (404): check the URL; some servers need the endpoint \
                  created first{said}"
             ),
             406 | 415 => format!(
-                "the WHIP endpoint {url} does not take {SDP} ({status}): it may not be a WHIP \
-                 endpoint{said}"
+                "the {name} endpoint {url} does not take {SDP} ({status}): it may not be a \
+                 {name} endpoint{said}"
             ),
-            409 => format!(
+            409 if self.kind == Kind::Whip => format!(
                 "the WHIP endpoint {url} is busy: another publisher holds it (409); stop that one \
                  or use another endpoint{said}"
             ),
@@ -214,10 +255,10 @@ impl Client {
                 let after = header_str(&r.headers, header::RETRY_AFTER)
                     .map(|s| format!(", retry after {s} s"))
                     .unwrap_or_default();
-                format!("the WHIP endpoint {url} is unavailable (503{after}){said}")
+                format!("the {name} endpoint {url} is unavailable (503{after}){said}")
             }
-            400 => format!("the WHIP endpoint {url} refused our SDP as malformed (400){said}"),
-            _ => format!("the WHIP endpoint {url} answered {}{said}", r.status),
+            400 => format!("the {name} endpoint {url} refused our SDP as malformed (400){said}"),
+            _ => format!("the {name} endpoint {url} answered {}{said}", r.status),
         }
     }
 
@@ -233,7 +274,7 @@ impl Client {
         let mut url = url.clone();
         let origin = url.origin();
         for _ in 0..=MAX_REDIRECTS {
-            let what = format!("WHIP {method} {url}");
+            let what = format!("{} {method} {url}", self.kind.name());
             // The token goes only where it was meant to.
             let token = if url.origin() == origin {
                 self.token.as_deref()
@@ -266,7 +307,10 @@ impl Client {
                 url,
             });
         }
-        bail!("WHIP {method}: more than {MAX_REDIRECTS} redirects")
+        bail!(
+            "{} {method}: more than {MAX_REDIRECTS} redirects",
+            self.kind.name()
+        )
     }
 
     async fn exchange(
@@ -295,8 +339,10 @@ impl Client {
             req = req.header(name, *value);
         }
         if let Some(token) = token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("--whip-token has characters a header cannot carry")?;
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).with_context(|| {
+                let flag = self.kind.token_flag();
+                format!("{flag} has characters a header cannot carry")
+            })?;
             req = req.header(header::AUTHORIZATION, value);
         }
         let req = req.body(Full::new(body))?;
@@ -410,9 +456,18 @@ mod tests {
 
     #[test]
     fn only_http_urls_with_a_host_are_endpoints() {
-        assert!(Client::new("http://127.0.0.1:8080/whip/endpoint/a", None, None).is_ok());
+        assert!(Client::new(
+            Kind::Whip,
+            "http://127.0.0.1:8080/whip/endpoint/a",
+            None,
+            None
+        )
+        .is_ok());
         for bad in ["ws://127.0.0.1/whip", "127.0.0.1:8080", "http://"] {
-            let e = Client::new(bad, None, None).err().expect(bad).to_string();
+            let e = Client::new(Kind::Whip, bad, None, None)
+                .err()
+                .expect(bad)
+                .to_string();
             assert!(e.contains("--whip"), "{e}");
         }
     }

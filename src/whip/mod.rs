@@ -9,12 +9,12 @@ mod link;
 mod sdp;
 pub mod serve;
 
-pub use client::{Client, Created};
+pub use client::{Client, Created, Kind};
 pub use link::{ice_servers, LinkServer};
 
 pub use sdp::{
     candidate_fragment, ice_ufrag, parse_fragment, receives_codec, receives_media, rejected,
-    sends_media, Fragment, Rejected,
+    sending_sections, sends_media, Fragment, Rejected,
 };
 
 /// The media type of an SDP offer or answer.

@@ -155,15 +155,23 @@ pub fn receives_codec(sdp: &str, mime: &str) -> Option<bool> {
     }))
 }
 
-/// Whether `sdp`'s sender sends audio or video: a media section that is
-/// live, sends, and names a codec.
-pub fn sends_media(sdp: &str) -> bool {
+/// How many audio and video sections of `sdp` its sender sends on: live,
+/// sending, naming a codec.
+pub fn sending_sections(sdp: &str) -> usize {
     let (_, media) = sections(sdp);
-    media.iter().any(|m| {
-        m.is_live_media()
-            && matches!(m.direction(), "sendonly" | "sendrecv")
-            && !m.formats.is_empty()
-    })
+    media
+        .iter()
+        .filter(|m| {
+            m.is_live_media()
+                && matches!(m.direction(), "sendonly" | "sendrecv")
+                && !m.formats.is_empty()
+        })
+        .count()
+}
+
+/// Whether `sdp`'s sender sends audio or video.
+pub fn sends_media(sdp: &str) -> bool {
+    sending_sections(sdp) > 0
 }
 
 /// A trickle fragment (RFC 8840) of `local`'s ICE credentials and its first
@@ -274,6 +282,7 @@ mod tests {
         let answer = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=inactive\r\n\
                       m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
         assert!(sends_media(answer));
+        assert_eq!(sending_sections(answer), 1);
         let refused = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\n\
                        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n";
         assert!(!sends_media(refused));

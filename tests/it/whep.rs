@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{http, page_script_in, run_page, Proc, Relay, Spawn};
-use crate::mediafile::inspect;
+use crate::mediafile::{ffmpeg_errors, inspect};
 
 /// `p2p send --test-source --whep-listen` with `extra` and `env`; its
 /// WHEP URL (printed on stdout).
@@ -231,4 +231,149 @@ async fn whep_refuses_what_it_cannot_serve_in_one_line_and_serves_on() {
     assert_watched(&lines, 0, 2.0);
     tx.signal("INT");
     assert!(tx.wait_exit().await.success(), "{}", tx.stderr());
+}
+
+/// A WHEP server on aiortc (tests/aiortc/whep_server.py), an independent
+/// WebRTC stack, serving a live test picture and tone. Killed when dropped.
+struct Aiortc {
+    child: tokio::process::Child,
+    url: String,
+    events: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Aiortc {
+    async fn start(args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let python = std::env::var("P2P_TEST_PYTHON")
+            .unwrap_or_else(|_| format!("{root}/target/aiortc-venv/bin/python"));
+        let mut child = tokio::process::Command::new(&python)
+            .arg(format!("{root}/tests/aiortc/whep_server.py"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {python}: {e} (scripts/test.sh installs aiortc there)")
+            });
+        let mut events = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), events.next_line())
+            .await
+            .expect("the aiortc server did not start")
+            .unwrap()
+            .expect("the aiortc server exited");
+        Self { child, url, events }
+    }
+
+    /// The next event named `name` it prints.
+    async fn event(&mut self, name: &str) -> Value {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), self.events.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {name} event from the aiortc server"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("the aiortc server exited before {name}"));
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Aiortc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn receive_whep(url: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["receive", "--whep", url];
+    args.extend_from_slice(extra);
+    Spawn::new("whep-viewer", &args).spawn()
+}
+
+#[tokio::test]
+async fn receive_records_a_whep_stream_from_aiortc_and_exits_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Aiortc::start(&["--token", "tok", "--seconds", "6"]).await;
+    let path = dir.path().join("whep.webm");
+    let mut rx = receive_whep(
+        &server.url,
+        &["--whep-token", "tok", "--record", path.to_str().unwrap()],
+    );
+    server.event("connected").await;
+    server.event("ended").await;
+    // The stream's end is the session's: a clean exit, a file that plays.
+    let status = tokio::time::timeout(Duration::from_secs(15), rx.wait_exit())
+        .await
+        .expect("the receiver did not exit when the stream ended");
+    assert!(status.success(), "{}", rx.stderr());
+    assert!(
+        rx.stderr().contains("the WHEP stream ended"),
+        "{}",
+        rx.stderr()
+    );
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 4.5, 30.0);
+    let errors = ffmpeg_errors(&path);
+    assert!(errors.is_empty(), "ffmpeg: {errors}");
+    eprintln!(
+        "{:.1} s, {} video frames, {} audio buffers",
+        report.duration, report.video_frames, report.audio_buffers
+    );
+}
+
+#[tokio::test]
+async fn receive_whep_says_what_is_wrong_in_one_line() {
+    let server = Aiortc::start(&["--token", "tok"]).await;
+    // No token, then a wrong one: each names the flag to fix.
+    for (extra, want) in [
+        (&[][..], "wants a token (401): pass --whep-token"),
+        (
+            &["--whep-token", "nope"][..],
+            "refused the token (401): check --whep-token",
+        ),
+    ] {
+        let mut rx = receive_whep(&server.url, extra);
+        let status = tokio::time::timeout(Duration::from_secs(15), rx.wait_exit())
+            .await
+            .expect("a refused viewer must exit");
+        assert!(!status.success());
+        assert!(rx.stderr().contains(want), "{}", rx.stderr());
+    }
+    // Nothing there.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/whep", l.local_addr().unwrap())
+    };
+    let mut rx = receive_whep(&gone, &[]);
+    let status = tokio::time::timeout(Duration::from_secs(15), rx.wait_exit())
+        .await
+        .expect("a viewer of nothing must exit");
+    assert!(!status.success());
+    assert!(
+        rx.stderr().contains(&gone) && rx.stderr().to_lowercase().contains("refused"),
+        "{}",
+        rx.stderr()
+    );
+}
+
+#[tokio::test]
+async fn receive_whep_records_p2p_send_whep_listen_until_the_sender_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tx, url) = sender(&[], &[]).await;
+    let path = dir.path().join("p2p.mkv");
+    let mut rx = receive_whep(&url, &["--record", path.to_str().unwrap()]);
+    rx.wait_stderr("recording sender whep").await;
+    tx.wait_stderr("1 watching").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    tx.signal("INT");
+    assert!(tx.wait_exit().await.success(), "{}", tx.stderr());
+    let status = tokio::time::timeout(Duration::from_secs(20), rx.wait_exit())
+        .await
+        .expect("the viewer did not exit when the sender stopped");
+    assert!(status.success(), "{}", rx.stderr());
+    let report = inspect(&path);
+    report.assert_valid("VP8", Some("Opus"), 3.0, 30.0);
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use webrtc::data_channel::RTCDataChannelInit;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -207,6 +208,7 @@ impl Driver {
                 }
                 Command::CreateOffer { data_channel } => self.create_offer(data_channel).await,
                 Command::RestartIce => self.restart_ice().await,
+                Command::OfferToReceive(kinds) => self.offer_to_receive(kinds).await,
                 Command::AcceptOffer(offer) => self.accept_offer(offer).await,
                 Command::ApplyAnswer(answer) => self.apply_answer(answer).await,
                 Command::Pli(ssrc) => {
@@ -217,6 +219,10 @@ impl Driver {
                         };
                         let _ = track.write_rtcp(vec![Box::new(pli)]).await;
                     }
+                    Ok(())
+                }
+                Command::ClosedByPeer(reply) => {
+                    let _ = reply.send(self.closed_by_peer().await);
                     Ok(())
                 }
                 Command::LocalDescription(reply) => {
@@ -270,6 +276,30 @@ impl Driver {
         self.pc.set_local_description(offer.clone()).await?;
         self.report_description("offer", offer.sdp).await;
         Ok(())
+    }
+
+    async fn offer_to_receive(&self, kinds: Vec<crate::media::MediaKind>) -> anyhow::Result<()> {
+        for kind in kinds {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            self.pc
+                .add_transceiver_from_kind(media::codec_kind(kind), Some(init))
+                .await?;
+        }
+        self.create_offer(false).await
+    }
+
+    async fn closed_by_peer(&self) -> bool {
+        use rtc::peer_connection::transport::RTCDtlsTransportState;
+        for receiver in self.pc.get_receivers().await {
+            if let Ok(Some(dtls)) = receiver.transport().await {
+                return matches!(dtls.state().await, Ok(RTCDtlsTransportState::Closed));
+            }
+        }
+        false
     }
 
     async fn restart_ice(&self) -> anyhow::Result<()> {

@@ -369,6 +369,8 @@ enum Command {
     CreateOffer {
         data_channel: bool,
     },
+    /// An offer that only receives these kinds (a WHEP viewer's).
+    OfferToReceive(Vec<crate::media::MediaKind>),
     AcceptOffer(Description),
     ApplyAnswer(Description),
     AddCandidate(Candidate),
@@ -378,6 +380,8 @@ enum Command {
     Pli(u32),
     /// The local description with the candidates gathered so far.
     LocalDescription(tokio::sync::oneshot::Sender<Option<String>>),
+    /// Whether the peer ended the connection (DTLS close_notify).
+    ClosedByPeer(tokio::sync::oneshot::Sender<bool>),
     Close,
 }
 
@@ -397,6 +401,12 @@ impl PeerHandle {
 
     pub async fn create_offer(&self, data_channel: bool) {
         self.send(Command::CreateOffer { data_channel }).await;
+    }
+
+    /// Makes an offer that receives one track of each of `kinds` and
+    /// sends nothing (WHEP), reported as a local description.
+    pub async fn offer_to_receive(&self, kinds: Vec<crate::media::MediaKind>) {
+        self.send(Command::OfferToReceive(kinds)).await;
     }
 
     pub async fn accept_offer(&self, offer: Description) {
@@ -426,9 +436,24 @@ impl PeerHandle {
         rx.await.ok().flatten()
     }
 
+    /// Whether the peer ended the connection on purpose (it sent DTLS's
+    /// close_notify), rather than its path being lost. The connection's
+    /// state says neither: ICE only stops hearing it, seconds later.
+    pub async fn closed_by_peer(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::ClosedByPeer(tx)).await;
+        rx.await.unwrap_or(true)
+    }
+
     pub async fn close(&self) {
         self.mute();
         self.send(Command::Close).await;
+    }
+
+    /// Resolves once the connection is closed and its task has ended
+    /// (after `close`, what the peer must hear has been sent).
+    pub async fn finished(&self) {
+        self.tx.closed().await;
     }
 
     /// Drops every later event of this connection: it was given up, and
