@@ -47,21 +47,23 @@ const MAIN_AFTER: &str = "Examples (three terminals, no camera needed):
 Exit status:
   0  the session ended normally: the sender's stdin or --file ended and was delivered,
      Ctrl-C or SIGTERM, every sender left (receive --once), stdout was closed
-  1  a failure while running: relay unreachable, capture or recording failed, WHIP
-     refused, a sender lost before its data ended (the output is incomplete)
+  1  a failure while running: relay unreachable, capture or recording failed, WHIP or
+     WHEP refused, a sender lost before its data ended (the output is incomplete)
   2  an unusable command line or input, found before anything starts";
 
 const SEND_EXAMPLES: &str = "Examples:
   p2p send --room demo --camera                # camera and microphone
   p2p send --room demo --file talk.mp4 --loop  # a media file, in real time
   tail -f app.log | p2p send --room ops        # lines to every receiver
-  p2p send --camera --whip https://sfu.example/whip/cam  # to an SFU (WHIP)";
+  p2p send --camera --whip https://sfu.example/whip/cam  # to an SFU (WHIP)
+  p2p send --test-source --whep-listen 127.0.0.1:8080    # players watch over WHEP";
 
 const RECEIVE_EXAMPLES: &str = "Examples:
   p2p receive --room demo --record out.webm    # record every sender
   p2p receive --room demo --display            # play live
   p2p receive --room demo --record - | ffplay -   # a live stream on stdout
-  p2p receive --room ops                       # lines to stdout";
+  p2p receive --room ops                       # lines to stdout
+  p2p receive --whep http://127.0.0.1:8080/whep --record out.mkv  # a WHEP stream";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -434,6 +436,17 @@ pub struct ReceiveArgs {
     #[arg(long, help_heading = "Media")]
     pub display: bool,
 
+    /// Write what senders send to stdout byte for byte, as it came (for
+    /// senders that send with --binary: files, archives); without it, each
+    /// message is written as a line. Implies --once.
+    #[arg(long, help_heading = "Data to stdout")]
+    pub binary: bool,
+
+    /// Exit once every sender that connected has left (implied by --binary,
+    /// so `p2p receive --binary > file` ends with the sender's input).
+    #[arg(long, help_heading = "Data to stdout")]
+    pub once: bool,
+
     /// Watch a WHEP endpoint instead of a room: an SFU's (Janus, LiveKit,
     /// MediaMTX, Cloudflare…) or another `p2p send --whep-listen`. What
     /// it sends is recorded (--record) or shown (--display) as a room
@@ -457,17 +470,6 @@ pub struct ReceiveArgs {
         help_heading = "Watch a WHEP endpoint"
     )]
     pub whep_token: Option<String>,
-
-    /// Write what senders send to stdout byte for byte, as it came (for
-    /// senders that send with --binary: files, archives); without it, each
-    /// message is written as a line. Implies --once.
-    #[arg(long, help_heading = "Data to stdout")]
-    pub binary: bool,
-
-    /// Exit once every sender that connected has left (implied by --binary,
-    /// so `p2p receive --binary > file` ends with the sender's input).
-    #[arg(long, help_heading = "Data to stdout")]
-    pub once: bool,
 
     #[command(flatten)]
     pub peer: PeerArgs,

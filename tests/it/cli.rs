@@ -93,7 +93,7 @@ fn short_help_starts_with_what_to_send_and_keep() {
             "Room and relay",
             "Connection",
             "Who receives",
-            "Publish to an SFU (WHIP)",
+            "WHIP and WHEP (SFUs, OBS, players)",
             "Reporting",
             "Examples"
         ],
