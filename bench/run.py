@@ -1520,6 +1520,60 @@ class Bench:
                      baseline="" if case == "mesh" else f"{cpu['mesh']:.2f} s (room only)",
                      ratio=None if case == "mesh" else cpu[case] / cpu["mesh"])
 
+    def whep(self):
+        """WHEP viewers: headless Chromium (tests/browser/whep-watch-page.mjs)
+        POSTs a recvonly offer to `p2p send --whep-listen`; timed inside the
+        page from the POST to the first video frame shown and the first
+        audio decoded. Baseline: the same page watching a WHEP server made
+        with aiortc (tests/aiortc/whep_server.py), in the same run."""
+        runs = 3 if self.quick else 10
+        python = os.path.join(ROOT, "target", "aiortc-venv", "bin", "python")
+        if not os.path.exists(python):
+            raise RuntimeError("no aiortc venv: run scripts/aiortc-venv.sh")
+        servers = {
+            "p2p": [self.p2p, "send", "--test-source", "-q", "--whep-listen", "127.0.0.1:0"],
+            "aiortc": [python, os.path.join(ROOT, "tests", "aiortc", "whep_server.py")],
+        }
+        got = {}
+        for name, cmd in servers.items():
+            server = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                url = server.stdout.readline().strip()
+                if not url.startswith("http://"):
+                    raise RuntimeError(f"{name}'s WHEP server did not start")
+                got[name] = [self.whep_watch(url) for _ in range(runs)]
+            finally:
+                stop(server, signal.SIGINT, wait=10)
+            log(f"  WHEP {name}: " + ", ".join(f"{r['frame']}/{r['audio']} ms" for r in got[name]))
+        self.raw["whep"] = got
+        for key, what, target in (("frame", "first video frame shown", "≤ 300 ms"),
+                                  ("audio", "first audio decoded", "≤ 300 ms"),
+                                  ("connected", "connectionState `connected`", ""),
+                                  ("post", "the 201 with the answer", "")):
+            mine = sorted(r[key] for r in got["p2p"])
+            theirs = sorted(r[key] for r in got["aiortc"])
+            a, b = median(mine), median(theirs)
+            label = (f"Chromium watching `p2p send --whep-listen`: POST → {what} "
+                     f"(median of {runs}; all: {', '.join(str(x) for x in mine)})")
+            self.row("12 WHEP viewers", label, f"{a:.0f} ms", "",
+                     baseline=f"{b:.0f} ms (the same page watching aiortc's WHEP server)",
+                     ratio=a / b if b else None, target=target,
+                     met=(a <= 300) if target else None)
+
+    def whep_watch(self, url):
+        """One viewer of `url` for a second: ms from its POST to connected,
+        first frame and first audio, each checked to have decoded."""
+        page = os.path.join(ROOT, "tests", "browser", "whep-watch-page.mjs")
+        out = subprocess.run(["node", page, url, "--seconds", "1"], capture_output=True,
+                             text=True, timeout=90)
+        lines = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+        ev = {l.get("event"): l for l in lines}
+        done = ev.get("done", {})
+        if out.returncode != 0 or not done.get("framesDecoded") or not done.get("audioSamples"):
+            raise RuntimeError(f"the WHEP viewer failed: {lines} {out.stderr[-400:]}")
+        return dict(post=ev["created"]["postMs"], frame=ev["first-frame"]["ms"],
+                    audio=ev["first-audio"]["ms"], connected=ev["connected"]["ms"])
+
     # ------------------------------------------------------------ report
 
     def run(self):
@@ -1535,6 +1589,7 @@ class Bench:
             "9": ("9 publish to an SFU", self.whip),
             "10": ("10 link matrix", lambda: matrix.link_matrix(self)),
             "11": ("11 network change", lambda: netchange.network_change(self)),
+            "12": ("12 WHEP viewers", self.whep),
         }
         t0 = time.time()
         for key in self.a.only.split(","):
@@ -1625,7 +1680,7 @@ compare ratios, not absolute numbers, across machines.
         log(f"wrote {os.path.relpath(out, ROOT)}")
 
 
-ALL_FIGURES = "4,5,1,2,3,6,7,8,9,10,11"
+ALL_FIGURES = "4,5,1,2,3,6,7,8,9,10,11,12"
 
 
 def merge_into(old, rows, header, missing, raw, run):

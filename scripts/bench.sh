@@ -7,7 +7,7 @@
 #                                    # the link matrix, three runs a cell, is ~35)
 #   bash scripts/bench.sh --quick    # CI: fewer runs, shorter (< 2 min); writes
 #                                    # target/bench/BENCHMARKS.quick.md instead
-#   bash scripts/bench.sh --only 4,5 # some figures (1 to 11)
+#   bash scripts/bench.sh --only 4,5 # some figures (1 to 12)
 #   bash scripts/bench.sh --no-write # print the table, leave BENCHMARKS.md alone
 #
 # Needs: cargo, GStreamer (scripts/install-deps.sh), python3, socat, nats-server,
@@ -48,6 +48,9 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "[bench] npm ci --prefix tests/browser (playwright-core, for the Chromium baseline)" >&2
     npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
+
+# Figure 12's baseline: a WHEP server on aiortc (an independent stack).
+bash scripts/aiortc-venv.sh
 
 TARGET="${CARGO_TARGET_DIR:-target}"
 echo "[bench] cargo build --release (p2p, examples/loadgen, examples/dc_loopback, examples/wan)" >&2

@@ -12,9 +12,8 @@ cargo build --bins --examples
 # Before the Rust tests: tests/it/nat.rs drives a page through it too.
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 # aiortc, an independent WebRTC stack: tests/it/whep.rs watches a WHEP
-# server made with it. Pinned versions, in a venv of its own.
-[ -x target/aiortc-venv/bin/python ] || python3 -m venv target/aiortc-venv
-target/aiortc-venv/bin/pip install -q --disable-pip-version-check -r tests/aiortc/requirements.txt
+# server made with it.
+bash scripts/aiortc-venv.sh
 # The constrained-link tests run alone afterwards: each encodes 720p in
 # three layers, and beside other tests on a 2-core machine their frame
 # rates would measure the machine, not the network.

@@ -47,6 +47,9 @@ class Server:
             status, extra, payload = 400, {}, f"bad request: {e}\n"
         head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
         extra.setdefault("Content-Type", "text/plain")
+        # Browser viewers on other origins read the answer and Location.
+        extra["Access-Control-Allow-Origin"] = "*"
+        extra["Access-Control-Expose-Headers"] = "Location"
         for k, v in extra.items():
             head.append(f"{k}: {v}")
         data = payload.encode()
@@ -57,6 +60,9 @@ class Server:
         writer.close()
 
     async def route(self, method, path, headers, body):
+        if method == "OPTIONS":
+            return 204, {"Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+                         "Access-Control-Allow-Headers": "Authorization, Content-Type"}, ""
         if self.token and headers.get("authorization") != f"Bearer {self.token}":
             return 401, {"WWW-Authenticate": "Bearer"}, "a valid bearer token is required\n"
         if path == "/whep" and method == "POST":
@@ -125,7 +131,7 @@ class Server:
             await pc.close()
 
 
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized",
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
            404: "Not Found", 405: "Method Not Allowed", 415: "Unsupported Media Type"}
 
 

@@ -19,6 +19,7 @@
 //   {"event":"created","status":201,"location":"http://…","etag":"\"…\"","postMs":…}
 //   {"event":"connected","ms":…}          (ms since the POST was sent)
 //   {"event":"first-frame","ms":…,"width":…,"height":…}
+//   {"event":"first-audio","ms":…}          (its first samples decoded)
 //   {"event":"done","frames":…,"maxGapMs":…,"width":…,"height":…,"videoCodec":"video/VP8",
 //    "framesDecoded":…,"audioCodec":"audio/opus","audioSamples":…,"audioEnergy":…,
 //    "concealedSamples":…,"deleted":200}
@@ -92,9 +93,12 @@ async function watchInPage({ url, index, token, trickle, videoOnly, codec }) {
     transceiver.setCodecPreferences(want);
   }
   const stream = new MediaStream();
+  // One stream for both tracks, given to the element once: a new
+  // srcObject for the second track would restart its load, and a frame
+  // callback asked for before could be lost with it.
   pc.ontrack = (e) => {
     stream.addTrack(e.track);
-    video.srcObject = stream;
+    if (!video.srcObject) video.srcObject = stream;
   };
   let t0 = 0;
   pc.onconnectionstatechange = () => {
@@ -150,6 +154,23 @@ async function watchInPage({ url, index, token, trickle, videoOnly, codec }) {
   viewer.location = location;
   emit({ event: 'created', status: res.status, location, etag, postMs: Math.round(performance.now() - t0) });
   await pc.setRemoteDescription({ type: 'answer', sdp: body });
+  if (!videoOnly) {
+    // The first audio decoded: samples counted by the stats, looked at
+    // every 10 ms.
+    (async () => {
+      while (pc.connectionState !== 'closed') {
+        let samples = 0;
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'inbound-rtp' && r.kind === 'audio') samples += r.totalSamplesReceived || 0;
+        });
+        if (samples > 0) {
+          emit({ event: 'first-audio', ms: Math.round(performance.now() - t0) });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+  }
 
   if (trickle) {
     const lines = offer.sdp.split('\r\n');
