@@ -20,10 +20,6 @@ use crate::protocol::{Candidate, Description};
 use crate::whip;
 use crate::whip::serve::{self, refuse, reply};
 
-/// How long the answer waits for our candidates before it goes without
-/// them (host candidates take milliseconds).
-const GATHER_WAIT: Duration = Duration::from_secs(1);
-
 /// Key-frame requests to the publisher: at most one this often, however
 /// many receivers join at once.
 const PLI_EVERY: Duration = Duration::from_millis(300);
@@ -273,7 +269,14 @@ async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
         })
         .await;
     let never = tokio_util::sync::CancellationToken::new();
-    let answer = match super::whip::described(&handle, &mut events, GATHER_WAIT, &never).await {
+    let answer = match super::whip::described(
+        &handle,
+        &mut events,
+        super::whip::GATHER_WAIT,
+        &never,
+    )
+    .await
+    {
         Ok(a) => a.map_or_else(String::new, |(sdp, _)| sdp),
         Err(why) => {
             handle.close().await;
@@ -370,7 +373,21 @@ async fn patch(
             _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
         }
     };
-    let fragment = match serve::trickled(&headers, &body, &id, ufrag.as_deref(), "publish again") {
+    let request = (&headers, body.as_str());
+    trickle_into(&handle, request, &id, ufrag.as_deref(), "publish again").await
+}
+
+/// Answers a trickle PATCH to session `id`, whose connection is `handle`
+/// and whose offer had ICE ufrag `ufrag`: its candidates are added, or it
+/// is refused (`again`: what the client does instead of an ICE restart).
+pub(super) async fn trickle_into(
+    handle: &PeerHandle,
+    (headers, body): (&HeaderMap, &str),
+    id: &str,
+    ufrag: Option<&str>,
+    again: &str,
+) -> Response {
+    let fragment = match serve::trickled(headers, body, id, ufrag, again) {
         Ok(f) => f,
         Err(refusal) => return refusal.into(),
     };

@@ -18,13 +18,9 @@ use tokio::sync::{mpsc, Notify};
 
 use super::machine::PeerEvent;
 use super::rtc::{self, PeerHandle, Rtc, RtcEvent};
-use crate::protocol::{Candidate, Description};
+use crate::protocol::Description;
 use crate::whip;
 use crate::whip::serve::{self, refuse, reply};
-
-/// How long the answer waits for our candidates before it goes without
-/// them (host candidates take milliseconds).
-const GATHER_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the exit waits for viewers' connections to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -240,7 +236,14 @@ async fn admit(ep: Arc<Endpoint>, id: String, offer: String) -> Response {
         })
         .await;
     let never = tokio_util::sync::CancellationToken::new();
-    let answer = match super::whip::described(&handle, &mut events, GATHER_WAIT, &never).await {
+    let answer = match super::whip::described(
+        &handle,
+        &mut events,
+        super::whip::GATHER_WAIT,
+        &never,
+    )
+    .await
+    {
         Ok(a) => a.map_or_else(String::new, |(sdp, _)| sdp),
         Err(why) => return fail(StatusCode::BAD_REQUEST, format!("bad offer: {why}")).await,
     };
@@ -349,21 +352,8 @@ async fn patch(
         }) => (h.clone(), ufrag.clone()),
         _ => return refuse(StatusCode::NOT_FOUND, "no such session"),
     };
-    let fragment = match serve::trickled(&headers, &body, &id, ufrag.as_deref(), "watch again") {
-        Ok(f) => f,
-        Err(refusal) => return refusal.into(),
-    };
-    for candidate in fragment.candidates {
-        handle
-            .add_candidate(Candidate {
-                candidate,
-                sdp_mid: fragment.mid.clone(),
-                sdp_m_line_index: Some(0),
-                username_fragment: fragment.ufrag.clone(),
-            })
-            .await;
-    }
-    reply(StatusCode::NO_CONTENT, &[], String::new())
+    let request = (&headers, body.as_str());
+    super::ingest::trickle_into(&handle, request, &id, ufrag.as_deref(), "watch again").await
 }
 
 async fn delete(

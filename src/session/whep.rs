@@ -17,18 +17,11 @@ use super::machine::PeerEvent;
 use super::report::Reporter;
 use super::rtc::{PeerHandle, Rtc, RtcEvent};
 use super::settings::ReceiveConfig;
-use super::whip::{as_json, described, Events, Trickle};
+use super::whip::{as_json, described, Events, Trickle, DELETE_WAIT, GATHER_WAIT};
 use crate::media::record::RecordConfig;
 use crate::media::MediaKind;
 use crate::protocol::Description;
 use crate::whip::{self, Client, Created, Kind};
-
-/// How long the offer waits for candidates before it is POSTed without
-/// the rest (which are then trickled, if the endpoint takes them).
-const GATHER_WAIT: Duration = Duration::from_secs(1);
-
-/// How long ending the session (DELETE) may hold up the exit.
-const DELETE_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the recordings are looked after.
 const TICK: Duration = Duration::from_millis(100);

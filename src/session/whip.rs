@@ -20,10 +20,10 @@ use crate::whip::{self, Client, Created, Kind};
 /// How long the offer waits for candidates before it is POSTed without
 /// the rest (which are then trickled, if the endpoint takes them). With
 /// host candidates only, gathering takes milliseconds.
-const GATHER_WAIT: Duration = Duration::from_secs(1);
+pub(super) const GATHER_WAIT: Duration = Duration::from_secs(1);
 
 /// How long ending the session (DELETE) may hold up the exit.
-const DELETE_WAIT: Duration = Duration::from_secs(2);
+pub(super) const DELETE_WAIT: Duration = Duration::from_secs(2);
 
 /// The peer id of the WHIP connection, in logs and stats.
 pub const PEER: &str = "whip";

@@ -743,3 +743,19 @@ pub async fn http(
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     (head.to_owned(), body.to_owned())
 }
+
+/// Page script `script` on this host, run to its end with `args`: its
+/// JSON lines on stdout. It must have succeeded (`who` names it then).
+pub async fn page_lines(script: &str, args: &[&str], who: &str) -> Vec<Value> {
+    let out = run_page(None, script, args, Duration::from_secs(90)).await;
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{who} failed: {lines:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{http, page_script_in, run_page, Proc, Relay, Spawn};
+use crate::harness::{http, page_lines, page_script_in, Proc, Relay, Spawn};
 use crate::mediafile::{ffmpeg_errors, inspect};
 use serde_json::Value;
 
@@ -51,17 +51,7 @@ fn record(relay: &Relay, room: &str, path: &Path) -> Proc {
 async fn publish(url: &str, args: &[&str]) -> Vec<Value> {
     let mut all = vec![url];
     all.extend_from_slice(args);
-    let out = run_page(None, "whip-publish-page.mjs", &all, Duration::from_secs(90)).await;
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(
-        out.status.success(),
-        "the publisher failed: {lines:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
+    page_lines("whip-publish-page.mjs", &all, "the publisher").await
 }
 
 fn event<'a>(lines: &'a [Value], name: &str) -> &'a Value {
