@@ -208,12 +208,15 @@ impl Receiver {
                     return vec![forged(&id, "offer")];
                 }
                 if self.peers.contains_key(&id) {
-                    // The sender started over with us (e.g. after a failed
-                    // connection on its side): replace the old peer.
+                    // The sender started over with us: its side gave the
+                    // connection up (it failed there first, or we were
+                    // suspended and have not noticed yet). The old peer is
+                    // replaced as lost, not gone: what it was recording
+                    // goes on with the new connection.
                     self.peers.remove(&id);
                     out.push(Action::ClosePeer {
                         peer: id.clone(),
-                        lost: false,
+                        lost: true,
                     });
                 }
                 let mut peer = Peer::new(now, from);

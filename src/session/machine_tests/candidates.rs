@@ -191,7 +191,7 @@ fn receiver_accepts_an_offer_and_flushes_early_candidates_in_order() {
     assert_eq!(
         r.handle_signal(now, None, &offer("sender-2", json!({}))),
         vec![
-            close("sender-2"),
+            give_up("sender-2"),
             Action::AcceptOffer {
                 peer: "sender-2".into(),
                 offer: offer_desc()

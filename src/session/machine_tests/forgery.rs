@@ -88,7 +88,7 @@ fn a_receiver_takes_a_senders_messages_only_from_its_connection() {
     assert_eq!(r.state_of(SID), Some(&obj(json!({"nick": "cam"}))));
     // The sender itself may still restart the peer, sync and leave.
     let out = r.handle_signal(now, REAL, &offer(SID, json!({"nick": "again"})));
-    assert_eq!(out[0], close(SID));
+    assert_eq!(out[0], give_up(SID));
     assert_eq!(r.state_of(SID), Some(&obj(json!({"nick": "again"}))));
     let out = r.handle_signal(now, REAL, &dispose_msg(SID));
     assert_eq!(out[0], close(SID));

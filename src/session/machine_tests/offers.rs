@@ -242,7 +242,9 @@ fn receiver_replaces_the_peer_on_a_second_offer() {
     assert_eq!(
         r.handle_signal(t1, None, &offer(SID, json!({"nick": "restarted"}))),
         vec![
-            close(SID),
+            // Its side gave the connection up: lost, so what it was
+            // recording goes on.
+            give_up(SID),
             Action::AcceptOffer {
                 peer: SID.into(),
                 offer: offer_desc()
