@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::machine::PeerEvent;
 use super::rtc::{self, Continuity, OnKeyframe, PeerHandle, Rtc, RtcEvent, TrackWriter};
 use crate::media::{MediaKind, TrackSpec};
-use crate::protocol::{Candidate, Description};
+use crate::protocol::Candidate;
 use crate::whip;
 use crate::whip::serve::{self, refuse, reply};
 
@@ -262,22 +262,8 @@ async fn admit(ingest: Arc<Ingest>, id: String, offer: String) -> Response {
         }
     };
     ingest.update(&id, |p| p.handle = Some(handle.clone()));
-    handle
-        .accept_offer(Description {
-            kind: "offer".into(),
-            sdp: offer.clone(),
-        })
-        .await;
-    let never = tokio_util::sync::CancellationToken::new();
-    let answer = match super::whip::described(
-        &handle,
-        &mut events,
-        super::whip::GATHER_WAIT,
-        &never,
-    )
-    .await
-    {
-        Ok(a) => a.map_or_else(String::new, |(sdp, _)| sdp),
+    let answer = match super::whip::answer(&handle, &mut events, &offer).await {
+        Ok(a) => a,
         Err(why) => {
             handle.close().await;
             return fail(StatusCode::BAD_REQUEST, why).await;

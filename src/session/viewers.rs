@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, Notify};
 
 use super::machine::PeerEvent;
 use super::rtc::{self, PeerHandle, Rtc, RtcEvent};
-use crate::protocol::Description;
 use crate::whip;
 use crate::whip::serve::{self, refuse, reply};
 
@@ -229,22 +228,8 @@ async fn admit(ep: Arc<Endpoint>, id: String, offer: String) -> Response {
     if let Some(v) = ep.lock().get_mut(&id) {
         v.handle = Some(handle.clone());
     }
-    handle
-        .accept_offer(Description {
-            kind: "offer".into(),
-            sdp: offer.clone(),
-        })
-        .await;
-    let never = tokio_util::sync::CancellationToken::new();
-    let answer = match super::whip::described(
-        &handle,
-        &mut events,
-        super::whip::GATHER_WAIT,
-        &never,
-    )
-    .await
-    {
-        Ok(a) => a.map_or_else(String::new, |(sdp, _)| sdp),
+    let answer = match super::whip::answer(&handle, &mut events, &offer).await {
+        Ok(a) => a,
         Err(why) => return fail(StatusCode::BAD_REQUEST, format!("bad offer: {why}")).await,
     };
     if !whip::sends_media(&answer) {

@@ -244,6 +244,24 @@ pub(super) async fn described(
     }
 }
 
+/// Applies a client's `offer` to `peer` and returns our answer once its
+/// candidates are in (or `GATHER_WAIT` has passed): what a WHIP or WHEP
+/// endpoint sends back in its 201. Err: why the offer could not be used.
+pub(super) async fn answer(
+    peer: &PeerHandle,
+    events: &mut Events,
+    offer: &str,
+) -> Result<String, String> {
+    peer.accept_offer(Description {
+        kind: "offer".into(),
+        sdp: offer.to_owned(),
+    })
+    .await;
+    let never = CancellationToken::new();
+    let described = described(peer, events, GATHER_WAIT, &never).await?;
+    Ok(described.map_or_else(String::new, |(sdp, _)| sdp))
+}
+
 /// The created session until `stop` or a failure: the answer applied,
 /// candidates not in the offer trickled (`found` before it was sent, then
 /// the later ones), the connection watched.
